@@ -1,0 +1,528 @@
+package workflow
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Step kinds.
+const (
+	KindTask     = "task"     // run a task on a worker
+	KindParallel = "parallel" // start branches and join when all end
+	KindSwitch   = "switch"   // route to the first case whose condition holds
+)
+
+var stepKinds = []string{KindTask, KindParallel, KindSwitch}
+
+// Limits on definitions.
+const (
+	MaxSteps       = 1000 // steps per definition
+	MaxAttemptsCap = 100  // upper bound of RetryPolicy.MaxAttempts
+)
+
+// HeaderKeyPrefix marks a trigger key taken from a message header instead
+// of the payload: "header:Nats-Msg-Id".
+const HeaderKeyPrefix = "header:"
+
+// Definition is a parsed and validated workflow definition. Fields carry
+// yaml tags; JSON definitions are read with the same tags.
+type Definition struct {
+	// Name identifies the workflow; letters, digits, '-' and '_'.
+	Name string `yaml:"name"`
+	// Version is a positive integer; instances keep the version they started
+	// with.
+	Version int `yaml:"version"`
+	// Description is free text.
+	Description string `yaml:"description,omitempty"`
+	// Trigger binds a NATS subject to this workflow. Optional: without it the
+	// workflow is started explicitly (jetflow start / bulk steps).
+	Trigger *Trigger `yaml:"trigger,omitempty"`
+	// Start names the first step. Default: the first step listed.
+	Start string `yaml:"start,omitempty"`
+	// Output is an expression for the instance output. Default: the output
+	// of the step that ended the workflow.
+	Output string `yaml:"output,omitempty"`
+	// Steps of the workflow.
+	Steps []Step `yaml:"steps"`
+
+	file     string
+	index    map[string]*Step
+	scopes   map[string]string // step -> owning parallel step ("" = root)
+	compiled map[string]*compiled
+}
+
+// Trigger binds an event subject to a workflow.
+type Trigger struct {
+	// Subject is a NATS subject, wildcards allowed ("orders.created",
+	// "orders.*.created"). Subjects under "jetflow." and "$" are reserved.
+	Subject string `yaml:"subject"`
+	// Key says where the event key comes from: a dotted path into the JSON
+	// payload ("orderId", "order.id"), or "header:<Name>" for a message
+	// header ("header:Nats-Msg-Id"). One event key starts at most one
+	// instance.
+	Key string `yaml:"key"`
+}
+
+// Step is one node of the workflow graph.
+type Step struct {
+	// Name identifies the step within the workflow.
+	Name string `yaml:"name"`
+	// Kind is one of task, parallel, switch.
+	Kind string `yaml:"kind"`
+	// Task is the task type a worker handles (kind task).
+	Task string `yaml:"task,omitempty"`
+	// Input is an expression evaluated when the step starts; its value is
+	// the task's input. Default: the instance input.
+	Input string `yaml:"input,omitempty"`
+	// Retry policy (kind task). Default: DefaultRetryPolicy.
+	Retry *RetryPolicy `yaml:"retry,omitempty"`
+	// Timeout bounds one attempt, start to close (kind task). Zero: none.
+	Timeout Duration `yaml:"timeout,omitempty"`
+	// Next is the step that follows. Empty: this step ends its chain.
+	Next string `yaml:"next,omitempty"`
+	// OnFailure is the step to run when this step fails for good. Empty:
+	// the instance fails.
+	OnFailure string `yaml:"on_failure,omitempty"`
+	// Branches name the first step of each branch (kind parallel). Each
+	// branch runs until its chain ends; the parallel step completes when all
+	// branches have ended, then continues with Next.
+	Branches []string `yaml:"branches,omitempty"`
+	// Cases are tried in order (kind switch); the first whose condition is
+	// true chooses the next step.
+	Cases []Case `yaml:"cases,omitempty"`
+	// Default is the next step when no case matches (kind switch). Empty:
+	// the chain ends.
+	Default string `yaml:"default,omitempty"`
+}
+
+// Case is one branch of a switch.
+type Case struct {
+	When string `yaml:"when"`
+	Next string `yaml:"next"`
+}
+
+// RetryPolicy controls how a failed task attempt is retried: attempt n+1
+// starts InitialInterval * BackoffCoefficient^(n-1) after attempt n failed,
+// capped at MaxInterval.
+type RetryPolicy struct {
+	// MaxAttempts counts the first attempt. Default 3; 1 disables retries.
+	MaxAttempts int `yaml:"max_attempts,omitempty"`
+	// InitialInterval is the delay before the second attempt. Default 1s.
+	InitialInterval Duration `yaml:"initial_interval,omitempty"`
+	// BackoffCoefficient multiplies the delay per attempt. Default 2.
+	BackoffCoefficient float64 `yaml:"backoff_coefficient,omitempty"`
+	// MaxInterval caps the delay. Default 1m.
+	MaxInterval Duration `yaml:"max_interval,omitempty"`
+}
+
+// DefaultRetryPolicy applies to task steps without a retry section, and
+// fills the zero fields of one that has it.
+var DefaultRetryPolicy = RetryPolicy{
+	MaxAttempts:        3,
+	InitialInterval:    Duration(1e9),
+	BackoffCoefficient: 2,
+	MaxInterval:        Duration(60e9),
+}
+
+func (p *RetryPolicy) withDefaults() RetryPolicy {
+	r := DefaultRetryPolicy
+	if p == nil {
+		return r
+	}
+	if p.MaxAttempts != 0 {
+		r.MaxAttempts = p.MaxAttempts
+	}
+	if p.InitialInterval != 0 {
+		r.InitialInterval = p.InitialInterval
+	}
+	if p.BackoffCoefficient != 0 {
+		r.BackoffCoefficient = p.BackoffCoefficient
+	}
+	if p.MaxInterval != 0 {
+		r.MaxInterval = p.MaxInterval
+	}
+	return r
+}
+
+// Parse reads a definition from YAML or JSON and validates it. file is used
+// only in error messages. Unknown fields are errors, so a typo such as
+// "nxt:" is reported instead of silently ignored.
+func Parse(file string, src []byte) (*Definition, error) {
+	if len(bytes.TrimSpace(src)) == 0 {
+		return nil, &DefinitionError{File: file, Problem: "empty definition"}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	dec.KnownFields(true)
+	var d Definition
+	if err := dec.Decode(&d); err != nil {
+		return nil, &DefinitionError{File: file, Problem: "cannot parse: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	d.file = file
+	if err := d.validate(); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// File is the name the definition was parsed from.
+func (d *Definition) File() string { return d.file }
+
+// Step returns the named step.
+func (d *Definition) Step(name string) (*Step, bool) {
+	s, ok := d.index[name]
+	return s, ok
+}
+
+// StartStep returns the name of the first step.
+func (d *Definition) StartStep() string { return d.Start }
+
+func (d *Definition) errf(step, format string, args ...any) error {
+	return &DefinitionError{File: d.file, Step: step, Problem: fmt.Sprintf(format, args...)}
+}
+
+// validate checks everything a definition must satisfy and compiles its
+// expressions. It reports every problem found, joined.
+func (d *Definition) validate() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := ValidateName("workflow name", d.Name); err != nil {
+		add(d.errf("", "%v", err))
+	}
+	if d.Version < 1 {
+		add(d.errf("", "version must be a positive integer, got %d", d.Version))
+	}
+	if d.Trigger != nil {
+		add(d.validateTrigger())
+	}
+	if len(d.Steps) == 0 {
+		add(d.errf("", "no steps"))
+		return joinErrs(errs)
+	}
+	if len(d.Steps) > MaxSteps {
+		add(d.errf("", "%d steps; at most %d are allowed", len(d.Steps), MaxSteps))
+		return joinErrs(errs)
+	}
+	d.index = make(map[string]*Step, len(d.Steps))
+	for i := range d.Steps {
+		s := &d.Steps[i]
+		if err := ValidateName("step name", s.Name); err != nil {
+			add(d.errf(s.Name, "%v", err))
+			continue
+		}
+		if _, dup := d.index[s.Name]; dup {
+			add(d.errf(s.Name, "defined twice"))
+			continue
+		}
+		d.index[s.Name] = s
+	}
+	if d.Start == "" {
+		d.Start = d.Steps[0].Name
+	} else if _, ok := d.index[d.Start]; !ok {
+		add(d.errf("", "start refers to unknown step %q", d.Start))
+	}
+	d.compiled = map[string]*compiled{}
+	for i := range d.Steps {
+		add(d.validateStep(&d.Steps[i]))
+	}
+	if d.Output != "" {
+		add(d.compile("", "output", d.Output))
+	}
+	if len(errs) > 0 {
+		return joinErrs(errs)
+	}
+	if err := d.checkGraph(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (d *Definition) validateTrigger() error {
+	t := d.Trigger
+	if err := ValidateSubject(t.Subject, true); err != nil {
+		return d.errf("", "trigger subject: %v", err)
+	}
+	if strings.HasPrefix(t.Subject, "jetflow.") || strings.HasPrefix(t.Subject, "$") || t.Subject == ">" || t.Subject == "*" || strings.HasPrefix(t.Subject, "_INBOX") {
+		return d.errf("", "trigger subject %q is reserved (jetflow.*, $*, _INBOX* and bare wildcards cannot be triggers)", t.Subject)
+	}
+	switch {
+	case t.Key == "":
+		return d.errf("", "trigger key is empty: name a payload field (\"orderId\") or a header (\"header:Nats-Msg-Id\")")
+	case strings.HasPrefix(t.Key, HeaderKeyPrefix):
+		if strings.TrimPrefix(t.Key, HeaderKeyPrefix) == "" {
+			return d.errf("", "trigger key %q names no header", t.Key)
+		}
+	default:
+		for _, part := range strings.Split(t.Key, ".") {
+			if part == "" {
+				return d.errf("", "trigger key %q has an empty path element", t.Key)
+			}
+		}
+	}
+	return nil
+}
+
+// ValidateSubject checks a NATS subject; wildcards are allowed only when
+// wildcards is true.
+func ValidateSubject(s string, wildcards bool) error {
+	if s == "" {
+		return fmt.Errorf("subject is empty")
+	}
+	if len(s) > 255 {
+		return fmt.Errorf("subject %q is longer than 255 characters", s)
+	}
+	toks := strings.Split(s, ".")
+	for i, tok := range toks {
+		if tok == "" {
+			return fmt.Errorf("subject %q has an empty token", s)
+		}
+		if strings.ContainsAny(tok, " \t\r\n") {
+			return fmt.Errorf("subject %q contains white space", s)
+		}
+		if tok == "*" || tok == ">" {
+			if !wildcards {
+				return fmt.Errorf("subject %q must not contain wildcards", s)
+			}
+			if tok == ">" && i != len(toks)-1 {
+				return fmt.Errorf("subject %q: '>' must be the last token", s)
+			}
+			continue
+		}
+		if strings.ContainsAny(tok, "*>") {
+			return fmt.Errorf("subject %q: wildcards must be whole tokens", s)
+		}
+	}
+	return nil
+}
+
+func (d *Definition) ref(step, field, target string) error {
+	if target == "" {
+		return nil
+	}
+	if _, ok := d.index[target]; !ok {
+		return d.errf(step, "%s refers to unknown step %q", field, target)
+	}
+	if target == step {
+		return d.errf(step, "%s refers to the step itself", field)
+	}
+	return nil
+}
+
+func (d *Definition) validateStep(s *Step) error {
+	if s.Name == "" {
+		return nil // already reported
+	}
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	add(d.ref(s.Name, "next", s.Next))
+	add(d.ref(s.Name, "on_failure", s.OnFailure))
+	notFor := func(field string, set bool) {
+		if set {
+			add(d.errf(s.Name, "%s is not allowed on a %s step", field, s.Kind))
+		}
+	}
+	switch s.Kind {
+	case KindTask:
+		if err := ValidateName("task type", s.Task); err != nil {
+			add(d.errf(s.Name, "%v", err))
+		}
+		if s.Input != "" {
+			add(d.compile(s.Name, "input", s.Input))
+		}
+		if s.Retry != nil {
+			r := s.Retry.withDefaults()
+			if r.MaxAttempts < 1 || r.MaxAttempts > MaxAttemptsCap {
+				add(d.errf(s.Name, "retry.max_attempts must be between 1 and %d, got %d", MaxAttemptsCap, s.Retry.MaxAttempts))
+			}
+			if r.BackoffCoefficient < 1 {
+				add(d.errf(s.Name, "retry.backoff_coefficient must be at least 1, got %g", r.BackoffCoefficient))
+			}
+		}
+		notFor("branches", len(s.Branches) > 0)
+		notFor("cases", len(s.Cases) > 0)
+		notFor("default", s.Default != "")
+	case KindParallel:
+		if len(s.Branches) == 0 {
+			add(d.errf(s.Name, "a parallel step needs at least one branch"))
+		}
+		seen := map[string]bool{}
+		for _, b := range s.Branches {
+			add(d.ref(s.Name, "branch", b))
+			if seen[b] {
+				add(d.errf(s.Name, "branch %q is listed twice", b))
+			}
+			seen[b] = true
+		}
+		notFor("task", s.Task != "")
+		notFor("input", s.Input != "")
+		notFor("retry", s.Retry != nil)
+		notFor("timeout", s.Timeout != 0)
+		notFor("cases", len(s.Cases) > 0)
+		notFor("default", s.Default != "")
+		notFor("on_failure", s.OnFailure != "")
+	case KindSwitch:
+		if len(s.Cases) == 0 {
+			add(d.errf(s.Name, "a switch step needs at least one case"))
+		}
+		for i, c := range s.Cases {
+			if c.When == "" {
+				add(d.errf(s.Name, "case %d has no condition (when)", i+1))
+			} else {
+				add(d.compile(s.Name, fmt.Sprintf("case %d condition", i+1), c.When))
+			}
+			if c.Next == "" {
+				add(d.errf(s.Name, "case %d has no next step", i+1))
+			}
+			add(d.ref(s.Name, fmt.Sprintf("case %d next", i+1), c.Next))
+		}
+		add(d.ref(s.Name, "default", s.Default))
+		notFor("task", s.Task != "")
+		notFor("input", s.Input != "")
+		notFor("retry", s.Retry != nil)
+		notFor("timeout", s.Timeout != 0)
+		notFor("branches", len(s.Branches) > 0)
+		notFor("next", s.Next != "")
+		notFor("on_failure", s.OnFailure != "")
+	case "":
+		add(d.errf(s.Name, "kind is missing (one of %s)", strings.Join(stepKinds, ", ")))
+	default:
+		add(d.errf(s.Name, "unknown kind %q (one of %s)", s.Kind, strings.Join(stepKinds, ", ")))
+	}
+	return joinErrs(errs)
+}
+
+// edges lists the steps that can follow s, in a fixed order.
+func (s *Step) edges() []string {
+	var out []string
+	out = append(out, s.Branches...)
+	for _, c := range s.Cases {
+		out = append(out, c.Next)
+	}
+	for _, n := range []string{s.Default, s.Next, s.OnFailure} {
+		if n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// checkGraph rejects cycles, unreachable steps and steps shared between
+// scopes, and records each step's scope.
+func (d *Definition) checkGraph() error {
+	// Cycles: depth-first search with colours.
+	const (
+		white = iota
+		grey
+		black
+	)
+	colour := map[string]int{}
+	var path []string
+	var cycle error
+	var visit func(string)
+	visit = func(n string) {
+		if cycle != nil {
+			return
+		}
+		colour[n] = grey
+		path = append(path, n)
+		for _, m := range d.index[n].edges() {
+			switch colour[m] {
+			case grey:
+				i := len(path) - 1
+				for path[i] != m {
+					i--
+				}
+				loop := append(append([]string{}, path[i:]...), m)
+				cycle = d.errf(m, "cycle: %s", strings.Join(loop, " -> "))
+				return
+			case white:
+				visit(m)
+			}
+		}
+		path = path[:len(path)-1]
+		colour[n] = black
+	}
+	visit(d.Start)
+	if cycle != nil {
+		return cycle
+	}
+	// Scopes: each step belongs to the root chain or to exactly one parallel
+	// step's branches.
+	d.scopes = map[string]string{}
+	var errs []error
+	var assign func(step, scope string)
+	assign = func(step, scope string) {
+		if prev, ok := d.scopes[step]; ok {
+			if prev != scope {
+				errs = append(errs, d.errf(step, "reachable from two scopes (%s and %s); a step may belong to only one branch", scopeName(prev), scopeName(scope)))
+			}
+			return
+		}
+		d.scopes[step] = scope
+		s := d.index[step]
+		for _, b := range s.Branches {
+			assign(b, step)
+		}
+		for _, c := range s.Cases {
+			assign(c.Next, scope)
+		}
+		for _, n := range []string{s.Default, s.Next, s.OnFailure} {
+			if n != "" {
+				assign(n, scope)
+			}
+		}
+	}
+	assign(d.Start, "")
+	var unreachable []string
+	for _, s := range d.Steps {
+		if _, ok := d.scopes[s.Name]; !ok {
+			unreachable = append(unreachable, s.Name)
+		}
+	}
+	sort.Strings(unreachable)
+	for _, u := range unreachable {
+		errs = append(errs, d.errf(u, "unreachable from the start step %q", d.Start))
+	}
+	return joinErrs(errs)
+}
+
+func scopeName(scope string) string {
+	if scope == "" {
+		return "the main flow"
+	}
+	return "a branch of " + scope
+}
+
+func joinErrs(errs []error) error {
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	return &multiError{errs: errs}
+}
+
+// multiError joins validation errors one per line and matches each of them.
+type multiError struct{ errs []error }
+
+func (m *multiError) Error() string {
+	parts := make([]string, len(m.errs))
+	for i, e := range m.errs {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "\n")
+}
+
+func (m *multiError) Unwrap() []error { return m.errs }

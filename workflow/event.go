@@ -1,0 +1,92 @@
+package workflow
+
+import "time"
+
+// EventKind says what happened to an instance.
+type EventKind string
+
+// Event kinds.
+const (
+	EventStart  EventKind = "start"  // a trigger: create the instance
+	EventResult EventKind = "result" // a worker finished a task attempt
+	EventTimer  EventKind = "timer"  // a timer came due
+	EventCancel EventKind = "cancel" // an operator cancelled the instance
+)
+
+// Event is the input of the transition function. Only the fields of its
+// kind are set.
+type Event struct {
+	Kind     EventKind `msgpack:"k"`
+	Instance string    `msgpack:"i"`
+
+	// Start.
+	Workflow    string `msgpack:"wf,omitempty"`
+	Version     int    `msgpack:"v,omitempty"`
+	EventKey    string `msgpack:"key,omitempty"`
+	InputRef    string `msgpack:"in,omitempty"`
+	InputDigest string `msgpack:"dig,omitempty"`
+
+	// Result.
+	Step      string `msgpack:"s,omitempty"`
+	Attempt   int    `msgpack:"a,omitempty"`
+	OutputRef string `msgpack:"out,omitempty"`
+	// Error is empty on success.
+	Error string `msgpack:"err,omitempty"`
+	// Permanent failures are not retried.
+	Permanent bool `msgpack:"perm,omitempty"`
+	// RetryAfter overrides the retry policy's delay when positive.
+	RetryAfter time.Duration `msgpack:"ra,omitempty"`
+
+	// Timer.
+	Timer string `msgpack:"t,omitempty"`
+
+	// Cancel.
+	Reason string `msgpack:"r,omitempty"`
+}
+
+// Decision is the outcome of applying an event: the new instance and what
+// the dispatcher must do, in this order, around the compare-and-swap:
+//
+//  1. Writes (write-once data values) before the CAS;
+//  2. the CAS of Instance;
+//  3. Tasks and Timers after the CAS succeeded;
+//  4. acknowledge the event.
+type Decision struct {
+	// Instance is the new state; equal to the input when Changed is false.
+	Instance *Instance
+	// Changed is true when Instance must be written.
+	Changed bool
+	// Ignored says why the event changed nothing ("stale result", ...).
+	Ignored string
+	Writes  []Write
+	Tasks   []Task
+	Timers  []Timer
+}
+
+// Write stores a value under a write-once data key.
+type Write struct {
+	Key   string
+	Value any
+}
+
+// Task asks a worker to run one attempt of a task step.
+type Task struct {
+	Instance  string        `msgpack:"i"`
+	Workflow  string        `msgpack:"wf"`
+	Version   int           `msgpack:"v"`
+	Step      string        `msgpack:"s"`
+	Type      string        `msgpack:"t"`
+	Attempt   int           `msgpack:"a"`
+	InputRef  string        `msgpack:"in"`
+	EffectKey string        `msgpack:"ek"`
+	Timeout   time.Duration `msgpack:"to,omitempty"`
+	// MaxAttempts tells the handler whether this is the last attempt.
+	MaxAttempts int `msgpack:"ma,omitempty"`
+}
+
+// Timer asks for an EventTimer with ID to be delivered at At.
+type Timer struct {
+	Instance string
+	ID       string
+	At       time.Time
+}

@@ -1,0 +1,88 @@
+package workflow
+
+import (
+	"maps"
+	"time"
+)
+
+// Status is the state of an instance. It only moves forward: running to one
+// of the terminal states.
+type Status string
+
+// Instance states.
+const (
+	StatusRunning   Status = "running"
+	StatusCompleted Status = "completed"
+	StatusFailed    Status = "failed"
+	StatusCancelled Status = "cancelled"
+)
+
+// Terminal reports whether no event can change the instance any more.
+func (s Status) Terminal() bool { return s != StatusRunning && s != "" }
+
+// StepStatus is the state of one step of an instance.
+type StepStatus string
+
+// Step states.
+const (
+	StepRunning   StepStatus = "running"   // an attempt is in flight (or branches are)
+	StepWaiting   StepStatus = "waiting"   // between attempts, a retry timer is pending
+	StepCompleted StepStatus = "completed" // finished with an output
+	StepFailed    StepStatus = "failed"    // finished without retries left
+)
+
+// Instance is the state of one workflow run. It is small and bounded: step
+// inputs and outputs are references to the data bucket, never the values.
+type Instance struct {
+	ID          string    `msgpack:"id"`
+	Workflow    string    `msgpack:"wf"`
+	Version     int       `msgpack:"v"`
+	EventKey    string    `msgpack:"key"`
+	InputRef    string    `msgpack:"in"`
+	InputDigest string    `msgpack:"dig,omitempty"`
+	Status      Status    `msgpack:"st"`
+	OutputRef   string    `msgpack:"out,omitempty"`
+	Error       string    `msgpack:"err,omitempty"`
+	Created     time.Time `msgpack:"c"`
+	Updated     time.Time `msgpack:"u"`
+	Ended       time.Time `msgpack:"e,omitempty"`
+	// Events counts the events that changed this instance.
+	Events uint64 `msgpack:"n"`
+	// Steps holds the steps that have been activated, by name.
+	Steps map[string]*StepState `msgpack:"steps"`
+	// Timers holds the pending timers: id -> when they are due. A timer
+	// that fires but is no longer listed here is stale and ignored.
+	Timers map[string]time.Time `msgpack:"timers,omitempty"`
+}
+
+// StepState is the state of one activated step.
+type StepState struct {
+	Status StepStatus `msgpack:"st"`
+	// Attempt is the current attempt number, from 1 (task steps).
+	Attempt int `msgpack:"a,omitempty"`
+	// Pending counts branches still running (parallel steps).
+	Pending   int       `msgpack:"p,omitempty"`
+	InputRef  string    `msgpack:"in,omitempty"`
+	OutputRef string    `msgpack:"out,omitempty"`
+	Error     string    `msgpack:"err,omitempty"`
+	Started   time.Time `msgpack:"s"`
+	Ended     time.Time `msgpack:"e,omitempty"`
+	// AttemptStarted is when the current attempt was published.
+	AttemptStarted time.Time `msgpack:"as,omitempty"`
+}
+
+// Clone returns a deep copy, so a transition never changes a value the
+// caller still holds (for example a cached copy whose CAS may fail).
+func (in *Instance) Clone() *Instance {
+	if in == nil {
+		return nil
+	}
+	out := *in
+	out.Steps = make(map[string]*StepState, len(in.Steps)+1)
+	for k, v := range in.Steps {
+		c := *v
+		out.Steps[k] = &c
+	}
+	out.Timers = maps.Clone(in.Timers)
+	return &out
+}

@@ -1,0 +1,387 @@
+package workflow
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Apply is the transition function: it applies one event to an instance at
+// time now and returns the new state and the work to do. inst is nil when
+// the instance does not exist yet (only EventStart creates one). inst is
+// never modified.
+//
+// Apply is deterministic: it reads no clock and no randomness, only its
+// arguments and values from data, which are write-once. An error means a
+// data value could not be loaded; the caller retries the event later.
+// Everything else — stale results, duplicate triggers, failures of
+// expressions — is part of the decision.
+func Apply(def *Definition, inst *Instance, ev Event, now time.Time, data Data) (Decision, error) {
+	if inst == nil {
+		if ev.Kind != EventStart {
+			return Decision{Ignored: fmt.Sprintf("%s event for unknown instance %s", ev.Kind, ev.Instance)}, nil
+		}
+		return start(def, ev, now, data)
+	}
+	if ev.Kind == EventStart {
+		return Decision{Instance: inst, Ignored: "duplicate trigger: instance exists"}, nil
+	}
+	if inst.Status.Terminal() {
+		return Decision{Instance: inst, Ignored: "instance already " + string(inst.Status)}, nil
+	}
+	t := &transition{def: def, inst: inst.Clone(), now: now, data: data}
+	switch ev.Kind {
+	case EventResult:
+		t.result(ev)
+	case EventTimer:
+		t.timer(ev.Timer)
+	case EventCancel:
+		reason := ev.Reason
+		if reason == "" {
+			reason = "cancelled"
+		}
+		t.finish(StatusCancelled, "", reason)
+	default:
+		t.ignored = fmt.Sprintf("unknown event kind %q", ev.Kind)
+	}
+	return t.decision(inst)
+}
+
+func start(def *Definition, ev Event, now time.Time, data Data) (Decision, error) {
+	inst := &Instance{
+		ID:          ev.Instance,
+		Workflow:    def.Name,
+		Version:     def.Version,
+		EventKey:    ev.EventKey,
+		InputRef:    ev.InputRef,
+		InputDigest: ev.InputDigest,
+		Status:      StatusRunning,
+		Created:     now,
+		Steps:       map[string]*StepState{},
+	}
+	t := &transition{def: def, inst: inst, now: now, data: data, changed: true}
+	t.activate(def.Start)
+	return t.decision(nil)
+}
+
+// Outstanding re-derives the work that a running instance has in flight:
+// the task of every running attempt and every pending timer. Publishing
+// them again is safe — task ids are deterministic and results are fenced by
+// attempt — so this is how a redelivered event or a repair recovers work
+// that was lost between the CAS and the publish.
+func Outstanding(def *Definition, inst *Instance) Decision {
+	d := Decision{Instance: inst}
+	if inst == nil || inst.Status.Terminal() {
+		return d
+	}
+	for _, name := range sortedKeys(inst.Steps) {
+		st := inst.Steps[name]
+		s, ok := def.index[name]
+		if !ok || s.Kind != KindTask || st.Status != StepRunning {
+			continue
+		}
+		d.Tasks = append(d.Tasks, taskFor(def, inst, s, st))
+	}
+	for _, id := range sortedKeys(inst.Timers) {
+		d.Timers = append(d.Timers, Timer{Instance: inst.ID, ID: id, At: inst.Timers[id]})
+	}
+	return d
+}
+
+type transition struct {
+	def     *Definition
+	inst    *Instance
+	now     time.Time
+	data    Data
+	changed bool
+	ignored string
+	err     error // infrastructure error: abort the transition
+	writes  []Write
+	tasks   []Task
+	timers  []Timer
+}
+
+func (t *transition) decision(old *Instance) (Decision, error) {
+	if t.err != nil {
+		return Decision{}, t.err
+	}
+	if !t.changed {
+		return Decision{Instance: old, Ignored: t.ignored}, nil
+	}
+	t.inst.Updated = t.now
+	t.inst.Events++
+	return Decision{Instance: t.inst, Changed: true, Writes: t.writes, Tasks: t.tasks, Timers: t.timers}, nil
+}
+
+func (t *transition) result(ev Event) {
+	st := t.inst.Steps[ev.Step]
+	s, ok := t.def.index[ev.Step]
+	switch {
+	case !ok || st == nil || s.Kind != KindTask:
+		t.ignored = fmt.Sprintf("result for step %q that is not a running task", ev.Step)
+		return
+	case st.Status != StepRunning:
+		t.ignored = fmt.Sprintf("stale result: step %q is %s", ev.Step, st.Status)
+		return
+	case ev.Attempt != st.Attempt:
+		t.ignored = fmt.Sprintf("stale result: attempt %d of step %q, current attempt is %d", ev.Attempt, ev.Step, st.Attempt)
+		return
+	}
+	t.changed = true
+	delete(t.inst.Timers, timeoutTimer(s.Name, st.Attempt))
+	if ev.Error == "" {
+		st.Status = StepCompleted
+		st.OutputRef = ev.OutputRef
+		st.Error = ""
+		st.Ended = t.now
+		t.follow(s)
+		return
+	}
+	t.attemptFailed(s, st, ev.Error, ev.Permanent, ev.RetryAfter)
+}
+
+// attemptFailed retries the step or fails it for good.
+func (t *transition) attemptFailed(s *Step, st *StepState, msg string, permanent bool, retryAfter time.Duration) {
+	policy := s.Retry.withDefaults()
+	st.Error = msg
+	if permanent || st.Attempt >= policy.MaxAttempts {
+		why := fmt.Sprintf("failed after %d attempt(s): %s", st.Attempt, msg)
+		if permanent {
+			why = fmt.Sprintf("failed permanently on attempt %d: %s", st.Attempt, msg)
+		}
+		t.failStep(s, st, why)
+		return
+	}
+	delay := retryAfter
+	if delay <= 0 {
+		delay = Backoff(policy, st.Attempt)
+	}
+	st.Status = StepWaiting
+	t.setTimer(retryTimer(s.Name, st.Attempt+1), t.now.Add(delay))
+}
+
+// Backoff is the delay after the given failed attempt (1-based).
+func Backoff(p RetryPolicy, attempt int) time.Duration {
+	d := float64(p.InitialInterval) * math.Pow(p.BackoffCoefficient, float64(attempt-1))
+	if d > float64(p.MaxInterval) || math.IsInf(d, 0) || math.IsNaN(d) {
+		return p.MaxInterval.D()
+	}
+	return time.Duration(d)
+}
+
+func (t *transition) timer(id string) {
+	if _, ok := t.inst.Timers[id]; !ok {
+		t.ignored = fmt.Sprintf("timer %q is not pending", id)
+		return
+	}
+	t.changed = true
+	delete(t.inst.Timers, id)
+	kind, step, attempt, ok := parseTimer(id)
+	if !ok {
+		return // an unknown pending timer is dropped
+	}
+	s, sok := t.def.index[step]
+	st := t.inst.Steps[step]
+	if !sok || st == nil {
+		return
+	}
+	switch kind {
+	case "retry":
+		if st.Status == StepWaiting && st.Attempt+1 == attempt {
+			t.startAttempt(s, st)
+		}
+	case "timeout":
+		if st.Status == StepRunning && st.Attempt == attempt {
+			t.attemptFailed(s, st, fmt.Sprintf("attempt %d timed out after %s", attempt, s.Timeout), false, 0)
+		}
+	}
+}
+
+func parseTimer(id string) (kind, step string, attempt int, ok bool) {
+	parts := strings.Split(id, ".")
+	if len(parts) != 3 {
+		return "", "", 0, false
+	}
+	n, err := strconv.Atoi(parts[2])
+	if err != nil {
+		return "", "", 0, false
+	}
+	return parts[0], parts[1], n, true
+}
+
+func (t *transition) setTimer(id string, at time.Time) {
+	if t.inst.Timers == nil {
+		t.inst.Timers = map[string]time.Time{}
+	}
+	t.inst.Timers[id] = at
+	t.timers = append(t.timers, Timer{Instance: t.inst.ID, ID: id, At: at})
+}
+
+// activate starts a step.
+func (t *transition) activate(name string) {
+	if t.err != nil || t.inst.Status.Terminal() {
+		return
+	}
+	s := t.def.index[name]
+	st := &StepState{Status: StepRunning, Started: t.now}
+	t.inst.Steps[name] = st
+	switch s.Kind {
+	case KindTask:
+		st.InputRef = t.inst.InputRef
+		if s.Input != "" {
+			v, err := t.def.eval(s.Name, "input", t.inst, t.data)
+			if err != nil {
+				t.exprFailed(s, st, err)
+				return
+			}
+			st.InputRef = StepInputKey(t.inst.ID, s.Name)
+			t.writes = append(t.writes, Write{Key: st.InputRef, Value: v})
+		}
+		t.startAttempt(s, st)
+	case KindParallel:
+		st.Pending = len(s.Branches)
+		for _, b := range s.Branches {
+			t.activate(b)
+		}
+	case KindSwitch:
+		for i, c := range s.Cases {
+			v, err := t.def.eval(s.Name, fmt.Sprintf("case %d condition", i+1), t.inst, t.data)
+			if err != nil {
+				t.exprFailed(s, st, err)
+				return
+			}
+			b, isBool := v.(bool)
+			if !isBool {
+				t.exprFailed(s, st, &ExprError{Step: s.Name, What: fmt.Sprintf("case %d condition", i+1), Err: fmt.Errorf("result is %T, not bool", v)})
+				return
+			}
+			if b {
+				st.Status, st.Ended, st.OutputRef = StepCompleted, t.now, ""
+				t.activate(c.Next)
+				return
+			}
+		}
+		st.Status, st.Ended = StepCompleted, t.now
+		if s.Default != "" {
+			t.activate(s.Default)
+			return
+		}
+		t.chainEnd(s.Name)
+	}
+}
+
+// exprFailed fails a step whose expression failed. A data load error is
+// not the step's fault: it aborts the transition so the event is retried.
+func (t *transition) exprFailed(s *Step, st *StepState, err error) {
+	var ee *ExprError
+	if !errors.As(err, &ee) {
+		t.err = err
+		return
+	}
+	t.failStep(s, st, err.Error())
+}
+
+func (t *transition) startAttempt(s *Step, st *StepState) {
+	st.Attempt++
+	st.Status = StepRunning
+	st.AttemptStarted = t.now
+	t.tasks = append(t.tasks, taskFor(t.def, t.inst, s, st))
+	if s.Timeout > 0 {
+		t.setTimer(timeoutTimer(s.Name, st.Attempt), t.now.Add(s.Timeout.D()))
+	}
+}
+
+func taskFor(def *Definition, inst *Instance, s *Step, st *StepState) Task {
+	return Task{
+		Instance:    inst.ID,
+		Workflow:    inst.Workflow,
+		Version:     inst.Version,
+		Step:        s.Name,
+		Type:        s.Task,
+		Attempt:     st.Attempt,
+		InputRef:    st.InputRef,
+		EffectKey:   EffectKey(inst.ID, s.Name),
+		Timeout:     s.Timeout.D(),
+		MaxAttempts: s.Retry.withDefaults().MaxAttempts,
+	}
+}
+
+func (t *transition) failStep(s *Step, st *StepState, why string) {
+	st.Status = StepFailed
+	st.Error = why
+	st.Ended = t.now
+	if s.OnFailure != "" {
+		t.activate(s.OnFailure)
+		return
+	}
+	t.finish(StatusFailed, "", fmt.Sprintf("step %q %s", s.Name, why))
+}
+
+// follow continues after a completed step.
+func (t *transition) follow(s *Step) {
+	if s.Next != "" {
+		t.activate(s.Next)
+		return
+	}
+	t.chainEnd(s.Name)
+}
+
+// chainEnd is called when the chain that last ran step ends. In the root
+// scope that completes the instance; in a branch it counts down the
+// owning parallel step.
+func (t *transition) chainEnd(last string) {
+	if t.err != nil || t.inst.Status.Terminal() {
+		return
+	}
+	scope := t.def.scopes[last]
+	if scope == "" {
+		out := t.inst.Steps[last].OutputRef
+		if t.def.Output != "" {
+			v, err := t.def.eval("", "output", t.inst, t.data)
+			if err != nil {
+				var ee *ExprError
+				if !errors.As(err, &ee) {
+					t.err = err
+					return
+				}
+				t.finish(StatusFailed, "", err.Error())
+				return
+			}
+			out = InstanceOutputKey(t.inst.ID)
+			t.writes = append(t.writes, Write{Key: out, Value: v})
+		}
+		t.finish(StatusCompleted, out, "")
+		return
+	}
+	p := t.inst.Steps[scope]
+	p.Pending--
+	if p.Pending > 0 {
+		return
+	}
+	p.Status, p.Ended = StepCompleted, t.now
+	t.follow(t.def.index[scope])
+}
+
+func (t *transition) finish(status Status, outputRef, errMsg string) {
+	t.changed = true
+	t.inst.Status = status
+	t.inst.OutputRef = outputRef
+	t.inst.Error = errMsg
+	t.inst.Ended = t.now
+	t.inst.Timers = nil
+	t.tasks = nil // nothing more to run once the instance is over
+	t.timers = nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,103 @@
+package workflow
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// MaxNameLen is the longest workflow, step or task type name accepted.
+const MaxNameLen = 64
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// ValidateName reports whether s may be used as a workflow name, step name or
+// task type. Names become NATS subject tokens and KV key tokens, so they are
+// limited to letters, digits, '-' and '_', at most [MaxNameLen] long.
+func ValidateName(kind, s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%w: %s is empty", ErrInvalidName, kind)
+	case len(s) > MaxNameLen:
+		return fmt.Errorf("%w: %s %q is longer than %d characters", ErrInvalidName, kind, s, MaxNameLen)
+	case !nameRE.MatchString(s):
+		return fmt.Errorf("%w: %s %q may contain only letters, digits, '-' and '_'", ErrInvalidName, kind, s)
+	}
+	return nil
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// InstanceID derives the instance id for an event key of a workflow. The
+// same (workflow, key) always gives the same id, which is what makes a
+// duplicate trigger land on the existing instance instead of a new one.
+// The id is "<workflow>-<26 base32 characters of SHA-256(workflow, key)>"
+// so it is readable, bounded in length and safe as a subject token.
+func InstanceID(workflowName, eventKey string) string {
+	return workflowName + "-" + digest(workflowName+"\x00"+eventKey)
+}
+
+// ChildEventKey is the event key of the child started by a bulk step for
+// the item at index.
+func ChildEventKey(parent, step string, index int) string {
+	return parent + "/" + step + "/" + strconv.Itoa(index)
+}
+
+func digest(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return idEncoding.EncodeToString(sum[:16])
+}
+
+// Digest returns a short, stable digest of b, used to compare payloads of
+// duplicate triggers without storing them twice.
+func Digest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return idEncoding.EncodeToString(sum[:16])
+}
+
+// Data keys. Every value written by the engine lives under a key that starts
+// with the instance id and is written once.
+
+// InputKey is the key of an instance's input.
+func InputKey(instance string) string { return instance + ".in" }
+
+// StepInputKey is the key of a step's evaluated input mapping.
+func StepInputKey(instance, step string) string { return instance + "." + step + ".in" }
+
+// OutputKey is the key of a step attempt's output.
+func OutputKey(instance, step string, attempt int) string {
+	return instance + "." + step + "." + strconv.Itoa(attempt) + ".out"
+}
+
+// InstanceOutputKey is the key of an instance's evaluated output expression.
+func InstanceOutputKey(instance string) string { return instance + ".out" }
+
+// EffectKey is the idempotency key of a step: the same on every attempt and
+// every redelivery, so handlers can pass it to downstream systems.
+func EffectKey(instance, step string) string { return instance + "/" + step }
+
+// TaskMsgID is the deduplication id of the task message for one attempt.
+func TaskMsgID(instance, step string, attempt int) string {
+	return "task/" + instance + "/" + step + "/" + strconv.Itoa(attempt)
+}
+
+// ResultMsgID is the deduplication id of the result of one attempt.
+func ResultMsgID(instance, step string, attempt int) string {
+	return "result/" + instance + "/" + step + "/" + strconv.Itoa(attempt)
+}
+
+// Timer ids name what a timer is for; the attempt is part of the id, so a
+// timer left over from an earlier attempt never matches the current one.
+func retryTimer(step string, attempt int) string {
+	return "retry." + step + "." + strconv.Itoa(attempt)
+}
+func timeoutTimer(step string, attempt int) string {
+	return "timeout." + step + "." + strconv.Itoa(attempt)
+}
+
+// TimerToken makes a timer id usable as a subject token (timer ids contain
+// dots).
+func TimerToken(timer string) string { return strings.ReplaceAll(timer, ".", "_") }
