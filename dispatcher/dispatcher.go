@@ -1,0 +1,479 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// Config configures a dispatcher.
+type Config struct {
+	// Shards is the number of goroutines applying events; events of one
+	// instance always go to the same shard. Default 16.
+	Shards int
+	// Buffer is how many messages each consumer keeps in flight. Default 2000.
+	Buffer int
+	// BatchSize is the most events a shard applies in one pass. Default 256.
+	BatchSize int
+	// MaxDeliveries is how often an event that keeps failing for transient
+	// reasons is retried before it is dead-lettered. Default 50.
+	MaxDeliveries int
+	// RetryDelay is the delay before a failed event is redelivered.
+	// Default 1s.
+	RetryDelay time.Duration
+	// StatsInterval is how often counters are logged (0: default 30s,
+	// negative: never).
+	StatsInterval time.Duration
+	// Clock returns the current time. Default time.Now.
+	Clock func() time.Time
+	// Logger. Default: discarded.
+	Logger zerolog.Logger
+}
+
+// WithDefaults returns the config with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.Shards == 0 {
+		c.Shards = 16
+	}
+	if c.Buffer == 0 {
+		c.Buffer = 2000
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 256
+	}
+	if c.MaxDeliveries == 0 {
+		c.MaxDeliveries = 50
+	}
+	if c.RetryDelay == 0 {
+		c.RetryDelay = time.Second
+	}
+	if c.StatsInterval == 0 {
+		c.StatsInterval = 30 * time.Second
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	return c
+}
+
+// Validate reports a config that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Shards < 1 || c.Shards > 1024:
+		return fmt.Errorf("shards must be between 1 and 1024, got %d", c.Shards)
+	case c.Buffer < 1:
+		return fmt.Errorf("buffer must be positive, got %d", c.Buffer)
+	case c.BatchSize < 1:
+		return fmt.Errorf("batch size must be positive, got %d", c.BatchSize)
+	case c.MaxDeliveries < 1:
+		return fmt.Errorf("max deliveries must be positive, got %d", c.MaxDeliveries)
+	}
+	return nil
+}
+
+// Dispatcher drives workflow instances.
+type Dispatcher struct {
+	cfg    Config
+	client *jetstream.Client
+	log    zerolog.Logger
+	defs   *registry
+	shards []*shard
+	stats  counters
+	// stopping is closed when Run begins shutting down; message handlers
+	// then NAK instead of queueing.
+	stopping chan struct{}
+}
+
+// New creates a dispatcher on a provisioned client.
+func New(client *jetstream.Client, cfg Config) (*Dispatcher, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("dispatcher config: %w", err)
+	}
+	d := &Dispatcher{
+		cfg:      cfg,
+		client:   client,
+		log:      cfg.Logger.With().Str("component", "dispatcher").Logger(),
+		defs:     newRegistry(),
+		stopping: make(chan struct{}),
+	}
+	for i := 0; i < cfg.Shards; i++ {
+		d.shards = append(d.shards, &shard{d: d, in: make(chan *item, cfg.BatchSize*2), cache: map[string]*cached{}})
+	}
+	return d, nil
+}
+
+// Stats returns the counters.
+func (d *Dispatcher) Stats() Stats { return d.stats.snapshot() }
+
+// Run consumes triggers and events until ctx ends, then drains: it stops
+// fetching, finishes the events already queued and returns.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	ready := make(chan struct{})
+	var readyOnce sync.Once
+	var wg sync.WaitGroup
+	watchErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		watchErr <- d.client.WatchDefinitions(watchCtx, d.addDefinition, func() { readyOnce.Do(func() { close(ready) }) })
+	}()
+	select {
+	case <-ready:
+	case err := <-watchErr:
+		return err
+	case <-ctx.Done():
+		stopWatch()
+		wg.Wait()
+		return nil
+	}
+	if err := d.client.EnsureTriggerSubjects(ctx, d.defs.triggerSubjects()...); err != nil {
+		stopWatch()
+		wg.Wait()
+		return err
+	}
+
+	var shardWG sync.WaitGroup
+	for _, s := range d.shards {
+		shardWG.Add(1)
+		go func() {
+			defer shardWG.Done()
+			s.run()
+		}()
+	}
+	subs := make([]*jetstream.Subscription, 0, 2)
+	stop := func() {
+		close(d.stopping)
+		for _, s := range subs {
+			s.Stop()
+		}
+		for _, s := range d.shards {
+			close(s.in)
+		}
+		shardWG.Wait()
+		stopWatch()
+		wg.Wait()
+	}
+	for _, spec := range []struct {
+		stream string
+		fn     func(*jetstream.Msg)
+	}{{jetstream.StreamTriggers, d.onTrigger}, {jetstream.StreamEvents, d.onEvent}} {
+		sub, err := d.client.ConsumeDispatcher(ctx, spec.stream, d.cfg.Buffer, spec.fn)
+		if err != nil {
+			stop()
+			return err
+		}
+		subs = append(subs, sub)
+	}
+	d.log.Info().Int("shards", d.cfg.Shards).Msg("dispatcher running")
+	var tick <-chan time.Time
+	if d.cfg.StatsInterval > 0 {
+		t := time.NewTicker(d.cfg.StatsInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	var last Stats
+	for {
+		select {
+		case <-ctx.Done():
+			d.log.Info().Msg("dispatcher draining")
+			stop()
+			d.log.Info().Object("stats", d.Stats()).Msg("dispatcher stopped")
+			return nil
+		case <-tick:
+			if s := d.Stats(); s != last {
+				last = s
+				d.log.Info().Object("stats", s).Msg("dispatcher stats")
+			}
+		}
+	}
+}
+
+func (d *Dispatcher) addDefinition(def *workflow.Definition) {
+	d.defs.add(def)
+	d.log.Info().Str("workflow", def.Name).Int("version", def.Version).Msg("definition loaded")
+	if def.Trigger != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := d.client.EnsureTriggerSubjects(ctx, def.Trigger.Subject); err != nil {
+			d.log.Error().Err(err).Str("workflow", def.Name).Msg("cannot capture trigger subject")
+		}
+	}
+}
+
+// definition finds a definition, falling back to the KV bucket for one
+// stored after the watch last delivered.
+func (d *Dispatcher) definition(ctx context.Context, name string, version int) (*workflow.Definition, error) {
+	if def := d.defs.get(name, version); def != nil {
+		return def, nil
+	}
+	def, err := d.client.Definition(ctx, name, version)
+	if err != nil {
+		return nil, err
+	}
+	d.defs.add(def)
+	return def, nil
+}
+
+// item is one event on its way through a shard.
+type item struct {
+	ev  workflow.Event
+	msg *jetstream.Msg
+	// input is the encoded instance input of a start event, written to
+	// the data bucket before the instance is created.
+	input []byte
+	// done receives the outcome; nil error means the event was applied
+	// (or was a harmless duplicate) and the message may be acked.
+	done func(outcome)
+}
+
+type outcome struct {
+	err    error // transient: retry later
+	reject string
+}
+
+func (d *Dispatcher) enqueue(it *item) bool {
+	s := d.shards[shardOf(it.ev.Instance, len(d.shards))]
+	select {
+	case <-d.stopping:
+		return false
+	default:
+	}
+	select {
+	case s.in <- it:
+		return true
+	case <-d.stopping:
+		return false
+	}
+}
+
+func shardOf(id string, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return int(h.Sum32() % uint32(n))
+}
+
+// reject dead-letters a message with a reason and terminates it.
+func (d *Dispatcher) reject(source string, m *jetstream.Msg, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.client.DeadLetter(ctx, source, m, "dispatcher", reason); err != nil {
+		d.log.Error().Err(err).Str("subject", m.Subject()).Str("reason", reason).Msg("dead-letter failed; will retry")
+		_ = m.Nak(d.cfg.RetryDelay)
+		return
+	}
+	d.stats.deadLettered.Add(1)
+	d.log.Warn().Str("subject", m.Subject()).Str("reason", reason).Msg("message dead-lettered")
+	_ = m.Term(reason)
+}
+
+// settle acks, retries or rejects a message according to its outcome.
+func (d *Dispatcher) settle(source string, m *jetstream.Msg, o outcome) {
+	switch {
+	case o.reject != "":
+		d.reject(source, m, o.reject)
+	case o.err != nil:
+		if m.Deliveries() >= uint64(d.cfg.MaxDeliveries) {
+			d.reject(source, m, fmt.Sprintf("gave up after %d deliveries: %v", m.Deliveries(), o.err))
+			return
+		}
+		d.stats.retried.Add(1)
+		d.log.Warn().Err(o.err).Str("subject", m.Subject()).Uint64("delivery", m.Deliveries()).Msg("event will be retried")
+		_ = m.Nak(d.cfg.RetryDelay)
+	default:
+		_ = m.Ack()
+	}
+}
+
+func (d *Dispatcher) onEvent(m *jetstream.Msg) {
+	d.stats.events.Add(1)
+	ev, err := jetstream.DecodeEvent(m.Data())
+	if err != nil {
+		d.reject("event", m, err.Error())
+		return
+	}
+	if ev.Kind == workflow.EventStart {
+		d.reject("event", m, "start events are published on jetflow.start.<workflow>, not on the event subject")
+		return
+	}
+	if want := jetstream.EventSubject(ev.Instance); m.Subject() != want {
+		d.reject("event", m, fmt.Sprintf("event for instance %s published on %s, expected %s", ev.Instance, m.Subject(), want))
+		return
+	}
+	if !d.enqueue(&item{ev: ev, msg: m, done: func(o outcome) { d.settle("event", m, o) }}) {
+		_ = m.Nak(0)
+	}
+}
+
+func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
+	d.stats.triggers.Add(1)
+	maxPayload := d.client.Config().MaxPayload
+	if len(m.Data()) > maxPayload {
+		d.reject("trigger", m, fmt.Sprintf("payload is %d bytes; the limit is %d (jetflow.max_payload)", len(m.Data()), maxPayload))
+		return
+	}
+	var defs []*workflow.Definition
+	if name, ok := strings.CutPrefix(m.Subject(), "jetflow.start."); ok {
+		def := d.defs.latestOf(name)
+		if def == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			def = d.latestFromStore(ctx, name)
+			cancel()
+		}
+		if def == nil {
+			d.reject("trigger", m, fmt.Sprintf("unknown workflow %q: no definition is registered under that name", name))
+			return
+		}
+		defs = append(defs, def)
+	} else {
+		defs = d.defs.bound(m.Subject())
+		if len(defs) == 0 {
+			d.reject("trigger", m, fmt.Sprintf("no registered workflow is triggered by subject %q", m.Subject()))
+			return
+		}
+	}
+	payload, input, err := decodePayload(m)
+	if err != nil {
+		d.reject("trigger", m, err.Error())
+		return
+	}
+	digest := workflow.Digest(m.Data())
+	var items []*item
+	var problems []string
+	for _, def := range defs {
+		key, err := eventKey(def, m, payload)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("workflow %s: %v", def.Name, err))
+			continue
+		}
+		id := workflow.InstanceID(def.Name, key)
+		items = append(items, &item{
+			ev: workflow.Event{
+				Kind: workflow.EventStart, Instance: id, Workflow: def.Name, Version: def.Version,
+				EventKey: key, InputRef: workflow.InputKey(id), InputDigest: digest,
+			},
+			msg:   m,
+			input: input,
+		})
+	}
+	if len(items) == 0 {
+		d.reject("trigger", m, strings.Join(problems, "; "))
+		return
+	}
+	// The message is settled when every start it caused is settled.
+	var mu sync.Mutex
+	pending := len(items)
+	var first outcome
+	for _, it := range items {
+		it.done = func(o outcome) {
+			mu.Lock()
+			defer mu.Unlock()
+			if first.err == nil && first.reject == "" {
+				first = o
+			}
+			pending--
+			if pending > 0 {
+				return
+			}
+			if first.err == nil && first.reject == "" && len(problems) > 0 {
+				// Some bindings started; record the ones that could not.
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_ = d.client.DeadLetter(ctx, "trigger", m, "dispatcher", strings.Join(problems, "; "))
+				cancel()
+				d.stats.deadLettered.Add(1)
+			}
+			d.settle("trigger", m, first)
+		}
+		if !d.enqueue(it) {
+			_ = m.Nak(0)
+			return
+		}
+	}
+}
+
+func (d *Dispatcher) latestFromStore(ctx context.Context, name string) *workflow.Definition {
+	defs, err := d.client.Definitions(ctx)
+	if err != nil {
+		return nil
+	}
+	for _, def := range defs {
+		d.defs.add(def)
+	}
+	return d.defs.latestOf(name)
+}
+
+// decodePayload parses a trigger payload (JSON, or msgpack when the
+// Content-Type header says so) and returns it with its msgpack encoding.
+func decodePayload(m *jetstream.Msg) (any, []byte, error) {
+	data := m.Data()
+	if strings.EqualFold(m.Header(jetstream.HeaderContentType), "application/msgpack") {
+		v, err := jetstream.DecodeValue(data)
+		if err != nil {
+			return nil, nil, fmt.Errorf("payload is not valid msgpack: %v", err)
+		}
+		return v, data, nil
+	}
+	if len(strings.TrimSpace(string(data))) == 0 {
+		data = []byte("null")
+	}
+	v, err := jetstream.DecodeJSON(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := jetstream.EncodeValue(v)
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, b, nil
+}
+
+// eventKey takes the event key from where the definition says.
+func eventKey(def *workflow.Definition, m *jetstream.Msg, payload any) (string, error) {
+	if def.Trigger == nil || strings.HasPrefix(m.Subject(), "jetflow.start.") {
+		if k := m.Header(jetstream.HeaderEventKey); k != "" {
+			return k, nil
+		}
+		if k := m.Header(jetstream.HeaderMsgID); k != "" {
+			return k, nil
+		}
+		return "", errors.New("explicit start without a Jetflow-Event-Key or Nats-Msg-Id header")
+	}
+	spec := def.Trigger.Key
+	if h, ok := strings.CutPrefix(spec, workflow.HeaderKeyPrefix); ok {
+		if k := m.Header(h); k != "" {
+			return k, nil
+		}
+		return "", fmt.Errorf("event key header %q is missing", h)
+	}
+	v := payload
+	for _, part := range strings.Split(spec, ".") {
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return "", fmt.Errorf("event key field %q is missing: payload has no object at %q", spec, part)
+		}
+		if v, ok = obj[part]; !ok {
+			return "", fmt.Errorf("event key field %q is missing from the payload", spec)
+		}
+	}
+	switch k := v.(type) {
+	case string:
+		if k == "" {
+			return "", fmt.Errorf("event key field %q is empty", spec)
+		}
+		return k, nil
+	case int64, uint64, float64, bool:
+		return fmt.Sprint(k), nil
+	}
+	return "", fmt.Errorf("event key field %q is a %T; it must be a string or a number", spec, v)
+}

@@ -1,0 +1,55 @@
+package dispatcher
+
+import (
+	"sync/atomic"
+
+	"github.com/rs/zerolog"
+)
+
+// Stats are the dispatcher's counters since it started.
+type Stats struct {
+	Triggers          uint64 `json:"triggers"`           // trigger messages received
+	Events            uint64 `json:"events"`             // event messages received
+	Started           uint64 `json:"started"`            // instances created
+	Completed         uint64 `json:"completed"`          // instances that reached completed
+	Failed            uint64 `json:"failed"`             // instances that reached failed
+	Cancelled         uint64 `json:"cancelled"`          // instances that reached cancelled
+	DuplicateTriggers uint64 `json:"duplicate_triggers"` // starts for an existing instance (KV guard)
+	DuplicateDiffer   uint64 `json:"duplicate_differ"`   // ...whose payload differed from the first
+	StaleEvents       uint64 `json:"stale_events"`       // results/timers that changed nothing
+	Conflicts         uint64 `json:"conflicts"`          // CAS attempts lost to another writer
+	Commits           uint64 `json:"commits"`            // successful instance writes
+	TasksPublished    uint64 `json:"tasks_published"`
+	TimersScheduled   uint64 `json:"timers_scheduled"`
+	Republished       uint64 `json:"republished"` // outstanding work re-published after a redelivery
+	Retried           uint64 `json:"retried"`     // events NAKed for a later retry
+	DeadLettered      uint64 `json:"dead_lettered"`
+}
+
+type counters struct {
+	triggers, events, started, completed, failed, cancelled        atomic.Uint64
+	duplicateTriggers, duplicateDiffer, staleEvents, conflicts     atomic.Uint64
+	commits, tasksPublished, timersScheduled, republished, retried atomic.Uint64
+	deadLettered                                                   atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		Triggers: c.triggers.Load(), Events: c.events.Load(), Started: c.started.Load(),
+		Completed: c.completed.Load(), Failed: c.failed.Load(), Cancelled: c.cancelled.Load(),
+		DuplicateTriggers: c.duplicateTriggers.Load(), DuplicateDiffer: c.duplicateDiffer.Load(),
+		StaleEvents: c.staleEvents.Load(), Conflicts: c.conflicts.Load(), Commits: c.commits.Load(),
+		TasksPublished: c.tasksPublished.Load(), TimersScheduled: c.timersScheduled.Load(),
+		Republished: c.republished.Load(), Retried: c.retried.Load(), DeadLettered: c.deadLettered.Load(),
+	}
+}
+
+// MarshalZerologObject logs the counters as one object.
+func (s Stats) MarshalZerologObject(e *zerolog.Event) {
+	e.Uint64("triggers", s.Triggers).Uint64("events", s.Events).Uint64("started", s.Started).
+		Uint64("completed", s.Completed).Uint64("failed", s.Failed).Uint64("cancelled", s.Cancelled).
+		Uint64("duplicate_triggers", s.DuplicateTriggers).Uint64("duplicate_differ", s.DuplicateDiffer).
+		Uint64("stale_events", s.StaleEvents).Uint64("conflicts", s.Conflicts).Uint64("commits", s.Commits).
+		Uint64("tasks_published", s.TasksPublished).Uint64("timers_scheduled", s.TimersScheduled).
+		Uint64("republished", s.Republished).Uint64("retried", s.Retried).Uint64("dead_lettered", s.DeadLettered)
+}

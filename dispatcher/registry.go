@@ -1,0 +1,86 @@
+package dispatcher
+
+import (
+	"strings"
+	"sync"
+
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// registry holds the definitions known to this dispatcher.
+type registry struct {
+	mu       sync.RWMutex
+	versions map[string]map[int]*workflow.Definition
+	latest   map[string]*workflow.Definition
+}
+
+func newRegistry() *registry {
+	return &registry{versions: map[string]map[int]*workflow.Definition{}, latest: map[string]*workflow.Definition{}}
+}
+
+func (r *registry) add(def *workflow.Definition) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	vs := r.versions[def.Name]
+	if vs == nil {
+		vs = map[int]*workflow.Definition{}
+		r.versions[def.Name] = vs
+	}
+	vs[def.Version] = def
+	if cur := r.latest[def.Name]; cur == nil || def.Version > cur.Version {
+		r.latest[def.Name] = def
+	}
+}
+
+func (r *registry) get(name string, version int) *workflow.Definition {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.versions[name][version]
+}
+
+func (r *registry) latestOf(name string) *workflow.Definition {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.latest[name]
+}
+
+// bound returns the latest definitions whose trigger matches subject.
+func (r *registry) bound(subject string) []*workflow.Definition {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []*workflow.Definition
+	for _, def := range r.latest {
+		if def.Trigger != nil && subjectMatches(def.Trigger.Subject, subject) {
+			out = append(out, def)
+		}
+	}
+	return out
+}
+
+func (r *registry) triggerSubjects() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []string
+	for _, def := range r.latest {
+		if def.Trigger != nil {
+			out = append(out, def.Trigger.Subject)
+		}
+	}
+	return out
+}
+
+// subjectMatches reports whether subject matches a NATS pattern with '*'
+// and '>' wildcards.
+func subjectMatches(pattern, subject string) bool {
+	pt := strings.Split(pattern, ".")
+	st := strings.Split(subject, ".")
+	for i, p := range pt {
+		if p == ">" {
+			return len(st) > i
+		}
+		if i >= len(st) || (p != "*" && p != st[i]) {
+			return false
+		}
+	}
+	return len(pt) == len(st)
+}

@@ -1,0 +1,293 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// maxCached bounds the instances a shard keeps in memory; terminal ones
+// are dropped at once.
+const maxCached = 20000
+
+// maxConflicts is how many lost CAS rounds a group tolerates in one pass
+// before its events are NAKed for a later retry.
+const maxConflicts = 20
+
+type cached struct {
+	inst *workflow.Instance
+	rev  uint64
+}
+
+// shard applies the events of the instances hashed to it, one instance at
+// a time.
+type shard struct {
+	d     *Dispatcher
+	in    chan *item
+	cache map[string]*cached
+}
+
+func (s *shard) run() {
+	for first := range s.in {
+		batch := []*item{first}
+	drain:
+		for len(batch) < s.d.cfg.BatchSize {
+			select {
+			case it, ok := <-s.in:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, it)
+			default:
+				break drain
+			}
+		}
+		// Group by instance, keeping arrival order within each.
+		var order []string
+		groups := map[string][]*item{}
+		for _, it := range batch {
+			if _, ok := groups[it.ev.Instance]; !ok {
+				order = append(order, it.ev.Instance)
+			}
+			groups[it.ev.Instance] = append(groups[it.ev.Instance], it)
+		}
+		for _, id := range order {
+			s.process(id, groups[id])
+		}
+	}
+}
+
+// process applies a group of events to one instance with read -> apply ->
+// write data -> CAS -> publish -> settle.
+func (s *shard) process(id string, items []*item) {
+	d := s.d
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	settleAll := func(o outcome) {
+		for _, it := range items {
+			it.done(o)
+		}
+	}
+	for round := 0; ; round++ {
+		if round >= maxConflicts {
+			settleAll(outcome{err: fmt.Errorf("instance %s: %d CAS conflicts in a row", id, round)})
+			return
+		}
+		inst, rev, err := s.read(ctx, id)
+		if err != nil {
+			settleAll(outcome{err: err})
+			return
+		}
+		res, err := s.apply(ctx, inst, items)
+		if err != nil {
+			settleAll(outcome{err: err})
+			return
+		}
+		if res.changed {
+			// Data first: the instance must never point at a value that
+			// is not there.
+			for _, w := range res.writes {
+				if err := d.client.PutData(ctx, w.Key, w.Value); err != nil {
+					settleAll(outcome{err: err})
+					return
+				}
+			}
+			newRev, err := d.client.PutInstance(ctx, res.inst, rev)
+			if err != nil {
+				delete(s.cache, id)
+				if errors.Is(err, workflow.ErrConflict) || errors.Is(err, workflow.ErrExists) {
+					d.stats.conflicts.Add(1)
+					continue // another writer won: re-read and apply again
+				}
+				settleAll(outcome{err: err})
+				return
+			}
+			d.stats.commits.Add(1)
+			s.remember(res.inst, newRev)
+			s.count(inst, res)
+		}
+		// Only now, with the state committed, is the work published.
+		if err := s.publish(ctx, res.tasks, res.timers); err != nil {
+			settleAll(outcome{err: fmt.Errorf("publish after commit: %w", err)})
+			return
+		}
+		if res.redelivered && !res.changed && res.inst != nil {
+			// A redelivered event that changes nothing may mean the
+			// dispatcher that applied it died before publishing.
+			def, err := d.definition(ctx, res.inst.Workflow, res.inst.Version)
+			if err == nil {
+				out := workflow.Outstanding(def, res.inst)
+				if err := s.publish(ctx, out.Tasks, out.Timers); err != nil {
+					settleAll(outcome{err: err})
+					return
+				}
+				d.stats.republished.Add(uint64(len(out.Tasks) + len(out.Timers)))
+			}
+		}
+		for i, it := range items {
+			it.done(res.outcomes[i])
+		}
+		return
+	}
+}
+
+func (s *shard) read(ctx context.Context, id string) (*workflow.Instance, uint64, error) {
+	if c, ok := s.cache[id]; ok {
+		return c.inst, c.rev, nil
+	}
+	inst, rev, err := s.d.client.GetInstance(ctx, id)
+	if errors.Is(err, workflow.ErrNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return inst, rev, nil
+}
+
+func (s *shard) remember(inst *workflow.Instance, rev uint64) {
+	if inst.Status.Terminal() {
+		delete(s.cache, inst.ID)
+		return
+	}
+	if len(s.cache) >= maxCached {
+		for k := range s.cache { // drop an arbitrary entry
+			delete(s.cache, k)
+			break
+		}
+	}
+	s.cache[inst.ID] = &cached{inst: inst, rev: rev}
+}
+
+type applied struct {
+	inst        *workflow.Instance
+	changed     bool
+	redelivered bool
+	writes      []workflow.Write
+	tasks       []workflow.Task
+	timers      []workflow.Timer
+	outcomes    []outcome
+}
+
+// apply runs the transition function over the group's events in order.
+func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*item) (*applied, error) {
+	d := s.d
+	res := &applied{inst: inst, outcomes: make([]outcome, len(items))}
+	now := d.cfg.Clock()
+	data := d.client.DataView(ctx)
+	for i, it := range items {
+		ev := it.ev
+		if it.msg.Deliveries() > 1 {
+			res.redelivered = true
+		}
+		var def *workflow.Definition
+		var err error
+		switch {
+		case res.inst != nil:
+			def, err = d.definition(ctx, res.inst.Workflow, res.inst.Version)
+		case ev.Kind == workflow.EventStart:
+			def, err = d.definition(ctx, ev.Workflow, ev.Version)
+		default:
+			res.outcomes[i] = outcome{reject: fmt.Sprintf("%s event for unknown instance %s", ev.Kind, ev.Instance)}
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, workflow.ErrNotFound) {
+				res.outcomes[i] = outcome{reject: fmt.Sprintf("unknown workflow %s version %d", ev.Workflow, ev.Version)}
+			} else {
+				res.outcomes[i] = outcome{err: err}
+			}
+			continue
+		}
+		if ev.Kind == workflow.EventStart && res.inst == nil {
+			if err := d.client.PutDataEncoded(ctx, ev.InputRef, it.input, nil); err != nil {
+				res.outcomes[i] = outcome{reject: fmt.Sprintf("cannot store input: %v", err)}
+				if !isPermanent(err) {
+					res.outcomes[i] = outcome{err: err}
+				}
+				continue
+			}
+		}
+		dec, err := workflow.Apply(def, res.inst, ev, now, data)
+		if err != nil {
+			res.outcomes[i] = outcome{err: err}
+			continue
+		}
+		if !dec.Changed {
+			s.ignored(res.inst, it, dec.Ignored)
+			continue
+		}
+		res.inst = dec.Instance
+		res.changed = true
+		res.writes = append(res.writes, dec.Writes...)
+		res.tasks = append(res.tasks, dec.Tasks...)
+		res.timers = append(res.timers, dec.Timers...)
+	}
+	if res.inst != nil && res.inst.Status.Terminal() {
+		// Work decided earlier in the group is moot once the instance is over.
+		res.tasks, res.timers = nil, nil
+	}
+	return res, nil
+}
+
+func isPermanent(err error) bool {
+	return errors.Is(err, jetstream.ErrTooLarge)
+}
+
+func (s *shard) ignored(inst *workflow.Instance, it *item, why string) {
+	d := s.d
+	ev := it.ev
+	log := d.log.Debug()
+	if ev.Kind == workflow.EventStart && inst != nil {
+		d.stats.duplicateTriggers.Add(1)
+		log = d.log.Info()
+		if ev.InputDigest != "" && inst.InputDigest != "" && ev.InputDigest != inst.InputDigest {
+			d.stats.duplicateDiffer.Add(1)
+			log = d.log.Warn().Str("first_digest", inst.InputDigest).Str("duplicate_digest", ev.InputDigest)
+			why = "duplicate trigger with a different payload; the first one wins"
+		}
+		log.Str("instance_id", ev.Instance).Str("event_key", ev.EventKey).Msg(why)
+		return
+	}
+	d.stats.staleEvents.Add(1)
+	log.Str("instance_id", ev.Instance).Str("kind", string(ev.Kind)).Str("step", ev.Step).Int("attempt", ev.Attempt).Msg(why)
+}
+
+func (s *shard) count(before *workflow.Instance, res *applied) {
+	d := s.d
+	if before == nil {
+		d.stats.started.Add(1)
+		d.log.Debug().Str("instance_id", res.inst.ID).Str("workflow", res.inst.Workflow).Msg("instance started")
+	}
+	if res.inst.Status.Terminal() && (before == nil || !before.Status.Terminal()) {
+		switch res.inst.Status {
+		case workflow.StatusCompleted:
+			d.stats.completed.Add(1)
+		case workflow.StatusFailed:
+			d.stats.failed.Add(1)
+		case workflow.StatusCancelled:
+			d.stats.cancelled.Add(1)
+		}
+		d.log.Debug().Str("instance_id", res.inst.ID).Str("status", string(res.inst.Status)).Str("error", res.inst.Error).Msg("instance finished")
+	}
+}
+
+func (s *shard) publish(ctx context.Context, tasks []workflow.Task, timers []workflow.Timer) error {
+	if len(tasks) > 0 {
+		if err := s.d.client.PublishTasks(ctx, tasks); err != nil {
+			return err
+		}
+		s.d.stats.tasksPublished.Add(uint64(len(tasks)))
+	}
+	if len(timers) > 0 {
+		if err := s.d.client.ScheduleTimers(ctx, timers); err != nil {
+			return err
+		}
+		s.d.stats.timersScheduled.Add(uint64(len(timers)))
+	}
+	return nil
+}

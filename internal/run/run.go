@@ -1,0 +1,116 @@
+// Package run holds what the binaries in cmd/ share: flag defaults from the
+// environment, logger setup and the connection or embedded server.
+package run
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/jetflow/jetflow/jetstream"
+)
+
+// Env returns the environment variable or def.
+func Env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// EnvInt returns the environment variable as an int, or def.
+func EnvInt(name string, def int) int {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+	}
+	return def
+}
+
+// EnvBool returns the environment variable as a bool, or def.
+func EnvBool(name string, def bool) bool {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		if b, err := strconv.ParseBool(v); err == nil {
+			return b
+		}
+	}
+	return def
+}
+
+// Logger builds the process logger: JSON by default, "console" for people.
+func Logger(w io.Writer, format, level, component string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
+	if err != nil || level == "" {
+		return zerolog.Logger{}, fmt.Errorf("unknown log level %q (use debug, info, warn or error)", level)
+	}
+	switch format {
+	case "json":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	default:
+		return zerolog.Logger{}, fmt.Errorf("unknown log format %q (use json or console)", format)
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Str("service", component).Logger(), nil
+}
+
+// Conn describes how to reach NATS.
+type Conn struct {
+	URL        string // empty: embedded server
+	StoreDir   string // embedded: JetStream store directory
+	Listen     string // embedded: host:port to listen on, "" for in-process only
+	SyncAlways bool   // embedded: fsync every write
+	Replicas   int
+}
+
+// Open connects to NATS, starting the embedded server when no URL is set.
+// close releases both.
+func Open(ctx context.Context, c Conn, cfg jetstream.Config, log zerolog.Logger) (client *jetstream.Client, srv *jetstream.Server, closeFn func(), err error) {
+	cfg.URL = c.URL
+	cfg.Replicas = c.Replicas
+	cfg.Logger = log
+	if c.URL == "" {
+		sc := jetstream.ServerConfig{StoreDir: c.StoreDir, SyncAlways: c.SyncAlways}
+		if c.Listen == "" {
+			sc.DontListen = true
+		} else {
+			host, port, err := net.SplitHostPort(c.Listen)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("listen address %q: %w", c.Listen, err)
+			}
+			p, err := strconv.Atoi(port)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("listen port %q: %w", port, err)
+			}
+			sc.Host, sc.Port = host, p
+		}
+		slog := log.With().Str("component", "nats-server").Logger()
+		sc.Logger = &slog
+		srv, err = jetstream.StartServer(sc)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		cfg.Server = srv
+		log.Info().Str("store_dir", c.StoreDir).Str("listen", c.Listen).Bool("sync_always", c.SyncAlways).Msg("embedded NATS server started")
+	}
+	client, err = jetstream.Connect(ctx, cfg)
+	if err != nil {
+		if srv != nil {
+			srv.Shutdown()
+		}
+		return nil, nil, nil, err
+	}
+	return client, srv, func() {
+		client.Close()
+		if srv != nil {
+			srv.Shutdown()
+		}
+	}, nil
+}

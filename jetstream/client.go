@@ -1,0 +1,315 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	natsjs "github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Config configures a connection to JetStream and the assets jetflow uses.
+type Config struct {
+	// URL lists servers, comma-separated. Ignored when Server is set.
+	URL string
+	// Server, when set, is an embedded server to connect to in-process.
+	Server *Server
+	// Name identifies the connection in server monitoring. Default "jetflow".
+	Name string
+	// Replicas of every stream and bucket (1 or 3 in practice). Default 1.
+	Replicas int
+	// MaxPayload bounds inputs, outputs and trigger payloads. Default 1 MiB.
+	MaxPayload int
+	// DuplicateWindow of the trigger, event and task streams. Default 2m.
+	DuplicateWindow time.Duration
+	// TriggerRetention is how long trigger messages are kept (and so how
+	// long their Nats-Msg-Id is remembered across restarts). Default 24h.
+	TriggerRetention time.Duration
+	// DLQRetention is how long dead letters are kept. Default 7 days.
+	DLQRetention time.Duration
+	// DispatcherAckWait is the dispatcher consumer's AckWait: how soon an
+	// event a crashed dispatcher held is redelivered. Default 30s.
+	DispatcherAckWait time.Duration
+	// WorkerAckWait is the task consumers' AckWait; running handlers extend
+	// it with heartbeats. Default 30s.
+	WorkerAckWait time.Duration
+	// DataCacheBytes bounds the in-process cache of decoded data values.
+	// Default 64 MiB.
+	DataCacheBytes int
+	// Logger. Default: discarded.
+	Logger zerolog.Logger
+}
+
+// WithDefaults returns the config with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.Name == "" {
+		c.Name = "jetflow"
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.MaxPayload == 0 {
+		c.MaxPayload = 1 << 20
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = 2 * time.Minute
+	}
+	if c.TriggerRetention == 0 {
+		c.TriggerRetention = 24 * time.Hour
+	}
+	if c.DLQRetention == 0 {
+		c.DLQRetention = 7 * 24 * time.Hour
+	}
+	if c.DispatcherAckWait == 0 {
+		c.DispatcherAckWait = 30 * time.Second
+	}
+	if c.WorkerAckWait == 0 {
+		c.WorkerAckWait = 30 * time.Second
+	}
+	if c.DataCacheBytes == 0 {
+		c.DataCacheBytes = 64 << 20
+	}
+	return c
+}
+
+// Validate reports a config that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Server == nil && c.URL == "":
+		return errors.New("no NATS URL and no embedded server")
+	case c.Replicas < 1 || c.Replicas > 5:
+		return fmt.Errorf("replicas must be between 1 and 5, got %d", c.Replicas)
+	case c.MaxPayload < 1024:
+		return fmt.Errorf("max payload must be at least 1024 bytes, got %d", c.MaxPayload)
+	case c.DuplicateWindow > c.TriggerRetention:
+		return fmt.Errorf("duplicate window %s exceeds trigger retention %s", c.DuplicateWindow, c.TriggerRetention)
+	case c.DispatcherAckWait < time.Second || c.WorkerAckWait < time.Second:
+		return errors.New("ack waits must be at least 1s")
+	}
+	return nil
+}
+
+// Client is a connection to JetStream with jetflow's streams and buckets.
+type Client struct {
+	cfg   Config
+	nc    *nats.Conn
+	js    natsjs.JetStream
+	log   zerolog.Logger
+	inst  natsjs.KeyValue
+	data  natsjs.KeyValue
+	defs  natsjs.KeyValue
+	cache *lru
+}
+
+// Connect connects to JetStream. It does not create anything; call
+// Provision (dispatcher, CLI) or Bind (workers) next.
+func Connect(ctx context.Context, cfg Config) (*Client, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.PingInterval(5 * time.Second),
+		nats.MaxPingsOutstanding(2),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn().Err(err).Msg("nats disconnected")
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info().Str("url", nc.ConnectedUrl()).Msg("nats reconnected")
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			ev := log.Warn().Err(err)
+			if sub != nil {
+				ev = ev.Str("subject", sub.Subject)
+			}
+			ev.Msg("nats async error")
+		}),
+	}
+	url := cfg.URL
+	if cfg.Server != nil {
+		opts = append(opts, nats.InProcessServer(cfg.Server.s))
+		url = ""
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", url, err)
+	}
+	if !nc.IsConnected() {
+		// RetryOnFailedConnect returns at once; wait a bounded time so a
+		// wrong URL is reported instead of hanging.
+		deadline := time.Now().Add(10 * time.Second)
+		for !nc.IsConnected() {
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				nc.Close()
+				return nil, fmt.Errorf("connect to %s: no server answered within 10s", url)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	js, err := natsjs.New(nc, natsjs.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return &Client{cfg: cfg, nc: nc, js: js, log: log, cache: newLRU(cfg.DataCacheBytes)}, nil
+}
+
+// Close closes the connection, flushing pending publishes.
+func (c *Client) Close() {
+	if c.nc != nil {
+		_ = c.nc.Drain()
+		c.nc.Close()
+	}
+}
+
+// Config returns the effective configuration.
+func (c *Client) Config() Config { return c.cfg }
+
+// Provision creates or updates every stream, bucket and dispatcher consumer
+// jetflow needs. It is idempotent and safe to run from several processes at
+// once.
+func (c *Client) Provision(ctx context.Context) error {
+	r := c.cfg.Replicas
+	streams := []natsjs.StreamConfig{
+		{
+			Name:        StreamEvents,
+			Description: "jetflow: task results, timers and signals of running instances",
+			Subjects:    []string{EventSubjects, TimerSubjects},
+			Retention:   natsjs.WorkQueuePolicy,
+			Storage:     natsjs.FileStorage,
+			Replicas:    r,
+			Duplicates:  c.cfg.DuplicateWindow,
+			Discard:     natsjs.DiscardNew,
+			// Message schedules are the durable timers.
+			AllowMsgSchedules: true,
+			MaxMsgSize:        int32(c.cfg.MaxPayload + 4096),
+		},
+		{
+			Name:        StreamTasks,
+			Description: "jetflow: task pointer messages, one subject per task type",
+			Subjects:    []string{TaskSubjects},
+			Retention:   natsjs.WorkQueuePolicy,
+			Storage:     natsjs.FileStorage,
+			Replicas:    r,
+			Duplicates:  c.cfg.DuplicateWindow,
+			Discard:     natsjs.DiscardNew,
+			MaxMsgSize:  int32(c.cfg.MaxPayload + 4096),
+		},
+		{
+			Name:        StreamDLQ,
+			Description: "jetflow: rejected messages with the reason in the Jetflow-Reason header",
+			Subjects:    []string{DLQSubjects},
+			Retention:   natsjs.LimitsPolicy,
+			Storage:     natsjs.FileStorage,
+			Replicas:    r,
+			MaxAge:      c.cfg.DLQRetention,
+		},
+	}
+	for _, sc := range streams {
+		if _, err := c.js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("provision stream %s: %w", sc.Name, err)
+		}
+	}
+	if err := c.EnsureTriggerSubjects(ctx); err != nil {
+		return err
+	}
+	buckets := []natsjs.KeyValueConfig{
+		{Bucket: BucketDefinitions, Description: "jetflow: workflow definitions by name.version", History: 1, Replicas: r, Storage: natsjs.FileStorage},
+		{Bucket: BucketInstances, Description: "jetflow: instance state, CAS-updated", History: 1, Replicas: r, Storage: natsjs.FileStorage},
+		{Bucket: BucketData, Description: "jetflow: write-once inputs and outputs", History: 1, Replicas: r, Storage: natsjs.FileStorage, MaxValueSize: int32(c.cfg.MaxPayload)},
+	}
+	for _, bc := range buckets {
+		if _, err := c.js.CreateOrUpdateKeyValue(ctx, bc); err != nil {
+			return fmt.Errorf("provision bucket %s: %w", bc.Bucket, err)
+		}
+	}
+	for _, s := range []string{StreamTriggers, StreamEvents} {
+		cc := natsjs.ConsumerConfig{
+			Durable:       ConsumerDispatcher,
+			Description:   "jetflow dispatchers (shared by all replicas)",
+			AckPolicy:     natsjs.AckExplicitPolicy,
+			AckWait:       c.cfg.DispatcherAckWait,
+			MaxAckPending: 20000,
+			MaxDeliver:    -1,
+			Replicas:      r,
+		}
+		if s == StreamEvents {
+			// Schedules live in the same stream; the dispatcher must not
+			// consume (and so delete) them.
+			cc.FilterSubject = EventSubjects
+		}
+		if _, err := c.js.CreateOrUpdateConsumer(ctx, s, cc); err != nil {
+			return fmt.Errorf("provision consumer %s on %s: %w", ConsumerDispatcher, s, err)
+		}
+	}
+	return c.Bind(ctx)
+}
+
+// Bind looks up the buckets. Workers call it; it fails with a clear error
+// when no dispatcher has provisioned jetflow yet.
+func (c *Client) Bind(ctx context.Context) error {
+	var err error
+	if c.inst, err = c.js.KeyValue(ctx, BucketInstances); err != nil {
+		return fmt.Errorf("bucket %s: %w (has a dispatcher provisioned jetflow on this server?)", BucketInstances, err)
+	}
+	if c.data, err = c.js.KeyValue(ctx, BucketData); err != nil {
+		return fmt.Errorf("bucket %s: %w", BucketData, err)
+	}
+	if c.defs, err = c.js.KeyValue(ctx, BucketDefinitions); err != nil {
+		return fmt.Errorf("bucket %s: %w", BucketDefinitions, err)
+	}
+	return nil
+}
+
+// EnsureTriggerSubjects makes the trigger stream capture the explicit start
+// subjects plus the given trigger subjects, keeping those it already has.
+func (c *Client) EnsureTriggerSubjects(ctx context.Context, subjects ...string) error {
+	want := []string{StartSubjects}
+	info, err := c.js.Stream(ctx, StreamTriggers)
+	switch {
+	case err == nil:
+		want = append(want, info.CachedInfo().Config.Subjects...)
+	case errors.Is(err, natsjs.ErrStreamNotFound):
+	default:
+		return fmt.Errorf("look up stream %s: %w", StreamTriggers, err)
+	}
+	have := map[string]bool{}
+	var merged []string
+	for _, s := range append(want, subjects...) {
+		if !have[s] {
+			have[s] = true
+			merged = append(merged, s)
+		}
+	}
+	if err == nil && len(merged) == len(info.CachedInfo().Config.Subjects) {
+		return nil
+	}
+	sc := natsjs.StreamConfig{
+		Name:        StreamTriggers,
+		Description: "jetflow: trigger events that start workflow instances",
+		Subjects:    merged,
+		Retention:   natsjs.LimitsPolicy,
+		Storage:     natsjs.FileStorage,
+		Replicas:    c.cfg.Replicas,
+		MaxAge:      c.cfg.TriggerRetention,
+		Duplicates:  c.cfg.DuplicateWindow,
+		MaxMsgSize:  int32(c.cfg.MaxPayload),
+	}
+	if _, err := c.js.CreateOrUpdateStream(ctx, sc); err != nil {
+		var apiErr *natsjs.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeSubjectOverlap {
+			return fmt.Errorf("trigger subjects %s overlap a stream that already exists on this server; choose other subjects or remove that stream: %w", strings.Join(subjects, ", "), err)
+		}
+		return fmt.Errorf("update stream %s subjects: %w", StreamTriggers, err)
+	}
+	return nil
+}

@@ -1,0 +1,154 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	natsjs "github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// Msg is a message received from a jetflow consumer. It hides the NATS
+// message type from the layers above the adapter.
+type Msg struct {
+	m natsjs.Msg
+}
+
+// Data is the payload.
+func (m *Msg) Data() []byte { return m.m.Data() }
+
+// Subject the message was published on.
+func (m *Msg) Subject() string { return m.m.Subject() }
+
+// Header returns one header value.
+func (m *Msg) Header(key string) string { return m.m.Headers().Get(key) }
+
+// Deliveries is how many times this message has been delivered, from 1.
+func (m *Msg) Deliveries() uint64 {
+	md, err := m.m.Metadata()
+	if err != nil {
+		return 1
+	}
+	return md.NumDelivered
+}
+
+// Ack acknowledges the message.
+func (m *Msg) Ack() error { return m.m.Ack() }
+
+// Nak asks for redelivery after delay (at once when delay is 0).
+func (m *Msg) Nak(delay time.Duration) error {
+	if delay <= 0 {
+		return m.m.Nak()
+	}
+	return m.m.NakWithDelay(delay)
+}
+
+// InProgress extends the ack deadline.
+func (m *Msg) InProgress() error { return m.m.InProgress() }
+
+// Term stops redelivery for good.
+func (m *Msg) Term(reason string) error { return m.m.TermWithReason(reason) }
+
+// DecodeEvent decodes an event message.
+func DecodeEvent(b []byte) (workflow.Event, error) {
+	var ev workflow.Event
+	if err := decode(b, &ev); err != nil {
+		return ev, err
+	}
+	if ev.Instance == "" || ev.Kind == "" {
+		return ev, fmt.Errorf("%w: event without kind or instance", ErrMalformed)
+	}
+	return ev, nil
+}
+
+// DecodeTask decodes a task message.
+func DecodeTask(b []byte) (workflow.Task, error) {
+	var t workflow.Task
+	if err := decode(b, &t); err != nil {
+		return t, err
+	}
+	if t.Instance == "" || t.Step == "" || t.Type == "" || t.Attempt < 1 || t.InputRef == "" {
+		return t, fmt.Errorf("%w: task without instance, step, type, attempt or input", ErrMalformed)
+	}
+	return t, nil
+}
+
+// Subscription is a running consumer; Stop ends delivery.
+type Subscription struct {
+	cc natsjs.ConsumeContext
+}
+
+// Stop stops delivering messages. Messages already handed to the handler
+// are not affected.
+func (s *Subscription) Stop() { s.cc.Stop() }
+
+// ConsumeDispatcher delivers messages of the dispatcher consumer on stream
+// (StreamTriggers or StreamEvents) to handler, keeping at most buffer
+// messages in flight in the client.
+func (c *Client) ConsumeDispatcher(ctx context.Context, stream string, buffer int, handler func(*Msg)) (*Subscription, error) {
+	cons, err := c.js.Consumer(ctx, stream, ConsumerDispatcher)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on %s: %w", ConsumerDispatcher, stream, err)
+	}
+	cc, err := cons.Consume(func(m natsjs.Msg) { handler(&Msg{m: m}) },
+		natsjs.PullMaxMessages(buffer),
+		natsjs.ConsumeErrHandler(func(_ natsjs.ConsumeContext, err error) {
+			if !errors.Is(err, natsjs.ErrNoHeartbeat) {
+				c.log.Debug().Err(err).Str("stream", stream).Msg("consume")
+			}
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", stream, err)
+	}
+	return &Subscription{cc: cc}, nil
+}
+
+// TaskConsumer is the pull consumer of one task type.
+type TaskConsumer struct {
+	cons natsjs.Consumer
+}
+
+// EnsureTaskConsumer creates or updates the durable consumer of a task
+// type, shared by every worker that handles the type.
+func (c *Client) EnsureTaskConsumer(ctx context.Context, taskType string) (*TaskConsumer, error) {
+	if err := workflow.ValidateName("task type", taskType); err != nil {
+		return nil, err
+	}
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, StreamTasks, natsjs.ConsumerConfig{
+		Durable:       WorkerConsumer(taskType),
+		Description:   "jetflow workers of task type " + taskType,
+		FilterSubject: TaskSubject(taskType),
+		AckPolicy:     natsjs.AckExplicitPolicy,
+		AckWait:       c.cfg.WorkerAckWait,
+		MaxAckPending: 10000,
+		MaxDeliver:    -1,
+		Replicas:      c.cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("task consumer %s: %w", taskType, err)
+	}
+	return &TaskConsumer{cons: cons}, nil
+}
+
+// Fetch pulls up to n tasks, waiting at most wait for the first. Messages
+// are passed to fn as they arrive.
+func (tc *TaskConsumer) Fetch(ctx context.Context, n int, wait time.Duration, fn func(*Msg)) error {
+	batch, err := tc.cons.Fetch(n, natsjs.FetchMaxWait(wait), natsjs.FetchContext(ctx))
+	if err != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil
+		}
+		return err
+	}
+	for m := range batch.Messages() {
+		fn(&Msg{m: m})
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, natsjs.ErrNoMessages) &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, natsjs.ErrNoHeartbeat) {
+		return err
+	}
+	return nil
+}

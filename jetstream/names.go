@@ -1,0 +1,106 @@
+package jetstream
+
+import (
+	"strings"
+
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// Streams.
+const (
+	// StreamTriggers captures trigger subjects (the user's, from
+	// definitions) and explicit starts. Limits retention, so
+	// Nats-Msg-Id deduplication survives server restarts.
+	StreamTriggers = "JETFLOW_TRIGGERS"
+	// StreamEvents carries everything that happens to running instances:
+	// task results, fired timers, cancellations. Work-queue retention.
+	// Timer schedules live here too, because a schedule must target a
+	// subject of its own stream.
+	StreamEvents = "JETFLOW_EVENTS"
+	// StreamTasks holds task pointer messages, one subject per task type.
+	// Work-queue retention.
+	StreamTasks = "JETFLOW_TASKS"
+	// StreamDLQ keeps rejected messages with the reason, for operators.
+	StreamDLQ = "JETFLOW_DLQ"
+)
+
+// KV buckets.
+const (
+	// BucketDefinitions: key "<workflow>.<version>", value the definition
+	// source (YAML or JSON).
+	BucketDefinitions = "jetflow_definitions"
+	// BucketInstances: key "<instance id>", value the msgpack-encoded
+	// instance, updated only by revision compare-and-swap.
+	BucketInstances = "jetflow_instances"
+	// BucketData: write-once msgpack values — instance inputs, step inputs
+	// and outputs — under keys that start with the instance id.
+	BucketData = "jetflow_data"
+)
+
+// Subjects.
+const (
+	subjectPrefix   = "jetflow."
+	startPrefix     = "jetflow.start."
+	eventPrefix     = "jetflow.event."
+	timerPrefix     = "jetflow.timer."
+	taskPrefix      = "jetflow.task."
+	dlqPrefix       = "jetflow.dlq."
+	StartSubjects   = "jetflow.start.>"
+	EventSubjects   = "jetflow.event.>"
+	TimerSubjects   = "jetflow.timer.>"
+	TaskSubjects    = "jetflow.task.>"
+	DLQSubjects     = "jetflow.dlq.>"
+	definitionsKeys = ">"
+)
+
+// Consumers.
+const (
+	// ConsumerDispatcher is the durable pull consumer shared by all
+	// dispatcher replicas, on StreamTriggers and on StreamEvents.
+	ConsumerDispatcher = "dispatcher"
+	// workerConsumerPrefix + task type is the durable shared by all
+	// workers of that task type.
+	workerConsumerPrefix = "worker_"
+)
+
+// Headers jetflow sets or reads.
+const (
+	HeaderMsgID         = "Nats-Msg-Id"
+	HeaderEventKey      = "Jetflow-Event-Key"
+	HeaderContentType   = "Content-Type"
+	HeaderReason        = "Jetflow-Reason"
+	HeaderSourceSubject = "Jetflow-Source-Subject"
+	HeaderSourceStream  = "Jetflow-Source-Stream"
+	HeaderSourceSeq     = "Jetflow-Source-Sequence"
+	HeaderComponent     = "Jetflow-Component"
+	HeaderDeliveries    = "Jetflow-Deliveries"
+)
+
+// StartSubject is where an explicit start of a workflow is published.
+func StartSubject(workflowName string) string { return startPrefix + workflowName }
+
+// EventSubject is where events of an instance are published.
+func EventSubject(instance string) string { return eventPrefix + instance }
+
+// TimerSubject is the schedule subject of one timer of an instance; one
+// subject per timer, because a new schedule on a subject replaces the old.
+func TimerSubject(instance, timer string) string {
+	return timerPrefix + instance + "." + workflow.TimerToken(timer)
+}
+
+// TaskSubject is where tasks of a type are published.
+func TaskSubject(taskType string) string { return taskPrefix + taskType }
+
+// WorkerConsumer is the durable consumer name for a task type.
+func WorkerConsumer(taskType string) string { return workerConsumerPrefix + taskType }
+
+// DLQSubject is where a rejected message from a source is recorded.
+// source is "trigger", "event" or "task".
+func DLQSubject(source string) string { return dlqPrefix + source }
+
+// DefinitionKey is the KV key of one version of a definition.
+func DefinitionKey(name string, version int) string {
+	return name + "." + itoa(version)
+}
+
+func isReserved(subject string) bool { return strings.HasPrefix(subject, subjectPrefix) }

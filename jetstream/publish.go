@@ -1,0 +1,156 @@
+package jetstream
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	natsjs "github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// PublishTasks publishes task pointer messages with deterministic ids
+// (instance/step/attempt), pipelined, and waits for every ack. A task that
+// was already published in the duplicate window is acknowledged as a
+// duplicate and not stored twice.
+func (c *Client) PublishTasks(ctx context.Context, tasks []workflow.Task) error {
+	futures := make([]natsjs.PubAckFuture, 0, len(tasks))
+	for _, t := range tasks {
+		b, err := encode(t)
+		if err != nil {
+			return err
+		}
+		m := &nats.Msg{Subject: TaskSubject(t.Type), Data: b, Header: nats.Header{}}
+		m.Header.Set(HeaderMsgID, workflow.TaskMsgID(t.Instance, t.Step, t.Attempt))
+		f, err := c.js.PublishMsgAsync(m)
+		if err != nil {
+			return fmt.Errorf("publish task %s/%s/%d: %w", t.Instance, t.Step, t.Attempt, err)
+		}
+		futures = append(futures, f)
+	}
+	return waitAcks(ctx, futures)
+}
+
+func waitAcks(ctx context.Context, futures []natsjs.PubAckFuture) error {
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish %s: %w", f.Msg().Subject, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// PublishEvent publishes an event for an instance with a message id.
+func (c *Client) PublishEvent(ctx context.Context, ev workflow.Event, msgID string) error {
+	b, err := encode(ev)
+	if err != nil {
+		return err
+	}
+	m := &nats.Msg{Subject: EventSubject(ev.Instance), Data: b, Header: nats.Header{}}
+	if msgID != "" {
+		m.Header.Set(HeaderMsgID, msgID)
+	}
+	if _, err := c.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("publish %s event for %s: %w", ev.Kind, ev.Instance, err)
+	}
+	return nil
+}
+
+// ScheduleTimers publishes one message schedule per timer; each fires an
+// EventTimer on the instance's event subject. Schedules have one-second
+// precision, so the time is rounded up: a timer never fires early. A
+// timer scheduled again replaces the earlier schedule on its subject.
+func (c *Client) ScheduleTimers(ctx context.Context, timers []workflow.Timer) error {
+	futures := make([]natsjs.PubAckFuture, 0, len(timers))
+	for _, t := range timers {
+		b, err := encode(workflow.Event{Kind: workflow.EventTimer, Instance: t.Instance, Timer: t.ID})
+		if err != nil {
+			return err
+		}
+		at := t.At.Truncate(time.Second)
+		if at.Before(t.At) {
+			at = at.Add(time.Second)
+		}
+		f, err := c.js.PublishAsync(TimerSubject(t.Instance, t.ID), b,
+			natsjs.WithScheduleAt(at), natsjs.WithScheduleTarget(EventSubject(t.Instance)))
+		if err != nil {
+			return fmt.Errorf("schedule timer %s of %s: %w", t.ID, t.Instance, err)
+		}
+		futures = append(futures, f)
+	}
+	return waitAcks(ctx, futures)
+}
+
+// Start describes an explicit start of a workflow.
+type Start struct {
+	Workflow string
+	// EventKey identifies the event; the same key never starts a second
+	// instance.
+	EventKey string
+	// Payload is the JSON input.
+	Payload []byte
+}
+
+// PublishStart publishes an explicit start on jetflow.start.<workflow> with
+// Nats-Msg-Id derived from the event key (first dedup layer).
+func (c *Client) PublishStart(ctx context.Context, s Start) error {
+	if err := workflow.ValidateName("workflow name", s.Workflow); err != nil {
+		return err
+	}
+	if s.EventKey == "" {
+		return fmt.Errorf("event key is required")
+	}
+	m := &nats.Msg{Subject: StartSubject(s.Workflow), Data: s.Payload, Header: nats.Header{}}
+	m.Header.Set(HeaderEventKey, s.EventKey)
+	m.Header.Set(HeaderMsgID, TriggerMsgID(s.Workflow, s.EventKey))
+	if _, err := c.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("publish start of %s: %w", s.Workflow, err)
+	}
+	return nil
+}
+
+// TriggerMsgID is the Nats-Msg-Id of a trigger with an event key.
+func TriggerMsgID(workflowName, eventKey string) string {
+	return "start/" + workflow.InstanceID(workflowName, eventKey)
+}
+
+// Publish publishes raw bytes to a subject through JetStream with optional
+// headers (used by the CLI to fire trigger events).
+func (c *Client) Publish(ctx context.Context, subject string, data []byte, headers map[string]string) (duplicate bool, err error) {
+	m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	for k, v := range headers {
+		m.Header.Set(k, v)
+	}
+	ack, err := c.js.PublishMsg(ctx, m)
+	if err != nil {
+		return false, fmt.Errorf("publish %s: %w", subject, err)
+	}
+	return ack.Duplicate, nil
+}
+
+// DeadLetter records a rejected message in the DLQ stream with the reason
+// and where it came from. The caller then terminates the original.
+func (c *Client) DeadLetter(ctx context.Context, source string, m *Msg, component, reason string) error {
+	dl := &nats.Msg{Subject: DLQSubject(source), Data: m.Data(), Header: nats.Header{}}
+	dl.Header.Set(HeaderReason, reason)
+	dl.Header.Set(HeaderComponent, component)
+	dl.Header.Set(HeaderSourceSubject, m.Subject())
+	if md, err := m.m.Metadata(); err == nil {
+		dl.Header.Set(HeaderSourceStream, md.Stream)
+		dl.Header.Set(HeaderSourceSeq, strconv.FormatUint(md.Sequence.Stream, 10))
+		dl.Header.Set(HeaderDeliveries, strconv.FormatUint(md.NumDelivered, 10))
+		// The same stored message dead-lettered twice is recorded once.
+		dl.Header.Set(HeaderMsgID, "dlq/"+md.Stream+"/"+strconv.FormatUint(md.Sequence.Stream, 10))
+	}
+	if _, err := c.js.PublishMsg(ctx, dl); err != nil {
+		return fmt.Errorf("dead-letter message from %s: %w", m.Subject(), err)
+	}
+	return nil
+}

@@ -1,0 +1,132 @@
+package jetstream
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/rs/zerolog"
+)
+
+// ServerConfig configures the embedded NATS server.
+type ServerConfig struct {
+	// StoreDir is the JetStream store directory. Required: the system temp
+	// directory is not a safe default for data that must survive reboots.
+	StoreDir string
+	// Host to listen on. Default "127.0.0.1".
+	Host string
+	// Port to listen on. Default 4222; -1 picks a free port.
+	Port int
+	// DontListen serves in-process connections only. Default false.
+	DontListen bool
+	// SyncAlways fsyncs every write before acknowledging it. Default false:
+	// the server fsyncs every 2 minutes, so an OS crash (not a process
+	// crash) can lose the last writes. See README "Durability".
+	SyncAlways bool
+	// MaxPayload is the largest message the server accepts. Default 8 MiB.
+	MaxPayload int32
+	// ReadyTimeout bounds the wait for the server to start. Default 10s.
+	ReadyTimeout time.Duration
+	// Logger receives the server's log lines. Default: discarded.
+	Logger *zerolog.Logger
+}
+
+// WithDefaults returns the config with zero fields set to their defaults.
+func (c ServerConfig) WithDefaults() ServerConfig {
+	if c.Host == "" {
+		c.Host = "127.0.0.1"
+	}
+	if c.Port == 0 {
+		c.Port = 4222
+	}
+	if c.MaxPayload == 0 {
+		c.MaxPayload = 8 << 20
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = 10 * time.Second
+	}
+	return c
+}
+
+// Validate reports a config that cannot work.
+func (c ServerConfig) Validate() error {
+	if c.StoreDir == "" {
+		return errors.New("embedded server: store directory is required (set --store-dir)")
+	}
+	if c.MaxPayload < 1<<10 {
+		return fmt.Errorf("embedded server: max payload %d is below 1 KiB", c.MaxPayload)
+	}
+	return nil
+}
+
+// Server is an embedded nats-server with JetStream.
+type Server struct {
+	s *server.Server
+}
+
+// StartServer starts an embedded server with JetStream on cfg.StoreDir and
+// waits until it accepts connections.
+func StartServer(cfg ServerConfig) (*Server, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(cfg.StoreDir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded server: store dir %q: %w", cfg.StoreDir, err)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("embedded server: create store dir %q: %w", dir, err)
+	}
+	opts := &server.Options{
+		ServerName: "jetflow-embedded",
+		Host:       cfg.Host,
+		Port:       cfg.Port,
+		DontListen: cfg.DontListen,
+		JetStream:  true,
+		StoreDir:   dir,
+		SyncAlways: cfg.SyncAlways,
+		MaxPayload: cfg.MaxPayload,
+		NoSigs:     true,
+		NoLog:      cfg.Logger == nil,
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded server: %w", err)
+	}
+	if cfg.Logger != nil {
+		s.SetLoggerV2(serverLogger{cfg.Logger}, false, false, false)
+	}
+	s.Start()
+	if !s.ReadyForConnections(cfg.ReadyTimeout) {
+		s.Shutdown()
+		return nil, fmt.Errorf("embedded server: not ready after %s (is %s:%d in use?)", cfg.ReadyTimeout, cfg.Host, cfg.Port)
+	}
+	return &Server{s: s}, nil
+}
+
+// ClientURL is the URL clients connect to ("" with DontListen).
+func (s *Server) ClientURL() string {
+	if s.s.Addr() == nil {
+		return ""
+	}
+	return s.s.ClientURL()
+}
+
+// Shutdown stops the server and waits for it.
+func (s *Server) Shutdown() {
+	s.s.Shutdown()
+	s.s.WaitForShutdown()
+}
+
+type serverLogger struct{ l *zerolog.Logger }
+
+func (l serverLogger) Noticef(format string, v ...any) { l.l.Info().Msgf(format, v...) }
+func (l serverLogger) Warnf(format string, v ...any)   { l.l.Warn().Msgf(format, v...) }
+func (l serverLogger) Fatalf(format string, v ...any)  { l.l.Error().Msgf(format, v...) }
+func (l serverLogger) Errorf(format string, v ...any)  { l.l.Error().Msgf(format, v...) }
+func (l serverLogger) Debugf(format string, v ...any)  { l.l.Debug().Msgf(format, v...) }
+func (l serverLogger) Tracef(format string, v ...any)  { l.l.Trace().Msgf(format, v...) }

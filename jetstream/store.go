@@ -1,0 +1,263 @@
+package jetstream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	natsjs "github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow/jetflow/workflow"
+)
+
+const (
+	errCodeSubjectOverlap = 10065
+)
+
+// translate maps NATS errors to domain errors at the boundary.
+func translate(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, natsjs.ErrKeyNotFound), errors.Is(err, natsjs.ErrKeyDeleted):
+		return fmt.Errorf("%w: %v", workflow.ErrNotFound, err)
+	case errors.Is(err, natsjs.ErrKeyRevisionMismatch):
+		// Matches both 10071 and 10164 (R3 under contention).
+		return fmt.Errorf("%w: %v", workflow.ErrConflict, err)
+	case errors.Is(err, natsjs.ErrKeyExists):
+		return fmt.Errorf("%w: %v", workflow.ErrExists, err)
+	}
+	return err
+}
+
+// GetInstance reads an instance and its revision.
+func (c *Client) GetInstance(ctx context.Context, id string) (*workflow.Instance, uint64, error) {
+	e, err := c.inst.Get(ctx, id)
+	if err != nil {
+		return nil, 0, fmt.Errorf("get instance %s: %w", id, translate(err))
+	}
+	var in workflow.Instance
+	if err := decode(e.Value(), &in); err != nil {
+		return nil, 0, fmt.Errorf("decode instance %s: %w", id, err)
+	}
+	return &in, e.Revision(), nil
+}
+
+// PutInstance writes an instance: a create when rev is 0 (ErrExists if it
+// is there), otherwise a compare-and-swap on rev (ErrConflict if another
+// writer got there first). It returns the new revision.
+func (c *Client) PutInstance(ctx context.Context, in *workflow.Instance, rev uint64) (uint64, error) {
+	b, err := encode(in)
+	if err != nil {
+		return 0, err
+	}
+	var nrev uint64
+	if rev == 0 {
+		nrev, err = c.inst.Create(ctx, in.ID, b)
+	} else {
+		nrev, err = c.inst.Update(ctx, in.ID, b, rev)
+	}
+	if err != nil {
+		err = translate(err)
+		if rev == 0 && errors.Is(err, workflow.ErrConflict) {
+			// Create races report "wrong last sequence" too.
+			err = fmt.Errorf("%w: %v", workflow.ErrExists, err)
+		}
+		return 0, fmt.Errorf("put instance %s at revision %d: %w", in.ID, rev, err)
+	}
+	return nrev, nil
+}
+
+// ListInstanceIDs returns every instance id, sorted.
+func (c *Client) ListInstanceIDs(ctx context.Context) ([]string, error) {
+	lister, err := c.inst.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list instances: %w", err)
+	}
+	var ids []string
+	for k := range lister.Keys() {
+		ids = append(ids, k)
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// PutData writes a value under a write-once key. Writing the same key again
+// is not an error: keys are derived from (instance, step, attempt) and
+// values are deterministic, so the first write stands.
+func (c *Client) PutData(ctx context.Context, key string, v any) error {
+	b, err := encode(v)
+	if err != nil {
+		return err
+	}
+	return c.PutDataEncoded(ctx, key, b, v)
+}
+
+// PutDataEncoded is PutData for a value already encoded; decoded, when not
+// nil, is cached.
+func (c *Client) PutDataEncoded(ctx context.Context, key string, b []byte, decoded any) error {
+	if len(b) > c.cfg.MaxPayload {
+		return fmt.Errorf("%w: value for %s is %d bytes, the limit is %d", ErrTooLarge, key, len(b), c.cfg.MaxPayload)
+	}
+	_, err := c.data.Create(ctx, key, b)
+	if err != nil {
+		err = translate(err)
+		if !errors.Is(err, workflow.ErrExists) && !errors.Is(err, workflow.ErrConflict) {
+			return fmt.Errorf("put data %s: %w", key, err)
+		}
+	}
+	if decoded != nil {
+		c.cache.put(key, decoded, len(b))
+	}
+	return nil
+}
+
+// CreateData writes a value under a write-once key and reports ErrExists
+// if the key already holds one (used when "first one wins" matters).
+func (c *Client) CreateData(ctx context.Context, key string, b []byte) error {
+	if len(b) > c.cfg.MaxPayload {
+		return fmt.Errorf("%w: value for %s is %d bytes, the limit is %d", ErrTooLarge, key, len(b), c.cfg.MaxPayload)
+	}
+	if _, err := c.data.Create(ctx, key, b); err != nil {
+		err = translate(err)
+		if errors.Is(err, workflow.ErrConflict) {
+			err = fmt.Errorf("%w: %v", workflow.ErrExists, err)
+		}
+		return fmt.Errorf("create data %s: %w", key, err)
+	}
+	return nil
+}
+
+// DataRaw returns the encoded value under key.
+func (c *Client) DataRaw(ctx context.Context, key string) ([]byte, error) {
+	e, err := c.data.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("get data %s: %w", key, translate(err))
+	}
+	return e.Value(), nil
+}
+
+// LoadData returns the decoded value under key, from the cache when it is
+// there.
+func (c *Client) LoadData(ctx context.Context, key string) (any, error) {
+	if v, ok := c.cache.get(key); ok {
+		return v, nil
+	}
+	b, err := c.DataRaw(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	v, err := decodeValue(b)
+	if err != nil {
+		return nil, fmt.Errorf("data %s: %w", key, err)
+	}
+	c.cache.put(key, v, len(b))
+	return v, nil
+}
+
+// DataView adapts the client to workflow.Data for one context.
+func (c *Client) DataView(ctx context.Context) workflow.Data { return dataView{ctx: ctx, c: c} }
+
+type dataView struct {
+	ctx context.Context
+	c   *Client
+}
+
+func (d dataView) Load(key string) (any, error) { return d.c.LoadData(d.ctx, key) }
+
+// PutDefinition stores a validated definition's source under
+// "<name>.<version>". Storing identical source again is a no-op; a
+// different source for an existing version is refused.
+func (c *Client) PutDefinition(ctx context.Context, def *workflow.Definition, src []byte) error {
+	key := DefinitionKey(def.Name, def.Version)
+	_, err := c.defs.Create(ctx, key, src)
+	if err == nil {
+		return nil
+	}
+	if err = translate(err); !errors.Is(err, workflow.ErrExists) && !errors.Is(err, workflow.ErrConflict) {
+		return fmt.Errorf("store definition %s: %w", key, err)
+	}
+	e, gerr := c.defs.Get(ctx, key)
+	if gerr != nil {
+		return fmt.Errorf("store definition %s: %w", key, translate(gerr))
+	}
+	if !bytes.Equal(e.Value(), src) {
+		return fmt.Errorf("%w: version %d of workflow %q is already registered with different content; increase the version", workflow.ErrExists, def.Version, def.Name)
+	}
+	return nil
+}
+
+// Definitions loads every stored definition.
+func (c *Client) Definitions(ctx context.Context) ([]*workflow.Definition, error) {
+	lister, err := c.defs.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list definitions: %w", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var out []*workflow.Definition
+	for _, k := range keys {
+		def, err := c.definition(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, def)
+	}
+	return out, nil
+}
+
+// Definition loads one version of a definition.
+func (c *Client) Definition(ctx context.Context, name string, version int) (*workflow.Definition, error) {
+	return c.definition(ctx, DefinitionKey(name, version))
+}
+
+func (c *Client) definition(ctx context.Context, key string) (*workflow.Definition, error) {
+	e, err := c.defs.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("definition %s: %w", key, translate(err))
+	}
+	def, err := workflow.Parse(key, e.Value())
+	if err != nil {
+		return nil, fmt.Errorf("stored definition %s no longer validates: %w", key, err)
+	}
+	return def, nil
+}
+
+// WatchDefinitions calls fn for every definition stored now and later. It
+// calls ready once the stored ones were delivered, and blocks until ctx
+// ends. Definitions that fail to parse are logged and skipped.
+func (c *Client) WatchDefinitions(ctx context.Context, fn func(*workflow.Definition), ready func()) error {
+	w, err := c.defs.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch definitions: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil {
+				ready()
+				continue
+			}
+			if e.Operation() != natsjs.KeyValuePut {
+				continue
+			}
+			def, err := workflow.Parse(e.Key(), e.Value())
+			if err != nil {
+				c.log.Error().Err(err).Str("key", e.Key()).Msg("stored definition does not validate; skipped")
+				continue
+			}
+			fn(def)
+		}
+	}
+}

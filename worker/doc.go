@@ -1,0 +1,26 @@
+// Package worker is the jetflow worker SDK: register a handler per task
+// type, run, and the worker pulls tasks, runs handlers and reports results.
+//
+//	w, _ := worker.New(client, worker.Config{Concurrency: 16})
+//	w.Handle("charge-card", func(ctx context.Context, t *worker.Task) (any, error) {
+//		var order Order
+//		if err := t.Bind(&order); err != nil {
+//			return nil, worker.Permanent(err)
+//		}
+//		return charge(ctx, order, t.EffectKey) // same key on every attempt
+//	})
+//	err := w.Run(ctx) // returns after a graceful drain when ctx ends
+//
+// Handler outcomes, mapped to the result in one place ([Worker.execute]):
+//   - a value and nil: success; the value is the step output;
+//   - a plain error: the attempt failed; the workflow's retry policy decides;
+//   - Permanent(err): the step fails without further attempts;
+//   - RetryAfter(d, err): the next attempt starts after d;
+//   - a panic: a failed attempt with the panic message.
+//
+// Delivery is at least once: a worker that dies mid-task has the task
+// redelivered to another worker. The dispatcher records one result per
+// attempt and ignores results of older attempts, so a step's result is
+// recorded once; side effects outside jetflow should use Task.EffectKey to
+// be idempotent.
+package worker

@@ -1,0 +1,228 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// Handler runs one attempt of a task. See the package documentation for
+// how its outcome is reported.
+type Handler func(ctx context.Context, t *Task) (any, error)
+
+// Task is one attempt of a task step, as a handler sees it.
+type Task struct {
+	Instance    string
+	Workflow    string
+	Step        string
+	Type        string
+	Attempt     int
+	MaxAttempts int
+	// EffectKey is the step's idempotency key: the same on every attempt
+	// and every redelivery. Pass it to downstream systems.
+	EffectKey string
+	input     []byte
+}
+
+// Input returns the decoded input (maps, slices, strings, int64, float64,
+// bool, nil).
+func (t *Task) Input() (any, error) { return jetstream.DecodeValue(t.input) }
+
+// Bind decodes the input into v (a pointer to a struct, map, ...).
+func (t *Task) Bind(v any) error { return jetstream.DecodeInto(t.input, v) }
+
+// Config configures a worker.
+type Config struct {
+	// Concurrency is the most handlers running at once, over all task
+	// types. Default 16.
+	Concurrency int
+	// ShutdownTimeout is how long Run waits for running handlers after ctx
+	// ends before cancelling them. Default 30s.
+	ShutdownTimeout time.Duration
+	// HeartbeatInterval is how often a running task's ack deadline is
+	// extended. Default: a third of the consumer's AckWait.
+	HeartbeatInterval time.Duration
+	// MaxDeliveries: a task delivered this many times without a result
+	// (workers crashing on it) is reported as a failed attempt. Default 10.
+	MaxDeliveries int
+	// FetchWait is how long one pull waits for tasks. Default 1s.
+	FetchWait time.Duration
+	// Logger. Default: discarded.
+	Logger zerolog.Logger
+}
+
+// WithDefaults returns the config with zero fields set to their defaults.
+func (c Config) WithDefaults(ackWait time.Duration) Config {
+	if c.Concurrency == 0 {
+		c.Concurrency = 16
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = ackWait / 3
+	}
+	if c.MaxDeliveries == 0 {
+		c.MaxDeliveries = 10
+	}
+	if c.FetchWait == 0 {
+		c.FetchWait = time.Second
+	}
+	return c
+}
+
+// Validate reports a config that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Concurrency < 1:
+		return fmt.Errorf("concurrency must be positive, got %d", c.Concurrency)
+	case c.HeartbeatInterval < 100*time.Millisecond:
+		return fmt.Errorf("heartbeat interval %s is below 100ms", c.HeartbeatInterval)
+	case c.MaxDeliveries < 1:
+		return fmt.Errorf("max deliveries must be positive, got %d", c.MaxDeliveries)
+	}
+	return nil
+}
+
+// Worker runs handlers for the task types registered with Handle.
+type Worker struct {
+	cfg      Config
+	client   *jetstream.Client
+	log      zerolog.Logger
+	handlers map[string]Handler
+	sem      chan struct{}
+}
+
+// New creates a worker on a client bound to jetflow's buckets.
+func New(client *jetstream.Client, cfg Config) (*Worker, error) {
+	cfg = cfg.WithDefaults(client.Config().WorkerAckWait)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("worker config: %w", err)
+	}
+	return &Worker{
+		cfg:      cfg,
+		client:   client,
+		log:      cfg.Logger.With().Str("component", "worker").Logger(),
+		handlers: map[string]Handler{},
+		sem:      make(chan struct{}, cfg.Concurrency),
+	}, nil
+}
+
+// Handle registers the handler of a task type. Call it before Run.
+func (w *Worker) Handle(taskType string, h Handler) error {
+	if err := workflow.ValidateName("task type", taskType); err != nil {
+		return err
+	}
+	if _, dup := w.handlers[taskType]; dup {
+		return fmt.Errorf("task type %q registered twice", taskType)
+	}
+	w.handlers[taskType] = h
+	return nil
+}
+
+// TaskTypes lists the registered task types.
+func (w *Worker) TaskTypes() []string {
+	out := make([]string, 0, len(w.handlers))
+	for t := range w.handlers {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Run pulls and runs tasks until ctx ends, then drains: it stops pulling,
+// waits up to ShutdownTimeout for running handlers, then cancels them and
+// returns their tasks for redelivery.
+func (w *Worker) Run(ctx context.Context) error {
+	if len(w.handlers) == 0 {
+		return errors.New("worker has no handlers; register task types with Handle")
+	}
+	// Handlers run under hardCtx, which outlives ctx by ShutdownTimeout.
+	hardCtx, hardCancel := context.WithCancel(context.Background())
+	defer hardCancel()
+	var fetchers, running sync.WaitGroup
+	errs := make(chan error, len(w.handlers))
+	for _, tt := range w.TaskTypes() {
+		tc, err := w.client.EnsureTaskConsumer(ctx, tt)
+		if err != nil {
+			return err
+		}
+		fetchers.Add(1)
+		go func() {
+			defer fetchers.Done()
+			if err := w.fetchLoop(ctx, hardCtx, tt, tc, &running); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	w.log.Info().Strs("task_types", w.TaskTypes()).Int("concurrency", w.cfg.Concurrency).Msg("worker running")
+	<-ctx.Done()
+	fetchers.Wait()
+	w.log.Info().Msg("worker draining")
+	done := make(chan struct{})
+	go func() {
+		running.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(w.cfg.ShutdownTimeout):
+		w.log.Warn().Dur("timeout", w.cfg.ShutdownTimeout).Msg("handlers still running at shutdown timeout; cancelling them")
+		hardCancel()
+		<-done
+	}
+	w.log.Info().Msg("worker stopped")
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (w *Worker) fetchLoop(ctx, hardCtx context.Context, taskType string, tc *jetstream.TaskConsumer, running *sync.WaitGroup) error {
+	h := w.handlers[taskType]
+	for ctx.Err() == nil {
+		// Wait for a free slot before asking for work, so a worker never
+		// holds tasks it cannot start.
+		select {
+		case w.sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		free := 1 + w.cfg.Concurrency - len(w.sem)
+		// Tokens for the extra messages are taken as they arrive.
+		got := 0
+		err := tc.Fetch(ctx, free, w.cfg.FetchWait, func(m *jetstream.Msg) {
+			if got > 0 {
+				w.sem <- struct{}{}
+			}
+			got++
+			running.Add(1)
+			go func() {
+				defer running.Done()
+				defer func() { <-w.sem }()
+				w.execute(hardCtx, h, m)
+			}()
+		})
+		if got == 0 {
+			<-w.sem
+		}
+		if err != nil && ctx.Err() == nil {
+			w.log.Warn().Err(err).Str("task_type", taskType).Msg("fetch failed; retrying")
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+		}
+	}
+	return nil
+}
