@@ -188,8 +188,8 @@ func (c *Client) Provision(ctx context.Context) error {
 			Storage:     natsjs.FileStorage,
 			Replicas:    r,
 			Duplicates:  c.cfg.DuplicateWindow,
-			Discard:     natsjs.DiscardNew,
-			// Message schedules are the durable timers.
+			// Message schedules are the durable timers (they rule out
+			// DiscardNew; the stream has no limits to discard at).
 			AllowMsgSchedules: true,
 			MaxMsgSize:        int32(c.cfg.MaxPayload + 4096),
 		},
@@ -302,7 +302,6 @@ func (c *Client) EnsureTriggerSubjects(ctx context.Context, subjects ...string) 
 		Replicas:    c.cfg.Replicas,
 		MaxAge:      c.cfg.TriggerRetention,
 		Duplicates:  c.cfg.DuplicateWindow,
-		MaxMsgSize:  int32(c.cfg.MaxPayload),
 	}
 	if _, err := c.js.CreateOrUpdateStream(ctx, sc); err != nil {
 		var apiErr *natsjs.APIError

@@ -136,7 +136,9 @@ func (c *Client) EnsureTaskConsumer(ctx context.Context, taskType string) (*Task
 // Fetch pulls up to n tasks, waiting at most wait for the first. Messages
 // are passed to fn as they arrive.
 func (tc *TaskConsumer) Fetch(ctx context.Context, n int, wait time.Duration, fn func(*Msg)) error {
-	batch, err := tc.cons.Fetch(n, natsjs.FetchMaxWait(wait), natsjs.FetchContext(ctx))
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	batch, err := tc.cons.Fetch(n, natsjs.FetchContext(ctx))
 	if err != nil {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return nil

@@ -1,0 +1,78 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	natsjs "github.com/nats-io/nats.go/jetstream"
+)
+
+// DeadLetter is one record of the dead-letter stream.
+type DeadLetter struct {
+	Seq           uint64
+	Time          time.Time
+	Subject       string // jetflow.dlq.<source>
+	Reason        string
+	Component     string
+	SourceSubject string
+	SourceStream  string
+	SourceSeq     uint64
+	Data          []byte
+}
+
+// DeadLetters reads up to limit dead letters, oldest first.
+func (c *Client) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error) {
+	s, err := c.js.Stream(ctx, StreamDLQ)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamDLQ, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []DeadLetter
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && len(out) < limit && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			if errors.Is(err, natsjs.ErrMsgNotFound) {
+				continue
+			}
+			return nil, err
+		}
+		src, _ := strconv.ParseUint(m.Header.Get(HeaderSourceSeq), 10, 64)
+		out = append(out, DeadLetter{
+			Seq: m.Sequence, Time: m.Time, Subject: m.Subject,
+			Reason: m.Header.Get(HeaderReason), Component: m.Header.Get(HeaderComponent),
+			SourceSubject: m.Header.Get(HeaderSourceSubject), SourceStream: m.Header.Get(HeaderSourceStream),
+			SourceSeq: src, Data: m.Data,
+		})
+	}
+	return out, nil
+}
+
+// StreamCounts reports how many messages each jetflow stream holds.
+func (c *Client) StreamCounts(ctx context.Context) (map[string]uint64, error) {
+	out := map[string]uint64{}
+	for _, name := range []string{StreamTriggers, StreamEvents, StreamTasks, StreamDLQ} {
+		s, err := c.js.Stream(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", name, err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = info.State.Msgs
+	}
+	return out, nil
+}
+
+// PublishRaw publishes bytes to any subject through JetStream (tests and
+// tools use it to inject malformed messages).
+func (c *Client) PublishRaw(ctx context.Context, subject string, data []byte) error {
+	_, err := c.js.Publish(ctx, subject, data)
+	return err
+}
