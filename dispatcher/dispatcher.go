@@ -91,6 +91,9 @@ type Dispatcher struct {
 	// stopping is closed when Run begins shutting down; message handlers
 	// then NAK instead of queueing.
 	stopping chan struct{}
+	// gate is held (read) by message handlers while they enqueue, so Run
+	// can wait for them before closing the shard channels.
+	gate sync.RWMutex
 }
 
 // New creates a dispatcher on a provisioned client.
@@ -158,6 +161,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		for _, s := range subs {
 			s.Stop()
 		}
+		d.gate.Lock() // no handler is enqueueing any more
+		defer d.gate.Unlock()
 		for _, s := range d.shards {
 			close(s.in)
 		}
@@ -244,6 +249,8 @@ type outcome struct {
 }
 
 func (d *Dispatcher) enqueue(it *item) bool {
+	d.gate.RLock()
+	defer d.gate.RUnlock()
 	s := d.shards[shardOf(it.ev.Instance, len(d.shards))]
 	select {
 	case <-d.stopping:
