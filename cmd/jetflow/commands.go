@@ -1,0 +1,486 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/workflow"
+)
+
+type globals struct {
+	url  string
+	json bool
+}
+
+func (g *globals) client(ctx context.Context) (*jetstream.Client, error) {
+	c, err := jetstream.Connect(ctx, jetstream.Config{URL: g.url, Name: "jetflow-cli"})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Bind(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func readDefinition(path string) (*workflow.Definition, []byte, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	def, err := workflow.Parse(path, src)
+	return def, src, err
+}
+
+func validateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate FILE...",
+		Short: "Check definitions without connecting to NATS",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			failed := 0
+			for _, p := range args {
+				def, _, err := readDefinition(p)
+				if err != nil {
+					failed++
+					fmt.Fprintln(cmd.ErrOrStderr(), err)
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s version %d, %d steps)\n", p, def.Name, def.Version, len(def.Steps))
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d definitions are invalid", failed, len(args))
+			}
+			return nil
+		},
+	}
+}
+
+func registerCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "register FILE...",
+		Short: "Validate and store workflow definitions",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for _, p := range args {
+				def, src, err := readDefinition(p)
+				if err != nil {
+					return err
+				}
+				if def.Trigger != nil {
+					if err := c.EnsureTriggerSubjects(ctx, def.Trigger.Subject); err != nil {
+						return fmt.Errorf("%s: %w", p, err)
+					}
+				}
+				if err := c.PutDefinition(ctx, def, src); err != nil {
+					return fmt.Errorf("%s: %w", p, err)
+				}
+				trig := "no trigger (start with: jetflow start " + def.Name + ")"
+				if def.Trigger != nil {
+					trig = "triggered by " + def.Trigger.Subject + ", key " + def.Trigger.Key
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "registered %s version %d: %s\n", def.Name, def.Version, trig)
+			}
+			return nil
+		},
+	}
+}
+
+func definitionsCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "definitions",
+		Aliases: []string{"defs"},
+		Short:   "List registered definitions",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			defs, err := c.Definitions(ctx)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tVERSION\tSTEPS\tTRIGGER")
+			for _, d := range defs {
+				trig := "-"
+				if d.Trigger != nil {
+					trig = d.Trigger.Subject + " (key " + d.Trigger.Key + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", d.Name, d.Version, len(d.Steps), trig)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func payloadArg(args []string, i int) ([]byte, error) {
+	if len(args) <= i {
+		return []byte("{}"), nil
+	}
+	if args[i] == "-" {
+		return io.ReadAll(os.Stdin)
+	}
+	if strings.HasPrefix(args[i], "@") {
+		return os.ReadFile(strings.TrimPrefix(args[i], "@"))
+	}
+	return []byte(args[i]), nil
+}
+
+func publishCmd(g *globals) *cobra.Command {
+	var msgID string
+	cmd := &cobra.Command{
+		Use:   "publish SUBJECT [JSON|@FILE|-]",
+		Short: "Publish an event on a trigger subject",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			data, err := payloadArg(args, 1)
+			if err != nil {
+				return err
+			}
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			h := map[string]string{}
+			if msgID != "" {
+				h[jetstream.HeaderMsgID] = msgID
+			}
+			dup, err := c.Publish(ctx, args[0], data, h)
+			if err != nil {
+				return err
+			}
+			if dup {
+				fmt.Fprintf(cmd.OutOrStdout(), "published to %s (duplicate message id %q: dropped by the stream)\n", args[0], msgID)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "published to %s\n", args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&msgID, "msg-id", "", "Nats-Msg-Id header (deduplicates re-publishes)")
+	return cmd
+}
+
+func startCmd(g *globals) *cobra.Command {
+	var key string
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "start WORKFLOW [JSON|@FILE|-]",
+		Short: "Start a workflow explicitly; prints the instance id",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			data, err := payloadArg(args, 1)
+			if err != nil {
+				return err
+			}
+			if key == "" {
+				b := make([]byte, 8)
+				_, _ = rand.Read(b)
+				key = hex.EncodeToString(b)
+			}
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.PublishStart(ctx, jetstream.Start{Workflow: args[0], EventKey: key, Payload: data}); err != nil {
+				return err
+			}
+			id := workflow.InstanceID(args[0], key)
+			if wait <= 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), id)
+				return nil
+			}
+			inst, err := waitFor(ctx, c, id, wait)
+			if err != nil {
+				return err
+			}
+			return showInstance(ctx, cmd.OutOrStdout(), c, inst, g.json)
+		},
+	}
+	cmd.Flags().StringVar(&key, "key", "", "event key (default: random); the same key never starts a second instance")
+	cmd.Flags().DurationVar(&wait, "wait", 0, "wait up to this long for the instance to finish and show it")
+	return cmd
+}
+
+func waitFor(ctx context.Context, c *jetstream.Client, id string, timeout time.Duration) (*workflow.Instance, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		inst, _, err := c.GetInstance(ctx, id)
+		if err == nil && inst.Status.Terminal() {
+			return inst, nil
+		}
+		if err != nil && !errors.Is(err, workflow.ErrNotFound) {
+			return nil, err
+		}
+		if time.Now().After(deadline) {
+			if inst != nil {
+				return inst, fmt.Errorf("instance %s is still %s after %s", id, inst.Status, timeout)
+			}
+			return nil, fmt.Errorf("instance %s does not exist after %s (is a dispatcher running?)", id, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func instancesCmd(g *globals) *cobra.Command {
+	var status, wf string
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "instances",
+		Short: "List instances",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ids, err := c.ListInstanceIDs(ctx)
+			if err != nil {
+				return err
+			}
+			var rows []*workflow.Instance
+			for _, id := range ids {
+				inst, _, err := c.GetInstance(ctx, id)
+				if err != nil {
+					continue
+				}
+				if (status != "" && string(inst.Status) != status) || (wf != "" && inst.Workflow != wf) {
+					continue
+				}
+				rows = append(rows, inst)
+			}
+			sort.Slice(rows, func(i, j int) bool { return rows[i].Created.After(rows[j].Created) })
+			if limit > 0 && len(rows) > limit {
+				rows = rows[:limit]
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), rows)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tWORKFLOW\tSTATUS\tCREATED\tDURATION\tEVENT KEY")
+			for _, in := range rows {
+				fmt.Fprintf(tw, "%s\t%s@%d\t%s\t%s\t%s\t%s\n", in.ID, in.Workflow, in.Version, in.Status,
+					in.Created.Local().Format(time.DateTime), duration(in), in.EventKey)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&status, "status", "", "only this status (running, completed, failed, cancelled)")
+	cmd.Flags().StringVar(&wf, "workflow", "", "only this workflow")
+	cmd.Flags().IntVar(&limit, "limit", 50, "most recent N (0: all)")
+	return cmd
+}
+
+func duration(in *workflow.Instance) string {
+	end := in.Ended
+	if end.IsZero() {
+		return "-"
+	}
+	return end.Sub(in.Created).Round(time.Millisecond).String()
+}
+
+func showCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show INSTANCE",
+		Short: "Show an instance: state, steps, attempts, errors, timings, output",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			inst, _, err := c.GetInstance(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return showInstance(ctx, cmd.OutOrStdout(), c, inst, g.json)
+		},
+	}
+}
+
+func waitCmd(g *globals) *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "wait INSTANCE",
+		Short: "Wait for an instance to finish, then show it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			inst, err := waitFor(ctx, c, args[0], timeout)
+			if err != nil {
+				return err
+			}
+			return showInstance(ctx, cmd.OutOrStdout(), c, inst, g.json)
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait")
+	return cmd
+}
+
+func showInstance(ctx context.Context, w io.Writer, c *jetstream.Client, in *workflow.Instance, asJSON bool) error {
+	var input, output any
+	if in.InputRef != "" {
+		input, _ = c.LoadData(ctx, in.InputRef)
+	}
+	if in.OutputRef != "" {
+		output, _ = c.LoadData(ctx, in.OutputRef)
+	}
+	if asJSON {
+		return printJSON(w, map[string]any{"instance": in, "input": input, "output": output})
+	}
+	fmt.Fprintf(w, "instance  %s\nworkflow  %s version %d\nevent key %s\nstatus    %s\n", in.ID, in.Workflow, in.Version, in.EventKey, in.Status)
+	fmt.Fprintf(w, "created   %s\n", in.Created.Local().Format(time.RFC3339Nano))
+	if !in.Ended.IsZero() {
+		fmt.Fprintf(w, "ended     %s (%s)\n", in.Ended.Local().Format(time.RFC3339Nano), duration(in))
+	}
+	if in.Error != "" {
+		fmt.Fprintf(w, "error     %s\n", in.Error)
+	}
+	fmt.Fprintf(w, "input     %s\n", compactJSON(input))
+	if in.Status == workflow.StatusCompleted {
+		fmt.Fprintf(w, "output    %s\n", compactJSON(output))
+	}
+	names := make([]string, 0, len(in.Steps))
+	for n := range in.Steps {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return in.Steps[names[i]].Started.Before(in.Steps[names[j]].Started) })
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nSTEP\tSTATUS\tATTEMPT\tTOOK\tERROR")
+	for _, n := range names {
+		st := in.Steps[n]
+		took := "-"
+		if !st.Ended.IsZero() {
+			took = st.Ended.Sub(st.Started).Round(time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", n, st.Status, st.Attempt, took, st.Error)
+	}
+	if len(in.Timers) > 0 {
+		fmt.Fprintln(tw, "\nTIMER\tDUE")
+		for id, at := range in.Timers {
+			fmt.Fprintf(tw, "%s\t%s\n", id, at.Local().Format(time.RFC3339))
+		}
+	}
+	return tw.Flush()
+}
+
+func compactJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	if len(b) > 2000 {
+		return string(b[:2000]) + "…"
+	}
+	return string(b)
+}
+
+func cancelCmd(g *globals) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "cancel INSTANCE",
+		Short: "Cancel a running instance",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			inst, _, err := c.GetInstance(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if inst.Status.Terminal() {
+				return fmt.Errorf("instance %s is already %s", inst.ID, inst.Status)
+			}
+			if err := c.PublishEvent(ctx, workflow.Event{Kind: workflow.EventCancel, Instance: inst.ID, Reason: reason}, "cancel/"+inst.ID); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cancel requested for %s\n", inst.ID)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "cancelled by operator", "recorded as the instance error")
+	return cmd
+}
+
+func dlqCmd(g *globals) *cobra.Command {
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "dlq",
+		Short: "List dead-lettered messages with their reasons",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			dls, err := c.DeadLetters(ctx, limit)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), dls)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SEQ\tTIME\tFROM\tSUBJECT\tREASON")
+			for _, d := range dls {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", d.Seq, d.Time.Local().Format(time.DateTime), d.Component, d.SourceSubject, d.Reason)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", 100, "most messages to show")
+	return cmd
+}

@@ -1,0 +1,50 @@
+// Command jetflow is the command-line client: register definitions, fire
+// events, inspect and cancel instances, read dead letters, and run
+// benchmarks.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRoot().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "jetflow:", err)
+		os.Exit(1)
+	}
+}
+
+// newRoot builds the command tree. cobra (spf13/cobra) gives subcommands,
+// help and flag parsing that a hand-written flag switch would repeat.
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "jetflow",
+		Short:         "jetflow: workflows on NATS JetStream",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.url, "nats-url", envOr("JETFLOW_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URLs, comma-separated (env JETFLOW_NATS_URL)")
+	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON instead of text")
+	root.AddCommand(
+		validateCmd(), registerCmd(g), definitionsCmd(g), publishCmd(g), startCmd(g),
+		instancesCmd(g), showCmd(g), waitCmd(g), cancelCmd(g), dlqCmd(g), benchCmd(g),
+	)
+	return root
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
