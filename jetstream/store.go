@@ -261,3 +261,33 @@ func (c *Client) WatchDefinitions(ctx context.Context, fn func(*workflow.Definit
 		}
 	}
 }
+
+// WatchInstances calls fn with every instance update made after the call,
+// until ctx ends (it blocks). ready is called once the watch is in place.
+func (c *Client) WatchInstances(ctx context.Context, ready func(), fn func(*workflow.Instance)) error {
+	w, err := c.inst.WatchAll(ctx, natsjs.UpdatesOnly())
+	if err != nil {
+		return fmt.Errorf("watch instances: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	ready()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil || e.Operation() != natsjs.KeyValuePut {
+				continue
+			}
+			var in workflow.Instance
+			if err := decode(e.Value(), &in); err != nil {
+				c.log.Warn().Err(err).Str("key", e.Key()).Msg("undecodable instance in watch")
+				continue
+			}
+			fn(&in)
+		}
+	}
+}

@@ -1,17 +1,231 @@
 package main
 
 import (
-	"errors"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/jetflow/jetflow/bench"
+	"github.com/jetflow/jetflow/internal/run"
+	"github.com/jetflow/jetflow/jetstream"
 )
 
 func benchCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "bench",
-		Short: "Run benchmarks (see BENCHMARKS.md)",
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("not implemented yet")
+	var (
+		o          bench.Options
+		external   bool
+		syncAlways bool
+		workers    int
+		workerConc int
+		cpuProfile string
+		keep       bool
+	)
+	cmd := &cobra.Command{
+		Use:   "bench throughput|latency|fanout",
+		Short: "Run a benchmark; prints one JSON object on stdout (see BENCHMARKS.md)",
+		Long: `Runs a workload and verifies every instance afterwards; exits non-zero
+if any work was lost or duplicated. By default it starts its own dispatcher
+(with an embedded server in a temporary directory) and worker processes;
+with --external it uses the dispatchers and workers already running behind
+--nats-url.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			o.Workload = args[0]
+			url := g.url
+			var procs map[string]*exec.Cmd
+			if !external {
+				var cleanup func()
+				var err error
+				url, procs, cleanup, err = startSystem(ctx, syncAlways, workers, workerConc, cpuProfile, keep)
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+			}
+			client, err := jetstream.Connect(ctx, jetstream.Config{URL: url, Name: "jetflow-bench"})
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			if err := waitBound(ctx, client); err != nil {
+				return err
+			}
+			o.Client = client
+			last := time.Now()
+			o.Progress = func(done, total int) {
+				if time.Since(last) < time.Second {
+					return
+				}
+				last = time.Now()
+				fmt.Fprintf(cmd.ErrOrStderr(), "\r%s: %d/%d finished (%.0f%%)   ", o.Workload, done, total, 100*float64(done)/float64(max(total, 1)))
+			}
+			res, runErr := bench.Run(ctx, o)
+			fmt.Fprintln(cmd.ErrOrStderr())
+			if res != nil {
+				res.Params["sync_always"] = syncAlways
+				res.Params["external"] = external
+				res.Params["workers"] = workers
+				res.Params["worker_concurrency"] = workerConc
+				if len(procs) > 0 {
+					res.Processes = map[string]bench.Process{}
+					for name, p := range procs {
+						if st, err := bench.ProcessStats(p.Process.Pid); err == nil {
+							res.Processes[name] = st
+						}
+					}
+				}
+				if self, err := bench.ProcessStats(os.Getpid()); err == nil {
+					if res.Processes == nil {
+						res.Processes = map[string]bench.Process{}
+					}
+					res.Processes["bench"] = self
+				}
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				if err := enc.Encode(res); err != nil {
+					return err
+				}
+			}
+			return runErr
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.N, "n", 10000, "workflows (throughput, latency) or children (fanout)")
+	f.IntVar(&o.Concurrency, "concurrency", 0, "workflows in flight (throughput; default 500)")
+	f.Float64Var(&o.Rate, "rate", 0, "start workflows at this rate per second instead (latency default 50)")
+	f.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "give up after this long")
+	f.BoolVar(&external, "external", false, "use the dispatchers and workers already running behind --nats-url")
+	f.BoolVar(&syncAlways, "sync-always", false, "embedded server fsyncs every write")
+	f.IntVar(&workers, "workers", 1, "worker processes to start")
+	f.IntVar(&workerConc, "worker-concurrency", 64, "handlers per worker process")
+	f.StringVar(&cpuProfile, "cpu-profile", "", "write the dispatcher's CPU profile to this file")
+	f.BoolVar(&keep, "keep", false, "keep the temporary store directory")
+	return cmd
+}
+
+// startSystem starts a dispatcher (with its embedded server) and workers as
+// separate processes of this binary.
+func startSystem(ctx context.Context, syncAlways bool, workers, workerConc int, cpuProfile string, keep bool) (string, map[string]*exec.Cmd, func(), error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", nil, nil, err
+	}
+	dir, err := os.MkdirTemp("", "jetflow-bench-")
+	if err != nil {
+		return "", nil, nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return "", nil, nil, err
+	}
+	url := "nats://127.0.0.1:" + strconv.Itoa(port)
+	procs := map[string]*exec.Cmd{}
+	var order []*exec.Cmd
+	cleanup := func() {
+		for i := len(order) - 1; i >= 0; i-- { // workers first, dispatcher last
+			p := order[i]
+			_ = p.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = p.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				_ = p.Process.Kill()
+				<-done
+			}
+		}
+		if !keep {
+			_ = os.RemoveAll(dir)
+		}
+	}
+	logFile, err := os.Create(filepath.Join(dir, "system.log"))
+	if err != nil {
+		return "", nil, nil, err
+	}
+	start := func(name string, args ...string) error {
+		p := exec.Command(exe, args...)
+		p.Stdout, p.Stderr = logFile, logFile
+		if err := p.Start(); err != nil {
+			return err
+		}
+		procs[name] = p
+		order = append(order, p)
+		return nil
+	}
+	dargs := []string{"dispatcher", "--store-dir", filepath.Join(dir, "store"), "--listen", "127.0.0.1:" + strconv.Itoa(port), "--log-level", "warn"}
+	if syncAlways {
+		dargs = append(dargs, "--sync-always")
+	}
+	if cpuProfile != "" {
+		abs, _ := filepath.Abs(cpuProfile)
+		dargs = append(dargs, "--cpu-profile", abs)
+	}
+	if err := start("dispatcher", dargs...); err != nil {
+		cleanup()
+		return "", nil, nil, err
+	}
+	for i := 0; i < workers; i++ {
+		name := "worker"
+		if workers > 1 {
+			name = "worker" + strconv.Itoa(i+1)
+		}
+		if err := start(name, "worker", "--nats-url", url, "--concurrency", strconv.Itoa(workerConc), "--log-level", "warn"); err != nil {
+			cleanup()
+			return "", nil, nil, err
+		}
+	}
+	return url, procs, cleanup, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitBound(ctx context.Context, c *jetstream.Client) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := c.Bind(ctx)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("jetflow not provisioned after 30s: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Hidden subcommands so bench can start the dispatcher and worker as
+// separate processes of this one binary.
+func processCmds() []*cobra.Command {
+	return []*cobra.Command{
+		{
+			Use: "dispatcher", Hidden: true, DisableFlagParsing: true,
+			Short: "Run a dispatcher (same flags as cmd/dispatcher)",
+			RunE:  func(cmd *cobra.Command, args []string) error { return run.Dispatcher(cmd.Context(), args) },
+		},
+		{
+			Use: "worker", Hidden: true, DisableFlagParsing: true,
+			Short: "Run the reference worker (same flags as cmd/worker)",
+			RunE:  func(cmd *cobra.Command, args []string) error { return run.Worker(cmd.Context(), args) },
 		},
 	}
 }

@@ -39,6 +39,7 @@ func newRoot() *cobra.Command {
 		validateCmd(), registerCmd(g), definitionsCmd(g), publishCmd(g), startCmd(g),
 		instancesCmd(g), showCmd(g), waitCmd(g), cancelCmd(g), dlqCmd(g), benchCmd(g),
 	)
+	root.AddCommand(processCmds()...)
 	return root
 }
 

@@ -1,0 +1,407 @@
+// Package bench drives real workloads through jetflow and verifies every
+// instance afterwards. It backs `jetflow bench`; see BENCHMARKS.md.
+//
+// Workloads:
+//   - throughput: N workflows of 3 sequential trivial tasks, C in flight
+//     (or a fixed rate);
+//   - latency: the same workflow at a fixed low rate;
+//   - fanout: one parent with a bulk step over N items (see bulk.go).
+//
+// Each run yields one Result. A run with lost or duplicated work is an
+// error.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// Options configure one run.
+type Options struct {
+	// Workload: "throughput", "latency" or "fanout".
+	Workload string
+	// N is the number of workflows (throughput, latency) or children
+	// (fanout).
+	N int
+	// Concurrency is the most workflows in flight (throughput). Default 500.
+	Concurrency int
+	// Rate, when positive, starts workflows at this many per second instead
+	// of keeping Concurrency in flight. Latency default 50.
+	Rate float64
+	// Timeout bounds the whole run. Default 10m.
+	Timeout time.Duration
+	// Client is connected to the jetflow under test.
+	Client *jetstream.Client
+	// RunID makes event keys unique per run. Default: the start time.
+	RunID string
+	// Progress, when set, receives human-readable progress lines.
+	Progress func(done, total int)
+	Logger   zerolog.Logger
+}
+
+// Latency summarises end-to-end workflow times in milliseconds.
+type Latency struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+// Process is the resource use of one process of the system under test.
+type Process struct {
+	CPUSeconds float64 `json:"cpu_s"`
+	PeakRSSMB  float64 `json:"peak_rss_mb"`
+}
+
+// Result is what one run measured.
+type Result struct {
+	Workload      string             `json:"workload"`
+	Params        map[string]any     `json:"params"`
+	WallSeconds   float64            `json:"wall_s"`
+	WorkflowsPerS float64            `json:"workflows_per_s"`
+	TasksPerS     float64            `json:"tasks_per_s"`
+	ChildrenPerS  float64            `json:"children_per_s,omitempty"`
+	LatencyMS     Latency            `json:"latency_ms"`
+	Processes     map[string]Process `json:"processes,omitempty"`
+	Started       int                `json:"started"`
+	Completed     int                `json:"completed"`
+	Failed        int                `json:"failed"`
+	Duplicates    int                `json:"duplicates"`
+	Lost          int                `json:"lost"`
+}
+
+// ErrIncorrect: the run lost or duplicated work.
+var ErrIncorrect = errors.New("benchmark run lost or duplicated work")
+
+// SeqDefinition is the throughput and latency workflow: three sequential
+// trivial tasks.
+const SeqDefinition = `
+name: bench-seq3
+version: 1
+steps:
+  - {name: a, kind: task, task: noop, next: b}
+  - {name: b, kind: task, task: noop, next: c}
+  - {name: c, kind: task, task: noop}
+`
+
+// Run executes one workload.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Minute
+	}
+	if o.RunID == "" {
+		o.RunID = strconv.FormatInt(time.Now().UnixNano(), 36)
+	}
+	if o.N < 0 {
+		return nil, fmt.Errorf("n must not be negative, got %d", o.N)
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	switch o.Workload {
+	case "throughput":
+		if o.Concurrency == 0 {
+			o.Concurrency = 500
+		}
+		return runSeq(ctx, o)
+	case "latency":
+		if o.Rate == 0 {
+			o.Rate = 50
+		}
+		o.Concurrency = 0
+		return runSeq(ctx, o)
+	case "fanout":
+		return runFanout(ctx, o)
+	}
+	return nil, fmt.Errorf("unknown workload %q (throughput, latency or fanout)", o.Workload)
+}
+
+func register(ctx context.Context, c *jetstream.Client, src string) (*workflow.Definition, error) {
+	def, err := workflow.Parse("bench", []byte(src))
+	if err != nil {
+		return nil, err
+	}
+	return def, c.PutDefinition(ctx, def, []byte(src))
+}
+
+// tracker follows instances through the KV watch.
+type tracker struct {
+	mu       sync.Mutex
+	started  map[string]time.Time // id -> publish time
+	ended    map[string]time.Time
+	status   map[string]workflow.Status
+	terminal map[string]int // terminal updates seen per id (more than 1 = a state moved after terminal)
+	foreign  map[string]bool
+	doneCh   chan string
+}
+
+func newTracker() *tracker {
+	return &tracker{started: map[string]time.Time{}, ended: map[string]time.Time{}, status: map[string]workflow.Status{},
+		terminal: map[string]int{}, foreign: map[string]bool{}, doneCh: make(chan string, 1<<16)}
+}
+
+func (t *tracker) watch(ctx context.Context, c *jetstream.Client, prefix string) (wait func(), err error) {
+	ready := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		errc <- c.WatchInstances(ctx, func() { close(ready) }, func(in *workflow.Instance) {
+			if len(in.ID) < len(prefix) || in.ID[:len(prefix)] != prefix {
+				return
+			}
+			now := time.Now()
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			if !in.Status.Terminal() {
+				return
+			}
+			t.terminal[in.ID]++
+			if t.terminal[in.ID] > 1 {
+				return
+			}
+			t.status[in.ID] = in.Status
+			t.ended[in.ID] = now
+			select {
+			case t.doneCh <- in.ID:
+			default:
+			}
+		})
+	}()
+	select {
+	case <-ready:
+		return func() { <-errc }, nil
+	case err := <-errc:
+		return nil, err
+	}
+}
+
+func (t *tracker) markStarted(id string, at time.Time) {
+	t.mu.Lock()
+	t.started[id] = at
+	t.mu.Unlock()
+}
+
+func (t *tracker) finished() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.ended)
+}
+
+func runSeq(ctx context.Context, o Options) (*Result, error) {
+	c := o.Client
+	if _, err := register(ctx, c, SeqDefinition); err != nil {
+		return nil, err
+	}
+	tr := newTracker()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	waitWatch, err := tr.watch(watchCtx, c, "bench-seq3-")
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	var inflight chan struct{}
+	if o.Concurrency > 0 {
+		inflight = make(chan struct{}, o.Concurrency)
+	}
+	// Release an in-flight slot per finished instance.
+	relDone := make(chan struct{})
+	go func() {
+		defer close(relDone)
+		for {
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-tr.doneCh:
+				if inflight != nil {
+					select {
+					case <-inflight:
+					default:
+					}
+				}
+			}
+		}
+	}()
+	var ticker *time.Ticker
+	if o.Rate > 0 {
+		ticker = time.NewTicker(time.Duration(float64(time.Second) / o.Rate))
+		defer ticker.Stop()
+	}
+	for i := 0; i < o.N; i++ {
+		if ticker != nil {
+			select {
+			case <-ticker.C:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if inflight != nil {
+			select {
+			case inflight <- struct{}{}:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		key := o.RunID + "-" + strconv.Itoa(i)
+		id := workflow.InstanceID("bench-seq3", key)
+		tr.markStarted(id, time.Now())
+		if err := c.PublishStart(ctx, jetstream.Start{Workflow: "bench-seq3", EventKey: key, Payload: []byte(`{}`)}); err != nil {
+			return nil, err
+		}
+		if o.Progress != nil && i%1000 == 0 {
+			o.Progress(tr.finished(), o.N)
+		}
+	}
+	// Wait for all to finish (or the timeout).
+	for tr.finished() < o.N && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+		if o.Progress != nil {
+			o.Progress(tr.finished(), o.N)
+		}
+	}
+	wall := time.Since(start)
+	stopWatch()
+	waitWatch()
+	<-relDone
+	res := tr.result(o, wall)
+	res.TasksPerS = res.WorkflowsPerS * 3
+	if err := verify(context.Background(), c, tr, res); err != nil {
+		return res, err
+	}
+	if res.Lost > 0 || res.Duplicates > 0 {
+		return res, fmt.Errorf("%w: lost %d, duplicates %d", ErrIncorrect, res.Lost, res.Duplicates)
+	}
+	return res, nil
+}
+
+func (t *tracker) result(o Options, wall time.Duration) *Result {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	res := &Result{
+		Workload:    o.Workload,
+		Params:      map[string]any{"n": o.N, "concurrency": o.Concurrency, "rate": o.Rate},
+		WallSeconds: round(wall.Seconds(), 3),
+		Started:     len(t.started),
+	}
+	var lats []float64
+	for id, at := range t.started {
+		end, ok := t.ended[id]
+		if !ok {
+			continue
+		}
+		lats = append(lats, float64(end.Sub(at).Microseconds())/1000)
+		switch t.status[id] {
+		case workflow.StatusCompleted:
+			res.Completed++
+		default:
+			res.Failed++
+		}
+	}
+	for id, n := range t.terminal {
+		if n > 1 {
+			res.Duplicates += n - 1
+		}
+		if _, ok := t.started[id]; !ok {
+			res.Duplicates++
+		}
+	}
+	res.Lost = res.Started - res.Completed - res.Failed
+	res.WorkflowsPerS = round(float64(res.Completed+res.Failed)/wall.Seconds(), 1)
+	res.LatencyMS = percentiles(lats)
+	return res
+}
+
+// verify reads the final state of every started instance from the store:
+// each must exist and be terminal, and every step must have been accepted
+// once (a completed step with one attempt; retries would show as more).
+func verify(ctx context.Context, c *jetstream.Client, t *tracker, res *Result) error {
+	t.mu.Lock()
+	ids := make([]string, 0, len(t.started))
+	for id := range t.started {
+		ids = append(ids, id)
+	}
+	t.mu.Unlock()
+	lost := 0
+	for _, id := range ids {
+		in, _, err := c.GetInstance(ctx, id)
+		if err != nil {
+			if errors.Is(err, workflow.ErrNotFound) {
+				lost++
+				continue
+			}
+			return err
+		}
+		if !in.Status.Terminal() {
+			lost++
+		}
+	}
+	if lost > res.Lost {
+		res.Lost = lost
+	}
+	return nil
+}
+
+func percentiles(v []float64) Latency {
+	if len(v) == 0 {
+		return Latency{}
+	}
+	sort.Float64s(v)
+	at := func(p float64) float64 {
+		i := int(p * float64(len(v)-1))
+		return round(v[i], 2)
+	}
+	return Latency{P50: at(0.5), P90: at(0.9), P99: at(0.99), Max: round(v[len(v)-1], 2)}
+}
+
+func round(f float64, digits int) float64 {
+	p := 1.0
+	for i := 0; i < digits; i++ {
+		p *= 10
+	}
+	return float64(int64(f*p+0.5)) / p
+}
+
+// ProcessStats reads CPU seconds and peak RSS of a process from /proc.
+func ProcessStats(pid int) (Process, error) {
+	var p Process
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return p, err
+	}
+	var kb float64
+	for _, line := range strings.Split(string(status), "\n") {
+		if n, _ := fmt.Sscanf(line, "VmHWM: %f kB", &kb); n == 1 {
+			p.PeakRSSMB = round(kb/1024, 1)
+		}
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return p, err
+	}
+	// Fields after the command name (which is in parentheses): utime and
+	// stime are the 12th and 13th, in clock ticks (100 Hz on Linux).
+	fields := strings.Fields(string(stat)[strings.LastIndexByte(string(stat), ')')+1:])
+	if len(fields) > 12 {
+		ut, _ := strconv.ParseFloat(fields[11], 64)
+		st, _ := strconv.ParseFloat(fields[12], 64)
+		p.CPUSeconds = round((ut+st)/100, 2)
+	}
+	return p, nil
+}
+
+func runFanout(ctx context.Context, o Options) (*Result, error) {
+	return nil, errors.New("fanout needs the bulk step kind, which is not built yet")
+}

@@ -1,0 +1,125 @@
+package run
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/tasks"
+	"github.com/jetflow/jetflow/worker"
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// Dispatcher runs the dispatcher command with args (without the program
+// name) until ctx ends.
+func Dispatcher(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("dispatcher", flag.ContinueOnError)
+	var (
+		url        = fs.String("nats-url", Env("JETFLOW_NATS_URL", ""), "NATS server URLs, comma-separated; empty starts an embedded server (env JETFLOW_NATS_URL)")
+		storeDir   = fs.String("store-dir", Env("JETFLOW_STORE_DIR", "jetflow-data"), "embedded server: JetStream store directory (env JETFLOW_STORE_DIR)")
+		listen     = fs.String("listen", Env("JETFLOW_LISTEN", "127.0.0.1:4222"), "embedded server: client address; empty for in-process only (env JETFLOW_LISTEN)")
+		syncAlways = fs.Bool("sync-always", EnvBool("JETFLOW_SYNC_ALWAYS", false), "embedded server: fsync every write before acknowledging it (env JETFLOW_SYNC_ALWAYS)")
+		replicas   = fs.Int("replicas", EnvInt("JETFLOW_REPLICAS", 1), "replicas of streams and buckets (3 on a cluster) (env JETFLOW_REPLICAS)")
+		shards     = fs.Int("shards", EnvInt("JETFLOW_SHARDS", 16), "event-applying goroutines (env JETFLOW_SHARDS)")
+		ackWait    = fs.Duration("ack-wait", 30*time.Second, "how soon events held by a crashed dispatcher are redelivered")
+		defsDir    = fs.String("definitions", Env("JETFLOW_DEFINITIONS", ""), "register every *.yaml, *.yml and *.json definition in this directory at start (env JETFLOW_DEFINITIONS)")
+		withWorker = fs.Bool("worker", EnvBool("JETFLOW_WORKER", false), "also run the built-in task types (echo, noop, sleep, fail, http) in this process (env JETFLOW_WORKER)")
+		logFormat  = fs.String("log-format", Env("JETFLOW_LOG_FORMAT", "json"), "json or console (env JETFLOW_LOG_FORMAT)")
+		logLevel   = fs.String("log-level", Env("JETFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env JETFLOW_LOG_LEVEL)")
+		cpuProfile = fs.String("cpu-profile", "", "write a CPU profile to this file until the dispatcher stops")
+	)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := Logger(os.Stderr, *logFormat, *logLevel, "dispatcher")
+	if err != nil {
+		return err
+	}
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	client, _, closeFn, err := Open(ctx, Conn{URL: *url, StoreDir: *storeDir, Listen: *listen, SyncAlways: *syncAlways, Replicas: *replicas},
+		jetstream.Config{Name: "jetflow-dispatcher", DispatcherAckWait: *ackWait}, log)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	if err := client.Provision(ctx); err != nil {
+		return err
+	}
+	if *defsDir != "" {
+		if err := registerDir(ctx, client, *defsDir); err != nil {
+			return err
+		}
+	}
+	d, err := dispatcher.New(client, dispatcher.Config{Shards: *shards, Logger: log})
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.Run(gctx) })
+	if *withWorker {
+		w, err := worker.New(client, worker.Config{Logger: log})
+		if err != nil {
+			return err
+		}
+		if err := tasks.Register(w); err != nil {
+			return err
+		}
+		g.Go(func() error { return w.Run(gctx) })
+	}
+	return g.Wait()
+}
+
+func registerDir(ctx context.Context, client *jetstream.Client, dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("definitions: %w", err)
+	}
+	for _, e := range entries {
+		ext := strings.ToLower(filepath.Ext(e.Name()))
+		if e.IsDir() || (ext != ".yaml" && ext != ".yml" && ext != ".json") {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		def, err := workflow.Parse(path, src)
+		if err != nil {
+			return err
+		}
+		if err := client.PutDefinition(ctx, def, src); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if def.Trigger != nil {
+			if err := client.EnsureTriggerSubjects(ctx, def.Trigger.Subject); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+		}
+	}
+	return nil
+}
