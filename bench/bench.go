@@ -151,38 +151,28 @@ func newTracker() *tracker {
 		terminal: map[string]int{}, foreign: map[string]bool{}, doneCh: make(chan string, 1<<16)}
 }
 
-func (t *tracker) watch(ctx context.Context, c *jetstream.Client, prefix string) (wait func(), err error) {
-	ready := make(chan struct{})
-	errc := make(chan error, 1)
-	go func() {
-		errc <- c.WatchInstances(ctx, func() { close(ready) }, func(in *workflow.Instance) {
-			if len(in.ID) < len(prefix) || in.ID[:len(prefix)] != prefix {
-				return
-			}
-			now := time.Now()
-			t.mu.Lock()
-			defer t.mu.Unlock()
-			if !in.Status.Terminal() {
-				return
-			}
-			t.terminal[in.ID]++
-			if t.terminal[in.ID] > 1 {
-				return
-			}
-			t.status[in.ID] = in.Status
-			t.ended[in.ID] = now
-			select {
-			case t.doneCh <- in.ID:
-			default:
-			}
-		})
-	}()
-	select {
-	case <-ready:
-		return func() { <-errc }, nil
-	case err := <-errc:
+// watch follows completion announcements of one workflow. Announcements
+// are hints (core NATS); verify reads the store afterwards.
+func (t *tracker) watch(c *jetstream.Client, wf string) (stop func(), err error) {
+	sub, err := c.SubscribeDone(wf, func(id string, status workflow.Status) {
+		now := time.Now()
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		t.terminal[id]++
+		if t.terminal[id] > 1 {
+			return
+		}
+		t.status[id] = status
+		t.ended[id] = now
+		select {
+		case t.doneCh <- id:
+		default:
+		}
+	})
+	if err != nil {
 		return nil, err
 	}
+	return sub.Stop, nil
 }
 
 func (t *tracker) markStarted(id string, at time.Time) {
@@ -205,7 +195,7 @@ func runSeq(ctx context.Context, o Options) (*Result, error) {
 	tr := newTracker()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	waitWatch, err := tr.watch(watchCtx, c, "bench-seq3-")
+	stopSub, err := tr.watch(c, "bench-seq3")
 	if err != nil {
 		return nil, err
 	}
@@ -273,8 +263,8 @@ func runSeq(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	wall := time.Since(start)
+	stopSub()
 	stopWatch()
-	waitWatch()
 	<-relDone
 	res := tr.result(o, wall)
 	res.TasksPerS = res.WorkflowsPerS * 3

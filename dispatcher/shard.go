@@ -109,6 +109,9 @@ func (s *shard) process(id string, items []*item) {
 			d.stats.commits.Add(1)
 			s.remember(res.inst, newRev)
 			s.count(inst, res)
+			if res.inst.Status.Terminal() {
+				d.client.NotifyDone(res.inst)
+			}
 		}
 		// Only now, with the state committed, is the work published.
 		if err := s.publish(ctx, res.tasks, res.timers); err != nil {
@@ -278,6 +281,11 @@ func (s *shard) count(before *workflow.Instance, res *applied) {
 
 func (s *shard) publish(ctx context.Context, tasks []workflow.Task, timers []workflow.Timer) error {
 	if len(tasks) > 0 {
+		for i := range tasks {
+			if raw, ok := s.d.client.InlineData(tasks[i].InputRef); ok {
+				tasks[i].Input = raw
+			}
+		}
 		if err := s.d.client.PublishTasks(ctx, tasks); err != nil {
 			return err
 		}

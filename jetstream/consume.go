@@ -133,24 +133,47 @@ func (c *Client) EnsureTaskConsumer(ctx context.Context, taskType string) (*Task
 	return &TaskConsumer{cons: cons}, nil
 }
 
-// Fetch pulls up to n tasks, waiting at most wait for the first. Messages
-// are passed to fn as they arrive.
-func (tc *TaskConsumer) Fetch(ctx context.Context, n int, wait time.Duration, fn func(*Msg)) error {
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	batch, err := tc.cons.Fetch(n, natsjs.FetchContext(ctx))
+// TaskStream is a flow of tasks from one task consumer with a bounded
+// client-side buffer.
+type TaskStream struct {
+	it natsjs.MessagesContext
+}
+
+// Stream starts pulling tasks, keeping at most buffer of them in the
+// client beyond those being handled.
+func (tc *TaskConsumer) Stream(buffer int) (*TaskStream, error) {
+	it, err := tc.cons.Messages(natsjs.PullMaxMessages(buffer))
 	if err != nil {
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return nil
+		return nil, fmt.Errorf("pull tasks: %w", err)
+	}
+	return &TaskStream{it: it}, nil
+}
+
+// ErrStreamClosed is returned by Next once the stream was drained.
+var ErrStreamClosed = errors.New("task stream closed")
+
+// Next blocks for the next task until ctx ends.
+func (ts *TaskStream) Next(ctx context.Context) (*Msg, error) {
+	m, err := ts.it.Next(natsjs.NextContext(ctx))
+	if err != nil {
+		if errors.Is(err, natsjs.ErrMsgIteratorClosed) {
+			return nil, ErrStreamClosed
 		}
-		return err
+		return nil, err
 	}
-	for m := range batch.Messages() {
-		fn(&Msg{m: m})
+	return &Msg{m: m}, nil
+}
+
+// Drain stops pulling and returns the buffered tasks, which the caller
+// hands back (Nak) so other workers get them at once.
+func (ts *TaskStream) Drain() []*Msg {
+	ts.it.Drain()
+	var out []*Msg
+	for {
+		m, err := ts.it.Next(natsjs.NextMaxWait(100 * time.Millisecond))
+		if err != nil {
+			return out
+		}
+		out = append(out, &Msg{m: m})
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, natsjs.ErrNoMessages) &&
-		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, natsjs.ErrNoHeartbeat) {
-		return err
-	}
-	return nil
 }

@@ -17,7 +17,8 @@ type lru struct {
 
 type lruEntry struct {
 	key  string
-	val  any
+	raw  []byte // encoded value
+	val  any    // decoded value, when known
 	size int
 }
 
@@ -25,27 +26,34 @@ func newLRU(maxBytes int) *lru {
 	return &lru{max: maxBytes, ll: list.New(), items: map[string]*list.Element{}}
 }
 
-func (c *lru) get(key string) (any, bool) {
+// get returns the entry's encoded value and, when known, decoded value.
+func (c *lru) get(key string) (raw []byte, val any, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.items[key]; ok {
 		c.ll.MoveToFront(e)
-		return e.Value.(*lruEntry).val, true
+		ent := e.Value.(*lruEntry)
+		return ent.raw, ent.val, true
 	}
-	return nil, false
+	return nil, nil, false
 }
 
-func (c *lru) put(key string, val any, size int) {
+// put caches a value; val may be nil when only the encoding is at hand.
+func (c *lru) put(key string, raw []byte, val any) {
+	size := 2*len(raw) + len(key) + 64
 	if size > c.max/4 {
 		return // too large to be worth caching
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.items[key]; ok {
+	if e, ok := c.items[key]; ok {
+		if val != nil {
+			e.Value.(*lruEntry).val = val
+		}
 		return
 	}
-	c.items[key] = c.ll.PushFront(&lruEntry{key: key, val: val, size: size + len(key) + 64})
-	c.size += size + len(key) + 64
+	c.items[key] = c.ll.PushFront(&lruEntry{key: key, raw: raw, val: val, size: size})
+	c.size += size
 	for c.size > c.max && c.ll.Len() > 0 {
 		e := c.ll.Back()
 		ent := e.Value.(*lruEntry)

@@ -45,6 +45,7 @@ const (
 	timerPrefix     = "jetflow.timer."
 	taskPrefix      = "jetflow.task."
 	dlqPrefix       = "jetflow.dlq."
+	donePrefix      = "jetflow.done."
 	StartSubjects   = "jetflow.start.>"
 	EventSubjects   = "jetflow.event.>"
 	TimerSubjects   = "jetflow.timer.>"
@@ -86,6 +87,12 @@ func EventSubject(instance string) string { return eventPrefix + instance }
 // subject per timer, because a new schedule on a subject replaces the old.
 func TimerSubject(instance, timer string) string {
 	return timerPrefix + instance + "." + workflow.TimerToken(timer)
+}
+
+// DoneSubject is the core NATS subject (not stored in any stream) on
+// which the dispatcher announces that an instance finished.
+func DoneSubject(workflowName, instance string) string {
+	return donePrefix + workflowName + "." + instance
 }
 
 // TaskSubject is where tasks of a type are published.

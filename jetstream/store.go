@@ -108,10 +108,22 @@ func (c *Client) PutDataEncoded(ctx context.Context, key string, b []byte, decod
 			return fmt.Errorf("put data %s: %w", key, err)
 		}
 	}
-	if decoded != nil {
-		c.cache.put(key, decoded, len(b))
-	}
+	c.cache.put(key, b, decoded)
 	return nil
+}
+
+// InlineLimit is the largest value copied into a task message next to its
+// pointer, saving the worker a read of the data bucket.
+const InlineLimit = 1024
+
+// InlineData returns the encoded value under key when it is cached and at
+// most InlineLimit bytes.
+func (c *Client) InlineData(key string) ([]byte, bool) {
+	raw, _, ok := c.cache.get(key)
+	if !ok || len(raw) > InlineLimit {
+		return nil, false
+	}
+	return raw, true
 }
 
 // CreateData writes a value under a write-once key and reports ErrExists
@@ -142,18 +154,21 @@ func (c *Client) DataRaw(ctx context.Context, key string) ([]byte, error) {
 // LoadData returns the decoded value under key, from the cache when it is
 // there.
 func (c *Client) LoadData(ctx context.Context, key string) (any, error) {
-	if v, ok := c.cache.get(key); ok {
+	b, v, ok := c.cache.get(key)
+	if ok && v != nil {
 		return v, nil
 	}
-	b, err := c.DataRaw(ctx, key)
-	if err != nil {
-		return nil, err
+	if !ok {
+		var err error
+		if b, err = c.DataRaw(ctx, key); err != nil {
+			return nil, err
+		}
 	}
 	v, err := decodeValue(b)
 	if err != nil {
 		return nil, fmt.Errorf("data %s: %w", key, err)
 	}
-	c.cache.put(key, v, len(b))
+	c.cache.put(key, b, v)
 	return v, nil
 }
 

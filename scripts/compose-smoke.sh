@@ -73,6 +73,8 @@ cleanup() {
   fi
   if [ "$rc" -ne 0 ]; then
     timeout 60 "${DC[@]}" logs --no-color --tail 200 >"$WORK/compose.log" 2>&1
+    log "last jetflow service log lines:"
+    grep -E '^(dispatcher|worker)[-_]' "$WORK/compose.log" | tail -n 15 >&2
     log "failure artifacts kept in $WORK (compose.log, bench.out, bench.err)"
   fi
   if [ "${JETFLOW_SMOKE_KEEP:-0}" = 1 ]; then
@@ -130,8 +132,25 @@ wait_for() {
   log "ok: $what ($(tail -n1 "$WORK/wait.out"))"
 }
 
-# running_count <service> <n>: exactly n containers of the service are running
-running_count() { [ "$(cids "$1" --filter status=running | wc -l)" -eq "$2" ] && echo "$1 x$2 running"; }
+# settled: exactly DISPATCHERS dispatcher and WORKERS worker containers are
+# running, each continuously up for >= SETTLE seconds. Start-up crashes are
+# tolerated (restart: unless-stopped); a crash loop never settles.
+SETTLE=10
+settled() {
+  local pair svc n ids id started age restarts=0
+  for pair in "dispatcher:$DISPATCHERS" "worker:$WORKERS"; do
+    svc=${pair%%:*} n=${pair#*:}
+    ids=$(cids "$svc" --filter status=running)
+    [ "$(printf '%s' "$ids" | grep -c .)" -eq "$n" ] || { echo "$svc: not $n running"; return 1; }
+    for id in $ids; do
+      started=$(docker inspect -f '{{.State.StartedAt}}' "$id") || return 1
+      age=$(( $(date +%s) - $(date -d "$started" +%s) ))
+      [ "$age" -ge "$SETTLE" ] || { echo "$svc $id up only ${age}s"; return 1; }
+      restarts=$((restarts + $(docker inspect -f '{{.RestartCount}}' "$id")))
+    done
+  done
+  echo "dispatcher x$DISPATCHERS, worker x$WORKERS up >= ${SETTLE}s; restarts so far: $restarts"
+}
 
 # --- build -------------------------------------------------------------------
 if [ "${JETFLOW_SMOKE_SKIP_BUILD:-0}" = 1 ]; then
@@ -161,12 +180,7 @@ fi
 log "starting dispatcher x$DISPATCHERS and worker x$WORKERS"
 timeout 120 "${DC[@]}" up -d --scale "dispatcher=$DISPATCHERS" --scale "worker=$WORKERS" >"$WORK/up.log" 2>&1 ||
   { cat "$WORK/up.log" >&2; fail "compose up (jetflow services) failed"; }
-wait_for 60 "dispatchers running" running_count dispatcher $DISPATCHERS
-wait_for 60 "workers running" running_count worker $WORKERS
-# Still up a few seconds later (a crash-looping binary would be restarting).
-sleep 5
-running_count dispatcher $DISPATCHERS >/dev/null && running_count worker $WORKERS >/dev/null ||
-  fail "jetflow services not stable after start (crash loop?); see compose.log"
+wait_for 120 "jetflow services settled (no crash loop)" settled
 
 # --- benchmark with faults ---------------------------------------------------------
 log "bench: jetflow bench fanout --n $N --external (timeout ${BENCH_TIMEOUT}s)"

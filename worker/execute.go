@@ -40,7 +40,10 @@ func (w *Worker) execute(ctx context.Context, h Handler, m *jetstream.Msg) {
 		w.report(ioCtx, m, t, "", errors.New(msg), log)
 		return
 	}
-	raw, err := w.client.DataRaw(ioCtx, t.InputRef)
+	raw, err := t.Input, error(nil)
+	if len(raw) == 0 {
+		raw, err = w.client.DataRaw(ioCtx, t.InputRef)
+	}
 	if err != nil {
 		if errors.Is(err, workflow.ErrNotFound) {
 			w.report(ioCtx, m, t, "", Permanent(fmt.Errorf("input %s is missing", t.InputRef)), log)

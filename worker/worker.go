@@ -53,8 +53,9 @@ type Config struct {
 	// MaxDeliveries: a task delivered this many times without a result
 	// (workers crashing on it) is reported as a failed attempt. Default 10.
 	MaxDeliveries int
-	// FetchWait is how long one pull waits for tasks. Default 1s.
-	FetchWait time.Duration
+	// Prefetch is how many tasks per task type are pulled ahead of free
+	// handler slots. Default Concurrency/4 (at least 1).
+	Prefetch int
 	// Logger. Default: discarded.
 	Logger zerolog.Logger
 }
@@ -73,8 +74,8 @@ func (c Config) WithDefaults(ackWait time.Duration) Config {
 	if c.MaxDeliveries == 0 {
 		c.MaxDeliveries = 10
 	}
-	if c.FetchWait == 0 {
-		c.FetchWait = time.Second
+	if c.Prefetch == 0 {
+		c.Prefetch = max(1, c.Concurrency/4)
 	}
 	return c
 }
@@ -190,39 +191,43 @@ func (w *Worker) Run(ctx context.Context) error {
 
 func (w *Worker) fetchLoop(ctx, hardCtx context.Context, taskType string, tc *jetstream.TaskConsumer, running *sync.WaitGroup) error {
 	h := w.handlers[taskType]
-	for ctx.Err() == nil {
-		// Wait for a free slot before asking for work, so a worker never
-		// holds tasks it cannot start.
+	ts, err := tc.Stream(w.cfg.Prefetch)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Hand back what was prefetched but not started.
+		for _, m := range ts.Drain() {
+			_ = m.Nak(0)
+		}
+	}()
+	for {
+		// Take a slot before taking a task, so a worker never starts more
+		// than Concurrency handlers.
 		select {
 		case w.sem <- struct{}{}:
 		case <-ctx.Done():
 			return nil
 		}
-		free := 1 + w.cfg.Concurrency - len(w.sem)
-		// Tokens for the extra messages are taken as they arrive.
-		got := 0
-		err := tc.Fetch(ctx, free, w.cfg.FetchWait, func(m *jetstream.Msg) {
-			if got > 0 {
-				w.sem <- struct{}{}
-			}
-			got++
-			running.Add(1)
-			go func() {
-				defer running.Done()
-				defer func() { <-w.sem }()
-				w.execute(hardCtx, h, m)
-			}()
-		})
-		if got == 0 {
+		m, err := ts.Next(ctx)
+		if err != nil {
 			<-w.sem
-		}
-		if err != nil && ctx.Err() == nil {
-			w.log.Warn().Err(err).Str("task_type", taskType).Msg("fetch failed; retrying")
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrStreamClosed) {
+				return nil
+			}
+			w.log.Warn().Err(err).Str("task_type", taskType).Msg("pull failed; retrying")
 			select {
 			case <-time.After(time.Second):
 			case <-ctx.Done():
+				return nil
 			}
+			continue
 		}
+		running.Add(1)
+		go func() {
+			defer running.Done()
+			defer func() { <-w.sem }()
+			w.execute(hardCtx, h, m)
+		}()
 	}
-	return nil
 }

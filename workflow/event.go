@@ -82,6 +82,9 @@ type Task struct {
 	Timeout   time.Duration `msgpack:"to,omitempty"`
 	// MaxAttempts tells the handler whether this is the last attempt.
 	MaxAttempts int `msgpack:"ma,omitempty"`
+	// Input, when set, is an inline copy of the small encoded value under
+	// InputRef, so the worker need not read it. InputRef stays the truth.
+	Input []byte `msgpack:"inl,omitempty"`
 }
 
 // Timer asks for an EventTimer with ID to be delivered at At.

@@ -160,9 +160,6 @@ func (e *Env) Worker(client *jetstream.Client, cfg worker.Config, handlers map[s
 		client = e.Client
 	}
 	cfg.Logger = e.Log
-	if cfg.FetchWait == 0 {
-		cfg.FetchWait = 200 * time.Millisecond
-	}
 	w, err := worker.New(client, cfg)
 	require.NoError(e.T, err)
 	for name, h := range handlers {
