@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -236,8 +237,12 @@ type item struct {
 	ev  workflow.Event
 	msg *jetstream.Msg
 	// input is the encoded instance input of a start event, written to
-	// the data bucket before the instance is created.
+	// the data bucket before the instance is created (nil for bulk
+	// children, whose parent wrote it).
 	input []byte
+	// barrier is set once this item's child barrier was created by this
+	// dispatcher, so a CAS retry still counts it.
+	barrier bool
 	// done receives the outcome; nil error means the event was applied
 	// (or was a harmless duplicate) and the message may be acked.
 	done func(outcome)
@@ -339,7 +344,19 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 			cancel()
 		}
 		if def == nil {
-			d.reject("trigger", m, fmt.Sprintf("unknown workflow %q: no definition is registered under that name", name))
+			reason := fmt.Sprintf("unknown workflow %q: no definition is registered under that name", name)
+			if parent, ok := parentOf(m); ok {
+				// A bulk parent must not wait for a child that cannot start.
+				if err := d.failChild(m, parent, reason); err != nil {
+					_ = m.Nak(d.cfg.RetryDelay)
+					return
+				}
+			}
+			d.reject("trigger", m, reason)
+			return
+		}
+		if parent, ok := parentOf(m); ok {
+			d.onChildStart(m, def, parent)
 			return
 		}
 		defs = append(defs, def)
@@ -406,6 +423,52 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 			_ = m.Nak(0)
 			return
 		}
+	}
+}
+
+// parentOf reads the parent of a bulk child's start message.
+func parentOf(m *jetstream.Msg) (workflow.ParentRef, bool) {
+	id := m.Header(jetstream.HeaderParent)
+	if id == "" {
+		return workflow.ParentRef{}, false
+	}
+	idx, err := strconv.Atoi(m.Header(jetstream.HeaderParentIndex))
+	if err != nil {
+		idx = -1
+	}
+	return workflow.ParentRef{ID: id, Step: m.Header(jetstream.HeaderParentStep), Index: idx}, true
+}
+
+func (d *Dispatcher) failChild(m *jetstream.Msg, p workflow.ParentRef, reason string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return d.client.PublishEvents(ctx, []workflow.OutEvent{{
+		Event: workflow.Event{Kind: workflow.EventChildDone, Instance: p.ID, Step: p.Step, Index: p.Index, ChildStatus: workflow.StatusFailed, Error: reason},
+		MsgID: workflow.ChildDoneMsgID(p.ID, p.Step, p.Index),
+	}})
+}
+
+// onChildStart starts a bulk child from its pointer message: the parent
+// already wrote the input under a key derived from (parent, step, index).
+func (d *Dispatcher) onChildStart(m *jetstream.Msg, def *workflow.Definition, p workflow.ParentRef) {
+	ref := m.Header(jetstream.HeaderInputRef)
+	key := m.Header(jetstream.HeaderEventKey)
+	if p.Index < 0 || p.Step == "" || ref != workflow.ChildInputKey(p.ID, p.Step, p.Index) || key != workflow.ChildEventKey(p.ID, p.Step, p.Index) {
+		d.reject("trigger", m, fmt.Sprintf("malformed child start: parent %q step %q index %d, input %q, key %q", p.ID, p.Step, p.Index, ref, key))
+		return
+	}
+	id := workflow.InstanceID(def.Name, key)
+	parent := p
+	it := &item{
+		ev: workflow.Event{
+			Kind: workflow.EventStart, Instance: id, Workflow: def.Name, Version: def.Version,
+			EventKey: key, InputRef: ref, Parent: &parent,
+		},
+		msg:  m,
+		done: func(o outcome) { d.settle("trigger", m, o) },
+	}
+	if !d.enqueue(it) {
+		_ = m.Nak(0)
 	}
 }
 

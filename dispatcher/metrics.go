@@ -24,13 +24,16 @@ type Stats struct {
 	Republished       uint64 `json:"republished"` // outstanding work re-published after a redelivery
 	Retried           uint64 `json:"retried"`     // events NAKed for a later retry
 	DeadLettered      uint64 `json:"dead_lettered"`
+	ChildrenStarted   uint64 `json:"children_started"`   // bulk children published
+	DuplicateChildren uint64 `json:"duplicate_children"` // child completions stopped by their barrier
+	Recounts          uint64 `json:"recounts"`           // bulk counts rebuilt from barriers
 }
 
 type counters struct {
 	triggers, events, started, completed, failed, cancelled        atomic.Uint64
 	duplicateTriggers, duplicateDiffer, staleEvents, conflicts     atomic.Uint64
 	commits, tasksPublished, timersScheduled, republished, retried atomic.Uint64
-	deadLettered                                                   atomic.Uint64
+	deadLettered, childrenStarted, duplicateChildren, recounts     atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -41,6 +44,7 @@ func (c *counters) snapshot() Stats {
 		StaleEvents: c.staleEvents.Load(), Conflicts: c.conflicts.Load(), Commits: c.commits.Load(),
 		TasksPublished: c.tasksPublished.Load(), TimersScheduled: c.timersScheduled.Load(),
 		Republished: c.republished.Load(), Retried: c.retried.Load(), DeadLettered: c.deadLettered.Load(),
+		ChildrenStarted: c.childrenStarted.Load(), DuplicateChildren: c.duplicateChildren.Load(), Recounts: c.recounts.Load(),
 	}
 }
 
@@ -51,5 +55,6 @@ func (s Stats) MarshalZerologObject(e *zerolog.Event) {
 		Uint64("duplicate_triggers", s.DuplicateTriggers).Uint64("duplicate_differ", s.DuplicateDiffer).
 		Uint64("stale_events", s.StaleEvents).Uint64("conflicts", s.Conflicts).Uint64("commits", s.Commits).
 		Uint64("tasks_published", s.TasksPublished).Uint64("timers_scheduled", s.TimersScheduled).
-		Uint64("republished", s.Republished).Uint64("retried", s.Retried).Uint64("dead_lettered", s.DeadLettered)
+		Uint64("republished", s.Republished).Uint64("retried", s.Retried).Uint64("dead_lettered", s.DeadLettered).
+		Uint64("children_started", s.ChildrenStarted).Uint64("duplicate_children", s.DuplicateChildren).Uint64("recounts", s.Recounts)
 }

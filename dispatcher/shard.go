@@ -90,8 +90,8 @@ func (s *shard) process(id string, items []*item) {
 		if res.changed {
 			// Data first: the instance must never point at a value that
 			// is not there.
-			for _, w := range res.writes {
-				if err := d.client.PutData(ctx, w.Key, w.Value); err != nil {
+			if len(res.writes) > 0 {
+				if err := d.client.PutDataBatch(ctx, res.writes); err != nil {
 					settleAll(outcome{err: err})
 					return
 				}
@@ -114,7 +114,7 @@ func (s *shard) process(id string, items []*item) {
 			}
 		}
 		// Only now, with the state committed, is the work published.
-		if err := s.publish(ctx, res.tasks, res.timers); err != nil {
+		if err := s.publish(ctx, res.decided); err != nil {
 			settleAll(outcome{err: fmt.Errorf("publish after commit: %w", err)})
 			return
 		}
@@ -124,11 +124,11 @@ func (s *shard) process(id string, items []*item) {
 			def, err := d.definition(ctx, res.inst.Workflow, res.inst.Version)
 			if err == nil {
 				out := workflow.Outstanding(def, res.inst)
-				if err := s.publish(ctx, out.Tasks, out.Timers); err != nil {
+				if err := s.publish(ctx, out); err != nil {
 					settleAll(outcome{err: err})
 					return
 				}
-				d.stats.republished.Add(uint64(len(out.Tasks) + len(out.Timers)))
+				d.stats.republished.Add(uint64(len(out.Tasks) + len(out.Timers) + len(out.Children) + len(out.Events)))
 			}
 		}
 		for i, it := range items {
@@ -171,8 +171,7 @@ type applied struct {
 	changed     bool
 	redelivered bool
 	writes      []workflow.Write
-	tasks       []workflow.Task
-	timers      []workflow.Timer
+	decided     workflow.Decision // tasks, timers, children, events to publish
 	outcomes    []outcome
 }
 
@@ -206,7 +205,7 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 			}
 			continue
 		}
-		if ev.Kind == workflow.EventStart && res.inst == nil {
+		if ev.Kind == workflow.EventStart && res.inst == nil && it.input != nil {
 			if err := d.client.PutDataEncoded(ctx, ev.InputRef, it.input, nil); err != nil {
 				res.outcomes[i] = outcome{reject: fmt.Sprintf("cannot store input: %v", err)}
 				if !isPermanent(err) {
@@ -214,6 +213,31 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 				}
 				continue
 			}
+		}
+		if ev.Kind == workflow.EventChildDone && res.inst != nil && !it.barrier {
+			// A child's completion counts once: it must pass its
+			// write-once barrier first.
+			key := workflow.ChildBarrierKey(ev.Instance, ev.Step, ev.Index, ev.ChildStatus == workflow.StatusCompleted)
+			created, err := d.client.CreateBarrier(ctx, key)
+			if err != nil {
+				res.outcomes[i] = outcome{err: err}
+				continue
+			}
+			if !created {
+				d.stats.duplicateChildren.Add(1)
+				if it.msg.Deliveries() > 1 {
+					// We may have died between the barrier and the commit
+					// last time: recount from the barriers.
+					ev, err = s.recount(ctx, ev)
+					if err != nil {
+						res.outcomes[i] = outcome{err: err}
+						continue
+					}
+				} else {
+					continue
+				}
+			}
+			it.barrier = created
 		}
 		dec, err := workflow.Apply(def, res.inst, ev, now, data)
 		if err != nil {
@@ -227,14 +251,38 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 		res.inst = dec.Instance
 		res.changed = true
 		res.writes = append(res.writes, dec.Writes...)
-		res.tasks = append(res.tasks, dec.Tasks...)
-		res.timers = append(res.timers, dec.Timers...)
+		res.decided.Tasks = append(res.decided.Tasks, dec.Tasks...)
+		res.decided.Timers = append(res.decided.Timers, dec.Timers...)
+		res.decided.Children = append(res.decided.Children, dec.Children...)
+		res.decided.Events = append(res.decided.Events, dec.Events...)
 	}
 	if res.inst != nil && res.inst.Status.Terminal() {
-		// Work decided earlier in the group is moot once the instance is over.
-		res.tasks, res.timers = nil, nil
+		// Work decided earlier in the group is moot once the instance is
+		// over; only the notice to a parent remains.
+		res.decided.Tasks, res.decided.Timers, res.decided.Children = nil, nil, nil
+		var keep []workflow.OutEvent
+		for _, e := range res.decided.Events {
+			if e.Event.Kind == workflow.EventChildDone {
+				keep = append(keep, e)
+			}
+		}
+		res.decided.Events = keep
 	}
 	return res, nil
+}
+
+// recount turns a child completion into a recount of the step's barriers.
+func (s *shard) recount(ctx context.Context, ev workflow.Event) (workflow.Event, error) {
+	ok, err := s.d.client.CountKeys(ctx, workflow.ChildBarrierPrefix(ev.Instance, ev.Step, true))
+	if err != nil {
+		return ev, err
+	}
+	failed, err := s.d.client.CountKeys(ctx, workflow.ChildBarrierPrefix(ev.Instance, ev.Step, false))
+	if err != nil {
+		return ev, err
+	}
+	s.d.stats.recounts.Add(1)
+	return workflow.Event{Kind: workflow.EventRecount, Instance: ev.Instance, Step: ev.Step, Completed: ok, Failed: failed}, nil
 }
 
 func isPermanent(err error) bool {
@@ -279,23 +327,36 @@ func (s *shard) count(before *workflow.Instance, res *applied) {
 	}
 }
 
-func (s *shard) publish(ctx context.Context, tasks []workflow.Task, timers []workflow.Timer) error {
-	if len(tasks) > 0 {
-		for i := range tasks {
-			if raw, ok := s.d.client.InlineData(tasks[i].InputRef); ok {
-				tasks[i].Input = raw
+// publish carries out what a committed decision asks for.
+func (s *shard) publish(ctx context.Context, dec workflow.Decision) error {
+	c := s.d.client
+	if len(dec.Tasks) > 0 {
+		for i := range dec.Tasks {
+			if raw, ok := c.InlineData(dec.Tasks[i].InputRef); ok {
+				dec.Tasks[i].Input = raw
 			}
 		}
-		if err := s.d.client.PublishTasks(ctx, tasks); err != nil {
+		if err := c.PublishTasks(ctx, dec.Tasks); err != nil {
 			return err
 		}
-		s.d.stats.tasksPublished.Add(uint64(len(tasks)))
+		s.d.stats.tasksPublished.Add(uint64(len(dec.Tasks)))
 	}
-	if len(timers) > 0 {
-		if err := s.d.client.ScheduleTimers(ctx, timers); err != nil {
+	if len(dec.Timers) > 0 {
+		if err := c.ScheduleTimers(ctx, dec.Timers); err != nil {
 			return err
 		}
-		s.d.stats.timersScheduled.Add(uint64(len(timers)))
+		s.d.stats.timersScheduled.Add(uint64(len(dec.Timers)))
+	}
+	if len(dec.Children) > 0 {
+		if err := c.PublishChildren(ctx, dec.Children); err != nil {
+			return err
+		}
+		s.d.stats.childrenStarted.Add(uint64(len(dec.Children)))
+	}
+	if len(dec.Events) > 0 {
+		if err := c.PublishEvents(ctx, dec.Events); err != nil {
+			return err
+		}
 	}
 	return nil
 }

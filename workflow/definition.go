@@ -14,9 +14,25 @@ const (
 	KindTask     = "task"     // run a task on a worker
 	KindParallel = "parallel" // start branches and join when all end
 	KindSwitch   = "switch"   // route to the first case whose condition holds
+	KindBulk     = "bulk"     // start one child instance per item and wait for all
 )
 
-var stepKinds = []string{KindTask, KindParallel, KindSwitch}
+var stepKinds = []string{KindTask, KindParallel, KindSwitch, KindBulk}
+
+// Bulk limits and failure policies.
+const (
+	// DefaultMaxItems is a bulk step's item limit unless it sets max_items.
+	DefaultMaxItems = 100_000
+	// MaxItemsCap is the largest max_items accepted.
+	MaxItemsCap = 1_000_000
+	// BulkChunk is how many children one transition dispatches at most.
+	BulkChunk = 1000
+
+	// FailFast fails the bulk step at the first failed child.
+	FailFast = "fail_fast"
+	// WaitAll waits for every child and reports the counts.
+	WaitAll = "wait_all"
+)
 
 // Limits on definitions.
 const (
@@ -82,6 +98,15 @@ type Step struct {
 	Retry *RetryPolicy `yaml:"retry,omitempty"`
 	// Timeout bounds one attempt, start to close (kind task). Zero: none.
 	Timeout Duration `yaml:"timeout,omitempty"`
+	// Once runs the handler at most once for this step (kind task), across
+	// attempts and redeliveries: the worker claims the step's effect key
+	// before calling the handler and records the outcome after it; a later
+	// delivery reports the recorded outcome instead of running again. A
+	// handler error is final (not retried). A claim left without an outcome
+	// (the worker died mid-handler) fails the attempt with "it may or may
+	// not have happened" and is never run again. Default false: at least
+	// once, with Task.EffectKey for idempotent handlers.
+	Once bool `yaml:"once,omitempty"`
 	// Next is the step that follows. Empty: this step ends its chain.
 	Next string `yaml:"next,omitempty"`
 	// OnFailure is the step to run when this step fails for good. Empty:
@@ -97,6 +122,23 @@ type Step struct {
 	// Default is the next step when no case matches (kind switch). Empty:
 	// the chain ends.
 	Default string `yaml:"default,omitempty"`
+
+	// Workflow is the child workflow a bulk step starts per item (its
+	// latest version when the child starts).
+	Workflow string `yaml:"workflow,omitempty"`
+	// Items is an expression giving the list of child inputs (kind bulk).
+	Items string `yaml:"items,omitempty"`
+	// MaxInFlight bounds the children running at once (kind bulk).
+	// Default 0: no bound (children are still dispatched in chunks of
+	// BulkChunk).
+	MaxInFlight int `yaml:"max_in_flight,omitempty"`
+	// MaxItems rejects a list longer than this (kind bulk). Default
+	// DefaultMaxItems; at most MaxItemsCap.
+	MaxItems int `yaml:"max_items,omitempty"`
+	// OnChildFailure is fail_fast (the step fails at the first failed
+	// child) or wait_all (default: wait for every child; the step completes
+	// and its output reports the counts).
+	OnChildFailure string `yaml:"on_child_failure,omitempty"`
 }
 
 // Case is one branch of a switch.
@@ -332,6 +374,16 @@ func (d *Definition) validateStep(s *Step) error {
 			add(d.errf(s.Name, "%s is not allowed on a %s step", field, s.Kind))
 		}
 	}
+	if s.Kind != KindTask {
+		notFor("once", s.Once)
+	}
+	if s.Kind != KindBulk {
+		notFor("workflow", s.Workflow != "")
+		notFor("items", s.Items != "")
+		notFor("max_in_flight", s.MaxInFlight != 0)
+		notFor("max_items", s.MaxItems != 0)
+		notFor("on_child_failure", s.OnChildFailure != "")
+	}
 	switch s.Kind {
 	case KindTask:
 		if err := ValidateName("task type", s.Task); err != nil {
@@ -394,6 +446,33 @@ func (d *Definition) validateStep(s *Step) error {
 		notFor("branches", len(s.Branches) > 0)
 		notFor("next", s.Next != "")
 		notFor("on_failure", s.OnFailure != "")
+	case KindBulk:
+		if err := ValidateName("child workflow", s.Workflow); err != nil {
+			add(d.errf(s.Name, "%v", err))
+		}
+		if s.Items == "" {
+			add(d.errf(s.Name, "a bulk step needs items (an expression giving a list)"))
+		} else {
+			add(d.compile(s.Name, "items", s.Items))
+		}
+		if s.MaxInFlight < 0 {
+			add(d.errf(s.Name, "max_in_flight must not be negative, got %d", s.MaxInFlight))
+		}
+		if s.MaxItems < 0 || s.MaxItems > MaxItemsCap {
+			add(d.errf(s.Name, "max_items must be between 0 (default %d) and %d, got %d", DefaultMaxItems, MaxItemsCap, s.MaxItems))
+		}
+		switch s.OnChildFailure {
+		case "", FailFast, WaitAll:
+		default:
+			add(d.errf(s.Name, "on_child_failure must be %s or %s, got %q", FailFast, WaitAll, s.OnChildFailure))
+		}
+		notFor("task", s.Task != "")
+		notFor("input", s.Input != "")
+		notFor("retry", s.Retry != nil)
+		notFor("timeout", s.Timeout != 0)
+		notFor("branches", len(s.Branches) > 0)
+		notFor("cases", len(s.Cases) > 0)
+		notFor("default", s.Default != "")
 	case "":
 		add(d.errf(s.Name, "kind is missing (one of %s)", strings.Join(stepKinds, ", ")))
 	default:

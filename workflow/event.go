@@ -11,6 +11,13 @@ const (
 	EventResult EventKind = "result" // a worker finished a task attempt
 	EventTimer  EventKind = "timer"  // a timer came due
 	EventCancel EventKind = "cancel" // an operator cancelled the instance
+	// EventChildDone: a child of a bulk step reached a terminal state.
+	EventChildDone EventKind = "child_done"
+	// EventContinue: a bulk step dispatches its next chunk of children.
+	EventContinue EventKind = "continue"
+	// EventRecount: a bulk step's counts, recounted from the per-child
+	// barriers (repair after a crash between barrier and commit).
+	EventRecount EventKind = "recount"
 )
 
 // Event is the input of the transition function. Only the fields of its
@@ -42,6 +49,16 @@ type Event struct {
 
 	// Cancel.
 	Reason string `msgpack:"r,omitempty"`
+
+	// Start of a bulk child: the parent.
+	Parent *ParentRef `msgpack:"par,omitempty"`
+	// Child done, continue: the item index (continue: the cursor).
+	Index int `msgpack:"idx,omitempty"`
+	// Child done: the child's final status.
+	ChildStatus Status `msgpack:"cst,omitempty"`
+	// Recount: counts of terminal children found in the barriers.
+	Completed int `msgpack:"cc,omitempty"`
+	Failed    int `msgpack:"cf,omitempty"`
 }
 
 // Decision is the outcome of applying an event: the new instance and what
@@ -61,6 +78,26 @@ type Decision struct {
 	Writes  []Write
 	Tasks   []Task
 	Timers  []Timer
+	// Children to start (bulk steps), after the CAS.
+	Children []Child
+	// Events to publish to instances (child completions to parents,
+	// continuations to self), after the CAS.
+	Events []OutEvent
+}
+
+// Child asks for a child instance of a bulk step to be started. Its input
+// is already in the data bucket under InputRef.
+type Child struct {
+	Workflow string
+	EventKey string
+	InputRef string
+	Parent   ParentRef
+}
+
+// OutEvent is an event to publish with a deterministic message id.
+type OutEvent struct {
+	Event Event
+	MsgID string
 }
 
 // Write stores a value under a write-once data key.
@@ -82,6 +119,8 @@ type Task struct {
 	Timeout   time.Duration `msgpack:"to,omitempty"`
 	// MaxAttempts tells the handler whether this is the last attempt.
 	MaxAttempts int `msgpack:"ma,omitempty"`
+	// Once: run the handler at most once per EffectKey (Step.Once).
+	Once bool `msgpack:"once,omitempty"`
 	// Input, when set, is an inline copy of the small encoded value under
 	// InputRef, so the worker need not read it. InputRef stays the truth.
 	Input []byte `msgpack:"inl,omitempty"`

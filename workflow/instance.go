@@ -53,6 +53,15 @@ type Instance struct {
 	// Timers holds the pending timers: id -> when they are due. A timer
 	// that fires but is no longer listed here is stale and ignored.
 	Timers map[string]time.Time `msgpack:"timers,omitempty"`
+	// Parent is set on children of a bulk step.
+	Parent *ParentRef `msgpack:"parent,omitempty"`
+}
+
+// ParentRef names the bulk step (and item index) that started a child.
+type ParentRef struct {
+	ID    string `msgpack:"id"`
+	Step  string `msgpack:"s"`
+	Index int    `msgpack:"i"`
 }
 
 // StepState is the state of one activated step.
@@ -69,7 +78,20 @@ type StepState struct {
 	Ended     time.Time `msgpack:"e,omitempty"`
 	// AttemptStarted is when the current attempt was published.
 	AttemptStarted time.Time `msgpack:"as,omitempty"`
+
+	// Bulk steps: the parent's O(1) record of its children.
+	// Total is the number of items; Cursor how many children were
+	// dispatched (items [0, Cursor)); ChunkFrom where the last dispatched
+	// chunk began; Done and ChildFailed count terminal children.
+	Total       int `msgpack:"tot,omitempty"`
+	Cursor      int `msgpack:"cur,omitempty"`
+	ChunkFrom   int `msgpack:"cf,omitempty"`
+	Done        int `msgpack:"done,omitempty"`
+	ChildFailed int `msgpack:"cfail,omitempty"`
 }
+
+// InFlight is the number of dispatched children not yet terminal.
+func (st *StepState) InFlight() int { return st.Cursor - st.Done - st.ChildFailed }
 
 // Clone returns a deep copy, so a transition never changes a value the
 // caller still holds (for example a cached copy whose CAS may fail).
@@ -84,5 +106,9 @@ func (in *Instance) Clone() *Instance {
 		out.Steps[k] = &c
 	}
 	out.Timers = maps.Clone(in.Timers)
+	if in.Parent != nil {
+		p := *in.Parent
+		out.Parent = &p
+	}
 	return &out
 }

@@ -39,6 +39,8 @@ func Apply(def *Definition, inst *Instance, ev Event, now time.Time, data Data) 
 		t.result(ev)
 	case EventTimer:
 		t.timer(ev.Timer)
+	case EventChildDone, EventContinue, EventRecount:
+		t.bulkEvent(ev)
 	case EventCancel:
 		reason := ev.Reason
 		if reason == "" {
@@ -62,6 +64,7 @@ func start(def *Definition, ev Event, now time.Time, data Data) (Decision, error
 		Status:      StatusRunning,
 		Created:     now,
 		Steps:       map[string]*StepState{},
+		Parent:      ev.Parent,
 	}
 	t := &transition{def: def, inst: inst, now: now, data: data, changed: true}
 	t.activate(def.Start)
@@ -75,7 +78,13 @@ func start(def *Definition, ev Event, now time.Time, data Data) (Decision, error
 // that was lost between the CAS and the publish.
 func Outstanding(def *Definition, inst *Instance) Decision {
 	d := Decision{Instance: inst}
-	if inst == nil || inst.Status.Terminal() {
+	if inst == nil {
+		return d
+	}
+	if inst.Status.Terminal() {
+		if inst.Parent != nil {
+			d.Events = append(d.Events, parentNotice(inst))
+		}
 		return d
 	}
 	for _, name := range sortedKeys(inst.Steps) {
@@ -89,20 +98,46 @@ func Outstanding(def *Definition, inst *Instance) Decision {
 	for _, id := range sortedKeys(inst.Timers) {
 		d.Timers = append(d.Timers, Timer{Instance: inst.ID, ID: id, At: inst.Timers[id]})
 	}
+	for _, name := range sortedKeys(inst.Steps) {
+		st := inst.Steps[name]
+		s, ok := def.index[name]
+		if !ok || s.Kind != KindBulk || st.Status != StepRunning {
+			continue
+		}
+		// The last chunk may not have been published; earlier chunks were
+		// published before the event that dispatched the next was acked.
+		for i := st.ChunkFrom; i < st.Cursor; i++ {
+			d.Children = append(d.Children, childFor(inst, s, i))
+		}
+		if cont, ok := continueFor(inst, s, st); ok {
+			d.Events = append(d.Events, cont)
+		}
+	}
 	return d
 }
 
+// parentNotice is the completion notice a finished child sends its parent.
+func parentNotice(inst *Instance) OutEvent {
+	p := inst.Parent
+	return OutEvent{
+		Event: Event{Kind: EventChildDone, Instance: p.ID, Step: p.Step, Index: p.Index, ChildStatus: inst.Status, Error: inst.Error},
+		MsgID: ChildDoneMsgID(p.ID, p.Step, p.Index),
+	}
+}
+
 type transition struct {
-	def     *Definition
-	inst    *Instance
-	now     time.Time
-	data    Data
-	changed bool
-	ignored string
-	err     error // infrastructure error: abort the transition
-	writes  []Write
-	tasks   []Task
-	timers  []Timer
+	def      *Definition
+	inst     *Instance
+	now      time.Time
+	data     Data
+	changed  bool
+	ignored  string
+	err      error // infrastructure error: abort the transition
+	writes   []Write
+	tasks    []Task
+	timers   []Timer
+	children []Child
+	events   []OutEvent
 }
 
 func (t *transition) decision(old *Instance) (Decision, error) {
@@ -114,7 +149,8 @@ func (t *transition) decision(old *Instance) (Decision, error) {
 	}
 	t.inst.Updated = t.now
 	t.inst.Events++
-	return Decision{Instance: t.inst, Changed: true, Writes: t.writes, Tasks: t.tasks, Timers: t.timers}, nil
+	return Decision{Instance: t.inst, Changed: true, Writes: t.writes, Tasks: t.tasks, Timers: t.timers,
+		Children: t.children, Events: t.events}, nil
 }
 
 func (t *transition) result(ev Event) {
@@ -271,6 +307,8 @@ func (t *transition) activate(name string) {
 			return
 		}
 		t.chainEnd(s.Name)
+	case KindBulk:
+		t.activateBulk(s, st)
 	}
 }
 
@@ -305,6 +343,7 @@ func taskFor(def *Definition, inst *Instance, s *Step, st *StepState) Task {
 		Attempt:     st.Attempt,
 		InputRef:    st.InputRef,
 		EffectKey:   EffectKey(inst.ID, s.Name),
+		Once:        s.Once,
 		Timeout:     s.Timeout.D(),
 		MaxAttempts: s.Retry.withDefaults().MaxAttempts,
 	}
@@ -375,6 +414,11 @@ func (t *transition) finish(status Status, outputRef, errMsg string) {
 	t.inst.Timers = nil
 	t.tasks = nil // nothing more to run once the instance is over
 	t.timers = nil
+	t.children = nil
+	t.events = nil
+	if t.inst.Parent != nil {
+		t.events = append(t.events, parentNotice(t.inst))
+	}
 }
 
 func sortedKeys[V any](m map[string]V) []string {

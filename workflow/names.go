@@ -72,6 +72,39 @@ func OutputKey(instance, step string, attempt int) string {
 	return instance + "." + step + "." + strconv.Itoa(attempt) + ".out"
 }
 
+// ChildInputKey is the key of the input of a bulk step's child at index.
+func ChildInputKey(parent, step string, index int) string {
+	return parent + "." + step + ".item." + strconv.Itoa(index)
+}
+
+// ChildBarrierKey is the write-once key that lets a child's completion
+// count once: "<parent>.<step>.ok.<index>" or "<parent>.<step>.fail.<index>".
+func ChildBarrierKey(parent, step string, index int, ok bool) string {
+	return ChildBarrierPrefix(parent, step, ok) + strconv.Itoa(index)
+}
+
+// ChildBarrierPrefix is the prefix of a bulk step's barrier keys.
+func ChildBarrierPrefix(parent, step string, ok bool) string {
+	if ok {
+		return parent + "." + step + ".ok."
+	}
+	return parent + "." + step + ".fail."
+}
+
+// BulkOutputKey is the key of a bulk step's output (counts and where the
+// children are).
+func BulkOutputKey(parent, step string) string { return parent + "." + step + ".out" }
+
+// ChildDoneMsgID deduplicates a child's completion notice.
+func ChildDoneMsgID(parent, step string, index int) string {
+	return "child/" + parent + "/" + step + "/" + strconv.Itoa(index)
+}
+
+// ChildInstanceID is the id of a bulk step's child at index.
+func ChildInstanceID(childWorkflow, parent, step string, index int) string {
+	return InstanceID(childWorkflow, ChildEventKey(parent, step, index))
+}
+
 // InstanceOutputKey is the key of an instance's evaluated output expression.
 func InstanceOutputKey(instance string) string { return instance + ".out" }
 

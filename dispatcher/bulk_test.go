@@ -1,0 +1,263 @@
+package dispatcher_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/internal/jftest"
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/worker"
+	"github.com/jetflow/jetflow/workflow"
+)
+
+const childDef = `
+name: child
+version: 1
+steps:
+  - {name: work, kind: task, task: work}
+`
+
+func parentDef(window int, policy string) string {
+	return fmt.Sprintf(`
+name: parent
+version: 1
+steps:
+  - name: fan
+    kind: bulk
+    workflow: child
+    items: input.items
+    max_in_flight: %d
+    on_child_failure: %s
+    next: after
+  - {name: after, kind: task, task: work}
+`, window, policy)
+}
+
+// ledger counts handler runs per child index, outside NATS.
+type ledger struct {
+	mu       sync.Mutex
+	runs     map[int]int
+	inFlight atomic.Int64
+	peak     atomic.Int64
+}
+
+func (l *ledger) handler(failIndex int) worker.Handler {
+	return func(ctx context.Context, t *worker.Task) (any, error) {
+		in, err := t.Input()
+		if err != nil {
+			return nil, err
+		}
+		m, _ := in.(map[string]any)
+		i, ok := m["i"].(int64)
+		if !ok { // the parent's own "after" step
+			return nil, nil
+		}
+		idx := int(i)
+		n := l.inFlight.Add(1)
+		defer l.inFlight.Add(-1)
+		for {
+			p := l.peak.Load()
+			if n <= p || l.peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		l.mu.Lock()
+		l.runs[idx]++
+		l.mu.Unlock()
+		if idx == failIndex {
+			return nil, worker.Permanent(fmt.Errorf("item %d fails", idx))
+		}
+		return map[string]any{"doubled": int64(idx * 2)}, nil
+	}
+}
+
+func items(n int) []byte {
+	b := []byte(`{"items":[`)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, fmt.Sprintf(`{"i":%d}`, i)...)
+	}
+	return append(b, "]}"...)
+}
+
+// checkChildren asserts that exactly children 0..n-1 exist, each
+// completed once.
+func checkChildren(t *testing.T, e *jftest.Env, parent string, n int) {
+	t.Helper()
+	ids, err := e.Client.ListInstanceIDs(context.Background())
+	require.NoError(t, err)
+	want := map[string]bool{}
+	for i := 0; i < n; i++ {
+		want[workflow.ChildInstanceID("child", parent, "fan", i)] = true
+	}
+	got := 0
+	for _, id := range ids {
+		if id == parent {
+			continue
+		}
+		require.True(t, want[id], "unexpected instance %s", id)
+		got++
+	}
+	require.Equal(t, n, got, "children")
+}
+
+func TestBulkDispatchIsExact(t *testing.T) {
+	t.Parallel()
+	sizes := []int{0, 1, 2, 1000}
+	if !testing.Short() {
+		sizes = append(sizes, 10000)
+	}
+	for _, n := range sizes {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			t.Parallel()
+			e := jftest.Start(t, jetstream.Config{})
+			e.Register(childDef)
+			e.Register(parentDef(0, "wait_all"))
+			d, _ := e.Dispatcher(nil, dispatcher.Config{})
+			l := &ledger{runs: map[int]int{}}
+			e.Worker(nil, worker.Config{Concurrency: 64}, map[string]worker.Handler{"work": l.handler(-1)})
+			require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "p", Payload: items(n)}))
+			id := workflow.InstanceID("parent", "p")
+			inst := e.WaitTerminal(id, 120*time.Second)
+			require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
+			fan := inst.Steps["fan"]
+			require.Equal(t, n, fan.Total)
+			require.Equal(t, n, fan.Done)
+			require.Equal(t, 0, fan.ChildFailed)
+			require.Equal(t, workflow.StepCompleted, inst.Steps["after"].Status, "the parent continues only after the bulk step")
+			require.False(t, inst.Steps["after"].Started.Before(fan.Ended))
+			out, err := e.Client.LoadData(context.Background(), fan.OutputRef)
+			require.NoError(t, err)
+			require.Equal(t, int64(n), out.(map[string]any)["completed"])
+			checkChildren(t, e, id, n)
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			require.Len(t, l.runs, n)
+			for i := 0; i < n; i++ {
+				require.Equal(t, 1, l.runs[i], "child %d ran %d times", i, l.runs[i])
+			}
+			require.EqualValues(t, n, d.Stats().ChildrenStarted)
+			require.EqualValues(t, 1, d.Stats().Completed-uint64(n), "parent completed once")
+		})
+	}
+}
+
+func TestBulkSlidingWindowIsNeverExceeded(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(childDef)
+	e.Register(parentDef(50, "wait_all"))
+	e.Dispatcher(nil, dispatcher.Config{})
+	l := &ledger{runs: map[int]int{}}
+	// More handler slots than the window, so only the window limits.
+	e.Worker(nil, worker.Config{Concurrency: 200}, map[string]worker.Handler{"work": func(ctx context.Context, t *worker.Task) (any, error) {
+		time.Sleep(2 * time.Millisecond) // keep children in flight long enough to overlap
+		return l.handler(-1)(ctx, t)
+	}})
+	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "w", Payload: items(600)}))
+	id := workflow.InstanceID("parent", "w")
+	inst := e.WaitTerminal(id, 120*time.Second)
+	require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
+	require.Equal(t, 600, inst.Steps["fan"].Done)
+	require.LessOrEqual(t, l.peak.Load(), int64(50), "children running at once")
+	require.Greater(t, l.peak.Load(), int64(1), "the window was used")
+	checkChildren(t, e, id, 600)
+}
+
+func TestBulkFailFast(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(childDef)
+	e.Register(parentDef(10, "fail_fast"))
+	e.Dispatcher(nil, dispatcher.Config{})
+	l := &ledger{runs: map[int]int{}}
+	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"work": l.handler(3)})
+	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "f", Payload: items(100)}))
+	inst := e.WaitTerminal(workflow.InstanceID("parent", "f"), 60*time.Second)
+	require.Equal(t, workflow.StatusFailed, inst.Status)
+	require.Contains(t, inst.Error, "child 3 failed")
+}
+
+func TestBulkRejectsOverLimit(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(childDef)
+	e.Register(`
+name: parent
+version: 1
+steps:
+  - {name: fan, kind: bulk, workflow: child, items: input.items, max_items: 5}
+`)
+	e.Dispatcher(nil, dispatcher.Config{})
+	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "big", Payload: items(6)}))
+	inst := e.WaitTerminal(workflow.InstanceID("parent", "big"), 10*time.Second)
+	require.Equal(t, workflow.StatusFailed, inst.Status)
+	require.Contains(t, inst.Error, "items has 6 elements; the limit is 5")
+}
+
+func TestBulkDuplicateChildCompletionsCountOnce(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(childDef)
+	e.Register(parentDef(0, "wait_all"))
+	d, _ := e.Dispatcher(nil, dispatcher.Config{})
+	// No worker yet: children wait, so the parent is running with 3 open.
+	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "dup", Payload: items(3)}))
+	id := workflow.InstanceID("parent", "dup")
+	jftest.Eventually(t, 10*time.Second, func() bool { return d.Stats().Started == 4 }, "children not started")
+	// Child 0's completion delivered five times, with distinct message ids
+	// so the stream does not absorb them: only the barrier stands.
+	for k := 0; k < 5; k++ {
+		require.NoError(t, e.Client.PublishEvents(context.Background(), []workflow.OutEvent{{
+			Event: workflow.Event{Kind: workflow.EventChildDone, Instance: id, Step: "fan", Index: 0, ChildStatus: workflow.StatusCompleted},
+			MsgID: fmt.Sprintf("dup-%d", k),
+		}}))
+	}
+	jftest.Eventually(t, 10*time.Second, func() bool { return d.Stats().DuplicateChildren >= 4 }, "duplicates not stopped: %+v", d.Stats())
+	inst := e.Instance(id)
+	require.Equal(t, 1, inst.Steps["fan"].Done, "one completion counted")
+	require.Equal(t, workflow.StatusRunning, inst.Status)
+	// Now let the children run: child 0's real completion is a duplicate too.
+	l := &ledger{runs: map[int]int{}}
+	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"work": l.handler(-1)})
+	inst = e.WaitTerminal(id, 20*time.Second)
+	require.Equal(t, workflow.StatusCompleted, inst.Status)
+	require.Equal(t, 3, inst.Steps["fan"].Done)
+}
+
+func TestBulkResumesAfterDispatcherRestart(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(childDef)
+	e.Register(parentDef(0, "wait_all"))
+	_, first := e.Dispatcher(nil, dispatcher.Config{})
+	l := &ledger{runs: map[int]int{}}
+	_, w1 := e.Worker(nil, worker.Config{Concurrency: 32}, map[string]worker.Handler{"work": l.handler(-1)})
+	const n = 5000
+	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "r", Payload: items(n)}))
+	id := workflow.InstanceID("parent", "r")
+	jftest.Eventually(t, 30*time.Second, func() bool {
+		inst := e.Instance(id)
+		return inst != nil && inst.Steps["fan"] != nil && inst.Steps["fan"].Done > 100
+	}, "fan-out did not start")
+	require.NoError(t, first.Stop())
+	require.NoError(t, w1.Stop())
+	mid := e.Instance(id).Steps["fan"]
+	t.Logf("stopped at cursor %d, done %d of %d", mid.Cursor, mid.Done, n)
+	e.Restart()
+	e.Dispatcher(nil, dispatcher.Config{})
+	e.Worker(nil, worker.Config{Concurrency: 32}, map[string]worker.Handler{"work": l.handler(-1)})
+	inst := e.WaitTerminal(id, 120*time.Second)
+	require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
+	require.Equal(t, n, inst.Steps["fan"].Done)
+	checkChildren(t, e, id, n)
+}

@@ -1,0 +1,135 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	natsjs "github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// Headers of a bulk child's start message: a pointer to the input the
+// parent already wrote, and the parent.
+const (
+	HeaderInputRef    = "Jetflow-Input-Ref"
+	HeaderParent      = "Jetflow-Parent"
+	HeaderParentStep  = "Jetflow-Parent-Step"
+	HeaderParentIndex = "Jetflow-Parent-Index"
+)
+
+// PutDataBatch writes many write-once values, pipelined: each is a publish
+// to the bucket's subject that expects no earlier value, which is what KV
+// Create does. A value already there is not an error (keys are derived
+// from (instance, step, index), values are deterministic).
+func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) error {
+	if len(writes) == 1 {
+		return c.PutData(ctx, writes[0].Key, writes[0].Value)
+	}
+	futures := make([]natsjs.PubAckFuture, 0, len(writes))
+	for _, w := range writes {
+		b, err := encode(w.Value)
+		if err != nil {
+			return err
+		}
+		if len(b) > c.cfg.MaxPayload {
+			return fmt.Errorf("%w: value for %s is %d bytes, the limit is %d", ErrTooLarge, w.Key, len(b), c.cfg.MaxPayload)
+		}
+		f, err := c.js.PublishAsync("$KV."+BucketData+"."+w.Key, b, natsjs.WithExpectLastSequencePerSubject(0))
+		if err != nil {
+			return fmt.Errorf("put data %s: %w", w.Key, err)
+		}
+		futures = append(futures, f)
+		c.cache.put(w.Key, b, w.Value)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			var apiErr *natsjs.APIError
+			if errors.As(err, &apiErr) && (apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequenceConstant) {
+				continue // already written
+			}
+			return fmt.Errorf("put data %s: %w", f.Msg().Subject, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// PublishChildren publishes the start messages of bulk children: pointer
+// messages with the event key and a Nats-Msg-Id derived from
+// (parent, step, index), so a re-publish is absorbed.
+func (c *Client) PublishChildren(ctx context.Context, children []workflow.Child) error {
+	futures := make([]natsjs.PubAckFuture, 0, len(children))
+	for _, ch := range children {
+		m := &nats.Msg{Subject: StartSubject(ch.Workflow), Header: nats.Header{}}
+		m.Header.Set(HeaderEventKey, ch.EventKey)
+		m.Header.Set(HeaderMsgID, TriggerMsgID(ch.Workflow, ch.EventKey))
+		m.Header.Set(HeaderInputRef, ch.InputRef)
+		m.Header.Set(HeaderParent, ch.Parent.ID)
+		m.Header.Set(HeaderParentStep, ch.Parent.Step)
+		m.Header.Set(HeaderParentIndex, strconv.Itoa(ch.Parent.Index))
+		f, err := c.js.PublishMsgAsync(m)
+		if err != nil {
+			return fmt.Errorf("start child %s: %w", ch.EventKey, err)
+		}
+		futures = append(futures, f)
+	}
+	return waitAcks(ctx, futures)
+}
+
+// PublishEvents publishes events to instances with their message ids.
+func (c *Client) PublishEvents(ctx context.Context, events []workflow.OutEvent) error {
+	futures := make([]natsjs.PubAckFuture, 0, len(events))
+	for _, e := range events {
+		b, err := encode(e.Event)
+		if err != nil {
+			return err
+		}
+		m := &nats.Msg{Subject: EventSubject(e.Event.Instance), Data: b, Header: nats.Header{}}
+		m.Header.Set(HeaderMsgID, e.MsgID)
+		f, err := c.js.PublishMsgAsync(m)
+		if err != nil {
+			return fmt.Errorf("publish %s event for %s: %w", e.Event.Kind, e.Event.Instance, err)
+		}
+		futures = append(futures, f)
+	}
+	return waitAcks(ctx, futures)
+}
+
+// CreateBarrier writes a write-once marker. It reports false when the
+// marker already existed.
+func (c *Client) CreateBarrier(ctx context.Context, key string) (bool, error) {
+	_, err := c.data.Create(ctx, key, nil)
+	if err == nil {
+		return true, nil
+	}
+	err = translate(err)
+	if errors.Is(err, workflow.ErrExists) || errors.Is(err, workflow.ErrConflict) {
+		return false, nil
+	}
+	return false, fmt.Errorf("barrier %s: %w", key, err)
+}
+
+// CountKeys counts the data keys that start with prefix (which ends with
+// a '.'). It reads the whole key range; use it for repairs, not on the
+// hot path.
+func (c *Client) CountKeys(ctx context.Context, prefix string) (int, error) {
+	lister, err := c.data.ListKeysFiltered(ctx, prefix+"*")
+	if err != nil {
+		if errors.Is(err, natsjs.ErrNoKeysFound) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("count %s*: %w", prefix, err)
+	}
+	n := 0
+	for range lister.Keys() {
+		n++
+	}
+	return n, nil
+}
