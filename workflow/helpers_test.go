@@ -74,6 +74,8 @@ func (h *harness) apply(ev workflow.Event) workflow.Decision {
 		require.Empty(h.t, dec.Writes)
 		require.Empty(h.t, dec.Tasks)
 		require.Empty(h.t, dec.Timers)
+		require.Empty(h.t, dec.Children)
+		require.Empty(h.t, dec.Events)
 	}
 	return dec
 }

@@ -3,6 +3,7 @@ package workflow_test
 import (
 	"fmt"
 	"math/rand"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -170,6 +171,8 @@ func (s *sim) apply(ev workflow.Event) workflow.Decision {
 		require.Same(s.t, s.inst, dec.Instance)
 		require.Empty(s.t, dec.Tasks)
 		require.Empty(s.t, dec.Timers)
+		require.Empty(s.t, dec.Children)
+		require.Empty(s.t, dec.Events)
 		return dec
 	}
 	if s.inst != nil {
@@ -246,7 +249,7 @@ func (s *sim) stale() {
 		if len(names) == 0 {
 			return
 		}
-		sortStrings(names)
+		sort.Strings(names)
 		name := names[s.r.Intn(len(names))]
 		st := s.inst.Steps[name]
 		attempt := st.Attempt - 1 - s.r.Intn(st.Attempt) // an older attempt, or 0
@@ -290,14 +293,6 @@ func (s *sim) run() {
 	for _, ws := range s.held {
 		for _, w := range ws {
 			s.deliver(w)
-		}
-	}
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
 		}
 	}
 }
