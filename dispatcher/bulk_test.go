@@ -48,7 +48,10 @@ type ledger struct {
 	peak     atomic.Int64
 }
 
-func (l *ledger) handler(failIndex int) worker.Handler {
+func (l *ledger) handler(failIndex int) worker.Handler { return l.slowHandler(failIndex, 0) }
+
+// slowHandler holds each child's task for d, so children overlap.
+func (l *ledger) slowHandler(failIndex int, d time.Duration) worker.Handler {
 	return func(ctx context.Context, t *worker.Task) (any, error) {
 		in, err := t.Input()
 		if err != nil {
@@ -71,6 +74,13 @@ func (l *ledger) handler(failIndex int) worker.Handler {
 		l.mu.Lock()
 		l.runs[idx]++
 		l.mu.Unlock()
+		if d > 0 {
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
 		if idx == failIndex {
 			return nil, worker.Permanent(fmt.Errorf("item %d fails", idx))
 		}
@@ -159,10 +169,7 @@ func TestBulkSlidingWindowIsNeverExceeded(t *testing.T) {
 	e.Dispatcher(nil, dispatcher.Config{})
 	l := &ledger{runs: map[int]int{}}
 	// More handler slots than the window, so only the window limits.
-	e.Worker(nil, worker.Config{Concurrency: 200}, map[string]worker.Handler{"work": func(ctx context.Context, t *worker.Task) (any, error) {
-		time.Sleep(2 * time.Millisecond) // keep children in flight long enough to overlap
-		return l.handler(-1)(ctx, t)
-	}})
+	e.Worker(nil, worker.Config{Concurrency: 200}, map[string]worker.Handler{"work": l.slowHandler(-1, 20*time.Millisecond)})
 	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "w", Payload: items(600)}))
 	id := workflow.InstanceID("parent", "w")
 	inst := e.WaitTerminal(id, 120*time.Second)

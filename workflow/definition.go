@@ -3,7 +3,9 @@ package workflow
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"sort"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -291,7 +293,8 @@ func (d *Definition) validateTrigger() error {
 	if err := ValidateSubject(t.Subject, true); err != nil {
 		return d.errf("", "trigger subject: %v", err)
 	}
-	if strings.HasPrefix(t.Subject, "jetflow.") || strings.HasPrefix(t.Subject, "$") || t.Subject == ">" || t.Subject == "*" || strings.HasPrefix(t.Subject, "_INBOX") {
+	first, _, _ := strings.Cut(t.Subject, ".")
+	if first == "*" || first == ">" || strings.HasPrefix(t.Subject, "jetflow.") || strings.HasPrefix(t.Subject, "$") || t.Subject == ">" || t.Subject == "*" || strings.HasPrefix(t.Subject, "_INBOX") {
 		return d.errf("", "trigger subject %q is reserved (jetflow.*, $*, _INBOX* and bare wildcards cannot be triggers)", t.Subject)
 	}
 	switch {
@@ -397,7 +400,7 @@ func (d *Definition) validateStep(s *Step) error {
 			if r.MaxAttempts < 1 || r.MaxAttempts > MaxAttemptsCap {
 				add(d.errf(s.Name, "retry.max_attempts must be between 1 and %d, got %d", MaxAttemptsCap, s.Retry.MaxAttempts))
 			}
-			if r.BackoffCoefficient < 1 {
+			if !(r.BackoffCoefficient >= 1) || math.IsInf(r.BackoffCoefficient, 0) {
 				add(d.errf(s.Name, "retry.backoff_coefficient must be at least 1, got %g", r.BackoffCoefficient))
 			}
 		}
@@ -409,7 +412,10 @@ func (d *Definition) validateStep(s *Step) error {
 			add(d.errf(s.Name, "a parallel step needs at least one branch"))
 		}
 		seen := map[string]bool{}
-		for _, b := range s.Branches {
+		for i, b := range s.Branches {
+			if b == "" {
+				add(d.errf(s.Name, "branch %d is empty", i+1))
+			}
 			add(d.ref(s.Name, "branch", b))
 			if seen[b] {
 				add(d.errf(s.Name, "branch %q is listed twice", b))
@@ -550,8 +556,8 @@ func (d *Definition) checkGraph() error {
 		}
 		d.scopes[step] = scope
 		s := d.index[step]
-		for _, b := range s.Branches {
-			assign(b, step)
+		for i, b := range s.Branches {
+			assign(b, branchScope(step, i))
 		}
 		for _, c := range s.Cases {
 			assign(c.Next, scope)
@@ -576,11 +582,25 @@ func (d *Definition) checkGraph() error {
 	return joinErrs(errs)
 }
 
+// Scopes: "" is the main flow, "<parallel>#<i>" the i-th branch of a
+// parallel step.
+func branchScope(parallel string, i int) string { return parallel + "#" + strconv.Itoa(i) }
+
+// scopeOwner is the parallel step that owns a scope ("" for the main flow).
+func scopeOwner(scope string) string {
+	if i := strings.LastIndexByte(scope, '#'); i >= 0 {
+		return scope[:i]
+	}
+	return scope
+}
+
 func scopeName(scope string) string {
 	if scope == "" {
 		return "the main flow"
 	}
-	return "a branch of " + scope
+	p, i, _ := strings.Cut(scope, "#")
+	n, _ := strconv.Atoi(i)
+	return fmt.Sprintf("branch %d of %s", n+1, p)
 }
 
 func joinErrs(errs []error) error {

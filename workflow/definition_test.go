@@ -272,13 +272,11 @@ func TestParseRejects(t *testing.T) {
 		{name: "cycle through on_failure", src: def("{name: a, kind: task, task: t, next: b}", "{name: b, kind: task, task: t, on_failure: a}"), want: []string{`step "a": cycle: a -> b -> a`}},
 		{name: "cycle through switch", src: def("{name: a, kind: task, task: t, next: s}", "{name: s, kind: switch, cases: [{when: 'true', next: b}], default: a}", "{name: b, kind: task, task: t}"), want: []string{`step "a": cycle: a -> s -> a`}},
 		{name: "cycle inside a branch", src: def("{name: p, kind: parallel, branches: [a]}", "{name: a, kind: task, task: t, next: b}", "{name: b, kind: task, task: t, next: a}"), want: []string{`step "a": cycle: a -> b -> a`}},
-		{name: "branch continues into the main flow", src: def("{name: p, kind: parallel, branches: [a], next: z}", "{name: a, kind: task, task: t, next: z}", "{name: z, kind: task, task: t}"), want: []string{`w.yaml: step "z": reachable from two scopes (`, `a branch of p`, `the main flow`, `a step may belong to only one branch`}},
-		{name: "branches of two parallels share a step", src: def("{name: p, kind: parallel, branches: [a], next: q}", "{name: q, kind: parallel, branches: [b]}", "{name: a, kind: task, task: t, next: c}", "{name: b, kind: task, task: t, next: c}", "{name: c, kind: task, task: t}"), want: []string{`step "c": reachable from two scopes (a branch of p and a branch of q)`}},
+		{name: "branch continues into the main flow", src: def("{name: p, kind: parallel, branches: [a], next: z}", "{name: a, kind: task, task: t, next: z}", "{name: z, kind: task, task: t}"), want: []string{`w.yaml: step "z": reachable from two scopes (`, `branch 1 of p`, `the main flow`, `a step may belong to only one branch`}},
+		{name: "branches of two parallels share a step", src: def("{name: p, kind: parallel, branches: [a], next: q}", "{name: q, kind: parallel, branches: [b]}", "{name: a, kind: task, task: t, next: c}", "{name: b, kind: task, task: t, next: c}", "{name: c, kind: task, task: t}"), want: []string{`step "c": reachable from two scopes (branch 1 of p and branch 1 of q)`}},
 		{name: "nested parallel branch reaches outer branch", src: def("{name: p, kind: parallel, branches: [q, b]}", "{name: q, kind: parallel, branches: [a]}", "{name: a, kind: task, task: t, next: c}", "{name: b, kind: task, task: t, next: c}", "{name: c, kind: task, task: t}"), want: []string{`step "c": reachable from two scopes`}},
-		{name: "two branches of one parallel reach the same step", src: def("{name: p, kind: parallel, branches: [a, b]}", "{name: a, kind: task, task: t, next: c}", "{name: b, kind: task, task: t, next: c}", "{name: c, kind: task, task: t}"), want: []string{`step "c"`, `reachable from two`},
-			bug: "checkGraph scopes steps by parallel step, not by branch: two branches of one parallel may join on a step, which then runs twice and the parallel never completes (see TestApplyBranchesJoiningOnAStep)"},
-		{name: "branch starts another branch", src: def("{name: p, kind: parallel, branches: [a, b]}", "{name: a, kind: task, task: t, next: b}", "{name: b, kind: task, task: t}"), want: []string{`step "b"`, `reachable from two`},
-			bug: "checkGraph scopes steps by parallel step, not by branch: branch a continues into branch b, so b runs twice"},
+		{name: "two branches of one parallel reach the same step", src: def("{name: p, kind: parallel, branches: [a, b]}", "{name: a, kind: task, task: t, next: c}", "{name: b, kind: task, task: t, next: c}", "{name: c, kind: task, task: t}"), want: []string{`step "c"`, `reachable from two`},},
+		{name: "branch starts another branch", src: def("{name: p, kind: parallel, branches: [a, b]}", "{name: a, kind: task, task: t, next: b}", "{name: b, kind: task, task: t}"), want: []string{`step "b"`, `reachable from two`},},
 		{name: "unreachable step", src: def(okStep, "{name: orphan, kind: task, task: t}"), want: []string{`w.yaml: step "orphan": unreachable from the start step "a"`}},
 		{name: "unreachable steps sorted", src: def(okStep, "{name: zz, kind: task, task: t}", "{name: mm, kind: task, task: t}"), want: []string{"step \"mm\": unreachable from the start step \"a\"\nw.yaml: step \"zz\": unreachable"}},
 		{name: "unreachable because start skips it", src: "name: w\nversion: 1\nstart: b\nsteps:\n" + items(okStep, "{name: b, kind: task, task: t}"), want: []string{`step "a": unreachable from the start step "b"`}},
@@ -288,8 +286,7 @@ func TestParseRejects(t *testing.T) {
 		{name: "max_attempts negative", src: def("{name: a, kind: task, task: t, retry: {max_attempts: -1}}"), want: []string{`retry.max_attempts must be between 1 and 100, got -1`}},
 		{name: "backoff below one", src: def("{name: a, kind: task, task: t, retry: {backoff_coefficient: 0.5}}"), want: []string{`w.yaml: step "a": retry.backoff_coefficient must be at least 1, got 0.5`}},
 		{name: "backoff negative", src: def("{name: a, kind: task, task: t, retry: {backoff_coefficient: -2}}"), want: []string{`retry.backoff_coefficient must be at least 1, got -2`}},
-		{name: "backoff NaN", src: def("{name: a, kind: task, task: t, retry: {backoff_coefficient: .nan}}"), want: []string{`retry.backoff_coefficient must be at least 1, got NaN`},
-			bug: "validateStep checks `r.BackoffCoefficient < 1`, which is false for NaN, so backoff_coefficient: .nan is accepted"},
+		{name: "backoff NaN", src: def("{name: a, kind: task, task: t, retry: {backoff_coefficient: .nan}}"), want: []string{`retry.backoff_coefficient must be at least 1, got NaN`},},
 
 		// Triggers.
 		{name: "reserved jetflow subject", src: trig("jetflow.x", "id"), want: []string{`w.yaml: trigger subject "jetflow.x" is reserved`}},
@@ -299,8 +296,7 @@ func TestParseRejects(t *testing.T) {
 		{name: "reserved full wildcard", src: trig(">", "id"), want: []string{`w.yaml: trigger subject ">" is reserved`}},
 		{name: "reserved token wildcard", src: trig("*", "id"), want: []string{`trigger subject "*" is reserved`}},
 		{name: "reserved inbox", src: trig("_INBOX.abc", "id"), want: []string{`trigger subject "_INBOX.abc" is reserved`}},
-		{name: "wildcard first token overlaps jetflow", src: trig("*.>", "id"), want: []string{`trigger subject "*.>" is reserved`},
-			bug: "validateTrigger rejects only the bare wildcards '>' and '*'; '*.>' (or '*.task.>') also matches the reserved jetflow.> subjects"},
+		{name: "wildcard first token overlaps jetflow", src: trig("*.>", "id"), want: []string{`trigger subject "*.>" is reserved`},},
 		{name: "subject empty", src: trig("", "id"), want: []string{`w.yaml: trigger subject: subject is empty`}},
 		{name: "subject empty token", src: trig("orders..created", "id"), want: []string{`trigger subject: subject "orders..created" has an empty token`}},
 		{name: "subject trailing dot", src: trig("orders.", "id"), want: []string{`has an empty token`}},
@@ -422,7 +418,6 @@ func TestDefinitionError(t *testing.T) {
 // A parallel branch list with an empty name must be rejected, not crash.
 func TestParseEmptyBranchName(t *testing.T) {
 	t.Parallel()
-	t.Skip(`bug: Definition.ref returns nil for an empty target, so branches: [""] passes validateStep and checkGraph dereferences d.index[""] (nil *Step) and panics`)
 	for _, src := range []string{
 		def("{name: p, kind: parallel, branches: ['']}"),
 		def("{name: p, kind: parallel, branches: [a, '']}", okStep),
@@ -431,7 +426,7 @@ func TestParseEmptyBranchName(t *testing.T) {
 		var err error
 		require.NotPanics(t, func() { _, err = workflow.Parse("w.yaml", []byte(src)) })
 		require.ErrorIs(t, err, workflow.ErrInvalidDefinition)
-		require.ErrorContains(t, err, `step "p": branch`)
+		require.ErrorContains(t, err, `step "p": `)
 	}
 }
 

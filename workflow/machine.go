@@ -320,7 +320,7 @@ func (t *transition) exprFailed(s *Step, st *StepState, err error) {
 		t.err = err
 		return
 	}
-	t.failStep(s, st, err.Error())
+	t.failStep(s, st, fmt.Sprintf("evaluating %s: %v", ee.What, ee.Err))
 }
 
 func (t *transition) startAttempt(s *Step, st *StepState) {
@@ -376,7 +376,7 @@ func (t *transition) chainEnd(last string) {
 	if t.err != nil || t.inst.Status.Terminal() {
 		return
 	}
-	scope := t.def.scopes[last]
+	scope := scopeOwner(t.def.scopes[last])
 	if scope == "" {
 		out := t.inst.Steps[last].OutputRef
 		if t.def.Output != "" {
