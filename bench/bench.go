@@ -392,6 +392,128 @@ func ProcessStats(pid int) (Process, error) {
 	return p, nil
 }
 
+// Fanout definitions: one parent, a bulk step over N items, each child
+// one trivial task.
+const (
+	FanoutChildDefinition = `
+name: bench-child
+version: 1
+steps:
+  - {name: work, kind: task, task: noop}
+`
+	FanoutParentDefinition = `
+name: bench-fanout
+version: 1
+steps:
+  - name: fan
+    kind: bulk
+    workflow: bench-child
+    items: input.items
+    max_items: 1000000
+`
+)
+
 func runFanout(ctx context.Context, o Options) (*Result, error) {
-	return nil, errors.New("fanout needs the bulk step kind, which is not built yet")
+	c := o.Client
+	if _, err := register(ctx, c, FanoutChildDefinition); err != nil {
+		return nil, err
+	}
+	if _, err := register(ctx, c, FanoutParentDefinition); err != nil {
+		return nil, err
+	}
+	key := o.RunID
+	parent := workflow.InstanceID("bench-fanout", key)
+	children := newTracker()
+	stopChildren, err := children.watch(c, "bench-child")
+	if err != nil {
+		return nil, err
+	}
+	defer stopChildren()
+	parents := newTracker()
+	stopParents, err := parents.watch(c, "bench-fanout")
+	if err != nil {
+		return nil, err
+	}
+	defer stopParents()
+	var payload strings.Builder
+	payload.WriteString(`{"items":[`)
+	for i := 0; i < o.N; i++ {
+		if i > 0 {
+			payload.WriteByte(',')
+		}
+		payload.WriteString(strconv.Itoa(i))
+	}
+	payload.WriteString("]}")
+	start := time.Now()
+	parents.markStarted(parent, start)
+	if err := c.PublishStart(ctx, jetstream.Start{Workflow: "bench-fanout", EventKey: key, Payload: []byte(payload.String())}); err != nil {
+		return nil, err
+	}
+	for parents.finished() < 1 && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+		if o.Progress != nil {
+			o.Progress(children.finished(), o.N)
+		}
+	}
+	wall := time.Since(start)
+	res := &Result{
+		Workload:    "fanout",
+		Params:      map[string]any{"n": o.N},
+		WallSeconds: round(wall.Seconds(), 3),
+		Started:     o.N,
+	}
+	// Verify from the store: the parent's counts, then every child.
+	ictx := context.Background()
+	in, _, err := c.GetInstance(ictx, parent)
+	if err != nil {
+		return res, err
+	}
+	fan := in.Steps["fan"]
+	if in.Status != workflow.StatusCompleted || fan == nil || fan.Total != o.N || fan.Done+fan.ChildFailed != o.N {
+		res.Lost = o.N
+		if fan != nil {
+			res.Lost = o.N - fan.Done - fan.ChildFailed
+		}
+		return res, fmt.Errorf("%w: parent is %s (%s) with %+v", ErrIncorrect, in.Status, in.Error, fan)
+	}
+	for i := 0; i < o.N; i++ {
+		ch, _, err := c.GetInstance(ictx, workflow.ChildInstanceID("bench-child", parent, "fan", i))
+		switch {
+		case errors.Is(err, workflow.ErrNotFound):
+			res.Lost++
+		case err != nil:
+			return res, err
+		case ch.Status == workflow.StatusCompleted:
+			res.Completed++
+		case ch.Status.Terminal():
+			res.Failed++
+		default:
+			res.Lost++
+		}
+		if o.Progress != nil && i%10000 == 0 {
+			o.Progress(i, o.N)
+		}
+	}
+	children.mu.Lock()
+	for _, n := range children.terminal {
+		if n > 1 {
+			res.Duplicates += n - 1
+		}
+	}
+	var lats []float64
+	for _, end := range children.ended {
+		lats = append(lats, float64(end.Sub(start).Microseconds())/1000)
+	}
+	children.mu.Unlock()
+	res.LatencyMS = percentiles(lats)
+	res.ChildrenPerS = round(float64(res.Completed+res.Failed)/wall.Seconds(), 1)
+	res.WorkflowsPerS = res.ChildrenPerS
+	res.TasksPerS = res.ChildrenPerS
+	if res.Lost > 0 || res.Duplicates > 0 {
+		return res, fmt.Errorf("%w: lost %d, duplicates %d", ErrIncorrect, res.Lost, res.Duplicates)
+	}
+	return res, nil
 }
