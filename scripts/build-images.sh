@@ -28,7 +28,7 @@ LOCAL_LABEL=org.jetflow.local-build
 what=${1:-all}
 case $what in
   all|nats|jetflow) ;;
-  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
   *) echo "usage: $0 [all|nats|jetflow]" >&2; exit 2 ;;
 esac
 
@@ -49,8 +49,13 @@ GO_BUILD_FLAGS=(-trimpath -ldflags=-s\ -w)
 # docker_build <image> <dockerfile> <context-dir> [build args...]
 docker_build() {
   local image=$1 dockerfile=$2 ctx=$3; shift 3
+  local old new
+  old=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
   log "docker build $image"
   docker build -q -f "$dockerfile" -t "$image" "$@" "$ctx" >/dev/null
+  new=$(docker image inspect -f '{{.Id}}' "$image")
+  # Drop the image this build replaced (now untagged); ignore if still in use.
+  if [ -n "$old" ] && [ "$old" != "$new" ]; then docker rmi "$old" >/dev/null 2>&1 || true; fi
 }
 
 build_nats() {

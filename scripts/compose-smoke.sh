@@ -16,28 +16,30 @@
 #
 # Environment:
 #   JETFLOW_SMOKE_N              fan-out size                      (10000)
-#   JETFLOW_SMOKE_BENCH_TIMEOUT  seconds allowed for the bench     (600)
+#   JETFLOW_SMOKE_BENCH_TIMEOUT  seconds allowed for the bench     (660; the bench gives up at 10m)
 #   JETFLOW_SMOKE_FAULT_AFTER    seconds into the bench to kill    (3)
 #   JETFLOW_SMOKE_RESTART_AFTER  seconds after the kill to restart nats3 (15)
 #   JETFLOW_SMOKE_SKIP_BUILD=1   use the images and bin/jetflow already built
+#   JETFLOW_SMOKE_CLI            host jetflow CLI binary           (bin/jetflow)
 #   JETFLOW_SMOKE_KEEP=1         leave the fleet running (no teardown) for debugging
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROJECT=jetflow
 N=${JETFLOW_SMOKE_N:-10000}
-BENCH_TIMEOUT=${JETFLOW_SMOKE_BENCH_TIMEOUT:-600}
+BENCH_TIMEOUT=${JETFLOW_SMOKE_BENCH_TIMEOUT:-660}
 FAULT_AFTER=${JETFLOW_SMOKE_FAULT_AFTER:-3}
 RESTART_AFTER=${JETFLOW_SMOKE_RESTART_AFTER:-15}
 WORKERS=3
 DISPATCHERS=2
+CLI=${JETFLOW_SMOKE_CLI:-$ROOT/bin/jetflow}
 HOST_URLS=nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224
 
 cluster_only=0
 case ${1:-} in
   "") ;;
   --cluster-only) cluster_only=1 ;;
-  -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
   *) echo "usage: $0 [--cluster-only]" >&2; exit 2 ;;
 esac
 
@@ -176,7 +178,7 @@ if [ $cluster_only = 1 ]; then
 fi
 
 # --- jetflow services ------------------------------------------------------------
-[ -x "$ROOT/bin/jetflow" ] || fail "bin/jetflow not found (run scripts/build-images.sh)"
+[ -x "$CLI" ] || fail "$CLI not found or not executable (run scripts/build-images.sh)"
 log "starting dispatcher x$DISPATCHERS and worker x$WORKERS"
 timeout 120 "${DC[@]}" up -d --scale "dispatcher=$DISPATCHERS" --scale "worker=$WORKERS" >"$WORK/up.log" 2>&1 ||
   { cat "$WORK/up.log" >&2; fail "compose up (jetflow services) failed"; }
@@ -184,7 +186,7 @@ wait_for 120 "jetflow services settled (no crash loop)" settled
 
 # --- benchmark with faults ---------------------------------------------------------
 log "bench: jetflow bench fanout --n $N --external (timeout ${BENCH_TIMEOUT}s)"
-timeout --kill-after=10 "$BENCH_TIMEOUT" "$ROOT/bin/jetflow" bench fanout \
+timeout --kill-after=10 "$BENCH_TIMEOUT" "$CLI" bench fanout \
   --nats-url "$HOST_URLS" --n "$N" --external >"$WORK/bench.out" 2>"$WORK/bench.err" &
 BENCH_PID=$!
 
