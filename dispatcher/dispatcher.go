@@ -31,6 +31,10 @@ type Config struct {
 	// RetryDelay is the delay before a failed event is redelivered.
 	// Default 1s.
 	RetryDelay time.Duration
+	// CacheSize bounds the running instances kept in memory (with their
+	// revision) over all shards; terminal ones are dropped at once. A miss
+	// costs one KV read. Default 20000.
+	CacheSize int
 	// StatsInterval is how often counters are logged (0: default 30s,
 	// negative: never).
 	StatsInterval time.Duration
@@ -56,6 +60,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.RetryDelay == 0 {
 		c.RetryDelay = time.Second
+	}
+	if c.CacheSize == 0 {
+		c.CacheSize = 20000
 	}
 	if c.StatsInterval == 0 {
 		c.StatsInterval = 30 * time.Second

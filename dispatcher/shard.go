@@ -10,10 +10,6 @@ import (
 	"github.com/jetflow/jetflow/workflow"
 )
 
-// maxCached bounds the instances a shard keeps in memory; terminal ones
-// are dropped at once.
-const maxCached = 20000
-
 // maxConflicts is how many lost CAS rounds a group tolerates in one pass
 // before its events are NAKed for a later retry.
 const maxConflicts = 20
@@ -77,6 +73,7 @@ func (s *shard) process(id string, items []*item) {
 			settleAll(outcome{err: fmt.Errorf("instance %s: %d CAS conflicts in a row", id, round)})
 			return
 		}
+		_, cached := s.cache[id]
 		inst, rev, err := s.read(ctx, id)
 		if err != nil {
 			settleAll(outcome{err: err})
@@ -86,6 +83,12 @@ func (s *shard) process(id string, items []*item) {
 		if err != nil {
 			settleAll(outcome{err: err})
 			return
+		}
+		if cached && len(res.ignored) > 0 {
+			// The cache is stale when another dispatcher replica wrote the
+			// instance: ignore (and ack) an event only on the stored state.
+			delete(s.cache, id)
+			continue
 		}
 		if res.changed {
 			// Data first: the instance must never point at a value that
@@ -131,6 +134,9 @@ func (s *shard) process(id string, items []*item) {
 				d.stats.republished.Add(uint64(len(out.Tasks) + len(out.Timers) + len(out.Children) + len(out.Events)))
 			}
 		}
+		for _, ig := range res.ignored {
+			s.ignored(ig.inst, ig.it, ig.why)
+		}
 		for i, it := range items {
 			it.done(res.outcomes[i])
 		}
@@ -157,7 +163,7 @@ func (s *shard) remember(inst *workflow.Instance, rev uint64) {
 		delete(s.cache, inst.ID)
 		return
 	}
-	if len(s.cache) >= maxCached {
+	if len(s.cache) >= s.d.cfg.CacheSize/len(s.d.shards)+1 {
 		for k := range s.cache { // drop an arbitrary entry
 			delete(s.cache, k)
 			break
@@ -173,6 +179,13 @@ type applied struct {
 	writes      []workflow.Write
 	decided     workflow.Decision // tasks, timers, children, events to publish
 	outcomes    []outcome
+	ignored     []ignoredEvent // counted and logged once, when settled
+}
+
+type ignoredEvent struct {
+	inst *workflow.Instance
+	it   *item
+	why  string
 }
 
 // apply runs the transition function over the group's events in order.
@@ -245,7 +258,7 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 			continue
 		}
 		if !dec.Changed {
-			s.ignored(res.inst, it, dec.Ignored)
+			res.ignored = append(res.ignored, ignoredEvent{res.inst, it, dec.Ignored})
 			continue
 		}
 		res.inst = dec.Instance

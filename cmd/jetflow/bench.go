@@ -28,6 +28,7 @@ func benchCmd(g *globals) *cobra.Command {
 		workerConc int
 		cpuProfile string
 		keep       bool
+		separate   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench throughput|latency|fanout",
@@ -46,7 +47,7 @@ with --external it uses the dispatchers and workers already running behind
 			if !external {
 				var cleanup func()
 				var err error
-				url, procs, cleanup, err = startSystem(ctx, syncAlways, workers, workerConc, cpuProfile, keep)
+				url, procs, cleanup, err = startSystem(ctx, separate, syncAlways, workers, workerConc, cpuProfile, keep)
 				if err != nil {
 					return err
 				}
@@ -74,6 +75,7 @@ with --external it uses the dispatchers and workers already running behind
 			if res != nil {
 				res.Params["sync_always"] = syncAlways
 				res.Params["external"] = external
+				res.Params["separate_server"] = separate
 				res.Params["workers"] = workers
 				res.Params["worker_concurrency"] = workerConc
 				if len(procs) > 0 {
@@ -109,12 +111,13 @@ with --external it uses the dispatchers and workers already running behind
 	f.IntVar(&workerConc, "worker-concurrency", 64, "handlers per worker process")
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write the dispatcher's CPU profile to this file")
 	f.BoolVar(&keep, "keep", false, "keep the temporary store directory")
+	f.BoolVar(&separate, "separate-server", false, "run the NATS server as its own process (TCP) instead of embedded in the dispatcher")
 	return cmd
 }
 
 // startSystem starts a dispatcher (with its embedded server) and workers as
 // separate processes of this binary.
-func startSystem(ctx context.Context, syncAlways bool, workers, workerConc int, cpuProfile string, keep bool) (string, map[string]*exec.Cmd, func(), error) {
+func startSystem(ctx context.Context, separate, syncAlways bool, workers, workerConc int, cpuProfile string, keep bool) (string, map[string]*exec.Cmd, func(), error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return "", nil, nil, err
@@ -161,8 +164,20 @@ func startSystem(ctx context.Context, syncAlways bool, workers, workerConc int, 
 		order = append(order, p)
 		return nil
 	}
-	dargs := []string{"dispatcher", "--store-dir", filepath.Join(dir, "store"), "--listen", "127.0.0.1:" + strconv.Itoa(port), "--log-level", "warn"}
-	if syncAlways {
+	store := filepath.Join(dir, "store")
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+	dargs := []string{"dispatcher", "--store-dir", store, "--listen", listen, "--log-level", "warn"}
+	if separate {
+		sargs := []string{"server", "--store-dir", store, "--listen", listen}
+		if syncAlways {
+			sargs = append(sargs, "--sync-always")
+		}
+		if err := start("server", sargs...); err != nil {
+			cleanup()
+			return "", nil, nil, err
+		}
+		dargs = []string{"dispatcher", "--nats-url", url, "--log-level", "warn"}
+	} else if syncAlways {
 		dargs = append(dargs, "--sync-always")
 	}
 	if cpuProfile != "" {
@@ -221,6 +236,11 @@ func processCmds() []*cobra.Command {
 			Use: "dispatcher", Hidden: true, DisableFlagParsing: true,
 			Short: "Run a dispatcher (same flags as cmd/dispatcher)",
 			RunE:  func(cmd *cobra.Command, args []string) error { return run.Dispatcher(cmd.Context(), args) },
+		},
+		{
+			Use: "server", Hidden: true, DisableFlagParsing: true,
+			Short: "Run only the embedded NATS server (for benchmarks)",
+			RunE:  func(cmd *cobra.Command, args []string) error { return run.Server(cmd.Context(), args) },
 		},
 		{
 			Use: "worker", Hidden: true, DisableFlagParsing: true,

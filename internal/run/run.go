@@ -70,6 +70,26 @@ type Conn struct {
 	Replicas   int
 }
 
+// serverConfig turns a listen address ("" for in-process only) into an
+// embedded server config.
+func serverConfig(listen string) (jetstream.ServerConfig, error) {
+	var sc jetstream.ServerConfig
+	if listen == "" {
+		sc.DontListen = true
+		return sc, nil
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return sc, fmt.Errorf("listen address %q: %w", listen, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return sc, fmt.Errorf("listen port %q: %w", port, err)
+	}
+	sc.Host, sc.Port = host, p
+	return sc, nil
+}
+
 // Open connects to NATS, starting the embedded server when no URL is set.
 // close releases both.
 func Open(ctx context.Context, c Conn, cfg jetstream.Config, log zerolog.Logger) (client *jetstream.Client, srv *jetstream.Server, closeFn func(), err error) {
@@ -77,20 +97,11 @@ func Open(ctx context.Context, c Conn, cfg jetstream.Config, log zerolog.Logger)
 	cfg.Replicas = c.Replicas
 	cfg.Logger = log
 	if c.URL == "" {
-		sc := jetstream.ServerConfig{StoreDir: c.StoreDir, SyncAlways: c.SyncAlways}
-		if c.Listen == "" {
-			sc.DontListen = true
-		} else {
-			host, port, err := net.SplitHostPort(c.Listen)
-			if err != nil {
-				return nil, nil, nil, fmt.Errorf("listen address %q: %w", c.Listen, err)
-			}
-			p, err := strconv.Atoi(port)
-			if err != nil {
-				return nil, nil, nil, fmt.Errorf("listen port %q: %w", port, err)
-			}
-			sc.Host, sc.Port = host, p
+		sc, err := serverConfig(c.Listen)
+		if err != nil {
+			return nil, nil, nil, err
 		}
+		sc.StoreDir, sc.SyncAlways = c.StoreDir, c.SyncAlways
 		slog := log.With().Str("component", "nats-server").Logger()
 		sc.Logger = &slog
 		srv, err = jetstream.StartServer(sc)
