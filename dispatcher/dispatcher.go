@@ -35,6 +35,21 @@ type Config struct {
 	// revision) over all shards; terminal ones are dropped at once. A miss
 	// costs one KV read. Default 20000.
 	CacheSize int
+	// RepairInterval is how often the repair loop looks for instances that
+	// stopped making progress. Default 5s; negative disables the loop.
+	RepairInterval time.Duration
+	// StaleTask: a task attempt without a timeout that has had no result
+	// for this long is presumed lost and retried. Default 10m.
+	StaleTask time.Duration
+	// TimerGrace: a timer this far past due is presumed lost and fired by
+	// the repair loop. Default 5s.
+	TimerGrace time.Duration
+	// StaleBulk: a bulk step whose instance did not change for this long
+	// gets its counts rebuilt from the per-child barriers. Default 30s.
+	StaleBulk time.Duration
+	// ForceRepairs repairs every running attempt on every sweep (tests:
+	// makes repairs race real completions). Default false.
+	ForceRepairs bool
 	// StatsInterval is how often counters are logged (0: default 30s,
 	// negative: never).
 	StatsInterval time.Duration
@@ -60,6 +75,18 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.RetryDelay == 0 {
 		c.RetryDelay = time.Second
+	}
+	if c.RepairInterval == 0 {
+		c.RepairInterval = 5 * time.Second
+	}
+	if c.StaleTask == 0 {
+		c.StaleTask = 10 * time.Minute
+	}
+	if c.TimerGrace == 0 {
+		c.TimerGrace = 5 * time.Second
+	}
+	if c.StaleBulk == 0 {
+		c.StaleBulk = 30 * time.Second
 	}
 	if c.CacheSize == 0 {
 		c.CacheSize = 20000
@@ -189,7 +216,17 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		subs = append(subs, sub)
 	}
-	d.log.Info().Int("shards", d.cfg.Shards).Msg("dispatcher running")
+	if d.cfg.RepairInterval > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := &repairLoop{d: d}
+			if err := r.run(watchCtx); err != nil {
+				d.log.Error().Err(err).Msg("repair loop stopped")
+			}
+		}()
+	}
+	d.log.Info().Int("shards", d.cfg.Shards).Dur("repair_interval", d.cfg.RepairInterval).Msg("dispatcher running")
 	var tick <-chan time.Time
 	if d.cfg.StatsInterval > 0 {
 		t := time.NewTicker(d.cfg.StatsInterval)

@@ -252,10 +252,26 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 			}
 			it.barrier = created
 		}
+		if ev.Kind == workflow.EventRecount && ev.Completed < 0 {
+			if ev, err = s.recount(ctx, ev); err != nil {
+				res.outcomes[i] = outcome{err: err}
+				continue
+			}
+		}
 		dec, err := workflow.Apply(def, res.inst, ev, now, data)
 		if err != nil {
 			res.outcomes[i] = outcome{err: err}
 			continue
+		}
+		switch {
+		case ev.Kind == workflow.EventRepair && dec.Changed:
+			d.stats.repairsApplied.Add(1)
+		case ev.Kind == workflow.EventRepair:
+			d.stats.repairsLost.Add(1)
+		case ev.Kind == workflow.EventTimer && dec.Changed:
+			d.stats.timersFired.Add(1)
+		case ev.Kind == workflow.EventSignal && dec.Changed:
+			d.stats.signals.Add(1)
 		}
 		if !dec.Changed {
 			res.ignored = append(res.ignored, ignoredEvent{res.inst, it, dec.Ignored})

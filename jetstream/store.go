@@ -277,15 +277,23 @@ func (c *Client) WatchDefinitions(ctx context.Context, fn func(*workflow.Definit
 	}
 }
 
-// WatchInstances calls fn with every instance update made after the call,
-// until ctx ends (it blocks). ready is called once the watch is in place.
-func (c *Client) WatchInstances(ctx context.Context, ready func(), fn func(*workflow.Instance)) error {
-	w, err := c.inst.WatchAll(ctx, natsjs.UpdatesOnly())
+// WatchInstances calls fn with every instance update (first the current
+// state of every instance when existing is true), until ctx ends (it
+// blocks). ready is called once the watch is in place (and, with
+// existing, once the current states were delivered).
+func (c *Client) WatchInstances(ctx context.Context, existing bool, ready func(), fn func(*workflow.Instance)) error {
+	var opts []natsjs.WatchOpt
+	if !existing {
+		opts = append(opts, natsjs.UpdatesOnly())
+	}
+	w, err := c.inst.WatchAll(ctx, opts...)
 	if err != nil {
 		return fmt.Errorf("watch instances: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
-	ready()
+	if !existing {
+		ready()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -294,7 +302,13 @@ func (c *Client) WatchInstances(ctx context.Context, ready func(), fn func(*work
 			if !ok {
 				return nil
 			}
-			if e == nil || e.Operation() != natsjs.KeyValuePut {
+			if e == nil {
+				if existing {
+					ready()
+				}
+				continue
+			}
+			if e.Operation() != natsjs.KeyValuePut {
 				continue
 			}
 			var in workflow.Instance

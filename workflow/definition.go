@@ -17,9 +17,11 @@ const (
 	KindParallel = "parallel" // start branches and join when all end
 	KindSwitch   = "switch"   // route to the first case whose condition holds
 	KindBulk     = "bulk"     // start one child instance per item and wait for all
+	KindSleep    = "sleep"    // wait for a duration, durably
+	KindWait     = "wait"     // wait for a named signal, optionally with a timeout
 )
 
-var stepKinds = []string{KindTask, KindParallel, KindSwitch, KindBulk}
+var stepKinds = []string{KindTask, KindParallel, KindSwitch, KindBulk, KindSleep, KindWait}
 
 // Bulk limits and failure policies.
 const (
@@ -64,6 +66,9 @@ type Definition struct {
 	// Output is an expression for the instance output. Default: the output
 	// of the step that ended the workflow.
 	Output string `yaml:"output,omitempty"`
+	// Deadline bounds a whole instance: when it passes, the instance fails.
+	// Default 0: none.
+	Deadline Duration `yaml:"deadline,omitempty"`
 	// Steps of the workflow.
 	Steps []Step `yaml:"steps"`
 
@@ -124,6 +129,11 @@ type Step struct {
 	// Default is the next step when no case matches (kind switch). Empty:
 	// the chain ends.
 	Default string `yaml:"default,omitempty"`
+
+	// Duration of a sleep step.
+	Duration Duration `yaml:"duration,omitempty"`
+	// Signal is the name a wait step waits for.
+	Signal string `yaml:"signal,omitempty"`
 
 	// Workflow is the child workflow a bulk step starts per item (its
 	// latest version when the child starts).
@@ -380,6 +390,12 @@ func (d *Definition) validateStep(s *Step) error {
 	if s.Kind != KindTask {
 		notFor("once", s.Once)
 	}
+	if s.Kind != KindSleep {
+		notFor("duration", s.Duration != 0)
+	}
+	if s.Kind != KindWait {
+		notFor("signal", s.Signal != "")
+	}
 	if s.Kind != KindBulk {
 		notFor("workflow", s.Workflow != "")
 		notFor("items", s.Items != "")
@@ -476,6 +492,28 @@ func (d *Definition) validateStep(s *Step) error {
 		notFor("input", s.Input != "")
 		notFor("retry", s.Retry != nil)
 		notFor("timeout", s.Timeout != 0)
+		notFor("branches", len(s.Branches) > 0)
+		notFor("cases", len(s.Cases) > 0)
+		notFor("default", s.Default != "")
+	case KindSleep:
+		if s.Duration <= 0 {
+			add(d.errf(s.Name, "a sleep step needs a positive duration"))
+		}
+		notFor("task", s.Task != "")
+		notFor("input", s.Input != "")
+		notFor("retry", s.Retry != nil)
+		notFor("timeout", s.Timeout != 0)
+		notFor("branches", len(s.Branches) > 0)
+		notFor("cases", len(s.Cases) > 0)
+		notFor("default", s.Default != "")
+		notFor("on_failure", s.OnFailure != "")
+	case KindWait:
+		if err := ValidateName("signal", s.Signal); err != nil {
+			add(d.errf(s.Name, "%v", err))
+		}
+		notFor("task", s.Task != "")
+		notFor("input", s.Input != "")
+		notFor("retry", s.Retry != nil)
 		notFor("branches", len(s.Branches) > 0)
 		notFor("cases", len(s.Cases) > 0)
 		notFor("default", s.Default != "")

@@ -227,8 +227,8 @@ func TestParseRejects(t *testing.T) {
 		{name: "bad max interval", src: def("{name: a, kind: task, task: t, retry: {max_interval: -1m}}"), want: []string{`invalid duration "-1m": must not be negative`}},
 
 		// Kinds.
-		{name: "unknown kind", src: def("{name: a, kind: taks, task: t}"), want: []string{`w.yaml: step "a": unknown kind "taks" (one of task, parallel, switch, bulk)`}},
-		{name: "missing kind", src: def("{name: a, task: t}"), want: []string{`w.yaml: step "a": kind is missing (one of task, parallel, switch, bulk)`}},
+		{name: "unknown kind", src: def("{name: a, kind: taks, task: t}"), want: []string{`w.yaml: step "a": unknown kind "taks" (one of task, parallel, switch, bulk, sleep, wait)`}},
+		{name: "missing kind", src: def("{name: a, task: t}"), want: []string{`w.yaml: step "a": kind is missing (one of task, parallel, switch, bulk, sleep, wait)`}},
 		{name: "task without type", src: def("{name: a, kind: task}"), want: []string{`w.yaml: step "a": invalid name: task type is empty`}},
 		{name: "task type with dot", src: def("{name: a, kind: task, task: x.y}"), want: []string{`step "a": invalid name: task type "x.y"`}},
 		{name: "task with branches", src: def("{name: a, kind: task, task: t, branches: [b]}", "{name: b, kind: task, task: t}"), want: []string{`step "a": branches is not allowed on a task step`}},
@@ -275,8 +275,8 @@ func TestParseRejects(t *testing.T) {
 		{name: "branch continues into the main flow", src: def("{name: p, kind: parallel, branches: [a], next: z}", "{name: a, kind: task, task: t, next: z}", "{name: z, kind: task, task: t}"), want: []string{`w.yaml: step "z": reachable from two scopes (`, `branch 1 of p`, `the main flow`, `a step may belong to only one branch`}},
 		{name: "branches of two parallels share a step", src: def("{name: p, kind: parallel, branches: [a], next: q}", "{name: q, kind: parallel, branches: [b]}", "{name: a, kind: task, task: t, next: c}", "{name: b, kind: task, task: t, next: c}", "{name: c, kind: task, task: t}"), want: []string{`step "c": reachable from two scopes (branch 1 of p and branch 1 of q)`}},
 		{name: "nested parallel branch reaches outer branch", src: def("{name: p, kind: parallel, branches: [q, b]}", "{name: q, kind: parallel, branches: [a]}", "{name: a, kind: task, task: t, next: c}", "{name: b, kind: task, task: t, next: c}", "{name: c, kind: task, task: t}"), want: []string{`step "c": reachable from two scopes`}},
-		{name: "two branches of one parallel reach the same step", src: def("{name: p, kind: parallel, branches: [a, b]}", "{name: a, kind: task, task: t, next: c}", "{name: b, kind: task, task: t, next: c}", "{name: c, kind: task, task: t}"), want: []string{`step "c"`, `reachable from two`},},
-		{name: "branch starts another branch", src: def("{name: p, kind: parallel, branches: [a, b]}", "{name: a, kind: task, task: t, next: b}", "{name: b, kind: task, task: t}"), want: []string{`step "b"`, `reachable from two`},},
+		{name: "two branches of one parallel reach the same step", src: def("{name: p, kind: parallel, branches: [a, b]}", "{name: a, kind: task, task: t, next: c}", "{name: b, kind: task, task: t, next: c}", "{name: c, kind: task, task: t}"), want: []string{`step "c"`, `reachable from two`}},
+		{name: "branch starts another branch", src: def("{name: p, kind: parallel, branches: [a, b]}", "{name: a, kind: task, task: t, next: b}", "{name: b, kind: task, task: t}"), want: []string{`step "b"`, `reachable from two`}},
 		{name: "unreachable step", src: def(okStep, "{name: orphan, kind: task, task: t}"), want: []string{`w.yaml: step "orphan": unreachable from the start step "a"`}},
 		{name: "unreachable steps sorted", src: def(okStep, "{name: zz, kind: task, task: t}", "{name: mm, kind: task, task: t}"), want: []string{"step \"mm\": unreachable from the start step \"a\"\nw.yaml: step \"zz\": unreachable"}},
 		{name: "unreachable because start skips it", src: "name: w\nversion: 1\nstart: b\nsteps:\n" + items(okStep, "{name: b, kind: task, task: t}"), want: []string{`step "a": unreachable from the start step "b"`}},
@@ -286,7 +286,7 @@ func TestParseRejects(t *testing.T) {
 		{name: "max_attempts negative", src: def("{name: a, kind: task, task: t, retry: {max_attempts: -1}}"), want: []string{`retry.max_attempts must be between 1 and 100, got -1`}},
 		{name: "backoff below one", src: def("{name: a, kind: task, task: t, retry: {backoff_coefficient: 0.5}}"), want: []string{`w.yaml: step "a": retry.backoff_coefficient must be at least 1, got 0.5`}},
 		{name: "backoff negative", src: def("{name: a, kind: task, task: t, retry: {backoff_coefficient: -2}}"), want: []string{`retry.backoff_coefficient must be at least 1, got -2`}},
-		{name: "backoff NaN", src: def("{name: a, kind: task, task: t, retry: {backoff_coefficient: .nan}}"), want: []string{`retry.backoff_coefficient must be at least 1, got NaN`},},
+		{name: "backoff NaN", src: def("{name: a, kind: task, task: t, retry: {backoff_coefficient: .nan}}"), want: []string{`retry.backoff_coefficient must be at least 1, got NaN`}},
 
 		// Triggers.
 		{name: "reserved jetflow subject", src: trig("jetflow.x", "id"), want: []string{`w.yaml: trigger subject "jetflow.x" is reserved`}},
@@ -296,7 +296,7 @@ func TestParseRejects(t *testing.T) {
 		{name: "reserved full wildcard", src: trig(">", "id"), want: []string{`w.yaml: trigger subject ">" is reserved`}},
 		{name: "reserved token wildcard", src: trig("*", "id"), want: []string{`trigger subject "*" is reserved`}},
 		{name: "reserved inbox", src: trig("_INBOX.abc", "id"), want: []string{`trigger subject "_INBOX.abc" is reserved`}},
-		{name: "wildcard first token overlaps jetflow", src: trig("*.>", "id"), want: []string{`trigger subject "*.>" is reserved`},},
+		{name: "wildcard first token overlaps jetflow", src: trig("*.>", "id"), want: []string{`trigger subject "*.>" is reserved`}},
 		{name: "subject empty", src: trig("", "id"), want: []string{`w.yaml: trigger subject: subject is empty`}},
 		{name: "subject empty token", src: trig("orders..created", "id"), want: []string{`trigger subject: subject "orders..created" has an empty token`}},
 		{name: "subject trailing dot", src: trig("orders.", "id"), want: []string{`has an empty token`}},
@@ -383,7 +383,7 @@ func TestParseReportsEveryProblem(t *testing.T) {
 		`multi.yaml: invalid name: workflow name "bad name" may contain only letters, digits, '-' and '_'`,
 		`multi.yaml: version must be a positive integer, got 0`,
 		`multi.yaml: step "a": next refers to unknown step "nope"`,
-		`multi.yaml: step "b": unknown kind "wat" (one of task, parallel, switch, bulk)`,
+		`multi.yaml: step "b": unknown kind "wat" (one of task, parallel, switch, bulk, sleep, wait)`,
 	}, lines)
 
 	// Each joined error is a *DefinitionError naming its step.

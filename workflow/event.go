@@ -18,6 +18,12 @@ const (
 	// EventRecount: a bulk step's counts, recounted from the per-child
 	// barriers (repair after a crash between barrier and commit).
 	EventRecount EventKind = "recount"
+	// EventSignal: an external signal addressed to the instance.
+	EventSignal EventKind = "signal"
+	// EventRepair: the repair loop presumes an attempt lost; the attempt
+	// fails (and is retried under the step's policy) unless it already
+	// finished, in which case the repair changes nothing.
+	EventRepair EventKind = "repair"
 )
 
 // Event is the input of the transition function. Only the fields of its
@@ -56,7 +62,10 @@ type Event struct {
 	Index int `msgpack:"idx,omitempty"`
 	// Child done: the child's final status.
 	ChildStatus Status `msgpack:"cst,omitempty"`
-	// Recount: counts of terminal children found in the barriers.
+	// Signal: its name (the payload is under OutputRef).
+	Signal string `msgpack:"sig,omitempty"`
+	// Recount: counts of terminal children found in the barriers; negative
+	// asks the dispatcher to count them.
 	Completed int `msgpack:"cc,omitempty"`
 	Failed    int `msgpack:"cf,omitempty"`
 }

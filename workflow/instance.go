@@ -55,6 +55,9 @@ type Instance struct {
 	Timers map[string]time.Time `msgpack:"timers,omitempty"`
 	// Parent is set on children of a bulk step.
 	Parent *ParentRef `msgpack:"parent,omitempty"`
+	// Signals received before a wait step took them: name -> data ref
+	// (the first signal of a name wins; only names a wait step uses).
+	Signals map[string]string `msgpack:"sig,omitempty"`
 }
 
 // ParentRef names the bulk step (and item index) that started a child.
@@ -106,6 +109,7 @@ func (in *Instance) Clone() *Instance {
 		out.Steps[k] = &c
 	}
 	out.Timers = maps.Clone(in.Timers)
+	out.Signals = maps.Clone(in.Signals)
 	if in.Parent != nil {
 		p := *in.Parent
 		out.Parent = &p

@@ -41,6 +41,10 @@ func Apply(def *Definition, inst *Instance, ev Event, now time.Time, data Data) 
 		t.timer(ev.Timer)
 	case EventChildDone, EventContinue, EventRecount:
 		t.bulkEvent(ev)
+	case EventSignal:
+		t.signal(ev)
+	case EventRepair:
+		t.repair(ev)
 	case EventCancel:
 		reason := ev.Reason
 		if reason == "" {
@@ -67,6 +71,9 @@ func start(def *Definition, ev Event, now time.Time, data Data) (Decision, error
 		Parent:      ev.Parent,
 	}
 	t := &transition{def: def, inst: inst, now: now, data: data, changed: true}
+	if def.Deadline > 0 {
+		t.setTimer(deadlineTimer, now.Add(def.Deadline.D()))
+	}
 	t.activate(def.Start)
 	return t.decision(nil)
 }
@@ -196,9 +203,17 @@ func (t *transition) attemptFailed(s *Step, st *StepState, msg string, permanent
 	if delay <= 0 {
 		delay = Backoff(policy, st.Attempt)
 	}
+	if delay < ImmediateRetry {
+		t.startAttempt(s, st)
+		return
+	}
 	st.Status = StepWaiting
 	t.setTimer(retryTimer(s.Name, st.Attempt+1), t.now.Add(delay))
 }
+
+// ImmediateRetry: a retry delay shorter than this starts the next attempt
+// at once, without a timer (timers have one-second precision).
+const ImmediateRetry = 10 * time.Millisecond
 
 // Backoff is the delay after the given failed attempt (1-based).
 func Backoff(p RetryPolicy, attempt int) time.Duration {
@@ -216,6 +231,10 @@ func (t *transition) timer(id string) {
 	}
 	t.changed = true
 	delete(t.inst.Timers, id)
+	if id == deadlineTimer {
+		t.finish(StatusFailed, "", fmt.Sprintf("deadline of %s exceeded", t.def.Deadline))
+		return
+	}
 	kind, step, attempt, ok := parseTimer(id)
 	if !ok {
 		return // an unknown pending timer is dropped
@@ -234,7 +253,72 @@ func (t *transition) timer(id string) {
 		if st.Status == StepRunning && st.Attempt == attempt {
 			t.attemptFailed(s, st, fmt.Sprintf("attempt %d timed out after %s", attempt, s.Timeout), false, 0)
 		}
+	case "sleep":
+		if st.Status == StepRunning {
+			st.Status, st.Ended = StepCompleted, t.now
+			t.follow(s)
+		}
+	case "wait":
+		if st.Status == StepRunning {
+			t.failStep(s, st, fmt.Sprintf("no %q signal within %s", s.Signal, s.Timeout))
+		}
 	}
+}
+
+// signal completes the running wait step for the signal, or keeps the
+// signal for a wait step that has not started yet.
+func (t *transition) signal(ev Event) {
+	var waiting *Step
+	for i := range t.def.Steps {
+		s := &t.def.Steps[i]
+		if s.Kind == KindWait && s.Signal == ev.Signal {
+			if st := t.inst.Steps[s.Name]; st != nil && st.Status == StepRunning {
+				waiting = s
+				break
+			}
+			if waiting == nil {
+				waiting = s // a wait step exists, but is not running
+			}
+		}
+	}
+	if waiting == nil {
+		t.ignored = fmt.Sprintf("no wait step waits for signal %q", ev.Signal)
+		return
+	}
+	if st := t.inst.Steps[waiting.Name]; st != nil && st.Status == StepRunning {
+		t.changed = true
+		t.completeWait(waiting, st, ev.OutputRef)
+		return
+	}
+	if _, seen := t.inst.Signals[ev.Signal]; seen {
+		t.ignored = fmt.Sprintf("signal %q already received", ev.Signal)
+		return
+	}
+	t.changed = true
+	if t.inst.Signals == nil {
+		t.inst.Signals = map[string]string{}
+	}
+	t.inst.Signals[ev.Signal] = ev.OutputRef
+}
+
+func (t *transition) completeWait(s *Step, st *StepState, ref string) {
+	delete(t.inst.Timers, waitTimer(s.Name))
+	st.Status, st.Ended, st.OutputRef = StepCompleted, t.now, ref
+	t.follow(s)
+}
+
+// repair fails an attempt the repair loop presumes lost, unless it already
+// finished: then the repair lost its race and changes nothing.
+func (t *transition) repair(ev Event) {
+	s, ok := t.def.index[ev.Step]
+	st := t.inst.Steps[ev.Step]
+	if !ok || st == nil || s.Kind != KindTask || st.Status != StepRunning || st.Attempt != ev.Attempt {
+		t.ignored = fmt.Sprintf("repair of %s attempt %d lost its race: the attempt is no longer running", ev.Step, ev.Attempt)
+		return
+	}
+	t.changed = true
+	delete(t.inst.Timers, timeoutTimer(s.Name, st.Attempt))
+	t.attemptFailed(s, st, fmt.Sprintf("attempt %d presumed lost: %s", st.Attempt, ev.Reason), false, 0)
 }
 
 func parseTimer(id string) (kind, step string, attempt int, ok bool) {
@@ -309,6 +393,17 @@ func (t *transition) activate(name string) {
 		t.chainEnd(s.Name)
 	case KindBulk:
 		t.activateBulk(s, st)
+	case KindSleep:
+		t.setTimer(sleepTimer(s.Name), t.now.Add(s.Duration.D()))
+	case KindWait:
+		if ref, ok := t.inst.Signals[s.Signal]; ok {
+			delete(t.inst.Signals, s.Signal)
+			t.completeWait(s, st, ref)
+			return
+		}
+		if s.Timeout > 0 {
+			t.setTimer(waitTimer(s.Name), t.now.Add(s.Timeout.D()))
+		}
 	}
 }
 

@@ -649,8 +649,8 @@ func TestApplyIgnoresStaleEvents(t *testing.T) {
 		},
 		{
 			name:    "unknown event kind",
-			event:   workflow.Event{Kind: "signal"},
-			ignored: `unknown event kind "signal"`,
+			event:   workflow.Event{Kind: "telepathy"},
+			ignored: `unknown event kind "telepathy"`,
 		},
 	}
 	const src = `

@@ -134,3 +134,13 @@ func timeoutTimer(step string, attempt int) string {
 // TimerToken makes a timer id usable as a subject token (timer ids contain
 // dots).
 func TimerToken(timer string) string { return strings.ReplaceAll(timer, ".", "_") }
+
+func sleepTimer(step string) string { return "sleep." + step + ".1" }
+func waitTimer(step string) string  { return "wait." + step + ".1" }
+
+// deadlineTimer is the instance deadline's timer id.
+const deadlineTimer = "deadline._.0"
+
+// SignalKey is the data key of a signal's payload; id distinguishes
+// signals of the same name.
+func SignalKey(instance, name, id string) string { return instance + ".signal." + name + "." + id }

@@ -1,0 +1,85 @@
+package workflow
+
+import (
+	"sort"
+	"strconv"
+	"time"
+)
+
+// RepairPolicy says when the repair loop presumes work lost.
+type RepairPolicy struct {
+	// StaleTask: a running attempt of a task step without a timeout that
+	// started longer ago than this is presumed lost. (Steps with a timeout
+	// are covered by their timeout timer.)
+	StaleTask time.Duration
+	// TimerGrace: a pending timer this far past due is presumed lost and
+	// fired by the repair loop.
+	TimerGrace time.Duration
+	// StaleBulk: a running bulk step whose instance has not changed for
+	// this long gets its counts rebuilt from the per-child barriers.
+	StaleBulk time.Duration
+	// Force repairs every running attempt, whatever its age (a test mode
+	// that makes repairs race real completions).
+	Force bool
+}
+
+// Repairs decides which repair events to send a running instance at time
+// now. It is pure: the events go through the same read -> Apply -> CAS
+// path as every other event, so a repair that races a real completion
+// loses (its attempt is no longer running) and changes nothing. Message
+// ids are deterministic, so several repair loops deciding the same repair
+// publish it once (within the duplicate window) and apply it once.
+func Repairs(def *Definition, inst *Instance, now time.Time, p RepairPolicy) []OutEvent {
+	if inst == nil || inst.Status.Terminal() {
+		return nil
+	}
+	var out []OutEvent
+	names := make([]string, 0, len(inst.Steps))
+	for n := range inst.Steps {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		st := inst.Steps[name]
+		s, ok := def.index[name]
+		if !ok || st.Status != StepRunning {
+			continue
+		}
+		switch s.Kind {
+		case KindTask:
+			stale := s.Timeout == 0 && p.StaleTask > 0 && now.Sub(st.AttemptStarted) > p.StaleTask
+			if !p.Force && !stale {
+				continue
+			}
+			reason := "no result within " + p.StaleTask.String()
+			if p.Force {
+				reason = "forced repair"
+			}
+			out = append(out, OutEvent{
+				Event: Event{Kind: EventRepair, Instance: inst.ID, Step: name, Attempt: st.Attempt, Reason: reason},
+				MsgID: "repair/" + inst.ID + "/" + name + "/" + strconv.Itoa(st.Attempt),
+			})
+		case KindBulk:
+			if p.StaleBulk > 0 && now.Sub(inst.Updated) > p.StaleBulk && st.Done+st.ChildFailed < st.Cursor {
+				out = append(out, OutEvent{
+					Event: Event{Kind: EventRecount, Instance: inst.ID, Step: name, Completed: -1, Failed: -1},
+					MsgID: "recount/" + inst.ID + "/" + name + "/" + strconv.FormatUint(inst.Events, 10),
+				})
+			}
+		}
+	}
+	timers := make([]string, 0, len(inst.Timers))
+	for id := range inst.Timers {
+		timers = append(timers, id)
+	}
+	sort.Strings(timers)
+	for _, id := range timers {
+		if at := inst.Timers[id]; p.TimerGrace > 0 && now.Sub(at) > p.TimerGrace {
+			out = append(out, OutEvent{
+				Event: Event{Kind: EventTimer, Instance: inst.ID, Timer: id},
+				MsgID: "repair-timer/" + inst.ID + "/" + id,
+			})
+		}
+	}
+	return out
+}
