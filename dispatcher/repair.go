@@ -19,10 +19,15 @@ type repairLoop struct {
 	d       *Dispatcher
 	mu      sync.Mutex
 	running map[string]*workflow.Instance
+	// sent remembers the repair message ids this loop already published
+	// for each running instance, so a sweep does not publish the same
+	// repair again while the first is still on its way.
+	sent map[string]map[string]bool
 }
 
 func (r *repairLoop) run(ctx context.Context) error {
 	r.running = map[string]*workflow.Instance{}
+	r.sent = map[string]map[string]bool{}
 	ready := make(chan struct{})
 	var once sync.Once
 	errc := make(chan error, 1)
@@ -55,6 +60,7 @@ func (r *repairLoop) observe(in *workflow.Instance) {
 	defer r.mu.Unlock()
 	if in.Status.Terminal() {
 		delete(r.running, in.ID)
+		delete(r.sent, in.ID)
 		return
 	}
 	if cur, ok := r.running[in.ID]; ok && cur.Events > in.Events {
@@ -84,7 +90,20 @@ func (r *repairLoop) sweep(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		events = append(events, workflow.Repairs(def, in, now, policy)...)
+		for _, ev := range workflow.Repairs(def, in, now, policy) {
+			r.mu.Lock()
+			seen := r.sent[in.ID]
+			if seen == nil {
+				seen = map[string]bool{}
+				r.sent[in.ID] = seen
+			}
+			dup := seen[ev.MsgID]
+			seen[ev.MsgID] = true
+			r.mu.Unlock()
+			if !dup {
+				events = append(events, ev)
+			}
+		}
 	}
 	if len(events) == 0 {
 		return

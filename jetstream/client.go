@@ -103,6 +103,7 @@ type Client struct {
 	data  natsjs.KeyValue
 	defs  natsjs.KeyValue
 	cache *lru
+	effs  effects // BucketEffects, bound on first use (effects.go)
 }
 
 // Connect connects to JetStream. It does not create anything; call
@@ -226,6 +227,7 @@ func (c *Client) Provision(ctx context.Context) error {
 		{Bucket: BucketDefinitions, Description: "jetflow: workflow definitions by name.version", History: 1, Replicas: r, Storage: natsjs.FileStorage},
 		{Bucket: BucketInstances, Description: "jetflow: instance state, CAS-updated", History: 1, Replicas: r, Storage: natsjs.FileStorage},
 		{Bucket: BucketData, Description: "jetflow: write-once inputs and outputs", History: 1, Replicas: r, Storage: natsjs.FileStorage, MaxValueSize: int32(c.cfg.MaxPayload)},
+		effectsBucketConfig(r),
 	}
 	for _, bc := range buckets {
 		if _, err := c.js.CreateOrUpdateKeyValue(ctx, bc); err != nil {
@@ -240,7 +242,8 @@ func (c *Client) Provision(ctx context.Context) error {
 			AckWait:       c.cfg.DispatcherAckWait,
 			MaxAckPending: 20000,
 			MaxDeliver:    -1,
-			Replicas:      r,
+			// Replicas 0: the consumer inherits the stream's replica count, which
+			// work-queue streams require.
 		}
 		if s == StreamEvents {
 			// Schedules live in the same stream; the dispatcher must not

@@ -125,7 +125,8 @@ func (c *Client) EnsureTaskConsumer(ctx context.Context, taskType string) (*Task
 		AckWait:       c.cfg.WorkerAckWait,
 		MaxAckPending: 10000,
 		MaxDeliver:    -1,
-		Replicas:      c.cfg.Replicas,
+		// Replicas 0 inherits the stream's count, as work-queue streams require.
+		Replicas: 0,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("task consumer %s: %w", taskType, err)

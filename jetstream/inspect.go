@@ -76,3 +76,13 @@ func (c *Client) PublishRaw(ctx context.Context, subject string, data []byte) er
 	_, err := c.js.Publish(ctx, subject, data)
 	return err
 }
+
+// PurgeSubject deletes every message of a stream on subject (operators
+// and fault-injection tests use it to lose tasks or timers on purpose).
+func (c *Client) PurgeSubject(ctx context.Context, stream, subject string) error {
+	s, err := c.js.Stream(ctx, stream)
+	if err != nil {
+		return err
+	}
+	return s.Purge(ctx, natsjs.WithPurgeSubject(subject))
+}

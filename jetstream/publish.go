@@ -154,3 +154,27 @@ func (c *Client) DeadLetter(ctx context.Context, source string, m *Msg, componen
 	}
 	return nil
 }
+
+// Signal sends a named signal with a JSON payload to an instance. id
+// identifies this signal: sending the same id again is absorbed.
+func (c *Client) Signal(ctx context.Context, instance, name string, payload []byte, id string) error {
+	if err := workflow.ValidateName("signal", name); err != nil {
+		return err
+	}
+	if err := workflow.ValidateName("signal id", id); err != nil {
+		return err
+	}
+	if len(payload) == 0 {
+		payload = []byte("null")
+	}
+	v, err := DecodeJSON(payload)
+	if err != nil {
+		return err
+	}
+	ref := workflow.SignalKey(instance, name, id)
+	if err := c.PutData(ctx, ref, v); err != nil {
+		return err
+	}
+	return c.PublishEvent(ctx, workflow.Event{Kind: workflow.EventSignal, Instance: instance, Signal: name, OutputRef: ref},
+		"signal/"+instance+"/"+name+"/"+id)
+}

@@ -453,6 +453,39 @@ func cancelCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+func signalCmd(g *globals) *cobra.Command {
+	var id string
+	cmd := &cobra.Command{
+		Use:   "signal INSTANCE NAME [JSON|@FILE|-]",
+		Short: "Send a named signal to an instance (resumes a wait step)",
+		Args:  cobra.RangeArgs(2, 3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			data, err := payloadArg(args, 2)
+			if err != nil {
+				return err
+			}
+			if id == "" {
+				b := make([]byte, 8)
+				_, _ = rand.Read(b)
+				id = hex.EncodeToString(b)
+			}
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.Signal(ctx, args[0], args[1], data, id); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "signal %s sent to %s\n", args[1], args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&id, "id", "", "signal id (default: random); the same id is delivered once")
+	return cmd
+}
+
 func dlqCmd(g *globals) *cobra.Command {
 	var limit int
 	cmd := &cobra.Command{

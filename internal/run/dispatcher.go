@@ -66,8 +66,22 @@ func Dispatcher(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeFn()
-	if err := client.Provision(ctx); err != nil {
-		return err
+	// A cluster that is still forming answers provisioning requests with
+	// timeouts for a while: retry for up to a minute.
+	for attempt := 1; ; attempt++ {
+		err := client.Provision(ctx)
+		if err == nil {
+			break
+		}
+		if attempt >= 30 || ctx.Err() != nil {
+			return err
+		}
+		log.Warn().Err(err).Int("attempt", attempt).Msg("provisioning failed; retrying")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+		}
 	}
 	if *defsDir != "" {
 		if err := registerDir(ctx, client, *defsDir); err != nil {
