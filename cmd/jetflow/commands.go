@@ -393,14 +393,18 @@ func showInstance(ctx context.Context, w io.Writer, c *jetstream.Client, in *wor
 	}
 	sort.Slice(names, func(i, j int) bool { return in.Steps[names[i]].Started.Before(in.Steps[names[j]].Started) })
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nSTEP\tSTATUS\tATTEMPT\tTOOK\tERROR")
+	fmt.Fprintln(tw, "\nSTEP\tSTATUS\tATTEMPT\tTOOK\tPROGRESS\tERROR")
 	for _, n := range names {
 		st := in.Steps[n]
 		took := "-"
 		if !st.Ended.IsZero() {
 			took = st.Ended.Sub(st.Started).Round(time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", n, st.Status, st.Attempt, took, st.Error)
+		progress := "-"
+		if st.Total > 0 || st.Cursor > 0 {
+			progress = fmt.Sprintf("bulk: %d dispatched, %d completed, %d failed of %d", st.Cursor, st.Done, st.ChildFailed, st.Total)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", n, st.Status, st.Attempt, took, progress, st.Error)
 	}
 	if len(in.Timers) > 0 {
 		fmt.Fprintln(tw, "\nTIMER\tDUE")
@@ -450,6 +454,71 @@ func cancelCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "cancelled by operator", "recorded as the instance error")
+	return cmd
+}
+
+func childrenCmd(g *globals) *cobra.Command {
+	var page, size int
+	cmd := &cobra.Command{
+		Use:   "children PARENT STEP",
+		Short: "List the children of a bulk step, page by page, with their status and output",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			parent, _, err := c.GetInstance(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			st := parent.Steps[args[1]]
+			def, err := c.Definition(ctx, parent.Workflow, parent.Version)
+			if err != nil {
+				return err
+			}
+			step, ok := def.Step(args[1])
+			if !ok || step.Kind != workflow.KindBulk || st == nil {
+				return fmt.Errorf("step %q of %s is not a bulk step that has started", args[1], parent.ID)
+			}
+			from := page * size
+			to := min(from+size, st.Cursor)
+			fmt.Fprintf(cmd.ErrOrStderr(), "children %d-%d of %d (dispatched %d, completed %d, failed %d)\n",
+				from, max(from, to-1), st.Total, st.Cursor, st.Done, st.ChildFailed)
+			type row struct {
+				Index  int    `json:"index"`
+				ID     string `json:"id"`
+				Status string `json:"status"`
+				Output any    `json:"output,omitempty"`
+				Error  string `json:"error,omitempty"`
+			}
+			var rows []row
+			for i := from; i < to; i++ {
+				id := workflow.ChildInstanceID(step.Workflow, parent.ID, step.Name, i)
+				r := row{Index: i, ID: id, Status: "not started"}
+				if ch, _, err := c.GetInstance(ctx, id); err == nil {
+					r.Status, r.Error = string(ch.Status), ch.Error
+					if ch.OutputRef != "" {
+						r.Output, _ = c.LoadData(ctx, ch.OutputRef)
+					}
+				}
+				rows = append(rows, r)
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), rows)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "INDEX\tID\tSTATUS\tOUTPUT\tERROR")
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Index, r.ID, r.Status, compactJSON(r.Output), r.Error)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().IntVar(&page, "page", 0, "page number, from 0")
+	cmd.Flags().IntVar(&size, "size", 50, "children per page")
 	return cmd
 }
 
