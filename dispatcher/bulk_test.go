@@ -36,7 +36,7 @@ steps:
     max_in_flight: %d
     on_child_failure: %s
     next: after
-  - {name: after, kind: task, task: work}
+  - {name: after, kind: task, task: work, input: 'steps.fan.output'}
 `, window, policy)
 }
 
@@ -144,6 +144,9 @@ func TestBulkDispatchIsExact(t *testing.T) {
 			require.Equal(t, n, fan.Done)
 			require.Equal(t, 0, fan.ChildFailed)
 			require.Equal(t, workflow.StepCompleted, inst.Steps["after"].Status, "the parent continues only after the bulk step")
+			after, err := e.Client.LoadData(context.Background(), inst.Steps["after"].InputRef)
+			require.NoError(t, err)
+			require.Equal(t, int64(n), after.(map[string]any)["completed"], "the next step reads the bulk output")
 			require.False(t, inst.Steps["after"].Started.Before(fan.Ended))
 			out, err := e.Client.LoadData(context.Background(), fan.OutputRef)
 			require.NoError(t, err)

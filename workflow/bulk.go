@@ -35,7 +35,7 @@ func (t *transition) activateBulk(s *Step, st *StepState) {
 
 // bulkItems evaluates the items expression; on failure it fails the step.
 func (t *transition) bulkItems(s *Step, st *StepState) ([]any, bool) {
-	v, err := t.def.eval(s.Name, "items", t.inst, t.data)
+	v, err := t.def.eval(s.Name, "items", t.inst, t)
 	if err != nil {
 		t.exprFailed(s, st, err)
 		return nil, false

@@ -353,7 +353,7 @@ func (t *transition) activate(name string) {
 	case KindTask:
 		st.InputRef = t.inst.InputRef
 		if s.Input != "" {
-			v, err := t.def.eval(s.Name, "input", t.inst, t.data)
+			v, err := t.def.eval(s.Name, "input", t.inst, t)
 			if err != nil {
 				t.exprFailed(s, st, err)
 				return
@@ -369,7 +369,7 @@ func (t *transition) activate(name string) {
 		}
 	case KindSwitch:
 		for i, c := range s.Cases {
-			v, err := t.def.eval(s.Name, fmt.Sprintf("case %d condition", i+1), t.inst, t.data)
+			v, err := t.def.eval(s.Name, fmt.Sprintf("case %d condition", i+1), t.inst, t)
 			if err != nil {
 				t.exprFailed(s, st, err)
 				return
@@ -475,7 +475,7 @@ func (t *transition) chainEnd(last string) {
 	if scope == "" {
 		out := t.inst.Steps[last].OutputRef
 		if t.def.Output != "" {
-			v, err := t.def.eval("", "output", t.inst, t.data)
+			v, err := t.def.eval("", "output", t.inst, t)
 			if err != nil {
 				var ee *ExprError
 				if !errors.As(err, &ee) {
@@ -523,4 +523,17 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// Load makes the transition a Data view that sees the values it has
+// decided to write (they are written only after Apply returns, before the
+// CAS), so a later step in the same transition can read, say, the output
+// a bulk step just produced.
+func (t *transition) Load(key string) (any, error) {
+	for i := len(t.writes) - 1; i >= 0; i-- {
+		if t.writes[i].Key == key {
+			return t.writes[i].Value, nil
+		}
+	}
+	return t.data.Load(key)
 }
