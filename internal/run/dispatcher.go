@@ -37,6 +37,8 @@ func Dispatcher(ctx context.Context, args []string) error {
 		logFormat  = fs.String("log-format", Env("JETFLOW_LOG_FORMAT", "json"), "json or console (env JETFLOW_LOG_FORMAT)")
 		logLevel   = fs.String("log-level", Env("JETFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env JETFLOW_LOG_LEVEL)")
 		cpuProfile = fs.String("cpu-profile", "", "write a CPU profile to this file until the dispatcher stops")
+		repairInt  = fs.Duration("repair-interval", 5*time.Second, "how often the repair loop looks for stalled instances; negative disables it")
+		staleTask  = fs.Duration("stale-task", 10*time.Minute, "a task attempt without a timeout and without a result for this long is presumed lost and retried")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -88,7 +90,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	d, err := dispatcher.New(client, dispatcher.Config{Shards: *shards, Logger: log})
+	d, err := dispatcher.New(client, dispatcher.Config{Shards: *shards, RepairInterval: *repairInt, StaleTask: *staleTask, Logger: log})
 	if err != nil {
 		return err
 	}
