@@ -271,3 +271,31 @@ func TestBulkResumesAfterDispatcherRestart(t *testing.T) {
 	require.Equal(t, n, inst.Steps["fan"].Done)
 	checkChildren(t, e, id, n)
 }
+
+// A completion that arrives for a child the parent has not dispatched yet
+// (beyond its cursor) must change nothing — and must not burn the barrier
+// that the real completion needs later.
+func TestBulkPrematureChildCompletionIsIgnored(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(childDef)
+	e.Register(parentDef(10, "wait_all"))
+	d, _ := e.Dispatcher(nil, dispatcher.Config{})
+	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "early", Payload: items(50)}))
+	id := workflow.InstanceID("parent", "early")
+	jftest.Eventually(t, 10*time.Second, func() bool {
+		in := e.Instance(id)
+		return in != nil && in.Steps["fan"] != nil && in.Steps["fan"].Cursor == 10
+	}, "first window not dispatched")
+	require.NoError(t, e.Client.PublishEvents(context.Background(), []workflow.OutEvent{{
+		Event: workflow.Event{Kind: workflow.EventChildDone, Instance: id, Step: "fan", Index: 40, ChildStatus: workflow.StatusCompleted},
+		MsgID: "premature-40",
+	}}))
+	jftest.Eventually(t, 10*time.Second, func() bool { return d.Stats().StaleEvents >= 1 }, "premature completion not seen")
+	require.Equal(t, 0, e.Instance(id).Steps["fan"].Done)
+	l := &ledger{runs: map[int]int{}}
+	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"work": l.handler(-1)})
+	inst := e.WaitTerminal(id, 30*time.Second)
+	require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
+	require.Equal(t, 50, inst.Steps["fan"].Done)
+}

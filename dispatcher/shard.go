@@ -229,28 +229,35 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 		}
 		if ev.Kind == workflow.EventChildDone && res.inst != nil && !it.barrier {
 			// A child's completion counts once: it must pass its
-			// write-once barrier first.
-			key := workflow.ChildBarrierKey(ev.Instance, ev.Step, ev.Index, ev.ChildStatus == workflow.StatusCompleted)
-			created, err := d.client.CreateBarrier(ctx, key)
+			// write-once barrier first — but only a completion the parent
+			// would accept, or a premature or stale one would burn the
+			// barrier of the real one. Apply is pure, so ask it first.
+			probe, err := workflow.Apply(def, res.inst, ev, now, data)
 			if err != nil {
 				res.outcomes[i] = outcome{err: err}
 				continue
 			}
-			if !created {
-				d.stats.duplicateChildren.Add(1)
-				if it.msg.Deliveries() > 1 {
+			if probe.Changed {
+				key := workflow.ChildBarrierKey(ev.Instance, ev.Step, ev.Index, ev.ChildStatus == workflow.StatusCompleted)
+				created, err := d.client.CreateBarrier(ctx, key)
+				if err != nil {
+					res.outcomes[i] = outcome{err: err}
+					continue
+				}
+				if !created {
+					d.stats.duplicateChildren.Add(1)
+					if it.msg.Deliveries() <= 1 {
+						continue
+					}
 					// We may have died between the barrier and the commit
-					// last time: recount from the barriers.
-					ev, err = s.recount(ctx, ev)
-					if err != nil {
+					// last time: recount from the barriers instead.
+					if ev, err = s.recount(ctx, ev); err != nil {
 						res.outcomes[i] = outcome{err: err}
 						continue
 					}
-				} else {
-					continue
 				}
+				it.barrier = created
 			}
-			it.barrier = created
 		}
 		if ev.Kind == workflow.EventRecount && ev.Completed < 0 {
 			if ev, err = s.recount(ctx, ev); err != nil {
