@@ -32,11 +32,18 @@ func newEffectLedger() *effectLedger {
 // begin records that an invocation started and returns its number for
 // the key, from 1.
 func (l *effectLedger) begin(key string) int {
+	n, _ := l.beginCount(key)
+	return n
+}
+
+// beginCount is begin that also returns the invocation's number among all
+// invocations, from 1.
+func (l *effectLedger) beginCount(key string) (n, total int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.calls[key]++
 	l.total++
-	return l.calls[key]
+	return l.calls[key], l.total
 }
 
 // end records that an invocation returned output.

@@ -35,6 +35,10 @@ const (
 	// BucketData: write-once msgpack values — instance inputs, step inputs
 	// and outputs — under keys that start with the instance id.
 	BucketData = "jetflow_data"
+	// BucketEffects: key "<instance id>/<step>" (the step's effect key),
+	// value the msgpack-encoded claim, then outcome, of a step marked
+	// once: true. Written with Create, then one compare-and-swap.
+	BucketEffects = "jetflow_effects"
 )
 
 // Subjects.

@@ -32,6 +32,10 @@ func (w *Worker) execute(ctx context.Context, h Handler, m *jetstream.Msg) {
 	}
 	ioCtx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
+	if t.Once {
+		w.executeOnce(ctx, ioCtx, h, m, t, log)
+		return
+	}
 	if n := m.Deliveries(); n > uint64(w.cfg.MaxDeliveries) {
 		// Workers keep dying (or hanging past AckWait) on this task: report
 		// the attempt as failed instead of redelivering it forever.

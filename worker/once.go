@@ -1,0 +1,136 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// ErrEffectUnknown matches the failure reported for a step marked
+// once: true whose effect key was claimed by an earlier delivery that
+// never recorded an outcome: the handler may or may not have run, and its
+// effect may or may not have happened. jetflow does not run it again.
+var ErrEffectUnknown = errors.New("effect outcome unknown")
+
+// effectUnknownError is the error reported for an unresolved claim.
+type effectUnknownError struct{ key string }
+
+func (e *effectUnknownError) Error() string {
+	return fmt.Sprintf("effect %s was claimed by an earlier delivery that did not record an outcome; it may or may not have happened", e.key)
+}
+
+func (e *effectUnknownError) Is(target error) bool { return target == ErrEffectUnknown }
+
+// executeOnce runs a task of a step marked once: true. The handler runs
+// only in the delivery that wins the Create of the step's effect key in
+// BucketEffects; its outcome is recorded there before it is reported.
+// Every other delivery — a redelivery after a lost ack, a zombie's task
+// handed to another worker, a later attempt — reports the recorded
+// outcome, or, when there is none, fails with ErrEffectUnknown (retryable,
+// so a later attempt can still pick up an outcome a paused claimer
+// records late). A handler's error is final: it is reported as
+// permanent, since no later attempt would run the handler again.
+//
+// What this cannot do: make the handler's external effect atomic with the
+// record. A worker that dies after the effect happened and before the
+// outcome was recorded leaves a claim without an outcome, and nobody —
+// jetflow included — can tell whether the effect happened.
+func (w *Worker) executeOnce(ctx, ioCtx context.Context, h Handler, m *jetstream.Msg, t workflow.Task, log zerolog.Logger) {
+	raw, err := t.Input, error(nil)
+	if len(raw) == 0 {
+		raw, err = w.client.DataRaw(ioCtx, t.InputRef)
+	}
+	if err != nil {
+		if errors.Is(err, workflow.ErrNotFound) {
+			w.report(ioCtx, m, t, "", Permanent(fmt.Errorf("input %s is missing", t.InputRef)), log)
+			return
+		}
+		log.Warn().Err(err).Msg("cannot load input; task will be redelivered")
+		_ = m.Nak(time.Second)
+		return
+	}
+	claim := &jetstream.Effect{
+		Instance: t.Instance, Step: t.Step, Attempt: t.Attempt, Delivery: m.Deliveries(),
+		Token: newToken(), Claimed: time.Now(),
+	}
+	rev, err := w.client.ClaimEffect(ioCtx, t.EffectKey, claim)
+	switch {
+	case errors.Is(err, workflow.ErrExists):
+		w.replayEffect(ioCtx, m, t, log)
+		return
+	case err != nil:
+		// Nothing ran. If the claim landed after all, the redelivery finds
+		// it and reports the outcome as unknown; it never runs twice.
+		log.Warn().Err(err).Msg("cannot claim effect; task will be redelivered")
+		_ = m.Nak(time.Second)
+		return
+	}
+	// This delivery holds the claim: the only one that runs the handler.
+	task := &Task{
+		Instance: t.Instance, Workflow: t.Workflow, Step: t.Step, Type: t.Type,
+		Attempt: t.Attempt, MaxAttempts: t.MaxAttempts, EffectKey: t.EffectKey, input: raw,
+	}
+	out, herr := w.run(ctx, h, task, t.Timeout, m)
+	outRef := ""
+	if herr == nil && out != nil {
+		b, err := jetstream.EncodeValue(out)
+		if err == nil {
+			outRef = workflow.OutputKey(t.Instance, t.Step, t.Attempt)
+			err = w.client.PutDataEncoded(ioCtx, outRef, b, nil)
+		}
+		if err != nil {
+			// The handler returned, so its effect happened; only the output
+			// is lost. That outcome is recorded as it is.
+			herr, outRef = fmt.Errorf("the handler returned but its output could not be stored: %w", err), ""
+		}
+	}
+	rec := *claim
+	rec.Done, rec.OutputRef, rec.Ended = true, outRef, time.Now()
+	if herr != nil {
+		rec.Error = herr.Error()
+		herr = Permanent(herr)
+	}
+	if _, err := w.client.RecordEffect(ioCtx, t.EffectKey, &rec, rev); err != nil {
+		// Report what happened anyway: the result is what the dispatcher
+		// needs. A redelivery (if this report is lost too) finds the claim
+		// without an outcome and reports it unknown.
+		log.Error().Err(err).Str("effect_key", t.EffectKey).Msg("cannot record the outcome of a once step")
+	}
+	w.report(ioCtx, m, t, outRef, herr, log)
+}
+
+// replayEffect reports the outcome recorded under a claimed effect key.
+func (w *Worker) replayEffect(ctx context.Context, m *jetstream.Msg, t workflow.Task, log zerolog.Logger) {
+	rec, _, err := w.client.GetEffect(ctx, t.EffectKey)
+	if err != nil {
+		log.Warn().Err(err).Str("effect_key", t.EffectKey).Msg("cannot read effect record; task will be redelivered")
+		_ = m.Nak(time.Second)
+		return
+	}
+	if !rec.Done {
+		err := &effectUnknownError{key: t.EffectKey}
+		log.Warn().Str("effect_key", t.EffectKey).Int("claimed_by_attempt", rec.Attempt).Msg(err.Error())
+		w.report(ctx, m, t, "", err, log)
+		return
+	}
+	var herr error
+	if rec.Error != "" {
+		herr = Permanent(errors.New(rec.Error))
+	}
+	log.Info().Str("effect_key", t.EffectKey).Int("claimed_by_attempt", rec.Attempt).Msg("once step already ran; reporting its recorded outcome")
+	w.report(ctx, m, t, rec.OutputRef, herr, log)
+}
+
+func newToken() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
