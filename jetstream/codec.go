@@ -27,6 +27,9 @@ func encode(v any) ([]byte, error) {
 // decode decodes msgpack into v. Untyped values decode loosely: integers as
 // int64 or uint64, floats as float64, maps as map[string]any.
 func decode(b []byte, v any) error {
+	if err := checkMsgpack(b); err != nil {
+		return err
+	}
 	dec := msgpack.NewDecoder(bytes.NewReader(b))
 	dec.UseLooseInterfaceDecoding(true)
 	if err := dec.Decode(v); err != nil {

@@ -1,0 +1,68 @@
+package jetstream_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// The decoders read bytes from the network: whatever they get, they must
+// return a value or an error matching ErrMalformed, never panic.
+
+func FuzzDecodeEvent(f *testing.F) {
+	good, err := jetstream.EncodeValue(workflow.Event{Kind: workflow.EventResult, Instance: "wf-abc", Step: "a", Attempt: 2, OutputRef: "wf-abc.a.2.out"})
+	require.NoError(f, err)
+	f.Add(good)
+	f.Add([]byte{})
+	f.Add([]byte{0xc1})
+	f.Add([]byte("not msgpack"))
+	f.Add(good[:len(good)/2])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ev, err := jetstream.DecodeEvent(b)
+		if err == nil {
+			require.NotEmpty(t, ev.Instance)
+			require.NotEmpty(t, ev.Kind)
+		} else {
+			require.ErrorIs(t, err, jetstream.ErrMalformed)
+		}
+	})
+}
+
+func FuzzDecodeTask(f *testing.F) {
+	good, err := jetstream.EncodeValue(workflow.Task{Instance: "wf-abc", Workflow: "wf", Version: 1, Step: "a", Type: "echo", Attempt: 1, InputRef: "wf-abc.in", Input: []byte{0x80}})
+	require.NoError(f, err)
+	f.Add(good)
+	f.Add([]byte{0x80})
+	f.Add([]byte{0xde, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		task, err := jetstream.DecodeTask(b)
+		if err == nil {
+			require.Positive(t, task.Attempt)
+			require.NotEmpty(t, task.InputRef)
+		} else {
+			require.ErrorIs(t, err, jetstream.ErrMalformed)
+		}
+	})
+}
+
+func FuzzDecodePayloads(f *testing.F) {
+	for _, s := range []string{`{"orderId":"A-1","amount":12.5,"n":3}`, `[1,2,3]`, `null`, `{"a":`, `{} {}`, `"x"`, `1e400`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if v, err := jetstream.DecodeJSON(b); err == nil {
+			enc, err := jetstream.EncodeValue(v)
+			require.NoError(t, err)
+			_, err = jetstream.DecodeValue(enc)
+			require.NoError(t, err, "a decoded JSON value must survive the data bucket's encoding")
+		} else {
+			require.ErrorIs(t, err, jetstream.ErrMalformed)
+		}
+		if _, err := jetstream.DecodeValue(b); err != nil {
+			require.ErrorIs(t, err, jetstream.ErrMalformed)
+		}
+	})
+}
