@@ -3,6 +3,8 @@ package dispatcher_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -266,7 +268,31 @@ func TestBulkResumesAfterDispatcherRestart(t *testing.T) {
 	e.Restart()
 	e.Dispatcher(nil, dispatcher.Config{})
 	e.Worker(nil, worker.Config{Concurrency: 32}, map[string]worker.Handler{"work": l.handler(-1)})
-	inst := e.WaitTerminal(id, 120*time.Second)
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		in := e.Instance(id)
+		fan := in.Steps["fan"]
+		ok, _ := e.Client.CountKeys(context.Background(), workflow.ChildBarrierPrefix(id, "fan", true))
+		states := map[workflow.Status]int{}
+		missing := []int{}
+		for i := 0; i < n; i++ {
+			ch := e.Instance(workflow.ChildInstanceID("child", id, "fan", i))
+			if ch == nil {
+				missing = append(missing, i)
+				continue
+			}
+			states[ch.Status]++
+		}
+		counts, _ := e.Client.StreamCounts(context.Background())
+		if os.Getenv("JETFLOW_TEST_DUMP") != "" {
+			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		}
+		t.Logf("parent %s: fan %+v; ok barriers %d; children by status %v; missing %d (first %v); streams %v",
+			in.Status, *fan, ok, states, len(missing), missing[:min(5, len(missing))], counts)
+	})
+	inst := e.WaitTerminal(id, 60*time.Second)
 	require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
 	require.Equal(t, n, inst.Steps["fan"].Done)
 	checkChildren(t, e, id, n)

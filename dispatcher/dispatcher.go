@@ -21,7 +21,8 @@ type Config struct {
 	// Shards is the number of goroutines applying events; events of one
 	// instance always go to the same shard. Default 16.
 	Shards int
-	// Buffer is how many messages each consumer keeps in flight. Default 2000.
+	// Buffer is how many messages each consumer keeps in flight. Default
+	// 512: messages wait in this buffer while their ack wait runs.
 	Buffer int
 	// BatchSize is the most events a shard applies in one pass. Default 256.
 	BatchSize int
@@ -65,7 +66,7 @@ func (c Config) WithDefaults() Config {
 		c.Shards = 16
 	}
 	if c.Buffer == 0 {
-		c.Buffer = 2000
+		c.Buffer = 512
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = 256

@@ -30,6 +30,7 @@ func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) erro
 		return c.PutData(ctx, writes[0].Key, writes[0].Value)
 	}
 	futures := make([]natsjs.PubAckFuture, 0, len(writes))
+	encoded := make([][]byte, 0, len(writes))
 	for _, w := range writes {
 		b, err := encode(w.Value)
 		if err != nil {
@@ -43,11 +44,13 @@ func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) erro
 			return fmt.Errorf("put data %s: %w", w.Key, err)
 		}
 		futures = append(futures, f)
-		c.cache.put(w.Key, b, w.Value)
+		encoded = append(encoded, b)
 	}
-	for _, f := range futures {
+	for i, f := range futures {
 		select {
 		case <-f.Ok():
+			// Cache only what this call stored: an existing value stands.
+			c.cache.put(writes[i].Key, encoded[i], writes[i].Value)
 		case err := <-f.Err():
 			var apiErr *natsjs.APIError
 			if errors.As(err, &apiErr) && (apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequenceConstant) {
@@ -117,19 +120,18 @@ func (c *Client) CreateBarrier(ctx context.Context, key string) (bool, error) {
 }
 
 // CountKeys counts the data keys that start with prefix (which ends with
-// a '.'). It reads the whole key range; use it for repairs, not on the
-// hot path.
+// a '.'). It asks the server for the bucket stream's subjects under the
+// prefix (one request per 100k subjects); use it for repairs, not on the
+// hot path. Keys of the data bucket are never deleted, so every subject
+// is a key.
 func (c *Client) CountKeys(ctx context.Context, prefix string) (int, error) {
-	lister, err := c.data.ListKeysFiltered(ctx, prefix+"*")
+	s, err := c.js.Stream(ctx, "KV_"+BucketData)
 	if err != nil {
-		if errors.Is(err, natsjs.ErrNoKeysFound) {
-			return 0, nil
-		}
 		return 0, fmt.Errorf("count %s*: %w", prefix, err)
 	}
-	n := 0
-	for range lister.Keys() {
-		n++
+	info, err := s.Info(ctx, natsjs.WithSubjectFilter("$KV."+BucketData+"."+prefix+"*"))
+	if err != nil {
+		return 0, fmt.Errorf("count %s*: %w", prefix, err)
 	}
-	return n, nil
+	return len(info.State.Subjects), nil
 }

@@ -54,7 +54,8 @@ type Config struct {
 	// (workers crashing on it) is reported as a failed attempt. Default 10.
 	MaxDeliveries int
 	// Prefetch is how many tasks per task type are pulled ahead of free
-	// handler slots. Default Concurrency/4 (at least 1).
+	// handler slots (their ack deadlines are kept alive while they wait).
+	// Default Concurrency/4 (at least 1).
 	Prefetch int
 	// Logger. Default: discarded.
 	Logger zerolog.Logger
@@ -202,16 +203,8 @@ func (w *Worker) fetchLoop(ctx, hardCtx context.Context, taskType string, tc *je
 		}
 	}()
 	for {
-		// Take a slot before taking a task, so a worker never starts more
-		// than Concurrency handlers.
-		select {
-		case w.sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil
-		}
 		m, err := ts.Next(ctx)
 		if err != nil {
-			<-w.sem
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrStreamClosed) {
 				return nil
 			}
@@ -223,11 +216,33 @@ func (w *Worker) fetchLoop(ctx, hardCtx context.Context, taskType string, tc *je
 			}
 			continue
 		}
+		// Wait for a free handler slot (shared by all task types), keeping
+		// the task's ack deadline alive meanwhile.
+		if !w.acquire(ctx, m) {
+			_ = m.Nak(0) // shutting down: hand it to another worker
+			return nil
+		}
 		running.Add(1)
 		go func() {
 			defer running.Done()
 			defer func() { <-w.sem }()
 			w.execute(hardCtx, h, m)
 		}()
+	}
+}
+
+// acquire takes a handler slot, sending heartbeats for m while it waits.
+func (w *Worker) acquire(ctx context.Context, m *jetstream.Msg) bool {
+	t := time.NewTicker(w.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case w.sem <- struct{}{}:
+			return true
+		case <-t.C:
+			_ = m.InProgress()
+		case <-ctx.Done():
+			return false
+		}
 	}
 }

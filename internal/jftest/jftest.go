@@ -43,7 +43,7 @@ func Start(t testing.TB, cfg jetstream.Config) *Env {
 	t.Helper()
 	e := &Env{T: t, Dir: t.TempDir(), Log: Logger(t)}
 	if cfg.DispatcherAckWait == 0 {
-		cfg.DispatcherAckWait = 2 * time.Second
+		cfg.DispatcherAckWait = 5 * time.Second
 	}
 	if cfg.WorkerAckWait == 0 {
 		cfg.WorkerAckWait = 2 * time.Second
