@@ -146,7 +146,7 @@ func New(client *jetstream.Client, cfg Config) (*Dispatcher, error) {
 		stopping: make(chan struct{}),
 	}
 	for i := 0; i < cfg.Shards; i++ {
-		d.shards = append(d.shards, &shard{d: d, in: make(chan *item, cfg.BatchSize*2), cache: map[string]*cached{}})
+		d.shards = append(d.shards, &shard{d: d, in: make(chan *item, cfg.BatchSize*2), cache: map[string]*cached{}, recounted: map[string]time.Time{}})
 	}
 	return d, nil
 }

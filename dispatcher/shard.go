@@ -14,6 +14,24 @@ import (
 // before its events are NAKed for a later retry.
 const maxConflicts = 20
 
+// recountEvery throttles recounts triggered by redelivered duplicate
+// completions: after a restart many arrive at once, and one recount covers
+// every barrier that existed when it ran.
+const recountEvery = 2 * time.Second
+
+// recountDue reports whether a recount of the bulk step key may run now,
+// and if so records it.
+func (s *shard) recountDue(key string, now time.Time) bool {
+	if last, ok := s.recounted[key]; ok && now.Sub(last) < recountEvery {
+		return false
+	}
+	if len(s.recounted) > 10000 {
+		clear(s.recounted)
+	}
+	s.recounted[key] = now
+	return true
+}
+
 type cached struct {
 	inst *workflow.Instance
 	rev  uint64
@@ -25,6 +43,8 @@ type shard struct {
 	d     *Dispatcher
 	in    chan *item
 	cache map[string]*cached
+	// recounted: when each bulk step was last recounted (recountDue).
+	recounted map[string]time.Time
 }
 
 func (s *shard) run() {
@@ -246,7 +266,10 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 				}
 				if !created {
 					d.stats.duplicateChildren.Add(1)
-					if it.msg.Deliveries() <= 1 {
+					if it.msg.Deliveries() <= 1 || !s.recountDue(ev.Instance+"/"+ev.Step, now) {
+						// A recount after this barrier existed covers it: one
+						// just ran, or the repair loop's stale-bulk check
+						// will run one.
 						continue
 					}
 					// We may have died between the barrier and the commit

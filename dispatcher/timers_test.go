@@ -173,8 +173,11 @@ func TestConductorSweeperRace(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			n := 3000
-			if testing.Short() {
+			switch {
+			case testing.Short():
 				n = 600
+			case raceDetector:
+				n = 1000
 			}
 			e := jftest.Start(t, jetstream.Config{})
 			e.Register(`
