@@ -1,0 +1,47 @@
+package bench_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/jetflow/jetflow/bench"
+	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/internal/jftest"
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/worker"
+)
+
+// Smoke runs of every workload: correctness counts only, never timings.
+func TestWorkloadsSmoke(t *testing.T) {
+	t.Parallel()
+	for _, o := range []bench.Options{
+		{Workload: "throughput", N: 200, Concurrency: 50},
+		{Workload: "latency", N: 20, Rate: 100},
+		{Workload: "fanout", N: 300},
+	} {
+		t.Run(o.Workload, func(t *testing.T) {
+			t.Parallel()
+			e := jftest.Start(t, jetstream.Config{})
+			e.Dispatcher(nil, dispatcher.Config{})
+			e.Worker(nil, worker.Config{}, map[string]worker.Handler{"noop": func(context.Context, *worker.Task) (any, error) { return nil, nil }})
+			o.Client = e.NewClient()
+			o.Timeout = 2 * time.Minute
+			res, err := bench.Run(context.Background(), o)
+			require.NoError(t, err)
+			require.Equal(t, o.N, res.Started)
+			require.Equal(t, o.N, res.Completed)
+			require.Zero(t, res.Failed)
+			require.Zero(t, res.Lost)
+			require.Zero(t, res.Duplicates)
+		})
+	}
+}
+
+func TestUnknownWorkloadIsAnError(t *testing.T) {
+	t.Parallel()
+	_, err := bench.Run(context.Background(), bench.Options{Workload: "nope"})
+	require.ErrorContains(t, err, `unknown workload "nope"`)
+}
