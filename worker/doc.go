@@ -22,5 +22,10 @@
 // redelivered to another worker. The dispatcher records one result per
 // attempt and ignores results of older attempts, so a step's result is
 // recorded once; side effects outside jetflow should use Task.EffectKey to
-// be idempotent.
+// be idempotent. A step marked `once: true` in its definition is run at
+// most once per step: the worker claims Task.EffectKey in the
+// jetflow_effects bucket before calling the handler and records the
+// outcome after; a redelivery returns the recorded outcome, and a claim
+// without an outcome (a worker died mid-handler) fails the attempt with
+// ErrEffectUnknown instead of running the handler again.
 package worker
