@@ -107,6 +107,7 @@ func (c *Client) PutDataEncoded(ctx context.Context, key string, b []byte, decod
 		if !errors.Is(err, workflow.ErrExists) && !errors.Is(err, workflow.ErrConflict) {
 			return fmt.Errorf("put data %s: %w", key, err)
 		}
+		return nil // the first value stands; do not cache ours
 	}
 	c.cache.put(key, b, decoded)
 	return nil
