@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -217,6 +218,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		subs = append(subs, sub)
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		name := fmt.Sprintf("%s-%d", hostname(), os.Getpid())
+		if err := d.client.ServeStats(watchCtx, name, func() any { return d.Stats() }); err != nil {
+			d.log.Warn().Err(err).Msg("cannot serve stats")
+		}
+	}()
 	if d.cfg.RepairInterval > 0 {
 		wg.Add(1)
 		go func() {
@@ -313,6 +322,14 @@ func (d *Dispatcher) enqueue(it *item) bool {
 	case <-d.stopping:
 		return false
 	}
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "dispatcher"
+	}
+	return h
 }
 
 func shardOf(id string, n int) int {

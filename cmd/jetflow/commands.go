@@ -522,6 +522,39 @@ func childrenCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+func statsCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stats",
+		Short: "Show every running dispatcher's counters (duplicates dropped, repairs, conflicts, ...)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			answers, err := c.CollectStats(ctx, time.Second)
+			if err != nil {
+				return err
+			}
+			if len(answers) == 0 {
+				return errors.New("no dispatcher answered on jetflow.stats")
+			}
+			for _, a := range answers {
+				var v any
+				if err := json.Unmarshal(a, &v); err != nil {
+					return err
+				}
+				if err := printJSON(cmd.OutOrStdout(), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+}
+
 func signalCmd(g *globals) *cobra.Command {
 	var id string
 	cmd := &cobra.Command{

@@ -37,7 +37,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON instead of text")
 	root.AddCommand(
 		validateCmd(), registerCmd(g), definitionsCmd(g), publishCmd(g), startCmd(g),
-		instancesCmd(g), showCmd(g), waitCmd(g), cancelCmd(g), signalCmd(g), childrenCmd(g), dlqCmd(g), benchCmd(g),
+		instancesCmd(g), showCmd(g), waitCmd(g), cancelCmd(g), signalCmd(g), childrenCmd(g), statsCmd(g), dlqCmd(g), benchCmd(g),
 	)
 	root.AddCommand(processCmds()...)
 	return root

@@ -1,0 +1,55 @@
+package jetstream
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// StatsSubject is the core NATS subject on which every dispatcher answers
+// with its counters (JSON). Not stored in any stream.
+const StatsSubject = "jetflow.stats"
+
+// ServeStats answers requests on StatsSubject with the JSON of stats()
+// until ctx ends.
+func (c *Client) ServeStats(ctx context.Context, name string, stats func() any) error {
+	sub, err := c.nc.Subscribe(StatsSubject, func(m *nats.Msg) {
+		b, err := json.Marshal(map[string]any{"dispatcher": name, "stats": stats()})
+		if err == nil {
+			_ = m.Respond(b)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return sub.Unsubscribe()
+}
+
+// CollectStats asks every dispatcher for its counters and gathers the
+// answers that arrive within wait.
+func (c *Client) CollectStats(ctx context.Context, wait time.Duration) ([]json.RawMessage, error) {
+	inbox := c.nc.NewRespInbox()
+	sub, err := c.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := c.nc.PublishRequest(StatsSubject, inbox, nil); err != nil {
+		return nil, err
+	}
+	var out []json.RawMessage
+	deadline := time.Now().Add(wait)
+	for {
+		m, err := sub.NextMsg(time.Until(deadline))
+		if err != nil {
+			return out, nil // timeout: that is everyone who answered
+		}
+		out = append(out, json.RawMessage(m.Data))
+		if ctx.Err() != nil {
+			return out, nil
+		}
+	}
+}
