@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -363,24 +363,5 @@ func reasons(dls []jetstream.DeadLetter) []string {
 }
 
 func containsFold(s, sub string) bool {
-	return len(sub) == 0 || (len(s) >= len(sub) && (indexFold(s, sub) >= 0))
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
 }
-
-func indexFold(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		match := true
-		for j := 0; j < len(sub); j++ {
-			a, b := s[i+j], sub[j]
-			if a|0x20 != b|0x20 {
-				match = false
-				break
-			}
-		}
-		if match {
-			return i
-		}
-	}
-	return -1
-}
-
-var _ = sync.Mutex{}
