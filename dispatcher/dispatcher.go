@@ -28,10 +28,11 @@ type Config struct {
 	// BatchSize is the most events a shard applies in one pass. Default 256.
 	BatchSize int
 	// MaxDeliveries is how often an event that keeps failing for transient
-	// reasons is retried before it is dead-lettered. Default 50.
+	// reasons is delivered before it is dead-lettered. Default 50, which
+	// with the backoff (RetryDelay doubling up to 30s) is about 20 minutes.
 	MaxDeliveries int
-	// RetryDelay is the delay before a failed event is redelivered.
-	// Default 1s.
+	// RetryDelay is the delay before a failed event is first redelivered;
+	// it doubles with each further delivery, up to 30s. Default 1s.
 	RetryDelay time.Duration
 	// CacheSize bounds the running instances kept in memory (with their
 	// revision) over all shards; terminal ones are dropped at once. A miss
@@ -59,6 +60,12 @@ type Config struct {
 	Clock func() time.Time
 	// Logger. Default: discarded.
 	Logger zerolog.Logger
+
+	// dropTriggerAck (tests, see export_test.go): when it returns true for
+	// a trigger message whose starts were applied, the message is not
+	// acked, as if the dispatcher died first; NATS redelivers it after the
+	// ack wait.
+	dropTriggerAck func(*jetstream.Msg) bool
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.
@@ -363,11 +370,27 @@ func (d *Dispatcher) settle(source string, m *jetstream.Msg, o outcome) {
 			return
 		}
 		d.stats.retried.Add(1)
-		d.log.Warn().Err(o.err).Str("subject", m.Subject()).Uint64("delivery", m.Deliveries()).Msg("event will be retried")
-		_ = m.Nak(d.cfg.RetryDelay)
+		delay := retryBackoff(d.cfg.RetryDelay, m.Deliveries())
+		d.log.Warn().Err(o.err).Str("subject", m.Subject()).Uint64("delivery", m.Deliveries()).Dur("retry_in", delay).Msg("event will be retried")
+		_ = m.Nak(delay)
 	default:
 		_ = m.Ack()
 	}
+}
+
+// maxRetryDelay caps the backoff between deliveries of a failing event.
+const maxRetryDelay = 30 * time.Second
+
+// retryBackoff is the delay before delivery n+1 of an event whose delivery
+// n failed: base, doubling per delivery, capped at maxRetryDelay, so
+// MaxDeliveries (50) covers about 20 minutes of a NATS outage instead of
+// under a minute.
+func retryBackoff(base time.Duration, n uint64) time.Duration {
+	d := base
+	for i := uint64(1); i < n && d < maxRetryDelay; i++ {
+		d *= 2
+	}
+	return min(d, maxRetryDelay)
 }
 
 func (d *Dispatcher) onEvent(m *jetstream.Msg) {
@@ -436,6 +459,7 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 	}
 	digest := workflow.Digest(m.Data())
 	var items []*item
+	var newRuns []bool // items[i] may start a rerun: noted once applied
 	var problems []string
 	for _, def := range defs {
 		key, err := eventKey(def, m, payload)
@@ -443,15 +467,27 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 			problems = append(problems, fmt.Sprintf("workflow %s: %v", def.Name, err))
 			continue
 		}
-		id := workflow.InstanceID(def.Name, key)
-		items = append(items, &item{
-			ev: workflow.Event{
-				Kind: workflow.EventStart, Instance: id, Workflow: def.Name, Version: def.Version,
-				EventKey: key, InputRef: workflow.InputKey(id), InputDigest: digest,
-			},
-			msg:   m,
-			input: input,
-		})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		target, err := d.chooseRun(ctx, def, workflow.InstanceID(def.Name, key), m, digest)
+		cancel()
+		if errors.Is(err, workflow.ErrTooManyRuns) {
+			problems = append(problems, fmt.Sprintf("workflow %s: event key %q: %v", def.Name, key, err))
+			continue
+		}
+		if err != nil {
+			d.settle("trigger", m, outcome{err: err})
+			return
+		}
+		id := target.id
+		ev := workflow.Event{
+			Kind: workflow.EventStart, Instance: id, Workflow: def.Name, Version: def.Version,
+			EventKey: key, InputRef: workflow.InputKey(id), InputDigest: digest, TriggerSeq: m.StreamSeq(),
+		}
+		if target.choice.Run > 1 {
+			ev.Run = target.choice.Run
+		}
+		items = append(items, &item{ev: ev, msg: m, input: input})
+		newRuns = append(newRuns, target.choice.New && target.choice.Run > 1)
 	}
 	if len(items) == 0 {
 		d.reject("trigger", m, strings.Join(problems, "; "))
@@ -461,8 +497,11 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 	var mu sync.Mutex
 	pending := len(items)
 	var first outcome
-	for _, it := range items {
+	for i, it := range items {
 		it.done = func(o outcome) {
+			if newRuns[i] && o.err == nil && o.reject == "" {
+				d.noteRerun(it.ev)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if first.err == nil && first.reject == "" {
@@ -478,6 +517,9 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 				_ = d.client.DeadLetter(ctx, "trigger", m, "dispatcher", strings.Join(problems, "; "))
 				cancel()
 				d.stats.deadLettered.Add(1)
+			}
+			if d.cfg.dropTriggerAck != nil && first.err == nil && first.reject == "" && d.cfg.dropTriggerAck(m) {
+				return // tests: as if the dispatcher died before the ack
 			}
 			d.settle("trigger", m, first)
 		}

@@ -77,11 +77,16 @@ func (s *shard) run() {
 	}
 }
 
+// processTimeout bounds one pass over a group of events, NATS calls
+// included. A request that went to a stream leader that just died is
+// abandoned after this long; the events are retried with backoff.
+const processTimeout = 15 * time.Second
+
 // process applies a group of events to one instance with read -> apply ->
 // write data -> CAS -> publish -> settle.
 func (s *shard) process(id string, items []*item) {
 	d := s.d
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), processTimeout)
 	defer cancel()
 	settleAll := func(o outcome) {
 		for _, it := range items {

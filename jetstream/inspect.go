@@ -86,3 +86,26 @@ func (c *Client) PurgeSubject(ctx context.Context, stream, subject string) error
 	}
 	return s.Purge(ctx, natsjs.WithPurgeSubject(subject))
 }
+
+// DetachStream makes a stream stop accepting publishes until the returned
+// restore is called: its subjects are replaced by one nobody publishes
+// to, so a publish gets "no responders" at once — what a client sees while
+// a clustered stream has no leader. Fault-injection tests use it.
+func (c *Client) DetachStream(ctx context.Context, stream string) (restore func(context.Context) error, err error) {
+	s, err := c.js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	cfg := s.CachedInfo().Config
+	detached := cfg
+	detached.Subjects = []string{"jetflow.detached." + stream}
+	if _, err := c.js.UpdateStream(ctx, detached); err != nil {
+		return nil, fmt.Errorf("detach stream %s: %w", stream, err)
+	}
+	return func(ctx context.Context) error {
+		if _, err := c.js.UpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("reattach stream %s: %w", stream, err)
+		}
+		return nil
+	}, nil
+}

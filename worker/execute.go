@@ -13,12 +13,15 @@ import (
 	"github.com/jetflow/jetflow/workflow"
 )
 
-// publishTimeout bounds the NATS calls around one task.
-const publishTimeout = 30 * time.Second
+// deadLetterTimeout bounds the tries to dead-letter one malformed task.
+const deadLetterTimeout = 30 * time.Second
 
-// execute runs one task message: decode, load input, run the handler with
-// heartbeats, store the output, publish the result, ack. This is the one
-// place where a handler's outcome becomes a result and an ack, nak or term.
+// execute runs one task message: decode, load input, run the handler,
+// store the output, publish the result, ack. This is the one place where a
+// handler's outcome becomes a result and an ack, nak or term. The task's
+// ack deadline is extended from start to finish, NATS calls included, and
+// those calls are retried in place (retryIO), so a NATS node being replaced
+// costs time, not deliveries.
 func (w *Worker) execute(ctx context.Context, h Handler, m *jetstream.Msg) {
 	t, err := jetstream.DecodeTask(m.Data())
 	if err != nil {
@@ -30,31 +33,26 @@ func (w *Worker) execute(ctx context.Context, h Handler, m *jetstream.Msg) {
 		w.deadLetter(m, fmt.Sprintf("task of type %q published on %s, expected %s", t.Type, m.Subject(), want))
 		return
 	}
-	ioCtx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-	defer cancel()
-	if t.Once {
-		w.executeOnce(ctx, ioCtx, h, m, t, log)
-		return
-	}
+	defer w.heartbeat(m)()
 	if n := m.Deliveries(); n > uint64(w.cfg.MaxDeliveries) {
 		// Workers keep dying (or hanging past AckWait) on this task: report
 		// the attempt as failed instead of redelivering it forever.
 		msg := fmt.Sprintf("task delivered %d times without a result (worker crashed or exceeded its ack deadline)", n)
 		log.Warn().Msg(msg)
-		w.report(ioCtx, m, t, "", errors.New(msg), log)
+		w.report(ctx, m, t, "", errors.New(msg), log)
 		return
 	}
-	raw, err := t.Input, error(nil)
-	if len(raw) == 0 {
-		raw, err = w.client.DataRaw(ioCtx, t.InputRef)
+	if t.Once {
+		w.executeOnce(ctx, h, m, t, log)
+		return
 	}
+	raw, err := w.input(ctx, t, log)
 	if err != nil {
 		if errors.Is(err, workflow.ErrNotFound) {
-			w.report(ioCtx, m, t, "", Permanent(fmt.Errorf("input %s is missing", t.InputRef)), log)
+			w.report(ctx, m, t, "", Permanent(fmt.Errorf("input %s is missing", t.InputRef)), log)
 			return
 		}
-		log.Warn().Err(err).Msg("cannot load input; task will be redelivered")
-		_ = m.Nak(time.Second)
+		w.giveBack(m, log, "cannot load input", err)
 		return
 	}
 	task := &Task{
@@ -62,7 +60,7 @@ func (w *Worker) execute(ctx context.Context, h Handler, m *jetstream.Msg) {
 		Attempt: t.Attempt, MaxAttempts: t.MaxAttempts, EffectKey: t.EffectKey, input: raw,
 	}
 	start := time.Now()
-	out, herr := w.run(ctx, h, task, t.Timeout, m)
+	out, herr := w.run(ctx, h, task, t.Timeout)
 	if ctx.Err() != nil && herr != nil {
 		// Cancelled by shutdown: hand the task to another worker now.
 		log.Info().Msg("handler cancelled by shutdown; task returned")
@@ -76,47 +74,50 @@ func (w *Worker) execute(ctx context.Context, h Handler, m *jetstream.Msg) {
 			herr = Permanent(fmt.Errorf("output cannot be encoded: %w", err))
 		} else {
 			outRef = workflow.OutputKey(t.Instance, t.Step, t.Attempt)
-			if err := w.client.PutDataEncoded(ioCtx, outRef, b, nil); err != nil {
-				if errors.Is(err, jetstream.ErrTooLarge) {
-					herr, outRef = Permanent(err), ""
-				} else {
-					log.Warn().Err(err).Msg("cannot store output; task will be redelivered")
-					_ = m.Nak(time.Second)
-					return
-				}
+			err := w.retryIO(ctx, log, "store output", func(ctx context.Context) error {
+				return w.client.PutDataEncoded(ctx, outRef, b, nil)
+			})
+			switch {
+			case errors.Is(err, jetstream.ErrTooLarge):
+				herr, outRef = Permanent(err), ""
+			case err != nil:
+				w.giveBack(m, log, "cannot store output", err)
+				return
 			}
 		}
 	}
 	log.Debug().Dur("took", time.Since(start)).AnErr("error", herr).Msg("task done")
-	w.report(ioCtx, m, t, outRef, herr, log)
+	w.report(ctx, m, t, outRef, herr, log)
 }
 
-// run calls the handler with a deadline, heartbeats and panic recovery.
-func (w *Worker) run(ctx context.Context, h Handler, task *Task, timeout time.Duration, m *jetstream.Msg) (out any, err error) {
+// input returns the task's input: inline in the message or from the data
+// bucket.
+func (w *Worker) input(ctx context.Context, t workflow.Task, log zerolog.Logger) ([]byte, error) {
+	if len(t.Input) > 0 {
+		return t.Input, nil
+	}
+	var raw []byte
+	err := w.retryIO(ctx, log, "load input", func(ctx context.Context) (err error) {
+		raw, err = w.client.DataRaw(ctx, t.InputRef)
+		return err
+	})
+	return raw, err
+}
+
+// giveBack returns a task to the stream after a NATS call failed for good
+// (the worker is shutting down, or the error is not transient).
+func (w *Worker) giveBack(m *jetstream.Msg, log zerolog.Logger, what string, err error) {
+	log.Warn().Err(err).Msgf("%s; task will be redelivered", what)
+	_ = m.Nak(time.Second)
+}
+
+// run calls the handler with a deadline and panic recovery.
+func (w *Worker) run(ctx context.Context, h Handler, task *Task, timeout time.Duration) (out any, err error) {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	stop := make(chan struct{})
-	hbDone := make(chan struct{})
-	go func() {
-		defer close(hbDone)
-		t := time.NewTicker(w.cfg.HeartbeatInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				_ = m.InProgress()
-			}
-		}
-	}()
-	defer func() {
-		close(stop)
-		<-hbDone
-	}()
 	defer func() {
 		if r := recover(); r != nil {
 			w.log.Error().Str("instance_id", task.Instance).Str("step", task.Step).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("handler panicked")
@@ -138,9 +139,11 @@ func (w *Worker) report(ctx context.Context, m *jetstream.Msg, t workflow.Task, 
 		ev.Permanent = IsPermanent(herr)
 		ev.RetryAfter = retryDelay(herr)
 	}
-	if err := w.client.PublishEvent(ctx, ev, workflow.ResultMsgID(t.Instance, t.Step, t.Attempt)); err != nil {
-		log.Warn().Err(err).Msg("cannot publish result; task will be redelivered")
-		_ = m.Nak(time.Second)
+	err := w.retryIO(ctx, log, "publish result", func(ctx context.Context) error {
+		return w.client.PublishEvent(ctx, ev, workflow.ResultMsgID(t.Instance, t.Step, t.Attempt))
+	})
+	if err != nil {
+		w.giveBack(m, log, "cannot publish result", err)
 		return
 	}
 	if err := m.Ack(); err != nil {
@@ -151,9 +154,12 @@ func (w *Worker) report(ctx context.Context, m *jetstream.Msg, t workflow.Task, 
 }
 
 func (w *Worker) deadLetter(m *jetstream.Msg, reason string) {
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), deadLetterTimeout)
 	defer cancel()
-	if err := w.client.DeadLetter(ctx, "task", m, "worker", reason); err != nil {
+	err := w.retryIO(ctx, w.log, "dead-letter", func(ctx context.Context) error {
+		return w.client.DeadLetter(ctx, "task", m, "worker", reason)
+	})
+	if err != nil {
 		w.log.Error().Err(err).Str("reason", reason).Msg("dead-letter failed; task will be redelivered")
 		_ = m.Nak(time.Second)
 		return

@@ -43,34 +43,34 @@ func (e *effectUnknownError) Is(target error) bool { return target == ErrEffectU
 // record. A worker that dies after the effect happened and before the
 // outcome was recorded leaves a claim without an outcome, and nobody —
 // jetflow included — can tell whether the effect happened.
-func (w *Worker) executeOnce(ctx, ioCtx context.Context, h Handler, m *jetstream.Msg, t workflow.Task, log zerolog.Logger) {
-	raw, err := t.Input, error(nil)
-	if len(raw) == 0 {
-		raw, err = w.client.DataRaw(ioCtx, t.InputRef)
-	}
+func (w *Worker) executeOnce(ctx context.Context, h Handler, m *jetstream.Msg, t workflow.Task, log zerolog.Logger) {
+	raw, err := w.input(ctx, t, log)
 	if err != nil {
 		if errors.Is(err, workflow.ErrNotFound) {
-			w.report(ioCtx, m, t, "", Permanent(fmt.Errorf("input %s is missing", t.InputRef)), log)
+			w.report(ctx, m, t, "", Permanent(fmt.Errorf("input %s is missing", t.InputRef)), log)
 			return
 		}
-		log.Warn().Err(err).Msg("cannot load input; task will be redelivered")
-		_ = m.Nak(time.Second)
+		w.giveBack(m, log, "cannot load input", err)
 		return
 	}
 	claim := &jetstream.Effect{
 		Instance: t.Instance, Step: t.Step, Attempt: t.Attempt, Delivery: m.Deliveries(),
 		Token: newToken(), Claimed: time.Now(),
 	}
-	rev, err := w.client.ClaimEffect(ioCtx, t.EffectKey, claim)
+	var rev uint64
+	err = w.retryIO(ctx, log, "claim effect", func(ctx context.Context) (err error) {
+		// A try that timed out but landed is recognised by its token.
+		rev, err = w.client.ClaimEffect(ctx, t.EffectKey, claim)
+		return err
+	})
 	switch {
 	case errors.Is(err, workflow.ErrExists):
-		w.replayEffect(ioCtx, m, t, log)
+		w.replayEffect(ctx, m, t, log)
 		return
 	case err != nil:
 		// Nothing ran. If the claim landed after all, the redelivery finds
 		// it and reports the outcome as unknown; it never runs twice.
-		log.Warn().Err(err).Msg("cannot claim effect; task will be redelivered")
-		_ = m.Nak(time.Second)
+		w.giveBack(m, log, "cannot claim effect", err)
 		return
 	}
 	// This delivery holds the claim: the only one that runs the handler.
@@ -78,13 +78,15 @@ func (w *Worker) executeOnce(ctx, ioCtx context.Context, h Handler, m *jetstream
 		Instance: t.Instance, Workflow: t.Workflow, Step: t.Step, Type: t.Type,
 		Attempt: t.Attempt, MaxAttempts: t.MaxAttempts, EffectKey: t.EffectKey, input: raw,
 	}
-	out, herr := w.run(ctx, h, task, t.Timeout, m)
+	out, herr := w.run(ctx, h, task, t.Timeout)
 	outRef := ""
 	if herr == nil && out != nil {
 		b, err := jetstream.EncodeValue(out)
 		if err == nil {
 			outRef = workflow.OutputKey(t.Instance, t.Step, t.Attempt)
-			err = w.client.PutDataEncoded(ioCtx, outRef, b, nil)
+			err = w.retryIO(ctx, log, "store output", func(ctx context.Context) error {
+				return w.client.PutDataEncoded(ctx, outRef, b, nil)
+			})
 		}
 		if err != nil {
 			// The handler returned, so its effect happened; only the output
@@ -98,21 +100,34 @@ func (w *Worker) executeOnce(ctx, ioCtx context.Context, h Handler, m *jetstream
 		rec.Error = herr.Error()
 		herr = Permanent(herr)
 	}
-	if _, err := w.client.RecordEffect(ioCtx, t.EffectKey, &rec, rev); err != nil {
+	err = w.retryIO(ctx, log, "record effect", func(ctx context.Context) error {
+		_, err := w.client.RecordEffect(ctx, t.EffectKey, &rec, rev)
+		if errors.Is(err, workflow.ErrConflict) {
+			// A try that timed out may have landed: ours if it holds rec.
+			if cur, _, gerr := w.client.GetEffect(ctx, t.EffectKey); gerr == nil && cur.Token == rec.Token && cur.Done {
+				return nil
+			}
+		}
+		return err
+	})
+	if err != nil {
 		// Report what happened anyway: the result is what the dispatcher
 		// needs. A redelivery (if this report is lost too) finds the claim
 		// without an outcome and reports it unknown.
 		log.Error().Err(err).Str("effect_key", t.EffectKey).Msg("cannot record the outcome of a once step")
 	}
-	w.report(ioCtx, m, t, outRef, herr, log)
+	w.report(ctx, m, t, outRef, herr, log)
 }
 
 // replayEffect reports the outcome recorded under a claimed effect key.
 func (w *Worker) replayEffect(ctx context.Context, m *jetstream.Msg, t workflow.Task, log zerolog.Logger) {
-	rec, _, err := w.client.GetEffect(ctx, t.EffectKey)
+	var rec *jetstream.Effect
+	err := w.retryIO(ctx, log, "read effect record", func(ctx context.Context) (err error) {
+		rec, _, err = w.client.GetEffect(ctx, t.EffectKey)
+		return err
+	})
 	if err != nil {
-		log.Warn().Err(err).Str("effect_key", t.EffectKey).Msg("cannot read effect record; task will be redelivered")
-		_ = m.Nak(time.Second)
+		w.giveBack(m, log, "cannot read effect record", err)
 		return
 	}
 	if !rec.Done {

@@ -57,6 +57,11 @@ type Config struct {
 	// handler slots (their ack deadlines are kept alive while they wait).
 	// Default Concurrency/4 (at least 1).
 	Prefetch int
+	// IOTimeout bounds one try of a NATS call around a task (load input,
+	// store output, publish result); failed tries are retried with backoff
+	// while the task's heartbeat runs, until the worker shuts down.
+	// Default 5s.
+	IOTimeout time.Duration
 	// Logger. Default: discarded.
 	Logger zerolog.Logger
 }
@@ -78,6 +83,9 @@ func (c Config) WithDefaults(ackWait time.Duration) Config {
 	if c.Prefetch == 0 {
 		c.Prefetch = max(1, c.Concurrency/4)
 	}
+	if c.IOTimeout == 0 {
+		c.IOTimeout = 5 * time.Second
+	}
 	return c
 }
 
@@ -90,6 +98,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("heartbeat interval %s is below 100ms", c.HeartbeatInterval)
 	case c.MaxDeliveries < 1:
 		return fmt.Errorf("max deliveries must be positive, got %d", c.MaxDeliveries)
+	case c.IOTimeout < 100*time.Millisecond:
+		return fmt.Errorf("io timeout %s is below 100ms", c.IOTimeout)
 	}
 	return nil
 }
