@@ -86,8 +86,30 @@ type Trigger struct {
 	// Key says where the event key comes from: a dotted path into the JSON
 	// payload ("orderId", "order.id"), or "header:<Name>" for a message
 	// header ("header:Nats-Msg-Id"). One event key starts at most one
-	// instance.
+	// instance, unless OnDuplicate is rerun.
 	Key string `yaml:"key"`
+	// OnDuplicate says what a trigger for an event key that already has an
+	// instance does: DuplicateIgnore (default) drops it; DuplicateRerun
+	// starts a new run "<id>-r<n>" when the latest run of the key has ended
+	// (completed, failed or cancelled) and drops it while that run is still
+	// running. See ChooseRun for the exact rules.
+	OnDuplicate string `yaml:"on_duplicate,omitempty"`
+}
+
+// Trigger duplicate policies (Trigger.OnDuplicate).
+const (
+	// DuplicateIgnore drops every trigger for an event key that already
+	// has an instance. The default.
+	DuplicateIgnore = "ignore"
+	// DuplicateRerun starts a new run of the event key when its latest run
+	// has ended.
+	DuplicateRerun = "rerun"
+)
+
+// Reruns reports whether duplicate triggers of this workflow start new runs
+// (trigger.on_duplicate: rerun).
+func (d *Definition) Reruns() bool {
+	return d.Trigger != nil && d.Trigger.OnDuplicate == DuplicateRerun
 }
 
 // Step is one node of the workflow graph.
@@ -320,6 +342,11 @@ func (d *Definition) validateTrigger() error {
 				return d.errf("", "trigger key %q has an empty path element", t.Key)
 			}
 		}
+	}
+	switch t.OnDuplicate {
+	case "", DuplicateIgnore, DuplicateRerun:
+	default:
+		return d.errf("", "trigger on_duplicate must be %s (the default: drop duplicates) or %s (start a new run once the latest one ended), got %q", DuplicateIgnore, DuplicateRerun, t.OnDuplicate)
 	}
 	return nil
 }

@@ -308,6 +308,9 @@ func TestParseRejects(t *testing.T) {
 		{name: "trigger key empty header", src: trig("orders.created", "'header:'"), want: []string{`w.yaml: trigger key "header:" names no header`}},
 		{name: "trigger key empty path element", src: trig("orders.created", "order..id"), want: []string{`w.yaml: trigger key "order..id" has an empty path element`}},
 		{name: "trigger key leading dot", src: trig("orders.created", ".id"), want: []string{`has an empty path element`}},
+		{name: "trigger on_duplicate unknown", src: trigDup("restart"), want: []string{`w.yaml: trigger on_duplicate must be ignore (the default: drop duplicates) or rerun (start a new run once the latest one ended), got "restart"`}},
+		{name: "trigger on_duplicate wrong case", src: trigDup("Rerun"), want: []string{`trigger on_duplicate must be ignore`, `got "Rerun"`}},
+		{name: "trigger on_duplicate not a string", src: trigDup("[rerun]"), want: []string{`w.yaml: cannot parse:`}},
 
 		// Expressions.
 		{name: "input compile error", src: def("{name: a, kind: task, task: t, input: '1 +'}"), want: []string{`w.yaml: step "a": input: unexpected token EOF`}},
@@ -476,4 +479,32 @@ func TestParseTriggerKeys(t *testing.T) {
 			require.Equal(t, strings.Trim(key, "'"), d.Trigger.Key)
 		})
 	}
+}
+
+func trigDup(policy string) string {
+	return "name: w\nversion: 1\ntrigger:\n  subject: orders.created\n  key: id\n  on_duplicate: " + policy + "\nsteps:\n" + items(okStep)
+}
+
+func TestParseTriggerOnDuplicate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, src string
+		want      string
+		reruns    bool
+	}{
+		{name: "omitted is ignore", src: trig("orders.created", "id"), want: "", reruns: false},
+		{name: "ignore", src: trigDup("ignore"), want: workflow.DuplicateIgnore, reruns: false},
+		{name: "rerun", src: trigDup("rerun"), want: workflow.DuplicateRerun, reruns: true},
+		{name: "json rerun", src: `{"name": "w", "version": 1, "trigger": {"subject": "a.b", "key": "id", "on_duplicate": "rerun"}, "steps": [{"name": "s", "kind": "task", "task": "t"}]}`, want: workflow.DuplicateRerun, reruns: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d, err := workflow.Parse("w.yaml", []byte(tc.src))
+			require.NoError(t, err)
+			require.Equal(t, tc.want, d.Trigger.OnDuplicate)
+			require.Equal(t, tc.reruns, d.Reruns())
+		})
+	}
+	noTrigger := mustParse(t, "name: w\nversion: 1\nsteps:\n"+items(okStep))
+	require.False(t, noTrigger.Reruns(), "a workflow without a trigger never reruns")
 }

@@ -20,6 +20,9 @@ var (
 	ErrExists = errors.New("already exists")
 	// ErrExpression: an expression failed to evaluate at run time.
 	ErrExpression = errors.New("expression error")
+	// ErrTooManyRuns: a duplicate trigger under on_duplicate: rerun found
+	// MaxRuns runs of its event key and started none.
+	ErrTooManyRuns = errors.New("too many runs of one event key")
 )
 
 // DefinitionError names the file, the step and the problem of one

@@ -38,6 +38,10 @@ type Event struct {
 	EventKey    string `msgpack:"key,omitempty"`
 	InputRef    string `msgpack:"in,omitempty"`
 	InputDigest string `msgpack:"dig,omitempty"`
+	// TriggerSeq is the trigger stream sequence of the start message and
+	// Run the run of the event key it starts (Instance.TriggerSeq, .Run).
+	TriggerSeq uint64 `msgpack:"tseq,omitempty"`
+	Run        int    `msgpack:"run,omitempty"`
 
 	// Result.
 	Step      string `msgpack:"s,omitempty"`

@@ -58,7 +58,18 @@ type Instance struct {
 	// Signals received before a wait step took them: name -> data ref
 	// (the first signal of a name wins; only names a wait step uses).
 	Signals map[string]string `msgpack:"sig,omitempty"`
+	// TriggerSeq is the trigger stream sequence of the message that
+	// started this instance (0: unknown, or not started by a trigger). A
+	// redelivery of that message is recognised by it (ChooseRun).
+	TriggerSeq uint64 `msgpack:"tseq,omitempty"`
+	// Run numbers the runs of one event key under trigger.on_duplicate:
+	// rerun: 0 or 1 is the first run (id InstanceID(workflow, key)), n > 1
+	// the run with id RunID(first, n).
+	Run int `msgpack:"run,omitempty"`
 }
+
+// RunNumber is the instance's run of its event key, from 1.
+func (in *Instance) RunNumber() int { return max(in.Run, 1) }
 
 // ParentRef names the bulk step (and item index) that started a child.
 type ParentRef struct {

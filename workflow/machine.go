@@ -69,6 +69,8 @@ func start(def *Definition, ev Event, now time.Time, data Data) (Decision, error
 		Created:     now,
 		Steps:       map[string]*StepState{},
 		Parent:      ev.Parent,
+		TriggerSeq:  ev.TriggerSeq,
+		Run:         ev.Run,
 	}
 	t := &transition{def: def, inst: inst, now: now, data: data, changed: true}
 	if def.Deadline > 0 {

@@ -40,6 +40,19 @@ func InstanceID(workflowName, eventKey string) string {
 	return workflowName + "-" + digest(workflowName+"\x00"+eventKey)
 }
 
+// RunID is the instance id of run n of an event key under
+// trigger.on_duplicate: rerun, where first is the id of run 1
+// (InstanceID(workflow, key)): first itself for n <= 1, "<first>-r<n>"
+// after. The suffix uses only letters, digits and '-', so the id stays a
+// valid KV key and NATS subject token, and it cannot be another event
+// key's id: those end in 26 base32 characters, which contain no '-'.
+func RunID(first string, n int) string {
+	if n <= 1 {
+		return first
+	}
+	return first + "-r" + strconv.Itoa(n)
+}
+
 // ChildEventKey is the event key of the child started by a bulk step for
 // the item at index.
 func ChildEventKey(parent, step string, index int) string {
@@ -63,6 +76,17 @@ func Digest(b []byte) string {
 
 // InputKey is the key of an instance's input.
 func InputKey(instance string) string { return instance + ".in" }
+
+// TriggerInputKey is the key of the input of an instance of a workflow
+// with trigger.on_duplicate: rerun, started by the trigger message at
+// stream sequence seq. Duplicates that race to start the same run each
+// store their own payload, so a run's input is always the payload of the
+// trigger it records (Instance.TriggerSeq and InputDigest); under
+// InputKey the first write would win even if another duplicate's start
+// created the run.
+func TriggerInputKey(instance string, seq uint64) string {
+	return instance + ".in." + strconv.FormatUint(seq, 10)
+}
 
 // StepInputKey is the key of a step's evaluated input mapping.
 func StepInputKey(instance, step string) string { return instance + "." + step + ".in" }
