@@ -60,6 +60,12 @@ type Config struct {
 	Clock func() time.Time
 	// Logger. Default: discarded.
 	Logger zerolog.Logger
+
+	// dropTriggerAck (tests, see export_test.go): when it returns true for
+	// a trigger message whose starts were applied, the message is not
+	// acked, as if the dispatcher died first; NATS redelivers it after the
+	// ack wait.
+	dropTriggerAck func(*jetstream.Msg) bool
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.
@@ -453,6 +459,7 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 	}
 	digest := workflow.Digest(m.Data())
 	var items []*item
+	var newRuns []bool // items[i] may start a rerun: noted once applied
 	var problems []string
 	for _, def := range defs {
 		key, err := eventKey(def, m, payload)
@@ -460,15 +467,30 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 			problems = append(problems, fmt.Sprintf("workflow %s: %v", def.Name, err))
 			continue
 		}
-		id := workflow.InstanceID(def.Name, key)
-		items = append(items, &item{
-			ev: workflow.Event{
-				Kind: workflow.EventStart, Instance: id, Workflow: def.Name, Version: def.Version,
-				EventKey: key, InputRef: workflow.InputKey(id), InputDigest: digest,
-			},
-			msg:   m,
-			input: input,
-		})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		target, err := d.chooseRun(ctx, def, workflow.InstanceID(def.Name, key), m, digest)
+		cancel()
+		if errors.Is(err, workflow.ErrTooManyRuns) {
+			problems = append(problems, fmt.Sprintf("workflow %s: event key %q: %v", def.Name, key, err))
+			continue
+		}
+		if err != nil {
+			d.settle("trigger", m, outcome{err: err})
+			return
+		}
+		id := target.id
+		ev := workflow.Event{
+			Kind: workflow.EventStart, Instance: id, Workflow: def.Name, Version: def.Version,
+			EventKey: key, InputRef: workflow.InputKey(id), InputDigest: digest, TriggerSeq: m.StreamSeq(),
+		}
+		if def.Reruns() && ev.TriggerSeq != 0 {
+			ev.InputRef = workflow.TriggerInputKey(id, ev.TriggerSeq)
+		}
+		if target.choice.Run > 1 {
+			ev.Run = target.choice.Run
+		}
+		items = append(items, &item{ev: ev, msg: m, input: input})
+		newRuns = append(newRuns, target.choice.New && target.choice.Run > 1)
 	}
 	if len(items) == 0 {
 		d.reject("trigger", m, strings.Join(problems, "; "))
@@ -478,8 +500,11 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 	var mu sync.Mutex
 	pending := len(items)
 	var first outcome
-	for _, it := range items {
+	for i, it := range items {
 		it.done = func(o outcome) {
+			if newRuns[i] && o.err == nil && o.reject == "" {
+				d.noteRerun(it.ev)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if first.err == nil && first.reject == "" {
@@ -495,6 +520,9 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 				_ = d.client.DeadLetter(ctx, "trigger", m, "dispatcher", strings.Join(problems, "; "))
 				cancel()
 				d.stats.deadLettered.Add(1)
+			}
+			if d.cfg.dropTriggerAck != nil && first.err == nil && first.reject == "" && d.cfg.dropTriggerAck(m) {
+				return // tests: as if the dispatcher died before the ack
 			}
 			d.settle("trigger", m, first)
 		}

@@ -16,6 +16,7 @@ type Stats struct {
 	Cancelled         uint64 `json:"cancelled"`          // instances that reached cancelled
 	DuplicateTriggers uint64 `json:"duplicate_triggers"` // starts for an existing instance (KV guard)
 	DuplicateDiffer   uint64 `json:"duplicate_differ"`   // ...whose payload differed from the first
+	Reruns            uint64 `json:"reruns"`             // new runs started by on_duplicate: rerun (also in Started)
 	StaleEvents       uint64 `json:"stale_events"`       // results/timers that changed nothing
 	Conflicts         uint64 `json:"conflicts"`          // CAS attempts lost to another writer
 	Commits           uint64 `json:"commits"`            // successful instance writes
@@ -40,13 +41,14 @@ type counters struct {
 	commits, tasksPublished, timersScheduled, republished, retried atomic.Uint64
 	deadLettered, childrenStarted, duplicateChildren, recounts     atomic.Uint64
 	repairsSent, repairsApplied, repairsLost, timersFired, signals atomic.Uint64
+	reruns                                                         atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
 	return Stats{
 		Triggers: c.triggers.Load(), Events: c.events.Load(), Started: c.started.Load(),
 		Completed: c.completed.Load(), Failed: c.failed.Load(), Cancelled: c.cancelled.Load(),
-		DuplicateTriggers: c.duplicateTriggers.Load(), DuplicateDiffer: c.duplicateDiffer.Load(),
+		DuplicateTriggers: c.duplicateTriggers.Load(), DuplicateDiffer: c.duplicateDiffer.Load(), Reruns: c.reruns.Load(),
 		StaleEvents: c.staleEvents.Load(), Conflicts: c.conflicts.Load(), Commits: c.commits.Load(),
 		TasksPublished: c.tasksPublished.Load(), TimersScheduled: c.timersScheduled.Load(),
 		Republished: c.republished.Load(), Retried: c.retried.Load(), DeadLettered: c.deadLettered.Load(),
@@ -60,7 +62,7 @@ func (c *counters) snapshot() Stats {
 func (s Stats) MarshalZerologObject(e *zerolog.Event) {
 	e.Uint64("triggers", s.Triggers).Uint64("events", s.Events).Uint64("started", s.Started).
 		Uint64("completed", s.Completed).Uint64("failed", s.Failed).Uint64("cancelled", s.Cancelled).
-		Uint64("duplicate_triggers", s.DuplicateTriggers).Uint64("duplicate_differ", s.DuplicateDiffer).
+		Uint64("duplicate_triggers", s.DuplicateTriggers).Uint64("duplicate_differ", s.DuplicateDiffer).Uint64("reruns", s.Reruns).
 		Uint64("stale_events", s.StaleEvents).Uint64("conflicts", s.Conflicts).Uint64("commits", s.Commits).
 		Uint64("tasks_published", s.TasksPublished).Uint64("timers_scheduled", s.TimersScheduled).
 		Uint64("republished", s.Republished).Uint64("retried", s.Retried).Uint64("dead_lettered", s.DeadLettered).

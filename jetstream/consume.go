@@ -35,6 +35,17 @@ func (m *Msg) Deliveries() uint64 {
 	return md.NumDelivered
 }
 
+// StreamSeq is the message's sequence in its stream: the same on every
+// redelivery of the message, and different for every message stored (0 if
+// the metadata cannot be read).
+func (m *Msg) StreamSeq() uint64 {
+	md, err := m.m.Metadata()
+	if err != nil {
+		return 0
+	}
+	return md.Sequence.Stream
+}
+
 // Ack acknowledges the message.
 func (m *Msg) Ack() error { return m.m.Ack() }
 

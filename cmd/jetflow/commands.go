@@ -261,7 +261,7 @@ func waitFor(ctx context.Context, c *jetstream.Client, id string, timeout time.D
 }
 
 func instancesCmd(g *globals) *cobra.Command {
-	var status, wf string
+	var status, wf, key string
 	var limit int
 	cmd := &cobra.Command{
 		Use:   "instances",
@@ -284,7 +284,7 @@ func instancesCmd(g *globals) *cobra.Command {
 				if err != nil {
 					continue
 				}
-				if (status != "" && string(inst.Status) != status) || (wf != "" && inst.Workflow != wf) {
+				if (status != "" && string(inst.Status) != status) || (wf != "" && inst.Workflow != wf) || (key != "" && inst.EventKey != key) {
 					continue
 				}
 				rows = append(rows, inst)
@@ -307,6 +307,7 @@ func instancesCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&status, "status", "", "only this status (running, completed, failed, cancelled)")
 	cmd.Flags().StringVar(&wf, "workflow", "", "only this workflow")
+	cmd.Flags().StringVar(&key, "key", "", "only this event key (every run of it, under on_duplicate: rerun)")
 	cmd.Flags().IntVar(&limit, "limit", 50, "most recent N (0: all)")
 	return cmd
 }
@@ -376,6 +377,12 @@ func showInstance(ctx context.Context, w io.Writer, c *jetstream.Client, in *wor
 		return printJSON(w, map[string]any{"instance": in, "input": input, "output": output})
 	}
 	fmt.Fprintf(w, "instance  %s\nworkflow  %s version %d\nevent key %s\nstatus    %s\n", in.ID, in.Workflow, in.Version, in.EventKey, in.Status)
+	if in.RunNumber() > 1 {
+		fmt.Fprintf(w, "run       %d of the event key (run 1: %s)\n", in.RunNumber(), workflow.InstanceID(in.Workflow, in.EventKey))
+	}
+	if in.TriggerSeq > 0 {
+		fmt.Fprintf(w, "trigger   %s sequence %d\n", jetstream.StreamTriggers, in.TriggerSeq)
+	}
 	fmt.Fprintf(w, "created   %s\n", in.Created.Local().Format(time.RFC3339Nano))
 	if !in.Ended.IsZero() {
 		fmt.Fprintf(w, "ended     %s (%s)\n", in.Ended.Local().Format(time.RFC3339Nano), duration(in))
