@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -175,11 +176,10 @@ func (c *Client) Close() {
 // Config returns the effective configuration.
 func (c *Client) Config() Config { return c.cfg }
 
-// Provision creates or updates every stream, bucket and dispatcher consumer
-// jetflow needs. It is idempotent and safe to run from several processes at
-// once.
-func (c *Client) Provision(ctx context.Context) error {
-	r := c.cfg.Replicas
+// streamConfigs lists the streams Provision makes, buckets included (the
+// trigger stream is made by EnsureTriggerSubjects).
+func (c *Client) streamConfigs() []natsjs.StreamConfig {
+	r := max(c.cfg.Replicas, 1)
 	streams := []natsjs.StreamConfig{
 		{
 			Name:        StreamEvents,
@@ -215,14 +215,6 @@ func (c *Client) Provision(ctx context.Context) error {
 			MaxAge:      c.cfg.DLQRetention,
 		},
 	}
-	for _, sc := range streams {
-		if _, err := c.js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("provision stream %s: %w", sc.Name, err)
-		}
-	}
-	if err := c.EnsureTriggerSubjects(ctx); err != nil {
-		return err
-	}
 	buckets := []natsjs.KeyValueConfig{
 		{Bucket: BucketDefinitions, Description: "jetflow: workflow definitions by name.version", History: 1, Replicas: r, Storage: natsjs.FileStorage},
 		{Bucket: BucketInstances, Description: "jetflow: instance state, CAS-updated", History: 1, Replicas: r, Storage: natsjs.FileStorage},
@@ -230,14 +222,22 @@ func (c *Client) Provision(ctx context.Context) error {
 		effectsBucketConfig(r),
 	}
 	for _, bc := range buckets {
-		if _, err := c.js.CreateOrUpdateKeyValue(ctx, bc); err != nil {
-			return fmt.Errorf("provision bucket %s: %w", bc.Bucket, err)
+		streams = append(streams, bucketStream(bc))
+	}
+	return streams
+}
+
+// Provision creates or updates every stream, bucket and dispatcher consumer
+// jetflow needs. It is idempotent and safe to run from several processes at
+// once.
+func (c *Client) Provision(ctx context.Context) error {
+	for _, sc := range c.streamConfigs() {
+		if err := c.ensureStream(ctx, sc); err != nil {
+			return fmt.Errorf("provision stream %s: %w", sc.Name, err)
 		}
 	}
-	for _, bc := range buckets {
-		if err := c.leaderReads(ctx, "KV_"+bc.Bucket); err != nil {
-			return err
-		}
+	if err := c.EnsureTriggerSubjects(ctx); err != nil {
+		return err
 	}
 	for _, s := range []string{StreamTriggers, StreamEvents} {
 		cc := natsjs.ConsumerConfig{
@@ -254,6 +254,9 @@ func (c *Client) Provision(ctx context.Context) error {
 			// Schedules live in the same stream; the dispatcher must not
 			// consume (and so delete) them.
 			cc.FilterSubject = EventSubjects
+		}
+		if cons, err := c.js.Consumer(ctx, s, cc.Durable); err == nil && sameConsumer(cons.CachedInfo().Config, cc) {
+			continue
 		}
 		if _, err := c.js.CreateOrUpdateConsumer(ctx, s, cc); err != nil {
 			return fmt.Errorf("provision consumer %s on %s: %w", ConsumerDispatcher, s, err)
@@ -321,26 +324,80 @@ func (c *Client) EnsureTriggerSubjects(ctx context.Context, subjects ...string) 
 	return nil
 }
 
-// leaderReads turns off direct gets on a bucket's stream. KV always enables
-// them, and then any replica — also one that is behind, such as a node that
-// just restarted — may answer a read: NATS does not promise to read your
-// own writes there. jetflow decides from what it reads (a result for an
-// unknown instance, a missing input), so its reads must go to the stream
-// leader. Measured on the 3-node fleet: 12-18% of reads right after an
-// acknowledged write were stale with direct gets, and work was lost when
-// the instance bucket's leader was killed.
-func (c *Client) leaderReads(ctx context.Context, stream string) error {
-	st, err := c.js.Stream(ctx, stream)
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", stream, err)
+// bucketStream is the stream behind a KV bucket: what nats.go's
+// CreateKeyValue makes (kv.go, prepareKeyValueConfig), except that direct
+// gets are off. With direct gets any replica — also one that is behind,
+// such as a node that just restarted — may answer a read: NATS does not
+// promise to read your own writes there. jetflow decides from what it
+// reads (a result for an unknown instance, a missing input), so its reads
+// must go to the stream leader. Measured on the 3-node fleet: 12-18% of
+// reads right after an acknowledged write were stale with direct gets, and
+// work was lost when the instance bucket's leader was killed.
+//
+// The bucket is created this way, not created by CreateKeyValue and then
+// switched: a client binds a bucket once and keeps reading the way the
+// stream allowed at that moment, so a worker that bound in between kept
+// asking for direct gets the stream no longer answered ("no responders")
+// — the fleet's fresh-cluster start failed that way (issue 7).
+func bucketStream(kc natsjs.KeyValueConfig) natsjs.StreamConfig {
+	maxValue := kc.MaxValueSize
+	if maxValue == 0 {
+		maxValue = -1
 	}
-	cfg := st.CachedInfo().Config
-	if !cfg.AllowDirect {
+	return natsjs.StreamConfig{
+		Name:              "KV_" + kc.Bucket,
+		Description:       kc.Description,
+		Subjects:          []string{"$KV." + kc.Bucket + ".>"},
+		MaxMsgsPerSubject: int64(max(kc.History, 1)),
+		MaxBytes:          -1,
+		MaxMsgSize:        maxValue,
+		Storage:           kc.Storage,
+		Replicas:          max(kc.Replicas, 1),
+		AllowRollup:       true,
+		DenyDelete:        true,
+		Duplicates:        2 * time.Minute,
+		MaxMsgs:           -1,
+		MaxConsumers:      -1,
+		AllowDirect:       false,
+		Discard:           natsjs.DiscardNew,
+	}
+}
+
+// ensureStream creates a stream or updates it to sc, and does nothing when
+// it already has sc's settings. Skipping the no-op update matters on a
+// cluster: dispatcher replicas provision at the same time, and an update
+// racing a create of the same stream waits out the API timeout.
+func (c *Client) ensureStream(ctx context.Context, sc natsjs.StreamConfig) error {
+	if st, err := c.js.Stream(ctx, sc.Name); err == nil && sameStream(st.CachedInfo().Config, sc) {
 		return nil
 	}
-	cfg.AllowDirect = false
-	if _, err := c.js.UpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("turn off direct gets on %s: %w", stream, err)
-	}
-	return nil
+	_, err := c.js.CreateOrUpdateStream(ctx, sc)
+	return err
+}
+
+// sameConsumer reports whether have already holds every setting jetflow
+// chooses in want.
+func sameConsumer(have, want natsjs.ConsumerConfig) bool {
+	return have.Description == want.Description && have.AckPolicy == want.AckPolicy &&
+		have.AckWait == want.AckWait && have.MaxAckPending == want.MaxAckPending &&
+		have.MaxDeliver == want.MaxDeliver && have.FilterSubject == want.FilterSubject
+}
+
+// sameStream reports whether have already holds every setting jetflow
+// chooses in want (the server fills in the rest).
+func sameStream(have, want natsjs.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) &&
+		have.Description == want.Description &&
+		have.Retention == want.Retention &&
+		have.Storage == want.Storage &&
+		have.Replicas == want.Replicas &&
+		(want.Duplicates == 0 || have.Duplicates == want.Duplicates) &&
+		have.MaxAge == want.MaxAge &&
+		(want.MaxMsgSize == 0 || have.MaxMsgSize == want.MaxMsgSize) &&
+		(want.MaxMsgsPerSubject == 0 || have.MaxMsgsPerSubject == want.MaxMsgsPerSubject) &&
+		have.AllowDirect == want.AllowDirect &&
+		(!want.AllowRollup || have.AllowRollup) &&
+		(!want.DenyDelete || have.DenyDelete) &&
+		have.AllowMsgSchedules == want.AllowMsgSchedules &&
+		have.Discard == want.Discard
 }

@@ -1,0 +1,84 @@
+package jetstream
+
+import (
+	"context"
+	"testing"
+
+	natsjs "github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+)
+
+func startTestClient(t *testing.T) *Client {
+	t.Helper()
+	srv, err := StartServer(ServerConfig{StoreDir: t.TempDir(), DontListen: true})
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	c, err := Connect(context.Background(), Config{Server: srv})
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return c
+}
+
+// TestBucketsAreCreatedWithoutDirectGets: every bucket's stream has direct
+// gets off from the moment it exists (a client binds once and keeps the
+// read path the stream allowed then), a bucket made by an older version
+// with direct gets is switched, and provisioning again changes nothing.
+func TestBucketsAreCreatedWithoutDirectGets(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := startTestClient(t)
+	// An older deployment: the instance bucket made by CreateKeyValue.
+	_, err := c.js.CreateKeyValue(ctx, natsjs.KeyValueConfig{Bucket: BucketInstances, History: 1})
+	require.NoError(t, err)
+	require.NoError(t, c.Provision(ctx))
+	for _, b := range []string{BucketInstances, BucketData, BucketDefinitions, BucketEffects} {
+		st, err := c.js.Stream(ctx, "KV_"+b)
+		require.NoError(t, err)
+		require.False(t, st.CachedInfo().Config.AllowDirect, "bucket %s allows direct gets", b)
+		kv, err := c.js.KeyValue(ctx, b)
+		require.NoError(t, err, "bucket %s must still bind as a KV bucket", b)
+		_, err = kv.Put(ctx, "k", []byte("v"))
+		require.NoError(t, err)
+		e, err := kv.Get(ctx, "k")
+		require.NoError(t, err)
+		require.Equal(t, "v", string(e.Value()))
+	}
+}
+
+// TestProvisionSkipsStreamsThatAlreadyMatch: what the server stores
+// matches what Provision asks for, so a second Provision (another
+// dispatcher replica) sends no update: on a cluster, racing updates of one
+// stream wait out API timeouts.
+func TestProvisionSkipsStreamsThatAlreadyMatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := startTestClient(t)
+	require.NoError(t, c.Provision(ctx))
+	for _, name := range []string{StreamEvents, StreamTasks, StreamDLQ, StreamTriggers, "KV_" + BucketInstances, "KV_" + BucketData, "KV_" + BucketDefinitions, "KV_" + BucketEffects} {
+		if name == StreamTriggers {
+			continue // EnsureTriggerSubjects has its own check
+		}
+		st, err := c.js.Stream(ctx, name)
+		require.NoError(t, err)
+		require.True(t, sameStream(st.CachedInfo().Config, provisioned(t, c, name)), "stream %s differs from what Provision asks for:\n%+v", name, st.CachedInfo().Config)
+	}
+	for _, s := range []string{StreamTriggers, StreamEvents} {
+		cons, err := c.js.Consumer(ctx, s, ConsumerDispatcher)
+		require.NoError(t, err)
+		cfg := cons.CachedInfo().Config
+		require.Equal(t, c.cfg.DispatcherAckWait, cfg.AckWait)
+	}
+	require.NoError(t, c.Provision(ctx), "a second Provision is a no-op")
+}
+
+// provisioned returns the config Provision asks for, for one stream.
+func provisioned(t *testing.T, c *Client, name string) natsjs.StreamConfig {
+	t.Helper()
+	for _, sc := range c.streamConfigs() {
+		if sc.Name == name {
+			return sc
+		}
+	}
+	t.Fatalf("Provision does not make %s", name)
+	return natsjs.StreamConfig{}
+}
