@@ -459,7 +459,6 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 	}
 	digest := workflow.Digest(m.Data())
 	var items []*item
-	var newRuns []bool // items[i] may start a rerun: noted once applied
 	var problems []string
 	for _, def := range defs {
 		key, err := eventKey(def, m, payload)
@@ -490,7 +489,6 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 			ev.Run = target.choice.Run
 		}
 		items = append(items, &item{ev: ev, msg: m, input: input})
-		newRuns = append(newRuns, target.choice.New && target.choice.Run > 1)
 	}
 	if len(items) == 0 {
 		d.reject("trigger", m, strings.Join(problems, "; "))
@@ -500,11 +498,8 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 	var mu sync.Mutex
 	pending := len(items)
 	var first outcome
-	for i, it := range items {
+	for _, it := range items {
 		it.done = func(o outcome) {
-			if newRuns[i] && o.err == nil && o.reject == "" {
-				d.noteRerun(it.ev)
-			}
 			mu.Lock()
 			defer mu.Unlock()
 			if first.err == nil && first.reject == "" {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/workflow"
@@ -49,21 +48,4 @@ func (d *Dispatcher) chooseRun(ctx context.Context, def *workflow.Definition, fi
 			Uint64("trigger_seq", m.StreamSeq()).Msg("duplicate trigger: " + choice.Why)
 	}
 	return startTarget{id: workflow.RunID(first, choice.Run), choice: choice}, nil
-}
-
-// noteRerun counts and logs a new run once its start was applied, if this
-// message's start is the one that created it (a racing duplicate that chose
-// the same run was dropped by the shard and counts as a duplicate there).
-func (d *Dispatcher) noteRerun(ev workflow.Event) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	inst, _, err := d.client.GetInstance(ctx, ev.Instance)
-	if err != nil || inst.TriggerSeq != ev.TriggerSeq || inst.InputDigest != ev.InputDigest {
-		return
-	}
-	d.stats.reruns.Add(1)
-	d.log.Info().Str("instance_id", ev.Instance).Str("workflow", ev.Workflow).Str("event_key", ev.EventKey).
-		Int("run", ev.Run).Uint64("trigger_seq", ev.TriggerSeq).
-		Str("previous_run", workflow.RunID(workflow.InstanceID(ev.Workflow, ev.EventKey), ev.Run-1)).
-		Msg("rerun started: a duplicate trigger arrived after the latest run ended")
 }

@@ -377,6 +377,14 @@ func (s *shard) count(before *workflow.Instance, res *applied) {
 	if before == nil {
 		d.stats.started.Add(1)
 		d.log.Debug().Str("instance_id", res.inst.ID).Str("workflow", res.inst.Workflow).Msg("instance started")
+		if res.inst.Run > 1 {
+			// Counted here, where the run's create committed: exactly once.
+			d.stats.reruns.Add(1)
+			d.log.Info().Str("instance_id", res.inst.ID).Str("workflow", res.inst.Workflow).Str("event_key", res.inst.EventKey).
+				Int("run", res.inst.Run).Uint64("trigger_seq", res.inst.TriggerSeq).
+				Str("previous_run", workflow.RunID(workflow.InstanceID(res.inst.Workflow, res.inst.EventKey), res.inst.Run-1)).
+				Msg("rerun started: a duplicate trigger arrived after the latest run ended")
+		}
 	}
 	if res.inst.Status.Terminal() && (before == nil || !before.Status.Terminal()) {
 		switch res.inst.Status {
