@@ -73,11 +73,15 @@ with --external it uses the dispatchers and workers already running behind
 			res, runErr := bench.Run(ctx, o)
 			fmt.Fprintln(cmd.ErrOrStderr())
 			if res != nil {
-				res.Params["sync_always"] = syncAlways
 				res.Params["external"] = external
-				res.Params["separate_server"] = separate
-				res.Params["workers"] = workers
-				res.Params["worker_concurrency"] = workerConc
+				if !external {
+					// With --external the fleet's own settings apply, which
+					// the bench does not know.
+					res.Params["sync_always"] = syncAlways
+					res.Params["separate_server"] = separate
+					res.Params["workers"] = workers
+					res.Params["worker_concurrency"] = workerConc
+				}
 				if len(procs) > 0 {
 					res.Processes = map[string]bench.Process{}
 					for name, p := range procs {
