@@ -346,3 +346,69 @@ func TestDuplicateFloodStartsEachKeyOnce(t *testing.T) {
 	t.Logf("after restart: %d replays, layer 1 absorbed %d, layer 2 absorbed %d; handler invocations in all: %d for %d steps",
 		f3.published, f3.duplicates, s3.DuplicateTriggers, l.totalCalls(), 2*(nKeys+nBusy))
 }
+
+// TestDuplicateStartWritesNoData: a duplicate start whose payload differs
+// takes another branch at once; the values it would write must not land
+// under keys the real instance writes later (data keys are write-once and
+// the first value stands). Here the duplicate would route straight to b
+// and write b's input "bogus"; the real instance reaches b after a and
+// must run it with "real". With on_duplicate: rerun each trigger's input
+// has its own key, so the duplicate's transition really sees its own
+// payload (with ignore, both read the first payload under the instance's
+// input key).
+func TestDuplicateStartWritesNoData(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(`
+name: branchy
+version: 1
+trigger: {subject: branchy.created, key: id, on_duplicate: rerun}
+steps:
+  - name: route
+    kind: switch
+    cases:
+      - {when: input.fast, next: b}
+    default: a
+  - {name: a, kind: task, task: gate, next: b}
+  - {name: b, kind: task, task: echo, input: 'input.tag'}
+`)
+	_, first := e.Dispatcher(nil, dispatcher.Config{})
+	release := make(chan struct{})
+	var seen sync.Map
+	e.Worker(e.NewClient(), worker.Config{}, map[string]worker.Handler{
+		"gate": func(ctx context.Context, _ *worker.Task) (any, error) {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			return nil, nil
+		},
+		"echo": func(_ context.Context, task *worker.Task) (any, error) {
+			in, err := task.Input()
+			seen.Store(task.Instance, in)
+			return in, err
+		},
+	})
+	ctx := context.Background()
+	id := workflow.InstanceID("branchy", "x")
+	require.NoError(t, e.Client.PublishRaw(ctx, "branchy.created", []byte(`{"id":"x","fast":false,"tag":"real"}`)))
+	jftest.Eventually(t, 30*time.Second, func() bool {
+		inst := e.Instance(id)
+		return inst != nil && inst.Steps["a"] != nil
+	}, "instance waits in step a")
+	// A dispatcher that has not cached the instance (a replica, or after
+	// a restart) gets the duplicate: same key, other payload, no message
+	// id (so the stream keeps it).
+	require.NoError(t, first.Stop())
+	d, _ := e.Dispatcher(e.NewClient(), dispatcher.Config{})
+	require.NoError(t, e.Client.PublishRaw(ctx, "branchy.created", []byte(`{"id":"x","fast":true,"tag":"bogus"}`)))
+	jftest.Eventually(t, 30*time.Second, func() bool {
+		return d.Stats().DuplicateTriggers > 0
+	}, "duplicate seen")
+	close(release)
+	inst := e.WaitTerminal(id, 30*time.Second)
+	require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
+	got, _ := seen.Load(id)
+	require.Equal(t, "real", got)
+}

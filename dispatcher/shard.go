@@ -99,20 +99,35 @@ func (s *shard) process(id string, items []*item) {
 			return
 		}
 		_, cached := s.cache[id]
-		inst, rev, err := s.read(ctx, id)
-		if err != nil {
-			settleAll(outcome{err: err})
-			return
+		// A start for an instance this shard does not hold is almost
+		// always for a new one: skip the read and let the Create decide
+		// (ErrExists sends us back here to read). Only a first delivery:
+		// a redelivered start may find its instance half done.
+		assumeNew := round == 0 && !cached && items[0].ev.Kind == workflow.EventStart && items[0].msg.Deliveries() == 1
+		var inst *workflow.Instance
+		var rev uint64
+		if !assumeNew {
+			var err error
+			if inst, rev, err = s.read(ctx, id); err != nil {
+				settleAll(outcome{err: err})
+				return
+			}
 		}
 		res, err := s.apply(ctx, inst, items)
 		if err != nil {
 			settleAll(outcome{err: err})
 			return
 		}
-		if cached && len(res.ignored) > 0 {
+		if (cached || assumeNew) && len(res.ignored) > 0 {
 			// The cache is stale when another dispatcher replica wrote the
 			// instance: ignore (and ack) an event only on the stored state.
 			delete(s.cache, id)
+			continue
+		}
+		if assumeNew && len(res.writes) > 0 {
+			// Data keys are write-once and the first value stands: a
+			// duplicate start must not write values the real instance
+			// may want under the same keys later. Read first.
 			continue
 		}
 		if res.changed {
@@ -128,7 +143,9 @@ func (s *shard) process(id string, items []*item) {
 			if err != nil {
 				delete(s.cache, id)
 				if errors.Is(err, workflow.ErrConflict) || errors.Is(err, workflow.ErrExists) {
-					d.stats.conflicts.Add(1)
+					if !assumeNew {
+						d.stats.conflicts.Add(1)
+					}
 					continue // another writer won: re-read and apply again
 				}
 				settleAll(outcome{err: err})
