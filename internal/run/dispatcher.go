@@ -37,6 +37,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 		logFormat  = fs.String("log-format", Env("JETFLOW_LOG_FORMAT", "json"), "json or console (env JETFLOW_LOG_FORMAT)")
 		logLevel   = fs.String("log-level", Env("JETFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env JETFLOW_LOG_LEVEL)")
 		cpuProfile = fs.String("cpu-profile", "", "write a CPU profile to this file until the dispatcher stops")
+		pprofAddr  = fs.String("pprof-listen", Env("JETFLOW_PPROF_LISTEN", ""), "serve net/http/pprof (heap, goroutines, CPU) on this address, e.g. 127.0.0.1:6060; empty: off (env JETFLOW_PPROF_LISTEN)")
 		repairInt  = fs.Duration("repair-interval", 5*time.Second, "how often the repair loop looks for stalled instances; negative disables it")
 		staleTask  = fs.Duration("stale-task", 10*time.Minute, "a task attempt without a timeout and without a result for this long is presumed lost and retried")
 	)
@@ -51,6 +52,11 @@ func Dispatcher(ctx context.Context, args []string) error {
 		return err
 	}
 
+	if *pprofAddr != "" {
+		if err := servePprof(*pprofAddr, log); err != nil {
+			return err
+		}
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
