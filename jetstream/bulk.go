@@ -108,7 +108,7 @@ func (c *Client) PublishEvents(ctx context.Context, events []workflow.OutEvent) 
 // CreateBarrier writes a write-once marker. It reports false when the
 // marker already existed.
 func (c *Client) CreateBarrier(ctx context.Context, key string) (bool, error) {
-	_, err := c.data.Create(ctx, key, nil)
+	_, err := c.data.kv().Create(ctx, key, nil)
 	if err == nil {
 		return true, nil
 	}

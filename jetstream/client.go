@@ -100,9 +100,9 @@ type Client struct {
 	nc    *nats.Conn
 	js    natsjs.JetStream
 	log   zerolog.Logger
-	inst  natsjs.KeyValue
-	data  natsjs.KeyValue
-	defs  natsjs.KeyValue
+	inst  *bucket
+	data  *bucket
+	defs  *bucket
 	cache *lru
 	effs  effects // BucketEffects, bound on first use (effects.go)
 }
@@ -269,13 +269,13 @@ func (c *Client) Provision(ctx context.Context) error {
 // when no dispatcher has provisioned jetflow yet.
 func (c *Client) Bind(ctx context.Context) error {
 	var err error
-	if c.inst, err = c.js.KeyValue(ctx, BucketInstances); err != nil {
+	if c.inst, err = c.bindBucket(ctx, BucketInstances); err != nil {
 		return fmt.Errorf("bucket %s: %w (has a dispatcher provisioned jetflow on this server?)", BucketInstances, err)
 	}
-	if c.data, err = c.js.KeyValue(ctx, BucketData); err != nil {
+	if c.data, err = c.bindBucket(ctx, BucketData); err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketData, err)
 	}
-	if c.defs, err = c.js.KeyValue(ctx, BucketDefinitions); err != nil {
+	if c.defs, err = c.bindBucket(ctx, BucketDefinitions); err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketDefinitions, err)
 	}
 	return nil

@@ -45,7 +45,7 @@ type Effect struct {
 // server provisioned by an older dispatcher fail only on once steps.
 type effects struct {
 	mu sync.Mutex
-	kv natsjs.KeyValue
+	b  *bucket
 }
 
 func effectsBucketConfig(replicas int) natsjs.KeyValueConfig {
@@ -59,18 +59,26 @@ func effectsBucketConfig(replicas int) natsjs.KeyValueConfig {
 	}
 }
 
-func (c *Client) effectsKV(ctx context.Context) (natsjs.KeyValue, error) {
+func (c *Client) effectsBucket(ctx context.Context) (*bucket, error) {
 	c.effs.mu.Lock()
 	defer c.effs.mu.Unlock()
-	if c.effs.kv != nil {
-		return c.effs.kv, nil
+	if c.effs.b != nil {
+		return c.effs.b, nil
 	}
-	kv, err := c.js.KeyValue(ctx, BucketEffects)
+	b, err := c.bindBucket(ctx, BucketEffects)
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w (steps with once: true need a dispatcher of this version to provision it)", BucketEffects, err)
 	}
-	c.effs.kv = kv
-	return kv, nil
+	c.effs.b = b
+	return b, nil
+}
+
+func (c *Client) effectsKV(ctx context.Context) (natsjs.KeyValue, error) {
+	b, err := c.effectsBucket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return b.kv(), nil
 }
 
 // ClaimEffect writes a claim on an effect key if the key has none. It
@@ -130,11 +138,11 @@ func (c *Client) RecordEffect(ctx context.Context, key string, e *Effect, rev ui
 // GetEffect reads the current record of an effect key and its revision;
 // workflow.ErrNotFound when the key was never claimed.
 func (c *Client) GetEffect(ctx context.Context, key string) (*Effect, uint64, error) {
-	kv, err := c.effectsKV(ctx)
+	b, err := c.effectsBucket(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
-	entry, err := kv.Get(ctx, key)
+	entry, err := c.get(ctx, b, key)
 	if err != nil {
 		return nil, 0, fmt.Errorf("get effect %s: %w", key, translate(err))
 	}

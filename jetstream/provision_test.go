@@ -6,6 +6,8 @@ import (
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/jetflow/jetflow/workflow"
 )
 
 func startTestClient(t *testing.T) *Client {
@@ -81,4 +83,38 @@ func provisioned(t *testing.T, c *Client, name string) natsjs.StreamConfig {
 	}
 	t.Fatalf("Provision does not make %s", name)
 	return natsjs.StreamConfig{}
+}
+
+// TestReadsSurviveDirectGetsSwitchedOff: a worker that bound the buckets
+// while they allowed direct gets (a deployment made by an older jetflow,
+// or CreateKeyValue) keeps asking for direct gets after a dispatcher
+// switched them off, and NATS answers those with "no responders". The
+// fleet's workers hung on that forever. Reads must rebind and succeed.
+func TestReadsSurviveDirectGetsSwitchedOff(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv, err := StartServer(ServerConfig{StoreDir: t.TempDir(), DontListen: true})
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	connect := func() *Client {
+		c, err := Connect(ctx, Config{Server: srv})
+		require.NoError(t, err)
+		t.Cleanup(c.Close)
+		return c
+	}
+	disp, work := connect(), connect()
+	for _, b := range []string{BucketInstances, BucketData, BucketDefinitions} {
+		_, err := disp.js.CreateKeyValue(ctx, natsjs.KeyValueConfig{Bucket: b, History: 1})
+		require.NoError(t, err)
+	}
+	require.NoError(t, work.Bind(ctx)) // binds with direct gets
+	require.NoError(t, disp.Provision(ctx))
+	require.NoError(t, disp.PutData(ctx, "some.key", "value"))
+	raw, err := work.DataRaw(ctx, "some.key")
+	require.NoError(t, err)
+	v, err := DecodeValue(raw)
+	require.NoError(t, err)
+	require.Equal(t, "value", v)
+	_, _, err = work.GetInstance(ctx, "nope")
+	require.ErrorIs(t, err, workflow.ErrNotFound)
 }

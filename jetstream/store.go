@@ -34,7 +34,7 @@ func translate(err error) error {
 
 // GetInstance reads an instance and its revision.
 func (c *Client) GetInstance(ctx context.Context, id string) (*workflow.Instance, uint64, error) {
-	e, err := c.inst.Get(ctx, id)
+	e, err := c.get(ctx, c.inst, id)
 	if err != nil {
 		return nil, 0, fmt.Errorf("get instance %s: %w", id, translate(err))
 	}
@@ -55,9 +55,9 @@ func (c *Client) PutInstance(ctx context.Context, in *workflow.Instance, rev uin
 	}
 	var nrev uint64
 	if rev == 0 {
-		nrev, err = c.inst.Create(ctx, in.ID, b)
+		nrev, err = c.inst.kv().Create(ctx, in.ID, b)
 	} else {
-		nrev, err = c.inst.Update(ctx, in.ID, b, rev)
+		nrev, err = c.inst.kv().Update(ctx, in.ID, b, rev)
 	}
 	if err != nil {
 		err = translate(err)
@@ -72,7 +72,7 @@ func (c *Client) PutInstance(ctx context.Context, in *workflow.Instance, rev uin
 
 // ListInstanceIDs returns every instance id, sorted.
 func (c *Client) ListInstanceIDs(ctx context.Context) ([]string, error) {
-	lister, err := c.inst.ListKeys(ctx)
+	lister, err := c.inst.kv().ListKeys(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)
 	}
@@ -101,7 +101,7 @@ func (c *Client) PutDataEncoded(ctx context.Context, key string, b []byte, decod
 	if len(b) > c.cfg.MaxPayload {
 		return fmt.Errorf("%w: value for %s is %d bytes, the limit is %d", ErrTooLarge, key, len(b), c.cfg.MaxPayload)
 	}
-	_, err := c.data.Create(ctx, key, b)
+	_, err := c.data.kv().Create(ctx, key, b)
 	if err != nil {
 		err = translate(err)
 		if !errors.Is(err, workflow.ErrExists) && !errors.Is(err, workflow.ErrConflict) {
@@ -133,7 +133,7 @@ func (c *Client) CreateData(ctx context.Context, key string, b []byte) error {
 	if len(b) > c.cfg.MaxPayload {
 		return fmt.Errorf("%w: value for %s is %d bytes, the limit is %d", ErrTooLarge, key, len(b), c.cfg.MaxPayload)
 	}
-	if _, err := c.data.Create(ctx, key, b); err != nil {
+	if _, err := c.data.kv().Create(ctx, key, b); err != nil {
 		err = translate(err)
 		if errors.Is(err, workflow.ErrConflict) {
 			err = fmt.Errorf("%w: %v", workflow.ErrExists, err)
@@ -145,7 +145,7 @@ func (c *Client) CreateData(ctx context.Context, key string, b []byte) error {
 
 // DataRaw returns the encoded value under key.
 func (c *Client) DataRaw(ctx context.Context, key string) ([]byte, error) {
-	e, err := c.data.Get(ctx, key)
+	e, err := c.get(ctx, c.data, key)
 	if err != nil {
 		return nil, fmt.Errorf("get data %s: %w", key, translate(err))
 	}
@@ -188,14 +188,14 @@ func (d dataView) Load(key string) (any, error) { return d.c.LoadData(d.ctx, key
 // different source for an existing version is refused.
 func (c *Client) PutDefinition(ctx context.Context, def *workflow.Definition, src []byte) error {
 	key := DefinitionKey(def.Name, def.Version)
-	_, err := c.defs.Create(ctx, key, src)
+	_, err := c.defs.kv().Create(ctx, key, src)
 	if err == nil {
 		return nil
 	}
 	if err = translate(err); !errors.Is(err, workflow.ErrExists) && !errors.Is(err, workflow.ErrConflict) {
 		return fmt.Errorf("store definition %s: %w", key, err)
 	}
-	e, gerr := c.defs.Get(ctx, key)
+	e, gerr := c.get(ctx, c.defs, key)
 	if gerr != nil {
 		return fmt.Errorf("store definition %s: %w", key, translate(gerr))
 	}
@@ -207,7 +207,7 @@ func (c *Client) PutDefinition(ctx context.Context, def *workflow.Definition, sr
 
 // Definitions loads every stored definition.
 func (c *Client) Definitions(ctx context.Context) ([]*workflow.Definition, error) {
-	lister, err := c.defs.ListKeys(ctx)
+	lister, err := c.defs.kv().ListKeys(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list definitions: %w", err)
 	}
@@ -233,7 +233,7 @@ func (c *Client) Definition(ctx context.Context, name string, version int) (*wor
 }
 
 func (c *Client) definition(ctx context.Context, key string) (*workflow.Definition, error) {
-	e, err := c.defs.Get(ctx, key)
+	e, err := c.get(ctx, c.defs, key)
 	if err != nil {
 		return nil, fmt.Errorf("definition %s: %w", key, translate(err))
 	}
@@ -248,7 +248,7 @@ func (c *Client) definition(ctx context.Context, key string) (*workflow.Definiti
 // calls ready once the stored ones were delivered, and blocks until ctx
 // ends. Definitions that fail to parse are logged and skipped.
 func (c *Client) WatchDefinitions(ctx context.Context, fn func(*workflow.Definition), ready func()) error {
-	w, err := c.defs.WatchAll(ctx)
+	w, err := c.defs.kv().WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch definitions: %w", err)
 	}
@@ -287,7 +287,7 @@ func (c *Client) WatchInstances(ctx context.Context, existing bool, ready func()
 	if !existing {
 		opts = append(opts, natsjs.UpdatesOnly())
 	}
-	w, err := c.inst.WatchAll(ctx, opts...)
+	w, err := c.inst.kv().WatchAll(ctx, opts...)
 	if err != nil {
 		return fmt.Errorf("watch instances: %w", err)
 	}
