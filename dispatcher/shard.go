@@ -139,7 +139,7 @@ func (s *shard) process(id string, items []*item) {
 					return
 				}
 			}
-			newRev, err := d.client.PutInstance(ctx, res.inst, rev)
+			newRev, err := d.client.PutInstance(ctx, res.inst, rev, s.expires(ctx, res.inst))
 			if err != nil {
 				delete(s.cache, id)
 				if errors.Is(err, workflow.ErrConflict) || errors.Is(err, workflow.ErrExists) {
@@ -184,6 +184,18 @@ func (s *shard) process(id string, items []*item) {
 		}
 		return
 	}
+}
+
+// expires reports whether an instance's write may carry the instance
+// retention TTL: only an ended instance, and never a run of a workflow
+// with on_duplicate: rerun (a missing run 1 would restart the chain while
+// later runs exist).
+func (s *shard) expires(ctx context.Context, inst *workflow.Instance) bool {
+	if !inst.Status.Terminal() || inst.Run > 1 {
+		return false
+	}
+	def, err := s.d.definition(ctx, inst.Workflow, inst.Version)
+	return err == nil && !def.Reruns()
 }
 
 func (s *shard) read(ctx context.Context, id string) (*workflow.Instance, uint64, error) {

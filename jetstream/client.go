@@ -32,6 +32,15 @@ type Config struct {
 	TriggerRetention time.Duration
 	// DLQRetention is how long dead letters are kept. Default 7 days.
 	DLQRetention time.Duration
+	// InstanceRetention is how long an ended instance's key is kept after
+	// its last write; NATS then removes it (a per-message TTL on that
+	// write). 0, the default, keeps instances forever. While the key
+	// exists it is the durable duplicate guard of its event key: a
+	// trigger replayed after it expired starts a new instance. It must be
+	// at least TriggerRetention, so no trigger the stream still holds
+	// can outlive its guard. Runs of workflows with on_duplicate: rerun
+	// never expire (their run chain must stay whole).
+	InstanceRetention time.Duration
 	// DispatcherAckWait is the dispatcher consumer's AckWait: how soon an
 	// event a crashed dispatcher held is redelivered. Default 30s.
 	DispatcherAckWait time.Duration
@@ -88,6 +97,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("max payload must be at least 1024 bytes, got %d", c.MaxPayload)
 	case c.DuplicateWindow > c.TriggerRetention:
 		return fmt.Errorf("duplicate window %s exceeds trigger retention %s", c.DuplicateWindow, c.TriggerRetention)
+	case c.InstanceRetention < 0:
+		return fmt.Errorf("instance retention must not be negative, got %s", c.InstanceRetention)
+	case c.InstanceRetention > 0 && c.InstanceRetention < c.TriggerRetention:
+		return fmt.Errorf("instance retention %s is shorter than trigger retention %s: a trigger still in the stream could outlive its instance's duplicate guard", c.InstanceRetention, c.TriggerRetention)
+	case c.InstanceRetention > 0 && c.InstanceRetention < time.Second:
+		return fmt.Errorf("instance retention must be at least 1s (NATS per-message TTLs are whole seconds), got %s", c.InstanceRetention)
 	case c.DispatcherAckWait < time.Second || c.WorkerAckWait < time.Second:
 		return errors.New("ack waits must be at least 1s")
 	}
@@ -222,7 +237,14 @@ func (c *Client) streamConfigs() []natsjs.StreamConfig {
 		effectsBucketConfig(r),
 	}
 	for _, bc := range buckets {
-		streams = append(streams, bucketStream(bc))
+		sc := bucketStream(bc)
+		if bc.Bucket == BucketInstances {
+			// Ended instances expire by a per-message TTL when
+			// InstanceRetention is set (PutInstance). Allowing TTLs costs
+			// nothing when none is used, and cannot be undone.
+			sc.AllowMsgTTL = true
+		}
+		streams = append(streams, sc)
 	}
 	return streams
 }
@@ -399,5 +421,6 @@ func sameStream(have, want natsjs.StreamConfig) bool {
 		(!want.AllowRollup || have.AllowRollup) &&
 		(!want.DenyDelete || have.DenyDelete) &&
 		have.AllowMsgSchedules == want.AllowMsgSchedules &&
+		have.AllowMsgTTL == want.AllowMsgTTL &&
 		have.Discard == want.Discard
 }

@@ -3,6 +3,7 @@ package jetstream
 import (
 	"context"
 	"testing"
+	"time"
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -117,4 +118,23 @@ func TestReadsSurviveDirectGetsSwitchedOff(t *testing.T) {
 	require.Equal(t, "value", v)
 	_, _, err = work.GetInstance(ctx, "nope")
 	require.ErrorIs(t, err, workflow.ErrNotFound)
+}
+
+func TestInstanceRetentionMustCoverTriggerRetention(t *testing.T) {
+	t.Parallel()
+	srv := &Server{}
+	for _, tc := range []struct {
+		retention time.Duration
+		ok        bool
+	}{
+		{0, true}, {48 * time.Hour, true}, {24 * time.Hour, true},
+		{time.Hour, false}, {-time.Second, false},
+	} {
+		err := Config{Server: srv, InstanceRetention: tc.retention}.WithDefaults().Validate()
+		if tc.ok {
+			require.NoError(t, err, "retention %s", tc.retention)
+		} else {
+			require.Error(t, err, "retention %s", tc.retention)
+		}
+	}
 }

@@ -47,16 +47,30 @@ func (c *Client) GetInstance(ctx context.Context, id string) (*workflow.Instance
 
 // PutInstance writes an instance: a create when rev is 0 (ErrExists if it
 // is there), otherwise a compare-and-swap on rev (ErrConflict if another
-// writer got there first). It returns the new revision.
-func (c *Client) PutInstance(ctx context.Context, in *workflow.Instance, rev uint64) (uint64, error) {
+// writer got there first). It returns the new revision. With expires set
+// and Config.InstanceRetention above zero, the write carries a TTL of the
+// retention: NATS removes the key that long after this write unless a
+// later write replaces it (the dispatcher sets expires for ended
+// instances only).
+func (c *Client) PutInstance(ctx context.Context, in *workflow.Instance, rev uint64, expires bool) (uint64, error) {
 	b, err := encode(in)
 	if err != nil {
 		return 0, err
 	}
 	var nrev uint64
-	if rev == 0 {
+	switch {
+	case expires && c.cfg.InstanceRetention > 0:
+		// The KV API has no TTL on Update; this is the same write (the
+		// subject of the key, the expected last revision) with Nats-TTL.
+		var ack *natsjs.PubAck
+		ack, err = c.js.Publish(ctx, "$KV."+BucketInstances+"."+in.ID, b,
+			natsjs.WithExpectLastSequencePerSubject(rev), natsjs.WithMsgTTL(c.cfg.InstanceRetention))
+		if err == nil {
+			nrev = ack.Sequence
+		}
+	case rev == 0:
 		nrev, err = c.inst.kv().Create(ctx, in.ID, b)
-	} else {
+	default:
 		nrev, err = c.inst.kv().Update(ctx, in.ID, b, rev)
 	}
 	if err != nil {

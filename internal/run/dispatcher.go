@@ -40,6 +40,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 		pprofAddr  = fs.String("pprof-listen", Env("JETFLOW_PPROF_LISTEN", ""), "serve net/http/pprof (heap, goroutines, CPU) on this address, e.g. 127.0.0.1:6060; empty: off (env JETFLOW_PPROF_LISTEN)")
 		repairInt  = fs.Duration("repair-interval", 5*time.Second, "how often the repair loop looks for stalled instances; negative disables it")
 		staleTask  = fs.Duration("stale-task", 10*time.Minute, "a task attempt without a timeout and without a result for this long is presumed lost and retried")
+		retention  = fs.String("instance-retention", Env("JETFLOW_INSTANCE_RETENTION", "0"), "remove an ended instance's key this long after it ended; 0 keeps instances forever; at least 24h (the trigger retention); a replay of the event key after that starts a new instance (env JETFLOW_INSTANCE_RETENTION)")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -50,6 +51,10 @@ func Dispatcher(ctx context.Context, args []string) error {
 	log, err := Logger(os.Stderr, *logFormat, *logLevel, "dispatcher")
 	if err != nil {
 		return err
+	}
+	instanceRetention, err := time.ParseDuration(*retention)
+	if err != nil {
+		return fmt.Errorf("--instance-retention (JETFLOW_INSTANCE_RETENTION): %w (use Go durations such as 720h)", err)
 	}
 
 	if *pprofAddr != "" {
@@ -69,7 +74,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	client, _, closeFn, err := Open(ctx, Conn{URL: *url, StoreDir: *storeDir, Listen: *listen, SyncAlways: *syncAlways, Replicas: *replicas},
-		jetstream.Config{Name: "jetflow-dispatcher", DispatcherAckWait: *ackWait}, log)
+		jetstream.Config{Name: "jetflow-dispatcher", DispatcherAckWait: *ackWait, InstanceRetention: instanceRetention}, log)
 	if err != nil {
 		return err
 	}
