@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/workflow"
 )
 
@@ -16,23 +17,32 @@ import (
 // replica) may run at once; they publish the same deterministic message
 // ids, and a repair that arrives after the work finished changes nothing.
 type repairLoop struct {
-	d       *Dispatcher
-	mu      sync.Mutex
-	running map[string]*workflow.Instance
+	d  *Dispatcher
+	mu sync.Mutex
+	// running holds the latest write of every running instance, decoded
+	// in full only when a sweep needs it (most instances change again or
+	// end before that).
+	running map[string]*watched
 	// sent remembers the repair message ids this loop already published
 	// for each running instance, so a sweep does not publish the same
 	// repair again while the first is still on its way.
 	sent map[string]map[string]bool
 }
 
+// watched is the latest write of one running instance.
+type watched struct {
+	update *jetstream.InstanceUpdate
+	inst   *workflow.Instance // decoded on first use
+}
+
 func (r *repairLoop) run(ctx context.Context) error {
-	r.running = map[string]*workflow.Instance{}
+	r.running = map[string]*watched{}
 	r.sent = map[string]map[string]bool{}
 	ready := make(chan struct{})
 	var once sync.Once
 	errc := make(chan error, 1)
 	go func() {
-		errc <- r.d.client.WatchInstances(ctx, true, func() { once.Do(func() { close(ready) }) }, r.observe)
+		errc <- r.d.client.WatchInstanceUpdates(ctx, true, func() { once.Do(func() { close(ready) }) }, r.observe)
 	}()
 	select {
 	case <-ready:
@@ -55,18 +65,36 @@ func (r *repairLoop) run(ctx context.Context) error {
 	}
 }
 
-func (r *repairLoop) observe(in *workflow.Instance) {
+func (r *repairLoop) observe(u *jetstream.InstanceUpdate) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if in.Status.Terminal() {
-		delete(r.running, in.ID)
-		delete(r.sent, in.ID)
+	if u.Status.Terminal() {
+		delete(r.running, u.ID)
+		delete(r.sent, u.ID)
 		return
 	}
-	if cur, ok := r.running[in.ID]; ok && cur.Events > in.Events {
+	if cur, ok := r.running[u.ID]; ok && cur.update.Events > u.Events {
 		return // an older revision delivered late
 	}
-	r.running[in.ID] = in
+	r.running[u.ID] = &watched{update: u}
+}
+
+// decoded returns the watched write's instance, decoding it once.
+func (r *repairLoop) decoded(w *watched) (*workflow.Instance, error) {
+	r.mu.Lock()
+	in := w.inst
+	r.mu.Unlock()
+	if in != nil {
+		return in, nil
+	}
+	in, err := w.update.Decode()
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	w.inst = in
+	r.mu.Unlock()
+	return in, nil
 }
 
 func (r *repairLoop) sweep(ctx context.Context) {
@@ -79,13 +107,18 @@ func (r *repairLoop) sweep(ctx context.Context) {
 		Force:      d.cfg.ForceRepairs,
 	}
 	r.mu.Lock()
-	snapshot := make([]*workflow.Instance, 0, len(r.running))
-	for _, in := range r.running {
-		snapshot = append(snapshot, in)
+	snapshot := make([]*watched, 0, len(r.running))
+	for _, w := range r.running {
+		snapshot = append(snapshot, w)
 	}
 	r.mu.Unlock()
 	var events []workflow.OutEvent
-	for _, in := range snapshot {
+	for _, w := range snapshot {
+		in, err := r.decoded(w)
+		if err != nil {
+			d.log.Warn().Err(err).Msg("repair loop: undecodable instance")
+			continue
+		}
 		def, err := d.definition(ctx, in.Workflow, in.Version)
 		if err != nil {
 			continue

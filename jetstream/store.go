@@ -292,11 +292,56 @@ func (c *Client) WatchDefinitions(ctx context.Context, fn func(*workflow.Definit
 	}
 }
 
+// InstanceUpdate is one write of an instance as a watch sees it: the
+// fields needed to follow instances cheaply, decoded at once, and the
+// whole record, decoded on demand.
+type InstanceUpdate struct {
+	ID     string          `msgpack:"id"`
+	Status workflow.Status `msgpack:"st"`
+	Events uint64          `msgpack:"n"`
+	raw    []byte
+}
+
+// Decode decodes the whole instance.
+func (u *InstanceUpdate) Decode() (*workflow.Instance, error) {
+	var in workflow.Instance
+	if err := decode(u.raw, &in); err != nil {
+		return nil, fmt.Errorf("decode instance %s: %w", u.ID, err)
+	}
+	return &in, nil
+}
+
+// WatchInstanceUpdates is WatchInstances for followers that need the whole
+// instance only for some writes (the repair loop decodes only instances
+// that stopped changing): each write is decoded to its id, status and
+// event count, skipping the rest.
+func (c *Client) WatchInstanceUpdates(ctx context.Context, existing bool, ready func(), fn func(*InstanceUpdate)) error {
+	return c.watchInstances(ctx, existing, ready, func(key string, raw []byte) {
+		u := &InstanceUpdate{raw: raw}
+		if err := decode(raw, u); err != nil {
+			c.log.Warn().Err(err).Str("key", key).Msg("undecodable instance in watch")
+			return
+		}
+		fn(u)
+	})
+}
+
 // WatchInstances calls fn with every instance update (first the current
 // state of every instance when existing is true), until ctx ends (it
 // blocks). ready is called once the watch is in place (and, with
 // existing, once the current states were delivered).
 func (c *Client) WatchInstances(ctx context.Context, existing bool, ready func(), fn func(*workflow.Instance)) error {
+	return c.watchInstances(ctx, existing, ready, func(key string, raw []byte) {
+		var in workflow.Instance
+		if err := decode(raw, &in); err != nil {
+			c.log.Warn().Err(err).Str("key", key).Msg("undecodable instance in watch")
+			return
+		}
+		fn(&in)
+	})
+}
+
+func (c *Client) watchInstances(ctx context.Context, existing bool, ready func(), fn func(key string, raw []byte)) error {
 	var opts []natsjs.WatchOpt
 	if !existing {
 		opts = append(opts, natsjs.UpdatesOnly())
@@ -326,12 +371,7 @@ func (c *Client) WatchInstances(ctx context.Context, existing bool, ready func()
 			if e.Operation() != natsjs.KeyValuePut {
 				continue
 			}
-			var in workflow.Instance
-			if err := decode(e.Value(), &in); err != nil {
-				c.log.Warn().Err(err).Str("key", e.Key()).Msg("undecodable instance in watch")
-				continue
-			}
-			fn(&in)
+			fn(e.Key(), e.Value())
 		}
 	}
 }
