@@ -304,6 +304,9 @@ type item struct {
 	// barrier is set once this item's child barrier was created by this
 	// dispatcher, so a CAS retry still counts it.
 	barrier bool
+	// barrierExists is set when a batched create (shard.preBarriers)
+	// found this item's barrier already there.
+	barrierExists bool
 	// done receives the outcome; nil error means the event was applied
 	// (or was a harmless duplicate) and the message may be acked.
 	done func(outcome)

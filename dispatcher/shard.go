@@ -242,12 +242,70 @@ type ignoredEvent struct {
 	why  string
 }
 
+// preBarriers creates, in one pipelined round, the barriers of the child
+// completions in items that the instance as read would accept. A parent
+// receives its children's completions in batches; one synchronous KV
+// create per child, in the parent's shard, serialised a fan-out. apply
+// then goes through the items one by one as before and creates the
+// barriers that were not decided here (a completion the evolving state
+// accepts but the state as read did not, or a create whose outcome is
+// unknown). A barrier created here for a completion that an earlier item
+// of the same batch made moot (the step or instance ended) is harmless:
+// nothing counts that step's children any more.
+func (s *shard) preBarriers(ctx context.Context, inst *workflow.Instance, items []*item, now time.Time, data workflow.Data) error {
+	if inst == nil {
+		return nil
+	}
+	var idx []int
+	var keys []string
+	var def *workflow.Definition
+	for i, it := range items {
+		ev := it.ev
+		if ev.Kind != workflow.EventChildDone || it.barrier || it.barrierExists {
+			continue
+		}
+		if def == nil {
+			var err error
+			if def, err = s.d.definition(ctx, inst.Workflow, inst.Version); err != nil {
+				return nil // apply reports it
+			}
+		}
+		probe, err := workflow.Apply(def, inst, ev, now, data)
+		if err != nil || !probe.Changed {
+			continue
+		}
+		idx = append(idx, i)
+		keys = append(keys, workflow.ChildBarrierKey(ev.Instance, ev.Step, ev.Index, ev.ChildStatus == workflow.StatusCompleted))
+	}
+	if len(keys) < 2 {
+		return nil // apply's own create is as good
+	}
+	created, errs := s.d.client.CreateBarriers(ctx, keys)
+	for j, i := range idx {
+		switch {
+		case errs[j] != nil:
+			// Unknown whether it landed: the whole group is retried, and
+			// a redelivered completion whose barrier exists is recounted
+			// from the barriers (as after a failed single create).
+			return errs[j]
+		case created[j]:
+			items[i].barrier = true
+		default:
+			items[i].barrierExists = true
+		}
+	}
+	return nil
+}
+
 // apply runs the transition function over the group's events in order.
 func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*item) (*applied, error) {
 	d := s.d
 	res := &applied{inst: inst, outcomes: make([]outcome, len(items))}
 	now := d.cfg.Clock()
 	data := d.client.DataView(ctx)
+	if err := s.preBarriers(ctx, inst, items, now, data); err != nil {
+		return nil, err
+	}
 	for i, it := range items {
 		ev := it.ev
 		if it.msg.Deliveries() > 1 {
@@ -292,11 +350,13 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 				continue
 			}
 			if probe.Changed {
-				key := workflow.ChildBarrierKey(ev.Instance, ev.Step, ev.Index, ev.ChildStatus == workflow.StatusCompleted)
-				created, err := d.client.CreateBarrier(ctx, key)
-				if err != nil {
-					res.outcomes[i] = outcome{err: err}
-					continue
+				created := false
+				if !it.barrierExists {
+					key := workflow.ChildBarrierKey(ev.Instance, ev.Step, ev.Index, ev.ChildStatus == workflow.StatusCompleted)
+					if created, err = d.client.CreateBarrier(ctx, key); err != nil {
+						res.outcomes[i] = outcome{err: err}
+						continue
+					}
 				}
 				if !created {
 					d.stats.duplicateChildren.Add(1)

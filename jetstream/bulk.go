@@ -119,6 +119,40 @@ func (c *Client) CreateBarrier(ctx context.Context, key string) (bool, error) {
 	return false, fmt.Errorf("barrier %s: %w", key, err)
 }
 
+// CreateBarriers is CreateBarrier for many keys at once, pipelined:
+// created[i] reports whether keys[i] was created by this call; errs[i] is
+// set when that key's outcome is unknown (retry it).
+func (c *Client) CreateBarriers(ctx context.Context, keys []string) (created []bool, errs []error) {
+	created, errs = make([]bool, len(keys)), make([]error, len(keys))
+	futures := make([]natsjs.PubAckFuture, len(keys))
+	for i, k := range keys {
+		f, err := c.js.PublishAsync("$KV."+BucketData+"."+k, nil, natsjs.WithExpectLastSequencePerSubject(0))
+		if err != nil {
+			errs[i] = fmt.Errorf("barrier %s: %w", k, err)
+			continue
+		}
+		futures[i] = f
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+			created[i] = true
+		case err := <-f.Err():
+			var apiErr *natsjs.APIError
+			if errors.As(err, &apiErr) && (apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequenceConstant) {
+				continue // there before
+			}
+			errs[i] = fmt.Errorf("barrier %s: %w", keys[i], err)
+		case <-ctx.Done():
+			errs[i] = fmt.Errorf("barrier %s: %w", keys[i], ctx.Err())
+		}
+	}
+	return created, errs
+}
+
 // CountKeys counts the data keys that start with prefix (which ends with
 // a '.'). It asks the server for the bucket stream's subjects under the
 // prefix (one request per 100k subjects); use it for repairs, not on the
