@@ -291,7 +291,7 @@ feed:
 	stopWatch()
 	<-relDone
 	res := tr.result(o, wall)
-	res.TasksPerS = res.WorkflowsPerS * 3
+	res.TasksPerS = round(float64(res.Completed+res.Failed)*3/wall.Seconds(), 1)
 	if err := verify(context.Background(), c, tr, res); err != nil {
 		return res, err
 	}
