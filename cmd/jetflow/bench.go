@@ -28,6 +28,7 @@ func benchCmd(g *globals) *cobra.Command {
 		workerConc int
 		cpuProfile string
 		keep       bool
+		logLevel   string
 		separate   bool
 	)
 	cmd := &cobra.Command{
@@ -47,7 +48,7 @@ with --external it uses the dispatchers and workers already running behind
 			if !external {
 				var cleanup func()
 				var err error
-				url, procs, cleanup, err = startSystem(ctx, separate, syncAlways, workers, workerConc, cpuProfile, keep)
+				url, procs, cleanup, err = startSystem(ctx, separate, syncAlways, workers, workerConc, cpuProfile, keep, logLevel)
 				if err != nil {
 					return err
 				}
@@ -114,14 +115,15 @@ with --external it uses the dispatchers and workers already running behind
 	f.IntVar(&workers, "workers", 1, "worker processes to start")
 	f.IntVar(&workerConc, "worker-concurrency", 64, "handlers per worker process")
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write the dispatcher's CPU profile to this file")
-	f.BoolVar(&keep, "keep", false, "keep the temporary store directory")
+	f.BoolVar(&keep, "keep", false, "keep the temporary directory (store and system.log, the dispatcher's and workers' logs)")
+	f.StringVar(&logLevel, "system-log-level", "warn", "log level of the dispatcher and workers the bench starts (their log is system.log in the temporary directory; see --keep)")
 	f.BoolVar(&separate, "separate-server", false, "run the NATS server as its own process (TCP) instead of embedded in the dispatcher")
 	return cmd
 }
 
 // startSystem starts a dispatcher (with its embedded server) and workers as
 // separate processes of this binary.
-func startSystem(ctx context.Context, separate, syncAlways bool, workers, workerConc int, cpuProfile string, keep bool) (string, map[string]*exec.Cmd, func(), error) {
+func startSystem(ctx context.Context, separate, syncAlways bool, workers, workerConc int, cpuProfile string, keep bool, logLevel string) (string, map[string]*exec.Cmd, func(), error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return "", nil, nil, err
@@ -150,7 +152,9 @@ func startSystem(ctx context.Context, separate, syncAlways bool, workers, worker
 				<-done
 			}
 		}
-		if !keep {
+		if keep {
+			fmt.Fprintf(os.Stderr, "kept %s (store, system.log)\n", dir)
+		} else {
 			_ = os.RemoveAll(dir)
 		}
 	}
@@ -170,7 +174,7 @@ func startSystem(ctx context.Context, separate, syncAlways bool, workers, worker
 	}
 	store := filepath.Join(dir, "store")
 	listen := "127.0.0.1:" + strconv.Itoa(port)
-	dargs := []string{"dispatcher", "--store-dir", store, "--listen", listen, "--log-level", "warn"}
+	dargs := []string{"dispatcher", "--store-dir", store, "--listen", listen, "--log-level", logLevel}
 	if separate {
 		sargs := []string{"server", "--store-dir", store, "--listen", listen}
 		if syncAlways {
@@ -180,7 +184,7 @@ func startSystem(ctx context.Context, separate, syncAlways bool, workers, worker
 			cleanup()
 			return "", nil, nil, err
 		}
-		dargs = []string{"dispatcher", "--nats-url", url, "--log-level", "warn"}
+		dargs = []string{"dispatcher", "--nats-url", url, "--log-level", logLevel}
 	} else if syncAlways {
 		dargs = append(dargs, "--sync-always")
 	}
@@ -197,7 +201,7 @@ func startSystem(ctx context.Context, separate, syncAlways bool, workers, worker
 		if workers > 1 {
 			name = "worker" + strconv.Itoa(i+1)
 		}
-		if err := start(name, "worker", "--nats-url", url, "--concurrency", strconv.Itoa(workerConc), "--log-level", "warn"); err != nil {
+		if err := start(name, "worker", "--nats-url", url, "--concurrency", strconv.Itoa(workerConc), "--log-level", logLevel); err != nil {
 			cleanup()
 			return "", nil, nil, err
 		}
