@@ -206,7 +206,23 @@ func (s *sim) apply(ev workflow.Event) workflow.Decision {
 		s.pool = append(s.pool, w)
 	}
 	s.inst = dec.Instance
+	requireNextRepairExact(s.t, s.def, s.inst)
 	return dec
+}
+
+// requireNextRepairExact checks that NextRepair is exactly when Repairs
+// starts to find work: nothing at the time it names, something a
+// nanosecond later, nothing ever when it names no time.
+func requireNextRepairExact(t testing.TB, def *workflow.Definition, inst *workflow.Instance) {
+	t.Helper()
+	p := workflow.RepairPolicy{StaleTask: 2 * time.Second, TimerGrace: time.Second, StaleBulk: 3 * time.Second}
+	due := workflow.NextRepair(def, inst, p)
+	if due.IsZero() {
+		require.Empty(t, workflow.Repairs(def, inst, inst.Updated.Add(1000*time.Hour), p), "NextRepair says never")
+		return
+	}
+	require.Empty(t, workflow.Repairs(def, inst, due, p), "repairs at NextRepair")
+	require.NotEmpty(t, workflow.Repairs(def, inst, due.Add(time.Nanosecond), p), "no repair just after NextRepair")
 }
 
 func (s *sim) deliver(w work) {

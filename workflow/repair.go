@@ -83,3 +83,46 @@ func Repairs(def *Definition, inst *Instance, now time.Time, p RepairPolicy) []O
 	}
 	return out
 }
+
+// NextRepair is the time after which Repairs may first find work for inst
+// as it is: the earliest moment a running task attempt goes stale, a
+// running bulk step goes stale, or a pending timer is past its grace. It
+// is zero when only a change of the instance could make a repair due (no
+// rule applies, or the instance ended). Repairs(def, inst, now, p) is
+// empty for every now that is not after it (p.Force aside, which repairs
+// at once). The repair loop uses it to look at an instance again only
+// when something can be due, instead of decoding every running instance
+// on every sweep.
+func NextRepair(def *Definition, inst *Instance, p RepairPolicy) time.Time {
+	if inst == nil || inst.Status.Terminal() {
+		return time.Time{}
+	}
+	var next time.Time
+	consider := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	for name, st := range inst.Steps {
+		s, ok := def.index[name]
+		if !ok || st.Status != StepRunning {
+			continue
+		}
+		switch s.Kind {
+		case KindTask:
+			if s.Timeout == 0 && p.StaleTask > 0 {
+				consider(st.AttemptStarted.Add(p.StaleTask))
+			}
+		case KindBulk:
+			if p.StaleBulk > 0 && st.Done+st.ChildFailed < st.Cursor {
+				consider(inst.Updated.Add(p.StaleBulk))
+			}
+		}
+	}
+	if p.TimerGrace > 0 {
+		for _, at := range inst.Timers {
+			consider(at.Add(p.TimerGrace))
+		}
+	}
+	return next
+}
