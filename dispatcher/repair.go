@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -19,9 +20,7 @@ import (
 type repairLoop struct {
 	d  *Dispatcher
 	mu sync.Mutex
-	// running holds the latest write of every running instance, decoded
-	// in full only when a sweep needs it (most instances change again or
-	// end before that).
+	// running holds the latest write of every running instance.
 	running map[string]*watched
 	// sent remembers the repair message ids this loop already published
 	// for each running instance, so a sweep does not publish the same
@@ -29,10 +28,21 @@ type repairLoop struct {
 	sent map[string]map[string]bool
 }
 
-// watched is the latest write of one running instance.
+// watched is the latest write of one running instance. A sweep decodes
+// a write once, to learn when a repair could first be due
+// (workflow.NextRepair), and then keeps only that time: most instances
+// change again or end before it. Before, every sweep decoded every
+// running instance and kept the decoded copy: in a 100,000-child fan-out
+// whose children queue up for their worker, that is up to 100,000 decodes
+// every RepairInterval and as many decoded instances held in memory.
 type watched struct {
+	events uint64 // the write's event count (a late, older write is ignored)
+	// update is the write until a sweep has looked at it (always, with
+	// forced repairs); then nil, and due is when a repair can first be
+	// due (zero: not until the instance changes). Once due has passed the
+	// instance is read again from the store.
 	update *jetstream.InstanceUpdate
-	inst   *workflow.Instance // decoded on first use
+	due    time.Time
 }
 
 func (r *repairLoop) run(ctx context.Context) error {
@@ -69,31 +79,65 @@ func (r *repairLoop) observe(u *jetstream.InstanceUpdate) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if u.Status.Terminal() {
-		delete(r.running, u.ID)
-		delete(r.sent, u.ID)
+		r.forget(u.ID)
 		return
 	}
-	if cur, ok := r.running[u.ID]; ok && cur.update.Events > u.Events {
+	if cur, ok := r.running[u.ID]; ok && cur.events > u.Events {
 		return // an older revision delivered late
 	}
-	r.running[u.ID] = &watched{update: u}
+	r.running[u.ID] = &watched{events: u.Events, update: u}
 }
 
-// decoded returns the watched write's instance, decoding it once.
-func (r *repairLoop) decoded(w *watched) (*workflow.Instance, error) {
+// forget stops following an instance; r.mu is held.
+func (r *repairLoop) forget(id string) {
+	delete(r.running, id)
+	delete(r.sent, id)
+}
+
+// repairReadTimeout bounds the read of one instance whose repair may be
+// due.
+const repairReadTimeout = 5 * time.Second
+
+// load returns the instance of a watched write that a sweep must look
+// at, or nil when there is nothing to look at now. An error means the
+// store could not be read.
+func (r *repairLoop) load(ctx context.Context, id string, w *watched, now time.Time, force bool) (*workflow.Instance, error) {
 	r.mu.Lock()
-	in := w.inst
+	u, due := w.update, w.due
 	r.mu.Unlock()
-	if in != nil {
+	if u != nil {
+		in, err := u.Decode()
+		if err != nil {
+			// Not a read error: the write itself is bad. Look at it no
+			// more until the instance changes.
+			r.d.log.Warn().Err(err).Str("instance_id", id).Msg("repair loop: undecodable instance")
+			r.mu.Lock()
+			w.update, w.due = nil, time.Time{}
+			r.mu.Unlock()
+			return nil, nil
+		}
 		return in, nil
 	}
-	in, err := w.update.Decode()
-	if err != nil {
+	if !force && (due.IsZero() || !now.After(due)) {
+		return nil, nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, repairReadTimeout)
+	defer cancel()
+	in, _, err := r.d.client.GetInstance(rctx, id)
+	switch {
+	case errors.Is(err, workflow.ErrNotFound):
+		in = nil // expired or gone: nothing to repair
+	case err != nil:
 		return nil, err
 	}
-	r.mu.Lock()
-	w.inst = in
-	r.mu.Unlock()
+	if in == nil || in.Status.Terminal() {
+		r.mu.Lock()
+		if r.running[id] == w {
+			r.forget(id)
+		}
+		r.mu.Unlock()
+		return nil, nil
+	}
 	return in, nil
 }
 
@@ -106,22 +150,37 @@ func (r *repairLoop) sweep(ctx context.Context) {
 		StaleBulk:  d.cfg.StaleBulk,
 		Force:      d.cfg.ForceRepairs,
 	}
+	type entry struct {
+		id string
+		w  *watched
+	}
 	r.mu.Lock()
-	snapshot := make([]*watched, 0, len(r.running))
-	for _, w := range r.running {
-		snapshot = append(snapshot, w)
+	snapshot := make([]entry, 0, len(r.running))
+	for id, w := range r.running {
+		snapshot = append(snapshot, entry{id, w})
 	}
 	r.mu.Unlock()
 	var events []workflow.OutEvent
-	for _, w := range snapshot {
-		in, err := r.decoded(w)
+	for _, e := range snapshot {
+		in, err := r.load(ctx, e.id, e.w, now, policy.Force)
 		if err != nil {
-			d.log.Warn().Err(err).Msg("repair loop: undecodable instance")
+			// NATS is unwell: one failed read per sweep, not one per
+			// instance; the next sweep goes on.
+			d.log.Warn().Err(err).Str("instance_id", e.id).Msg("repair loop: cannot read instance; sweep cut short")
+			break
+		}
+		if in == nil {
 			continue
 		}
 		def, err := d.definition(ctx, in.Workflow, in.Version)
 		if err != nil {
 			continue
+		}
+		if !policy.Force {
+			due := workflow.NextRepair(def, in, policy)
+			r.mu.Lock()
+			e.w.update, e.w.due = nil, due
+			r.mu.Unlock()
 		}
 		for _, ev := range workflow.Repairs(def, in, now, policy) {
 			r.mu.Lock()
