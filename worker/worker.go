@@ -211,6 +211,9 @@ func (w *Worker) fetchLoop(ctx, hardCtx context.Context, taskType string, tc *je
 		for _, m := range ts.Drain() {
 			_ = m.Nak(0)
 		}
+		if n := ts.Stalls(); n > 0 {
+			w.log.Info().Str("task_type", taskType).Uint64("stalled_pulls", n).Msg("pulls replaced after missing server heartbeats")
+		}
 	}()
 	for {
 		m, err := ts.Next(ctx)
