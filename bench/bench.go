@@ -339,8 +339,9 @@ func (t *tracker) result(o Options, wall time.Duration) *Result {
 }
 
 // verify reads the final state of every started instance from the store:
-// each must exist and be terminal, and every step must have been accepted
-// once (a completed step with one attempt; retries would show as more).
+// each must exist and be terminal, or it counts as lost. (Duplicates are
+// counted from the completion announcements: an instance announced as
+// ended more than once moved after it ended.)
 func verify(ctx context.Context, c *jetstream.Client, t *tracker, res *Result) error {
 	t.mu.Lock()
 	ids := make([]string, 0, len(t.started))
