@@ -24,33 +24,22 @@ import (
 // must be added here too; the test fails until it is.
 
 func init() {
-	msgpack.Register(workflow.Instance{}, encodeInstanceValue, nil)
-	msgpack.Register(workflow.Event{}, encodeEventValue, nil)
-	msgpack.Register(workflow.Task{}, encodeTaskValue, nil)
+	msgpack.Register(workflow.Instance{}, byValue(encodeInstance), nil)
+	msgpack.Register(workflow.Event{}, byValue(encodeEvent), nil)
+	msgpack.Register(workflow.Task{}, byValue(encodeTask), nil)
 }
 
-func encodeInstanceValue(e *msgpack.Encoder, v reflect.Value) error {
-	if v.CanAddr() {
-		return encodeInstance(e, v.Addr().Interface().(*workflow.Instance))
+// byValue adapts an encoder of *T to msgpack's encoder of reflected
+// values: a T inside a struct or behind a pointer is addressable; a T
+// passed by value is copied once.
+func byValue[T any](enc func(*msgpack.Encoder, *T) error) func(*msgpack.Encoder, reflect.Value) error {
+	return func(e *msgpack.Encoder, v reflect.Value) error {
+		if v.CanAddr() {
+			return enc(e, v.Addr().Interface().(*T))
+		}
+		x := v.Interface().(T)
+		return enc(e, &x)
 	}
-	in := v.Interface().(workflow.Instance)
-	return encodeInstance(e, &in)
-}
-
-func encodeEventValue(e *msgpack.Encoder, v reflect.Value) error {
-	if v.CanAddr() {
-		return encodeEvent(e, v.Addr().Interface().(*workflow.Event))
-	}
-	ev := v.Interface().(workflow.Event)
-	return encodeEvent(e, &ev)
-}
-
-func encodeTaskValue(e *msgpack.Encoder, v reflect.Value) error {
-	if v.CanAddr() {
-		return encodeTask(e, v.Addr().Interface().(*workflow.Task))
-	}
-	t := v.Interface().(workflow.Task)
-	return encodeTask(e, &t)
 }
 
 // fieldWriter writes map entries and keeps the first error, so the
