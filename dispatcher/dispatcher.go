@@ -160,7 +160,11 @@ func New(client *jetstream.Client, cfg Config) (*Dispatcher, error) {
 }
 
 // Stats returns the counters.
-func (d *Dispatcher) Stats() Stats { return d.stats.snapshot() }
+func (d *Dispatcher) Stats() Stats {
+	s := d.stats.snapshot()
+	s.PullStalls = d.client.PullStalls()
+	return s
+}
 
 // Run consumes triggers and events until ctx ends, then drains: it stops
 // fetching, finishes the events already queued and returns.

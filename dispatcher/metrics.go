@@ -33,6 +33,7 @@ type Stats struct {
 	RepairsLost       uint64 `json:"repairs_lost"`       // repairs that lost their race (the work had finished)
 	TimersFired       uint64 `json:"timers_fired"`       // timer events that changed an instance
 	Signals           uint64 `json:"signals"`            // signals applied
+	PullStalls        uint64 `json:"pull_stalls"`        // pulls from NATS presumed lost (no heartbeat) and replaced
 }
 
 type counters struct {
@@ -68,5 +69,5 @@ func (s Stats) MarshalZerologObject(e *zerolog.Event) {
 		Uint64("republished", s.Republished).Uint64("retried", s.Retried).Uint64("dead_lettered", s.DeadLettered).
 		Uint64("children_started", s.ChildrenStarted).Uint64("duplicate_children", s.DuplicateChildren).Uint64("recounts", s.Recounts).
 		Uint64("repairs_sent", s.RepairsSent).Uint64("repairs_applied", s.RepairsApplied).Uint64("repairs_lost", s.RepairsLost).
-		Uint64("timers_fired", s.TimersFired).Uint64("signals", s.Signals)
+		Uint64("timers_fired", s.TimersFired).Uint64("signals", s.Signals).Uint64("pull_stalls", s.PullStalls)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -120,6 +121,8 @@ type Client struct {
 	defs  *bucket
 	cache *lru
 	effs  effects // BucketEffects, bound on first use (effects.go)
+	// pullStalls counts pulls presumed lost and replaced (PullStalls).
+	pullStalls atomic.Uint64
 }
 
 // Connect connects to JetStream. It does not create anything; call

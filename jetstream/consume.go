@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
@@ -120,7 +119,9 @@ func (c *Client) ConsumeDispatcher(ctx context.Context, stream string, buffer in
 	cc, err := cons.Consume(func(m natsjs.Msg) { handler(&Msg{m: m}) },
 		natsjs.PullMaxMessages(buffer), natsjs.PullExpiry(pullExpiry), natsjs.PullHeartbeat(pullHeartbeat),
 		natsjs.ConsumeErrHandler(func(_ natsjs.ConsumeContext, err error) {
-			if !errors.Is(err, natsjs.ErrNoHeartbeat) {
+			if errors.Is(err, natsjs.ErrNoHeartbeat) {
+				c.pullStalls.Add(1) // nats.go asks for a new pull itself
+			} else {
 				c.log.Debug().Err(err).Str("stream", stream).Msg("consume")
 			}
 		}))
@@ -133,6 +134,7 @@ func (c *Client) ConsumeDispatcher(ctx context.Context, stream string, buffer in
 // TaskConsumer is the pull consumer of one task type.
 type TaskConsumer struct {
 	cons natsjs.Consumer
+	c    *Client
 }
 
 // EnsureTaskConsumer creates or updates the durable consumer of a task
@@ -155,14 +157,14 @@ func (c *Client) EnsureTaskConsumer(ctx context.Context, taskType string) (*Task
 	if err != nil {
 		return nil, fmt.Errorf("task consumer %s: %w", taskType, err)
 	}
-	return &TaskConsumer{cons: cons}, nil
+	return &TaskConsumer{cons: cons, c: c}, nil
 }
 
 // TaskStream is a flow of tasks from one task consumer with a bounded
 // client-side buffer.
 type TaskStream struct {
-	it     natsjs.MessagesContext
-	stalls atomic.Uint64
+	it natsjs.MessagesContext
+	c  *Client
 }
 
 // Stream starts pulling tasks, keeping at most buffer of them in the
@@ -172,7 +174,7 @@ func (tc *TaskConsumer) Stream(buffer int) (*TaskStream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pull tasks: %w", err)
 	}
-	return &TaskStream{it: it}, nil
+	return &TaskStream{it: it, c: tc.c}, nil
 }
 
 // ErrStreamClosed is returned by Next once the stream was drained.
@@ -186,7 +188,7 @@ func (ts *TaskStream) Next(ctx context.Context) (*Msg, error) {
 		case errors.Is(err, natsjs.ErrNoHeartbeat) && ctx.Err() == nil:
 			// The pull was presumed lost; the iterator has already asked
 			// for a new one (see pullHeartbeat).
-			ts.stalls.Add(1)
+			ts.c.pullStalls.Add(1)
 			continue
 		case errors.Is(err, natsjs.ErrMsgIteratorClosed):
 			return nil, ErrStreamClosed
@@ -197,9 +199,10 @@ func (ts *TaskStream) Next(ctx context.Context) (*Msg, error) {
 	}
 }
 
-// Stalls is how often a pull of this stream was presumed lost (no
-// message and no heartbeat for two heartbeats) and replaced.
-func (ts *TaskStream) Stalls() uint64 { return ts.stalls.Load() }
+// PullStalls is how often a pull request of this client's dispatcher or
+// task consumers was presumed lost (no message and no heartbeat for two
+// heartbeats, see pullHeartbeat) and replaced.
+func (c *Client) PullStalls() uint64 { return c.pullStalls.Load() }
 
 // Drain stops pulling and returns the buffered tasks, which the caller
 // hands back (Nak) so other workers get them at once.

@@ -191,7 +191,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		hardCancel()
 		<-done
 	}
-	w.log.Info().Msg("worker stopped")
+	w.log.Info().Uint64("pull_stalls", w.client.PullStalls()).Msg("worker stopped")
 	select {
 	case err := <-errs:
 		return err
@@ -210,9 +210,6 @@ func (w *Worker) fetchLoop(ctx, hardCtx context.Context, taskType string, tc *je
 		// Hand back what was prefetched but not started.
 		for _, m := range ts.Drain() {
 			_ = m.Nak(0)
-		}
-		if n := ts.Stalls(); n > 0 {
-			w.log.Info().Str("task_type", taskType).Uint64("stalled_pulls", n).Msg("pulls replaced after missing server heartbeats")
 		}
 	}()
 	for {
