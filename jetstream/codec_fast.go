@@ -42,311 +42,268 @@ func byValue[T any](enc func(*msgpack.Encoder, *T) error) func(*msgpack.Encoder,
 	}
 }
 
-// fieldWriter writes map entries and keeps the first error, so the
-// encoders read as a list of fields.
+// fieldWriter writes the entries of a msgpack map. An encoder lists its
+// fields once, as calls on a fieldWriter inside `for w.pass() { ... }`,
+// and the loop runs that list twice: first counting the entries (msgpack
+// writes a map's length before its entries), then writing them. The
+// methods ending in Omit leave a zero value out, as the omitempty tag
+// does. The first error is kept. (A closure holding the list would be
+// simpler to call but puts the writer on the heap: 4 more allocations
+// per instance.)
 type fieldWriter struct {
-	e   *msgpack.Encoder
-	err error
+	e        *msgpack.Encoder
+	passes   int
+	counting bool
+	n        int
+	err      error
 }
 
-func (w *fieldWriter) key(k string) {
+// pass starts the counting pass, then the writing pass, then ends the
+// loop.
+func (w *fieldWriter) pass() bool {
+	w.passes++
+	switch w.passes {
+	case 1:
+		w.counting = true
+		return true
+	case 2:
+		w.counting = false
+		if w.err == nil {
+			w.err = w.e.EncodeMapLen(w.n)
+		}
+		return w.err == nil
+	}
+	return false
+}
+
+// key counts an entry or writes its key; it reports whether the caller
+// writes the value now.
+func (w *fieldWriter) key(k string) bool {
+	if w.counting {
+		w.n++
+		return false
+	}
 	if w.err == nil {
 		w.err = w.e.EncodeString(k)
 	}
+	return w.err == nil
 }
 
 func (w *fieldWriter) str(k, v string) {
-	w.key(k)
-	if w.err == nil {
+	if w.key(k) {
 		w.err = w.e.EncodeString(v)
 	}
 }
 
+func (w *fieldWriter) strOmit(k, v string) {
+	if v != "" {
+		w.str(k, v)
+	}
+}
+
 func (w *fieldWriter) int(k string, v int) {
-	w.key(k)
-	if w.err == nil {
+	if w.key(k) {
 		w.err = w.e.EncodeInt(int64(v))
+	}
+}
+
+func (w *fieldWriter) intOmit(k string, v int) {
+	if v != 0 {
+		w.int(k, v)
 	}
 }
 
 // uint64 writes all 9 bytes, as the reflective encoder does for uint64
 // fields (it compacts int fields, not uint64 ones).
 func (w *fieldWriter) uint64(k string, v uint64) {
-	w.key(k)
-	if w.err == nil {
+	if w.key(k) {
 		w.err = w.e.EncodeUint64(v)
 	}
 }
 
-// int64 writes all 9 bytes, as the reflective encoder does for int64
+func (w *fieldWriter) uint64Omit(k string, v uint64) {
+	if v != 0 {
+		w.uint64(k, v)
+	}
+}
+
+// int64Omit writes all 9 bytes, as the reflective encoder does for int64
 // kinds (time.Duration).
-func (w *fieldWriter) int64(k string, v int64) {
-	w.key(k)
-	if w.err == nil {
+func (w *fieldWriter) int64Omit(k string, v int64) {
+	if v != 0 && w.key(k) {
 		w.err = w.e.EncodeInt64(v)
 	}
 }
 
-func (w *fieldWriter) bool(k string, v bool) {
-	w.key(k)
-	if w.err == nil {
+func (w *fieldWriter) boolOmit(k string, v bool) {
+	if v && w.key(k) {
 		w.err = w.e.EncodeBool(v)
 	}
 }
 
-func (w *fieldWriter) bytes(k string, v []byte) {
-	w.key(k)
-	if w.err == nil {
+func (w *fieldWriter) bytesOmit(k string, v []byte) {
+	if len(v) > 0 && w.key(k) {
 		w.err = w.e.EncodeBytes(v)
 	}
 }
 
-func (w *fieldWriter) parent(k string, p *workflow.ParentRef) {
-	w.key(k)
-	w.mapLen(3)
-	w.str("id", p.ID)
-	w.str("s", p.Step)
-	w.int("i", p.Index)
-}
-
 func (w *fieldWriter) time(k string, v time.Time) {
-	w.key(k)
-	if w.err == nil {
+	if w.key(k) {
 		w.err = w.e.EncodeTime(v)
 	}
 }
 
-func (w *fieldWriter) mapLen(n int) {
-	if w.err == nil {
-		w.err = w.e.EncodeMapLen(n)
+func (w *fieldWriter) timeOmit(k string, v time.Time) {
+	if !v.IsZero() {
+		w.time(k, v)
 	}
 }
 
-// count returns how many of the omitempty conditions hold.
-func count(present ...bool) int {
-	n := 0
-	for _, p := range present {
-		if p {
-			n++
+func (w *fieldWriter) parentOmit(k string, p *workflow.ParentRef) {
+	if p != nil && w.key(k) {
+		pw := fieldWriter{e: w.e}
+		for pw.pass() {
+			pw.str("id", p.ID)
+			pw.str("s", p.Step)
+			pw.int("i", p.Index)
 		}
+		w.err = pw.err
 	}
-	return n
 }
 
 func encodeInstance(e *msgpack.Encoder, in *workflow.Instance) error {
-	w := &fieldWriter{e: e}
-	// id wf v key in st c u n steps are always written.
-	w.mapLen(10 + count(in.InputDigest != "", in.OutputRef != "", in.Error != "", !in.Ended.IsZero(),
-		len(in.Timers) > 0, in.Parent != nil, len(in.Signals) > 0, in.TriggerSeq != 0, in.Run != 0))
-	w.str("id", in.ID)
-	w.str("wf", in.Workflow)
-	w.int("v", in.Version)
-	w.str("key", in.EventKey)
-	w.str("in", in.InputRef)
-	if in.InputDigest != "" {
-		w.str("dig", in.InputDigest)
-	}
-	w.str("st", string(in.Status))
-	if in.OutputRef != "" {
-		w.str("out", in.OutputRef)
-	}
-	if in.Error != "" {
-		w.str("err", in.Error)
-	}
-	w.time("c", in.Created)
-	w.time("u", in.Updated)
-	if !in.Ended.IsZero() {
-		w.time("e", in.Ended)
-	}
-	w.uint64("n", in.Events)
-	w.key("steps")
-	if w.err == nil {
-		if in.Steps == nil {
-			w.err = e.EncodeNil()
-		} else {
-			w.mapLen(len(in.Steps))
-			for name, st := range in.Steps {
-				w.key(name)
-				if w.err == nil {
-					w.err = encodeStepState(e, st)
+	w := fieldWriter{e: e}
+	for w.pass() {
+		w.str("id", in.ID)
+		w.str("wf", in.Workflow)
+		w.int("v", in.Version)
+		w.str("key", in.EventKey)
+		w.str("in", in.InputRef)
+		w.strOmit("dig", in.InputDigest)
+		w.str("st", string(in.Status))
+		w.strOmit("out", in.OutputRef)
+		w.strOmit("err", in.Error)
+		w.time("c", in.Created)
+		w.time("u", in.Updated)
+		w.timeOmit("e", in.Ended)
+		w.uint64("n", in.Events)
+		if w.key("steps") {
+			w.err = encodeSteps(e, in.Steps)
+		}
+		if len(in.Timers) > 0 && w.key("timers") {
+			tw := fieldWriter{e: e}
+			for tw.pass() {
+				for id, at := range in.Timers {
+					tw.time(id, at)
 				}
 			}
+			w.err = tw.err
 		}
-	}
-	if len(in.Timers) > 0 {
-		w.key("timers")
-		w.mapLen(len(in.Timers))
-		for id, at := range in.Timers {
-			w.time(id, at)
+		w.parentOmit("parent", in.Parent)
+		if len(in.Signals) > 0 && w.key("sig") {
+			sw := fieldWriter{e: e}
+			for sw.pass() {
+				for name, ref := range in.Signals {
+					sw.str(name, ref)
+				}
+			}
+			w.err = sw.err
 		}
-	}
-	if in.Parent != nil {
-		w.parent("parent", in.Parent)
-	}
-	if len(in.Signals) > 0 {
-		w.key("sig")
-		w.mapLen(len(in.Signals))
-		for name, ref := range in.Signals {
-			w.str(name, ref)
-		}
-	}
-	if in.TriggerSeq != 0 {
-		w.uint64("tseq", in.TriggerSeq)
-	}
-	if in.Run != 0 {
-		w.int("run", in.Run)
+		w.uint64Omit("tseq", in.TriggerSeq)
+		w.intOmit("run", in.Run)
 	}
 	return w.err
+}
+
+// encodeSteps writes the steps map (nil as msgpack nil, as reflection
+// does for a nil map that is not omitempty).
+func encodeSteps(e *msgpack.Encoder, steps map[string]*workflow.StepState) error {
+	if steps == nil {
+		return e.EncodeNil()
+	}
+	if err := e.EncodeMapLen(len(steps)); err != nil {
+		return err
+	}
+	for name, st := range steps {
+		if err := e.EncodeString(name); err != nil {
+			return err
+		}
+		if err := encodeStepState(e, st); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func encodeStepState(e *msgpack.Encoder, st *workflow.StepState) error {
 	if st == nil {
 		return e.EncodeNil()
 	}
-	w := &fieldWriter{e: e}
-	// st and s are always written.
-	w.mapLen(2 + count(st.Attempt != 0, st.Pending != 0, st.InputRef != "", st.OutputRef != "", st.Error != "",
-		!st.Ended.IsZero(), !st.AttemptStarted.IsZero(),
-		st.Total != 0, st.Cursor != 0, st.ChunkFrom != 0, st.Done != 0, st.ChildFailed != 0))
-	w.str("st", string(st.Status))
-	if st.Attempt != 0 {
-		w.int("a", st.Attempt)
-	}
-	if st.Pending != 0 {
-		w.int("p", st.Pending)
-	}
-	if st.InputRef != "" {
-		w.str("in", st.InputRef)
-	}
-	if st.OutputRef != "" {
-		w.str("out", st.OutputRef)
-	}
-	if st.Error != "" {
-		w.str("err", st.Error)
-	}
-	w.time("s", st.Started)
-	if !st.Ended.IsZero() {
-		w.time("e", st.Ended)
-	}
-	if !st.AttemptStarted.IsZero() {
-		w.time("as", st.AttemptStarted)
-	}
-	if st.Total != 0 {
-		w.int("tot", st.Total)
-	}
-	if st.Cursor != 0 {
-		w.int("cur", st.Cursor)
-	}
-	if st.ChunkFrom != 0 {
-		w.int("cf", st.ChunkFrom)
-	}
-	if st.Done != 0 {
-		w.int("done", st.Done)
-	}
-	if st.ChildFailed != 0 {
-		w.int("cfail", st.ChildFailed)
+	w := fieldWriter{e: e}
+	for w.pass() {
+		w.str("st", string(st.Status))
+		w.intOmit("a", st.Attempt)
+		w.intOmit("p", st.Pending)
+		w.strOmit("in", st.InputRef)
+		w.strOmit("out", st.OutputRef)
+		w.strOmit("err", st.Error)
+		w.time("s", st.Started)
+		w.timeOmit("e", st.Ended)
+		w.timeOmit("as", st.AttemptStarted)
+		w.intOmit("tot", st.Total)
+		w.intOmit("cur", st.Cursor)
+		w.intOmit("cf", st.ChunkFrom)
+		w.intOmit("done", st.Done)
+		w.intOmit("cfail", st.ChildFailed)
 	}
 	return w.err
 }
 
 func encodeEvent(e *msgpack.Encoder, ev *workflow.Event) error {
-	w := &fieldWriter{e: e}
-	// k and i are always written.
-	w.mapLen(2 + count(ev.Workflow != "", ev.Version != 0, ev.EventKey != "", ev.InputRef != "", ev.InputDigest != "",
-		ev.TriggerSeq != 0, ev.Run != 0, ev.Step != "", ev.Attempt != 0, ev.OutputRef != "", ev.Error != "",
-		ev.Permanent, ev.RetryAfter != 0, ev.Timer != "", ev.Reason != "", ev.Parent != nil, ev.Index != 0,
-		ev.ChildStatus != "", ev.Signal != "", ev.Completed != 0, ev.Failed != 0))
-	w.str("k", string(ev.Kind))
-	w.str("i", ev.Instance)
-	if ev.Workflow != "" {
-		w.str("wf", ev.Workflow)
-	}
-	if ev.Version != 0 {
-		w.int("v", ev.Version)
-	}
-	if ev.EventKey != "" {
-		w.str("key", ev.EventKey)
-	}
-	if ev.InputRef != "" {
-		w.str("in", ev.InputRef)
-	}
-	if ev.InputDigest != "" {
-		w.str("dig", ev.InputDigest)
-	}
-	if ev.TriggerSeq != 0 {
-		w.uint64("tseq", ev.TriggerSeq)
-	}
-	if ev.Run != 0 {
-		w.int("run", ev.Run)
-	}
-	if ev.Step != "" {
-		w.str("s", ev.Step)
-	}
-	if ev.Attempt != 0 {
-		w.int("a", ev.Attempt)
-	}
-	if ev.OutputRef != "" {
-		w.str("out", ev.OutputRef)
-	}
-	if ev.Error != "" {
-		w.str("err", ev.Error)
-	}
-	if ev.Permanent {
-		w.bool("perm", ev.Permanent)
-	}
-	if ev.RetryAfter != 0 {
-		w.int64("ra", int64(ev.RetryAfter))
-	}
-	if ev.Timer != "" {
-		w.str("t", ev.Timer)
-	}
-	if ev.Reason != "" {
-		w.str("r", ev.Reason)
-	}
-	if ev.Parent != nil {
-		w.parent("par", ev.Parent)
-	}
-	if ev.Index != 0 {
-		w.int("idx", ev.Index)
-	}
-	if ev.ChildStatus != "" {
-		w.str("cst", string(ev.ChildStatus))
-	}
-	if ev.Signal != "" {
-		w.str("sig", ev.Signal)
-	}
-	if ev.Completed != 0 {
-		w.int("cc", ev.Completed)
-	}
-	if ev.Failed != 0 {
-		w.int("cf", ev.Failed)
+	w := fieldWriter{e: e}
+	for w.pass() {
+		w.str("k", string(ev.Kind))
+		w.str("i", ev.Instance)
+		w.strOmit("wf", ev.Workflow)
+		w.intOmit("v", ev.Version)
+		w.strOmit("key", ev.EventKey)
+		w.strOmit("in", ev.InputRef)
+		w.strOmit("dig", ev.InputDigest)
+		w.uint64Omit("tseq", ev.TriggerSeq)
+		w.intOmit("run", ev.Run)
+		w.strOmit("s", ev.Step)
+		w.intOmit("a", ev.Attempt)
+		w.strOmit("out", ev.OutputRef)
+		w.strOmit("err", ev.Error)
+		w.boolOmit("perm", ev.Permanent)
+		w.int64Omit("ra", int64(ev.RetryAfter))
+		w.strOmit("t", ev.Timer)
+		w.strOmit("r", ev.Reason)
+		w.parentOmit("par", ev.Parent)
+		w.intOmit("idx", ev.Index)
+		w.strOmit("cst", string(ev.ChildStatus))
+		w.strOmit("sig", ev.Signal)
+		w.intOmit("cc", ev.Completed)
+		w.intOmit("cf", ev.Failed)
 	}
 	return w.err
 }
 
 func encodeTask(e *msgpack.Encoder, t *workflow.Task) error {
-	w := &fieldWriter{e: e}
-	// i wf v s t a in ek are always written.
-	w.mapLen(8 + count(t.Timeout != 0, t.MaxAttempts != 0, t.Once, len(t.Input) > 0))
-	w.str("i", t.Instance)
-	w.str("wf", t.Workflow)
-	w.int("v", t.Version)
-	w.str("s", t.Step)
-	w.str("t", t.Type)
-	w.int("a", t.Attempt)
-	w.str("in", t.InputRef)
-	w.str("ek", t.EffectKey)
-	if t.Timeout != 0 {
-		w.int64("to", int64(t.Timeout))
-	}
-	if t.MaxAttempts != 0 {
-		w.int("ma", t.MaxAttempts)
-	}
-	if t.Once {
-		w.bool("once", t.Once)
-	}
-	if len(t.Input) > 0 {
-		w.bytes("inl", t.Input)
+	w := fieldWriter{e: e}
+	for w.pass() {
+		w.str("i", t.Instance)
+		w.str("wf", t.Workflow)
+		w.int("v", t.Version)
+		w.str("s", t.Step)
+		w.str("t", t.Type)
+		w.int("a", t.Attempt)
+		w.str("in", t.InputRef)
+		w.str("ek", t.EffectKey)
+		w.int64Omit("to", int64(t.Timeout))
+		w.intOmit("ma", t.MaxAttempts)
+		w.boolOmit("once", t.Once)
+		w.bytesOmit("inl", t.Input)
 	}
 	return w.err
 }
