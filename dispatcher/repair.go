@@ -36,6 +36,7 @@ type repairLoop struct {
 // whose children queue up for their worker, that is up to 100,000 decodes
 // every RepairInterval and as many decoded instances held in memory.
 type watched struct {
+	id     string
 	events uint64 // the write's event count (a late, older write is ignored)
 	// update is the write until a sweep has looked at it (always, with
 	// forced repairs); then nil, and due is when a repair can first be
@@ -85,7 +86,7 @@ func (r *repairLoop) observe(u *jetstream.InstanceUpdate) {
 	if cur, ok := r.running[u.ID]; ok && cur.events > u.Events {
 		return // an older revision delivered late
 	}
-	r.running[u.ID] = &watched{events: u.Events, update: u}
+	r.running[u.ID] = &watched{id: u.ID, events: u.Events, update: u}
 }
 
 // forget stops following an instance; r.mu is held.
@@ -101,7 +102,7 @@ const repairReadTimeout = 5 * time.Second
 // load returns the instance of a watched write that a sweep must look
 // at, or nil when there is nothing to look at now. An error means the
 // store could not be read.
-func (r *repairLoop) load(ctx context.Context, id string, w *watched, now time.Time, force bool) (*workflow.Instance, error) {
+func (r *repairLoop) load(ctx context.Context, w *watched, now time.Time) (*workflow.Instance, error) {
 	r.mu.Lock()
 	u, due := w.update, w.due
 	r.mu.Unlock()
@@ -110,7 +111,7 @@ func (r *repairLoop) load(ctx context.Context, id string, w *watched, now time.T
 		if err != nil {
 			// Not a read error: the write itself is bad. Look at it no
 			// more until the instance changes.
-			r.d.log.Warn().Err(err).Str("instance_id", id).Msg("repair loop: undecodable instance")
+			r.d.log.Warn().Err(err).Str("instance_id", w.id).Msg("repair loop: undecodable instance")
 			r.mu.Lock()
 			w.update, w.due = nil, time.Time{}
 			r.mu.Unlock()
@@ -118,12 +119,14 @@ func (r *repairLoop) load(ctx context.Context, id string, w *watched, now time.T
 		}
 		return in, nil
 	}
-	if !force && (due.IsZero() || !now.After(due)) {
+	// Only a write a sweep has looked at is nil here (never with forced
+	// repairs, which keep every write).
+	if due.IsZero() || !now.After(due) {
 		return nil, nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, repairReadTimeout)
 	defer cancel()
-	in, _, err := r.d.client.GetInstance(rctx, id)
+	in, _, err := r.d.client.GetInstance(rctx, w.id)
 	switch {
 	case errors.Is(err, workflow.ErrNotFound):
 		in = nil // expired or gone: nothing to repair
@@ -132,8 +135,8 @@ func (r *repairLoop) load(ctx context.Context, id string, w *watched, now time.T
 	}
 	if in == nil || in.Status.Terminal() {
 		r.mu.Lock()
-		if r.running[id] == w {
-			r.forget(id)
+		if r.running[w.id] == w {
+			r.forget(w.id)
 		}
 		r.mu.Unlock()
 		return nil, nil
@@ -150,23 +153,19 @@ func (r *repairLoop) sweep(ctx context.Context) {
 		StaleBulk:  d.cfg.StaleBulk,
 		Force:      d.cfg.ForceRepairs,
 	}
-	type entry struct {
-		id string
-		w  *watched
-	}
 	r.mu.Lock()
-	snapshot := make([]entry, 0, len(r.running))
-	for id, w := range r.running {
-		snapshot = append(snapshot, entry{id, w})
+	snapshot := make([]*watched, 0, len(r.running))
+	for _, w := range r.running {
+		snapshot = append(snapshot, w)
 	}
 	r.mu.Unlock()
 	var events []workflow.OutEvent
-	for _, e := range snapshot {
-		in, err := r.load(ctx, e.id, e.w, now, policy.Force)
+	for _, w := range snapshot {
+		in, err := r.load(ctx, w, now)
 		if err != nil {
 			// NATS is unwell: one failed read per sweep, not one per
 			// instance; the next sweep goes on.
-			d.log.Warn().Err(err).Str("instance_id", e.id).Msg("repair loop: cannot read instance; sweep cut short")
+			d.log.Warn().Err(err).Str("instance_id", w.id).Msg("repair loop: cannot read instance; sweep cut short")
 			break
 		}
 		if in == nil {
@@ -179,7 +178,7 @@ func (r *repairLoop) sweep(ctx context.Context) {
 		if !policy.Force {
 			due := workflow.NextRepair(def, in, policy)
 			r.mu.Lock()
-			e.w.update, e.w.due = nil, due
+			w.update, w.due = nil, due
 			r.mu.Unlock()
 		}
 		for _, ev := range workflow.Repairs(def, in, now, policy) {
