@@ -330,3 +330,54 @@ func TestBulkPrematureChildCompletionIsIgnored(t *testing.T) {
 	require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
 	require.Equal(t, 50, inst.Steps["fan"].Done)
 }
+
+// A dispatcher that created a child's barrier and died before the parent's
+// commit leaves a redelivered completion whose barrier exists: it must be
+// counted by a recount that starts after that barrier — even when another
+// such completion of the same step triggered a recount a moment before.
+func TestBulkRedeliveredCompletionAfterARecountIsCounted(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(childDef)
+	e.Register(parentDef(0, "wait_all"))
+	childDone := func(m *jetstream.Msg) bool {
+		ev, err := jetstream.DecodeEvent(m.Data())
+		return err == nil && ev.Kind == workflow.EventChildDone
+	}
+	// StaleBulk an hour: the repair loop's recount must not be what counts.
+	cfg := dispatcher.WithRecountEvery(dispatcher.Config{StaleBulk: time.Hour}, 3*time.Second)
+	d, _ := e.Dispatcher(nil, dispatcher.WithRedeliveredEvents(cfg, childDone))
+	// No worker: the three children wait.
+	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "lost", Payload: items(3)}))
+	id := workflow.InstanceID("parent", "lost")
+	jftest.Eventually(t, 10*time.Second, func() bool { return d.Stats().Started == 4 }, "children not started")
+	lostCommit := func(i int) {
+		// The barrier passed, the parent's CAS never happened; the
+		// completion comes back as a redelivery.
+		_, err := e.Client.CreateBarrier(context.Background(), workflow.ChildBarrierKey(id, "fan", i, true))
+		require.NoError(t, err)
+		require.NoError(t, e.Client.PublishEvents(context.Background(), []workflow.OutEvent{{
+			Event: workflow.Event{Kind: workflow.EventChildDone, Instance: id, Step: "fan", Index: i, ChildStatus: workflow.StatusCompleted},
+			MsgID: fmt.Sprintf("lost-%d", i),
+		}}))
+	}
+	lostCommit(0)
+	jftest.Eventually(t, 10*time.Second, func() bool { return e.Instance(id).Steps["fan"].Done == 1 }, "child 0 not recounted: %+v", d.Stats())
+	require.EqualValues(t, 1, d.Stats().Recounts)
+	// Child 1 the same way, while the recount that counted child 0 (and
+	// predates child 1's barrier) is too recent to run another at once.
+	lostCommit(1)
+	jftest.Eventually(t, 20*time.Second, func() bool { return e.Instance(id).Steps["fan"].Done == 2 },
+		"child 1's completion was not counted: %+v", d.Stats())
+	st := d.Stats()
+	require.EqualValues(t, 1, st.RecountsScheduled, "child 1 was not deferred to a scheduled recount: %+v", st)
+	require.EqualValues(t, 2, st.Recounts)
+	inst := e.Instance(id)
+	require.Equal(t, workflow.StatusRunning, inst.Status)
+	require.Equal(t, 0, inst.Steps["fan"].ChildFailed)
+	// The last child the same way: the step completes with all three.
+	lostCommit(2)
+	jftest.Eventually(t, 20*time.Second, func() bool { return e.Instance(id).Steps["fan"].Status == workflow.StepCompleted },
+		"bulk step did not complete")
+	require.Equal(t, 3, e.Instance(id).Steps["fan"].Done)
+}

@@ -66,6 +66,12 @@ type Config struct {
 	// acked, as if the dispatcher died first; NATS redelivers it after the
 	// ack wait.
 	dropTriggerAck func(*jetstream.Msg) bool
+	// redeliverEvent (tests): when it returns true for the first delivery
+	// of an event message, the message is NAKed unprocessed, so it comes
+	// back at once as a redelivery.
+	redeliverEvent func(*jetstream.Msg) bool
+	// recountEvery (tests): see defaultRecountEvery.
+	recountEvery time.Duration
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.
@@ -105,6 +111,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now
+	}
+	if c.recountEvery == 0 {
+		c.recountEvery = defaultRecountEvery
 	}
 	return c
 }
@@ -154,7 +163,7 @@ func New(client *jetstream.Client, cfg Config) (*Dispatcher, error) {
 		stopping: make(chan struct{}),
 	}
 	for i := 0; i < cfg.Shards; i++ {
-		d.shards = append(d.shards, &shard{d: d, in: make(chan *item, cfg.BatchSize*2), cache: map[string]*cached{}, recounted: map[string]time.Time{}})
+		d.shards = append(d.shards, &shard{d: d, in: make(chan *item, cfg.BatchSize*2), cache: map[string]*cached{}, recounted: map[string]time.Time{}, scheduled: map[string]time.Time{}})
 	}
 	return d, nil
 }
@@ -413,6 +422,10 @@ func (d *Dispatcher) onEvent(m *jetstream.Msg) {
 	}
 	if want := jetstream.EventSubject(ev.Instance); m.Subject() != want {
 		d.reject("event", m, fmt.Sprintf("event for instance %s published on %s, expected %s", ev.Instance, m.Subject(), want))
+		return
+	}
+	if d.cfg.redeliverEvent != nil && m.Deliveries() == 1 && d.cfg.redeliverEvent(m) {
+		_ = m.Nak(0) // tests: as if the first delivery's pass had failed
 		return
 	}
 	if !d.enqueue(&item{ev: ev, msg: m, done: func(o outcome) { d.settle("event", m, o) }}) {

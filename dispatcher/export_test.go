@@ -1,6 +1,10 @@
 package dispatcher
 
-import "github.com/jetflow/jetflow/jetstream"
+import (
+	"time"
+
+	"github.com/jetflow/jetflow/jetstream"
+)
 
 // WithDroppedTriggerAcks returns cfg with a hook that withholds the ack of
 // every trigger message for which drop returns true, once its starts were
@@ -8,5 +12,20 @@ import "github.com/jetflow/jetflow/jetstream"
 // leaves behind.
 func WithDroppedTriggerAcks(cfg Config, drop func(*jetstream.Msg) bool) Config {
 	cfg.dropTriggerAck = drop
+	return cfg
+}
+
+// WithRedeliveredEvents returns cfg with a hook that NAKs, unprocessed,
+// the first delivery of every event message for which redeliver returns
+// true, so the event is applied on its second delivery: what a pass that
+// failed after some of its effects leaves behind.
+func WithRedeliveredEvents(cfg Config, redeliver func(*jetstream.Msg) bool) Config {
+	cfg.redeliverEvent = redeliver
+	return cfg
+}
+
+// WithRecountEvery returns cfg with the throttle of recounts set to d.
+func WithRecountEvery(cfg Config, d time.Duration) Config {
+	cfg.recountEvery = d
 	return cfg
 }

@@ -14,22 +14,43 @@ import (
 // before its events are NAKed for a later retry.
 const maxConflicts = 20
 
-// recountEvery throttles recounts triggered by redelivered duplicate
-// completions: after a restart many arrive at once, and one recount covers
-// every barrier that existed when it ran.
-const recountEvery = 2 * time.Second
+// defaultRecountEvery throttles recounts triggered by redelivered
+// duplicate completions: after a restart many arrive at once, and one
+// recount covers every barrier that existed when it started.
+const defaultRecountEvery = 2 * time.Second
 
-// recountDue reports whether a recount of the bulk step key may run now,
-// and if so records it.
+// recountDue reports whether a recount of the bulk step key may run now.
 func (s *shard) recountDue(key string, now time.Time) bool {
-	if last, ok := s.recounted[key]; ok && now.Sub(last) < recountEvery {
-		return false
+	last, ok := s.recounted[key]
+	return !ok || now.Sub(last) >= s.d.cfg.recountEvery
+}
+
+// recountLater makes sure a recount of the step starts after now, for a
+// redelivered completion whose barrier exists while recounts are
+// throttled: the recount that throttles it may have started before that
+// barrier was created, and then covers nothing. It schedules the recount
+// durably (a message schedule delivers it to the instance's event
+// subject), before the completion is acked; one schedule serves every
+// completion that arrives until it fires.
+func (s *shard) recountLater(ctx context.Context, ev workflow.Event, now time.Time) error {
+	key := ev.Instance + "/" + ev.Step
+	if at, ok := s.scheduled[key]; ok && at.After(now) {
+		return nil
 	}
-	if len(s.recounted) > 10000 {
-		clear(s.recounted)
+	at := s.recounted[key].Add(s.d.cfg.recountEvery)
+	if at.Before(now) {
+		at = now
 	}
-	s.recounted[key] = now
-	return true
+	at, err := s.d.client.ScheduleRecount(ctx, ev.Instance, ev.Step, at)
+	if err != nil {
+		return err
+	}
+	if len(s.scheduled) > 10000 {
+		clear(s.scheduled)
+	}
+	s.scheduled[key] = at
+	s.d.stats.recountsScheduled.Add(1)
+	return nil
 }
 
 type cached struct {
@@ -43,8 +64,11 @@ type shard struct {
 	d     *Dispatcher
 	in    chan *item
 	cache map[string]*cached
-	// recounted: when each bulk step was last recounted (recountDue).
+	// recounted: when the last recount of each bulk step started.
 	recounted map[string]time.Time
+	// scheduled: when the scheduled recount of each bulk step fires
+	// (recountLater).
+	scheduled map[string]time.Time
 }
 
 func (s *shard) run() {
@@ -360,15 +384,23 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 				}
 				if !created {
 					d.stats.duplicateChildren.Add(1)
-					if it.msg.Deliveries() <= 1 || !s.recountDue(ev.Instance+"/"+ev.Step, now) {
-						// A recount after this barrier existed covers it: one
-						// just ran, or the repair loop's stale-bulk check
-						// will run one.
+					if it.msg.Deliveries() <= 1 {
+						// A first delivery whose barrier exists: the completion
+						// that created it was counted, or is being retried, or
+						// its dispatcher died before the commit — and then
+						// that one's redelivery recounts.
 						continue
 					}
 					// We may have died between the barrier and the commit
-					// last time: recount from the barriers instead.
-					if ev, err = s.recount(ctx, ev); err != nil {
+					// last time: recount from the barriers, now or, when a
+					// recount just ran, soon.
+					if !s.recountDue(ev.Instance+"/"+ev.Step, now) {
+						if err := s.recountLater(ctx, ev, now); err != nil {
+							res.outcomes[i] = outcome{err: err}
+						}
+						continue
+					}
+					if ev, err = s.recount(ctx, ev, now); err != nil {
 						res.outcomes[i] = outcome{err: err}
 						continue
 					}
@@ -377,7 +409,7 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 			}
 		}
 		if ev.Kind == workflow.EventRecount && ev.Completed < 0 {
-			if ev, err = s.recount(ctx, ev); err != nil {
+			if ev, err = s.recount(ctx, ev, now); err != nil {
 				res.outcomes[i] = outcome{err: err}
 				continue
 			}
@@ -425,7 +457,11 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 }
 
 // recount turns a child completion into a recount of the step's barriers.
-func (s *shard) recount(ctx context.Context, ev workflow.Event) (workflow.Event, error) {
+func (s *shard) recount(ctx context.Context, ev workflow.Event, now time.Time) (workflow.Event, error) {
+	if len(s.recounted) > 10000 {
+		clear(s.recounted)
+	}
+	s.recounted[ev.Instance+"/"+ev.Step] = now
 	ok, err := s.d.client.CountKeys(ctx, workflow.ChildBarrierPrefix(ev.Instance, ev.Step, true))
 	if err != nil {
 		return ev, err

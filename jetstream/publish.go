@@ -74,18 +74,41 @@ func (c *Client) ScheduleTimers(ctx context.Context, timers []workflow.Timer) er
 		if err != nil {
 			return err
 		}
-		at := t.At.Truncate(time.Second)
-		if at.Before(t.At) {
-			at = at.Add(time.Second)
-		}
 		f, err := c.js.PublishAsync(TimerSubject(t.Instance, t.ID), b,
-			natsjs.WithScheduleAt(at), natsjs.WithScheduleTarget(EventSubject(t.Instance)))
+			natsjs.WithScheduleAt(scheduleTime(t.At)), natsjs.WithScheduleTarget(EventSubject(t.Instance)))
 		if err != nil {
 			return fmt.Errorf("schedule timer %s of %s: %w", t.ID, t.Instance, err)
 		}
 		futures = append(futures, f)
 	}
 	return waitAcks(ctx, futures)
+}
+
+// scheduleTime is the time a message schedule for t fires: schedules
+// have whole seconds, so t rounded up to the next one.
+func scheduleTime(t time.Time) time.Time {
+	at := t.Truncate(time.Second)
+	if at.Before(t) {
+		at = at.Add(time.Second)
+	}
+	return at
+}
+
+// ScheduleRecount schedules a recount of a bulk step's counts from its
+// barriers (a recount event on the instance's event subject) for at, and
+// returns when it fires. A later schedule for the same step replaces an
+// earlier one that has not fired.
+func (c *Client) ScheduleRecount(ctx context.Context, instance, step string, at time.Time) (time.Time, error) {
+	b, err := encode(workflow.Event{Kind: workflow.EventRecount, Instance: instance, Step: step, Completed: -1, Failed: -1})
+	if err != nil {
+		return time.Time{}, err
+	}
+	at = scheduleTime(at)
+	m := &nats.Msg{Subject: TimerSubject(instance, workflow.RecountTimer(step)), Data: b}
+	if _, err := c.js.PublishMsg(ctx, m, natsjs.WithScheduleAt(at), natsjs.WithScheduleTarget(EventSubject(instance))); err != nil {
+		return time.Time{}, fmt.Errorf("schedule recount of %s step %s: %w", instance, step, err)
+	}
+	return at, nil
 }
 
 // Start describes an explicit start of a workflow.
