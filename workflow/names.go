@@ -161,10 +161,11 @@ func TimerToken(timer string) string { return strings.ReplaceAll(timer, ".", "_"
 
 func sleepTimer(step string) string { return "sleep." + step + ".1" }
 
+func waitTimer(step string) string  { return "wait." + step + ".1" }
+
 // RecountTimer is the timer id under which a recount of a bulk step's
 // counts is scheduled (see EventRecount); not a timer of the instance.
 func RecountTimer(step string) string { return "recount." + step + ".0" }
-func waitTimer(step string) string    { return "wait." + step + ".1" }
 
 // deadlineTimer is the instance deadline's timer id.
 const deadlineTimer = "deadline._.0"
