@@ -160,7 +160,6 @@ func timeoutTimer(step string, attempt int) string {
 func TimerToken(timer string) string { return strings.ReplaceAll(timer, ".", "_") }
 
 func sleepTimer(step string) string { return "sleep." + step + ".1" }
-
 func waitTimer(step string) string  { return "wait." + step + ".1" }
 
 // RecountTimer is the timer id under which a recount of a bulk step's
