@@ -20,7 +20,7 @@ import (
 // Config configures a dispatcher.
 type Config struct {
 	// Shards is the number of goroutines applying events; events of one
-	// instance always go to the same shard. Default 16.
+	// instance always go to the same shard. Default 64.
 	Shards int
 	// Buffer is how many messages each consumer keeps in flight. Default
 	// 512: messages wait in this buffer while their ack wait runs.
@@ -77,7 +77,7 @@ type Config struct {
 // WithDefaults returns the config with zero fields set to their defaults.
 func (c Config) WithDefaults() Config {
 	if c.Shards == 0 {
-		c.Shards = 16
+		c.Shards = 64
 	}
 	if c.Buffer == 0 {
 		c.Buffer = 512

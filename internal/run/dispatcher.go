@@ -30,7 +30,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 		listen     = fs.String("listen", Env("JETFLOW_LISTEN", "127.0.0.1:4222"), "embedded server: client address; empty for in-process only (env JETFLOW_LISTEN)")
 		syncAlways = fs.Bool("sync-always", EnvBool("JETFLOW_SYNC_ALWAYS", false), "embedded server: fsync every write before acknowledging it (env JETFLOW_SYNC_ALWAYS)")
 		replicas   = fs.Int("replicas", EnvInt("JETFLOW_REPLICAS", 1), "replicas of streams and buckets (3 on a cluster) (env JETFLOW_REPLICAS)")
-		shards     = fs.Int("shards", EnvInt("JETFLOW_SHARDS", 16), "event-applying goroutines (env JETFLOW_SHARDS)")
+		shards     = fs.Int("shards", EnvInt("JETFLOW_SHARDS", 64), "event-applying goroutines (env JETFLOW_SHARDS)")
 		ackWait    = fs.Duration("ack-wait", 30*time.Second, "how soon events held by a crashed dispatcher are redelivered")
 		defsDir    = fs.String("definitions", Env("JETFLOW_DEFINITIONS", ""), "register every *.yaml, *.yml and *.json definition in this directory at start (env JETFLOW_DEFINITIONS)")
 		withWorker = fs.Bool("worker", EnvBool("JETFLOW_WORKER", false), "also run the built-in task types (echo, noop, sleep, fail, http) in this process (env JETFLOW_WORKER)")
