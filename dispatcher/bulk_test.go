@@ -381,3 +381,64 @@ func TestBulkRedeliveredCompletionAfterARecountIsCounted(t *testing.T) {
 		"bulk step did not complete")
 	require.Equal(t, 3, e.Instance(id).Steps["fan"].Done)
 }
+
+// A child's pointer carries its parent, step and index; the event key and
+// input key derive from them. Pointers of earlier versions also carry both
+// keys: they start the child when they match, and a pointer whose keys do
+// not match is dead-lettered, not started.
+func TestBulkChildPointerFormats(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(childDef)
+	e.Dispatcher(nil, dispatcher.Config{})
+	l := &ledger{runs: map[int]int{}}
+	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"work": l.handler(-1)})
+	ctx := context.Background()
+	parent := "gone-1" // no such instance: the child's completion is dead-lettered
+	pointer := func(index int, key, ref string) map[string]string {
+		h := map[string]string{
+			jetstream.HeaderParent: parent, jetstream.HeaderParentStep: "fan", jetstream.HeaderParentIndex: fmt.Sprint(index),
+			jetstream.HeaderMsgID: fmt.Sprintf("pointer-%d", index),
+		}
+		if key != "" {
+			h[jetstream.HeaderEventKey] = key
+		}
+		if ref != "" {
+			h[jetstream.HeaderInputRef] = ref
+		}
+		return h
+	}
+	for i := 0; i < 3; i++ {
+		require.NoError(t, e.Client.PutData(ctx, workflow.ChildInputKey(parent, "fan", i), map[string]any{"i": int64(i)}))
+	}
+	pointers := []map[string]string{
+		pointer(0, "", ""), // today's
+		pointer(1, workflow.ChildEventKey(parent, "fan", 1), workflow.ChildInputKey(parent, "fan", 1)), // earlier versions'
+		pointer(2, workflow.ChildEventKey(parent, "fan", 2), "someone-else.fan.item.2"),              // forged input
+	}
+	for _, h := range pointers {
+		_, err := e.Client.Publish(ctx, jetstream.StartSubject("child"), nil, h)
+		require.NoError(t, err)
+	}
+	for i := 0; i < 2; i++ {
+		e.WaitTerminal(workflow.ChildInstanceID("child", parent, "fan", i), 10*time.Second)
+	}
+	var dls []jetstream.DeadLetter
+	jftest.Eventually(t, 10*time.Second, func() bool {
+		var err error
+		dls, err = e.Client.DeadLetters(ctx, 100)
+		return err == nil && len(dls) >= 3
+	}, "expected 3 dead letters")
+	forged := 0
+	for _, dl := range dls {
+		if containsFold(dl.Reason, "malformed child start") {
+			forged++
+			require.Contains(t, dl.Reason, "someone-else.fan.item.2")
+		}
+	}
+	require.Equal(t, 1, forged, "%v", reasons(dls))
+	require.Nil(t, e.Instance(workflow.ChildInstanceID("child", parent, "fan", 2)), "the forged pointer started a child")
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	require.Equal(t, map[int]int{0: 1, 1: 1}, l.runs)
+}

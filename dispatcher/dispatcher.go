@@ -573,10 +573,12 @@ func (d *Dispatcher) failChild(m *jetstream.Msg, p workflow.ParentRef, reason st
 // onChildStart starts a bulk child from its pointer message: the parent
 // already wrote the input under a key derived from (parent, step, index).
 func (d *Dispatcher) onChildStart(m *jetstream.Msg, def *workflow.Definition, p workflow.ParentRef) {
-	ref := m.Header(jetstream.HeaderInputRef)
-	key := m.Header(jetstream.HeaderEventKey)
-	if p.Index < 0 || p.Step == "" || ref != workflow.ChildInputKey(p.ID, p.Step, p.Index) || key != workflow.ChildEventKey(p.ID, p.Step, p.Index) {
-		d.reject("trigger", m, fmt.Sprintf("malformed child start: parent %q step %q index %d, input %q, key %q", p.ID, p.Step, p.Index, ref, key))
+	ref := workflow.ChildInputKey(p.ID, p.Step, p.Index)
+	key := workflow.ChildEventKey(p.ID, p.Step, p.Index)
+	// Pointers of earlier versions also carry both; they must match.
+	sentRef, sentKey := m.Header(jetstream.HeaderInputRef), m.Header(jetstream.HeaderEventKey)
+	if p.Index < 0 || p.Step == "" || (sentRef != "" && sentRef != ref) || (sentKey != "" && sentKey != key) {
+		d.reject("trigger", m, fmt.Sprintf("malformed child start: parent %q step %q index %d, input %q, key %q", p.ID, p.Step, p.Index, sentRef, sentKey))
 		return
 	}
 	id := workflow.InstanceID(def.Name, key)

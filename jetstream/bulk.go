@@ -12,8 +12,12 @@ import (
 	"github.com/jetflow/jetflow/workflow"
 )
 
-// Headers of a bulk child's start message: a pointer to the input the
-// parent already wrote, and the parent.
+// Headers of a bulk child's start message: the parent, step and index.
+// The child's event key and the key of the input the parent already wrote
+// derive from them (workflow.ChildEventKey, workflow.ChildInputKey), so
+// the pointer does not carry them; pointers published by jetflow before
+// 2026-12-01 carry both (Jetflow-Event-Key and HeaderInputRef), and they
+// must match.
 const (
 	HeaderInputRef    = "Jetflow-Input-Ref"
 	HeaderParent      = "Jetflow-Parent"
@@ -70,10 +74,12 @@ func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) erro
 func (c *Client) PublishChildren(ctx context.Context, children []workflow.Child) error {
 	futures := make([]natsjs.PubAckFuture, 0, len(children))
 	for _, ch := range children {
+		if ch.EventKey != workflow.ChildEventKey(ch.Parent.ID, ch.Parent.Step, ch.Parent.Index) ||
+			ch.InputRef != workflow.ChildInputKey(ch.Parent.ID, ch.Parent.Step, ch.Parent.Index) {
+			return fmt.Errorf("start child %s: event key and input %s are not the ones derived from the parent", ch.EventKey, ch.InputRef)
+		}
 		m := &nats.Msg{Subject: StartSubject(ch.Workflow), Header: nats.Header{}}
-		m.Header.Set(HeaderEventKey, ch.EventKey)
 		m.Header.Set(HeaderMsgID, TriggerMsgID(ch.Workflow, ch.EventKey))
-		m.Header.Set(HeaderInputRef, ch.InputRef)
 		m.Header.Set(HeaderParent, ch.Parent.ID)
 		m.Header.Set(HeaderParentStep, ch.Parent.Step)
 		m.Header.Set(HeaderParentIndex, strconv.Itoa(ch.Parent.Index))
