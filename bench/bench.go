@@ -13,6 +13,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -81,6 +82,9 @@ type Result struct {
 	Failed        int                `json:"failed"`
 	Duplicates    int                `json:"duplicates"`
 	Lost          int                `json:"lost"`
+	// Dispatchers: each dispatcher's counters after the run (what
+	// `jetflow stats` shows: retries, conflicts, recounts, pull stalls...).
+	Dispatchers []json.RawMessage `json:"dispatcher_stats,omitempty"`
 }
 
 // ErrIncorrect: the run lost or duplicated work.
@@ -110,6 +114,17 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
+	res, err := run(ctx, o)
+	if res != nil {
+		// Counters explain a slow run (a retried pull, a stream outage).
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res.Dispatchers, _ = o.Client.CollectStats(sctx, 300*time.Millisecond)
+		scancel()
+	}
+	return res, err
+}
+
+func run(ctx context.Context, o Options) (*Result, error) {
 	switch o.Workload {
 	case "throughput":
 		if o.Concurrency == 0 {
