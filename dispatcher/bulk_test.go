@@ -414,7 +414,7 @@ func TestBulkChildPointerFormats(t *testing.T) {
 	pointers := []map[string]string{
 		pointer(0, "", ""), // today's
 		pointer(1, workflow.ChildEventKey(parent, "fan", 1), workflow.ChildInputKey(parent, "fan", 1)), // earlier versions'
-		pointer(2, workflow.ChildEventKey(parent, "fan", 2), "someone-else.fan.item.2"),              // forged input
+		pointer(2, workflow.ChildEventKey(parent, "fan", 2), "someone-else.fan.item.2"),                // forged input
 	}
 	for _, h := range pointers {
 		_, err := e.Client.Publish(ctx, jetstream.StartSubject("child"), nil, h)
@@ -441,4 +441,50 @@ func TestBulkChildPointerFormats(t *testing.T) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	require.Equal(t, map[int]int{0: 1, 1: 1}, l.runs)
+}
+
+// A recount counts every barrier that exists when it runs, including the
+// barrier of a completion whose own increment is not committed yet: that
+// completion must then not be counted again. Here one pass holds a
+// redelivered completion whose barrier exists (child 0: it recounts) and,
+// after it, a new completion whose barrier the same pass just created
+// (child 1); the recount covers both, and child 2 is still running.
+func TestBulkRecountDoesNotCountAPendingCompletionTwice(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(childDef)
+	e.Register(parentDef(0, "wait_all"))
+	childDone := func(m *jetstream.Msg) bool {
+		ev, err := jetstream.DecodeEvent(m.Data())
+		return err == nil && ev.Kind == workflow.EventChildDone
+	}
+	cfg := dispatcher.WithBatchDelay(dispatcher.Config{StaleBulk: time.Hour}, 300*time.Millisecond)
+	d, _ := e.Dispatcher(nil, dispatcher.WithRedeliveredEvents(cfg, childDone))
+	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "pending", Payload: items(3)}))
+	id := workflow.InstanceID("parent", "pending")
+	jftest.Eventually(t, 10*time.Second, func() bool { return d.Stats().Started == 4 }, "children not started")
+	// Child 0: barrier passed, parent's CAS lost.
+	_, err := e.Client.CreateBarrier(context.Background(), workflow.ChildBarrierKey(id, "fan", 0, true))
+	require.NoError(t, err)
+	var evs []workflow.OutEvent
+	for i := 0; i < 2; i++ {
+		evs = append(evs, workflow.OutEvent{
+			Event: workflow.Event{Kind: workflow.EventChildDone, Instance: id, Step: "fan", Index: i, ChildStatus: workflow.StatusCompleted},
+			MsgID: fmt.Sprintf("pending-%d", i),
+		})
+	}
+	require.NoError(t, e.Client.PublishEvents(context.Background(), evs))
+	jftest.Eventually(t, 10*time.Second, func() bool { return d.Stats().Recounts >= 1 && e.Instance(id).Steps["fan"].Done >= 2 },
+		"completions not applied: %+v", d.Stats())
+	time.Sleep(500 * time.Millisecond) // anything still in flight lands
+	fan := e.Instance(id).Steps["fan"]
+	require.Equal(t, 2, fan.Done, "children 0 and 1 counted %d times", fan.Done)
+	require.Equal(t, workflow.StepRunning, fan.Status, "the step completed while child 2 runs")
+	// Child 2's completion is the last one.
+	require.NoError(t, e.Client.PublishEvents(context.Background(), []workflow.OutEvent{{
+		Event: workflow.Event{Kind: workflow.EventChildDone, Instance: id, Step: "fan", Index: 2, ChildStatus: workflow.StatusCompleted},
+		MsgID: "pending-2",
+	}}))
+	jftest.Eventually(t, 10*time.Second, func() bool { return e.Instance(id).Steps["fan"].Status == workflow.StepCompleted }, "bulk step did not complete")
+	require.Equal(t, 3, e.Instance(id).Steps["fan"].Done)
 }

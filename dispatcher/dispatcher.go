@@ -72,6 +72,10 @@ type Config struct {
 	redeliverEvent func(*jetstream.Msg) bool
 	// recountEvery (tests): see defaultRecountEvery.
 	recountEvery time.Duration
+	// batchDelay (tests): how long a shard waits after the first event of
+	// a batch before it takes the rest, so events published together are
+	// applied in one pass.
+	batchDelay time.Duration
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.
@@ -320,6 +324,11 @@ type item struct {
 	// barrierExists is set when a batched create (shard.preBarriers)
 	// found this item's barrier already there.
 	barrierExists bool
+	// barrierEpoch is the step's Recounts in the state this item's
+	// barrier was created against; barrierMark how many recounts the
+	// current pass had applied when it was created (0 when it was created
+	// before the pass). See shard.apply.
+	barrierEpoch, barrierMark int
 	// done receives the outcome; nil error means the event was applied
 	// (or was a harmless duplicate) and the message may be acked.
 	done func(outcome)

@@ -29,3 +29,10 @@ func WithRecountEvery(cfg Config, d time.Duration) Config {
 	cfg.recountEvery = d
 	return cfg
 }
+
+// WithBatchDelay returns cfg with shards waiting d after the first event
+// of a batch, so events that arrive together are applied in one pass.
+func WithBatchDelay(cfg Config, d time.Duration) Config {
+	cfg.batchDelay = d
+	return cfg
+}

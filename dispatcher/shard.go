@@ -74,6 +74,9 @@ type shard struct {
 func (s *shard) run() {
 	for first := range s.in {
 		batch := []*item{first}
+		if s.d.cfg.batchDelay > 0 {
+			time.Sleep(s.d.cfg.batchDelay)
+		}
 	drain:
 		for len(batch) < s.d.cfg.BatchSize {
 			select {
@@ -314,6 +317,8 @@ func (s *shard) preBarriers(ctx context.Context, inst *workflow.Instance, items 
 			return errs[j]
 		case created[j]:
 			items[i].barrier = true
+			items[i].barrierEpoch = recountEpoch(inst, items[i].ev.Step)
+			items[i].barrierMark = 0
 		default:
 			items[i].barrierExists = true
 		}
@@ -327,9 +332,17 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 	res := &applied{inst: inst, outcomes: make([]outcome, len(items))}
 	now := d.cfg.Clock()
 	data := d.client.DataView(ctx)
+	for _, it := range items {
+		it.barrierMark = 0 // barriers of earlier passes predate this one
+	}
 	if err := s.preBarriers(ctx, inst, items, now, data); err != nil {
 		return nil, err
 	}
+	// recounts: how many recounts this pass applied so far. A recount
+	// counts every barrier that exists when it runs, so it covers the
+	// completions whose barriers were created before it, also those not
+	// yet counted: they must not be counted again (see below).
+	recounts := 0
 	for i, it := range items {
 		ev := it.ev
 		if it.msg.Deliveries() > 1 {
@@ -361,6 +374,24 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 					res.outcomes[i] = outcome{err: err}
 				}
 				continue
+			}
+		}
+		if ev.Kind == workflow.EventChildDone && res.inst != nil && it.barrier {
+			// This dispatcher created the barrier, and the increment is
+			// not committed (a CAS retry, or a barrier created before this
+			// pass or earlier in it). A recount since may have counted it.
+			switch {
+			case recounts > it.barrierMark:
+				// A recount of this pass ran after the barrier existed.
+				continue
+			case recountEpoch(res.inst, ev.Step) != it.barrierEpoch:
+				// A committed recount that may or may not have seen the
+				// barrier: count again from the barriers, which now
+				// include it, instead of adding one.
+				if ev, err = s.recount(ctx, ev, now); err != nil {
+					res.outcomes[i] = outcome{err: err}
+					continue
+				}
 			}
 		}
 		if ev.Kind == workflow.EventChildDone && res.inst != nil && !it.barrier {
@@ -405,7 +436,11 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 						continue
 					}
 				}
-				it.barrier = created
+				if created {
+					it.barrier = true
+					it.barrierEpoch = recountEpoch(res.inst, ev.Step)
+					it.barrierMark = recounts
+				}
 			}
 		}
 		if ev.Kind == workflow.EventRecount && ev.Completed < 0 {
@@ -418,6 +453,9 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 		if err != nil {
 			res.outcomes[i] = outcome{err: err}
 			continue
+		}
+		if ev.Kind == workflow.EventRecount && dec.Changed {
+			recounts++
 		}
 		switch {
 		case ev.Kind == workflow.EventRepair && dec.Changed:
@@ -454,6 +492,15 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 		res.decided.Events = keep
 	}
 	return res, nil
+}
+
+// recountEpoch is how many recounts changed a bulk step's counts
+// (StepState.Recounts); 0 for a missing instance or step.
+func recountEpoch(inst *workflow.Instance, step string) int {
+	if inst == nil || inst.Steps[step] == nil {
+		return 0
+	}
+	return inst.Steps[step].Recounts
 }
 
 // recount turns a child completion into a recount of the step's barriers.

@@ -255,6 +255,7 @@ func encodeStepState(e *msgpack.Encoder, st *workflow.StepState) error {
 		w.intOmit("cf", st.ChunkFrom)
 		w.intOmit("done", st.Done)
 		w.intOmit("cfail", st.ChildFailed)
+		w.intOmit("rc", st.Recounts)
 	}
 	return w.err
 }

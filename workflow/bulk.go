@@ -136,6 +136,7 @@ func (t *transition) bulkEvent(ev Event) {
 		t.changed = true
 		st.Done = max(st.Done, ev.Completed)
 		st.ChildFailed = max(st.ChildFailed, ev.Failed)
+		st.Recounts++
 		if st.ChildFailed > 0 && s.OnChildFailure == FailFast {
 			t.failStep(s, st, fmt.Sprintf("%d children failed", st.ChildFailed))
 			return

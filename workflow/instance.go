@@ -102,6 +102,12 @@ type StepState struct {
 	ChunkFrom   int `msgpack:"cf,omitempty"`
 	Done        int `msgpack:"done,omitempty"`
 	ChildFailed int `msgpack:"cfail,omitempty"`
+	// Recounts counts the recounts (EventRecount) that changed Done or
+	// ChildFailed. A recount counts every barrier that exists, also the
+	// barrier of a completion whose increment is not committed yet; a
+	// dispatcher holding such a completion sees Recounts move and must
+	// not increment on top of it.
+	Recounts int `msgpack:"rc,omitempty"`
 }
 
 // InFlight is the number of dispatched children not yet terminal.
