@@ -76,6 +76,11 @@ type Config struct {
 	// a batch before it takes the rest, so events published together are
 	// applied in one pass.
 	batchDelay time.Duration
+	// failCommit (tests): when it returns true for an instance about to
+	// be written, the pass fails before its CAS, after its barriers and
+	// data writes, as if the stream leader had died; its events are
+	// retried with backoff.
+	failCommit func(instance string) bool
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.

@@ -36,3 +36,11 @@ func WithBatchDelay(cfg Config, d time.Duration) Config {
 	cfg.batchDelay = d
 	return cfg
 }
+
+// WithFailedCommits returns cfg with a hook that fails a pass just before
+// its CAS (barriers and data already written) whenever fail returns true
+// for the instance.
+func WithFailedCommits(cfg Config, fail func(instance string) bool) Config {
+	cfg.failCommit = fail
+	return cfg
+}

@@ -166,6 +166,10 @@ func (s *shard) process(id string, items []*item) {
 					return
 				}
 			}
+			if d.cfg.failCommit != nil && d.cfg.failCommit(id) {
+				settleAll(outcome{err: errors.New("tests: commit dropped")})
+				return
+			}
 			newRev, err := d.client.PutInstance(ctx, res.inst, rev, s.expires(ctx, res.inst))
 			if err != nil {
 				delete(s.cache, id)
