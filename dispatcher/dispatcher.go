@@ -81,6 +81,9 @@ type Config struct {
 	// data writes, as if the stream leader had died; its events are
 	// retried with backoff.
 	failCommit func(instance string) bool
+	// failPublish (tests): when it returns true for a committed decision,
+	// the pass fails before publishing it, as if the connection dropped.
+	failPublish func(instance string, dec workflow.Decision) bool
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/workflow"
 )
 
 // WithDroppedTriggerAcks returns cfg with a hook that withholds the ack of
@@ -42,5 +43,12 @@ func WithBatchDelay(cfg Config, d time.Duration) Config {
 // for the instance.
 func WithFailedCommits(cfg Config, fail func(instance string) bool) Config {
 	cfg.failCommit = fail
+	return cfg
+}
+
+// WithFailedPublishes returns cfg with a hook that fails a pass after its
+// CAS and before it publishes the decision whenever fail returns true.
+func WithFailedPublishes(cfg Config, fail func(instance string, dec workflow.Decision) bool) Config {
+	cfg.failPublish = fail
 	return cfg
 }

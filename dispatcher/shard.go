@@ -190,13 +190,22 @@ func (s *shard) process(id string, items []*item) {
 			}
 		}
 		// Only now, with the state committed, is the work published.
+		if d.cfg.failPublish != nil && d.cfg.failPublish(id, res.decided) {
+			settleAll(outcome{err: errors.New("publish after commit: tests: publish dropped")})
+			return
+		}
 		if err := s.publish(ctx, res.decided); err != nil {
 			settleAll(outcome{err: fmt.Errorf("publish after commit: %w", err)})
 			return
 		}
-		if res.redelivered && !res.changed && res.inst != nil {
-			// A redelivered event that changes nothing may mean the
-			// dispatcher that applied it died before publishing.
+		if res.redelivered && res.inst != nil {
+			// A redelivered event may mean the pass that applied it
+			// committed and then died or failed before publishing: its
+			// work (a task, a chunk of children and the event that
+			// continues the fan-out) exists only in the instance. This
+			// pass may have changed the instance too (a recount, another
+			// completion), so republish whether it did or not; message
+			// ids make copies of what was published harmless.
 			def, err := d.definition(ctx, res.inst.Workflow, res.inst.Version)
 			if err == nil {
 				out := workflow.Outstanding(def, res.inst)
