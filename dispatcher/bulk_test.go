@@ -592,3 +592,37 @@ func TestBulkChunkNotPublishedAfterCommitIsRepublished(t *testing.T) {
 	defer l.mu.Unlock()
 	require.Len(t, l.runs, n)
 }
+
+// With a sliding window, later chunks follow a chunk whose publish failed
+// before that chunk's retry, so the retry no longer finds it last and its
+// children never start. The repair loop's stale-bulk recount publishes
+// again every dispatched child whose completion is not counted.
+func TestBulkLostChunkUnderAWindowIsRepublishedByRepair(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(childDef)
+	e.Register(parentDef(20, "wait_all"))
+	n := 200
+	parent := workflow.InstanceID("parent", "window")
+	var dropped atomic.Int32
+	drop := func(id string, dec workflow.Decision) bool {
+		return id == parent && len(dec.Children) > 0 && dec.Children[0].Parent.Index >= 100 && dropped.CompareAndSwap(0, 1)
+	}
+	cfg := dispatcher.Config{StaleBulk: 2 * time.Second, RepairInterval: 200 * time.Millisecond, RetryDelay: 5 * time.Second}
+	d, _ := e.Dispatcher(nil, dispatcher.WithFailedPublishes(cfg, drop))
+	l := &ledger{runs: map[int]int{}}
+	e.Worker(nil, worker.Config{Concurrency: 16}, map[string]worker.Handler{"work": l.handler(-1)})
+	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "window", Payload: items(n)}))
+	inst := e.WaitTerminal(parent, 60*time.Second)
+	require.EqualValues(t, 1, dropped.Load(), "no publish was dropped")
+	require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
+	require.Equal(t, n, inst.Steps["fan"].Done)
+	require.Positive(t, d.Stats().RepairsSent)
+	checkChildren(t, e, parent, n)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	require.Len(t, l.runs, n)
+	for i, runs := range l.runs {
+		require.Equal(t, 1, runs, "child %d ran %d times", i, runs)
+	}
+}

@@ -467,6 +467,24 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 			res.outcomes[i] = outcome{err: err}
 			continue
 		}
+		if it.ev.Kind == workflow.EventRecount && it.ev.Reason == workflow.ReasonStaleBulk {
+			// No progress for StaleBulk: children whose pointers were lost
+			// never start; publish again every one not counted.
+			state := res.inst
+			if dec.Changed {
+				state = dec.Instance
+			}
+			if state != nil {
+				counted, err := d.client.BarrierIndexes(ctx, ev.Instance, ev.Step)
+				if err != nil {
+					res.outcomes[i] = outcome{err: err}
+					continue
+				}
+				again := workflow.UncountedChildren(def, state, ev.Step, func(i int) bool { return counted[i] })
+				res.decided.Children = append(res.decided.Children, again...)
+				d.stats.republished.Add(uint64(len(again)))
+			}
+		}
 		if ev.Kind == workflow.EventRecount && dec.Changed {
 			recounts++
 		}

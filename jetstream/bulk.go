@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
@@ -174,4 +175,27 @@ func (c *Client) CountKeys(ctx context.Context, prefix string) (int, error) {
 		return 0, fmt.Errorf("count %s*: %w", prefix, err)
 	}
 	return len(info.State.Subjects), nil
+}
+
+// BarrierIndexes returns the indexes of a bulk step's children whose
+// completion passed its barrier (completed or failed).
+func (c *Client) BarrierIndexes(ctx context.Context, parent, step string) (map[int]bool, error) {
+	s, err := c.js.Stream(ctx, "KV_"+BucketData)
+	if err != nil {
+		return nil, fmt.Errorf("barriers of %s step %s: %w", parent, step, err)
+	}
+	out := map[int]bool{}
+	for _, ok := range []bool{true, false} {
+		prefix := "$KV." + BucketData + "." + workflow.ChildBarrierPrefix(parent, step, ok)
+		info, err := s.Info(ctx, natsjs.WithSubjectFilter(prefix+"*"))
+		if err != nil {
+			return nil, fmt.Errorf("barriers of %s step %s: %w", parent, step, err)
+		}
+		for subj := range info.State.Subjects {
+			if i, err := strconv.Atoi(strings.TrimPrefix(subj, prefix)); err == nil {
+				out[i] = true
+			}
+		}
+	}
+	return out, nil
 }

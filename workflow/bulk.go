@@ -69,6 +69,34 @@ func (t *transition) dispatchChildren(s *Step, st *StepState, list []any) {
 	}
 }
 
+// ReasonStaleBulk is the Reason of the repair loop's recount of a bulk
+// step that made no progress for StaleBulk: besides recounting, the
+// dispatcher publishes again the pointers of the dispatched children whose
+// completion is not counted (UncountedChildren).
+const ReasonStaleBulk = "stale bulk step"
+
+// UncountedChildren lists the children of a running bulk step that were
+// dispatched (index below the cursor) and whose completion has no barrier
+// (counted reports the indexes that have one). Their pointers may have
+// been lost: a pass that committed a chunk and failed to publish it is
+// covered by Outstanding only while that chunk is the last one, and with
+// a sliding window later chunks can follow before its retry. Publishing a
+// pointer again is harmless: a child that exists ignores it.
+func UncountedChildren(def *Definition, inst *Instance, step string, counted func(int) bool) []Child {
+	s, ok := def.index[step]
+	st := inst.Steps[step]
+	if !ok || s.Kind != KindBulk || st == nil || st.Status != StepRunning {
+		return nil
+	}
+	var out []Child
+	for i := 0; i < st.Cursor; i++ {
+		if !counted(i) {
+			out = append(out, childFor(inst, s, i))
+		}
+	}
+	return out
+}
+
 func childFor(inst *Instance, s *Step, i int) Child {
 	return Child{
 		Workflow: s.Workflow,

@@ -62,7 +62,7 @@ func Repairs(def *Definition, inst *Instance, now time.Time, p RepairPolicy) []O
 		case KindBulk:
 			if p.StaleBulk > 0 && now.Sub(inst.Updated) > p.StaleBulk && st.Done+st.ChildFailed < st.Cursor {
 				out = append(out, OutEvent{
-					Event: Event{Kind: EventRecount, Instance: inst.ID, Step: name, Completed: -1, Failed: -1},
+					Event: Event{Kind: EventRecount, Instance: inst.ID, Step: name, Completed: -1, Failed: -1, Reason: ReasonStaleBulk},
 					MsgID: "recount/" + inst.ID + "/" + name + "/" + strconv.FormatUint(inst.Events, 10),
 				})
 			}
