@@ -19,9 +19,10 @@ const maxConflicts = 20
 // recount covers every barrier that existed when it started.
 const defaultRecountEvery = 2 * time.Second
 
-// recountDue reports whether a recount of the bulk step key may run now.
-func (s *shard) recountDue(key string, now time.Time) bool {
-	last, ok := s.recounted[key]
+// recountDue reports whether a recount of the event's bulk step may run
+// now.
+func (s *shard) recountDue(ev workflow.Event, now time.Time) bool {
+	last, ok := s.recounted[recountKey(ev)]
 	return !ok || now.Sub(last) >= s.d.cfg.recountEvery
 }
 
@@ -33,7 +34,7 @@ func (s *shard) recountDue(key string, now time.Time) bool {
 // subject), before the completion is acked; one schedule serves every
 // completion that arrives until it fires.
 func (s *shard) recountLater(ctx context.Context, ev workflow.Event, now time.Time) error {
-	key := ev.Instance + "/" + ev.Step
+	key := recountKey(ev)
 	if at, ok := s.scheduled[key]; ok && at.After(now) {
 		return nil
 	}
@@ -331,7 +332,6 @@ func (s *shard) preBarriers(ctx context.Context, inst *workflow.Instance, items 
 		case created[j]:
 			items[i].barrier = true
 			items[i].barrierEpoch = recountEpoch(inst, items[i].ev.Step)
-			items[i].barrierMark = 0
 		default:
 			items[i].barrierExists = true
 		}
@@ -401,7 +401,7 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 				// A committed recount that may or may not have seen the
 				// barrier: count again from the barriers, which now
 				// include it, instead of adding one.
-				if ev, err = s.recount(ctx, ev, now); err != nil {
+				if ev, _, err = s.recount(ctx, ev, now); err != nil {
 					res.outcomes[i] = outcome{err: err}
 					continue
 				}
@@ -438,13 +438,13 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 					// We may have died between the barrier and the commit
 					// last time: recount from the barriers, now or, when a
 					// recount just ran, soon.
-					if !s.recountDue(ev.Instance+"/"+ev.Step, now) {
+					if !s.recountDue(ev, now) {
 						if err := s.recountLater(ctx, ev, now); err != nil {
 							res.outcomes[i] = outcome{err: err}
 						}
 						continue
 					}
-					if ev, err = s.recount(ctx, ev, now); err != nil {
+					if ev, _, err = s.recount(ctx, ev, now); err != nil {
 						res.outcomes[i] = outcome{err: err}
 						continue
 					}
@@ -456,8 +456,9 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 				}
 			}
 		}
+		var counted func(int) bool // the barriers, when this item recounted them
 		if ev.Kind == workflow.EventRecount && ev.Completed < 0 {
-			if ev, err = s.recount(ctx, ev, now); err != nil {
+			if ev, counted, err = s.recount(ctx, ev, now); err != nil {
 				res.outcomes[i] = outcome{err: err}
 				continue
 			}
@@ -467,7 +468,7 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 			res.outcomes[i] = outcome{err: err}
 			continue
 		}
-		if it.ev.Kind == workflow.EventRecount && it.ev.Reason == workflow.ReasonStaleBulk {
+		if counted != nil && it.ev.Reason == workflow.ReasonStaleBulk {
 			// No progress for StaleBulk: children whose pointers were lost
 			// never start; publish again every one not counted.
 			state := res.inst
@@ -475,12 +476,7 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 				state = dec.Instance
 			}
 			if state != nil {
-				counted, err := d.client.BarrierIndexes(ctx, ev.Instance, ev.Step)
-				if err != nil {
-					res.outcomes[i] = outcome{err: err}
-					continue
-				}
-				again := workflow.UncountedChildren(def, state, ev.Step, func(i int) bool { return counted[i] })
+				again := workflow.UncountedChildren(def, state, ev.Step, counted)
 				res.decided.Children = append(res.decided.Children, again...)
 				d.stats.republished.Add(uint64(len(again)))
 			}
@@ -534,23 +530,24 @@ func recountEpoch(inst *workflow.Instance, step string) int {
 	return inst.Steps[step].Recounts
 }
 
-// recount turns a child completion into a recount of the step's barriers.
-func (s *shard) recount(ctx context.Context, ev workflow.Event, now time.Time) (workflow.Event, error) {
+// recount turns a child completion or a recount request into a recount
+// of the step's barriers; counted reports the indexes that have one.
+func (s *shard) recount(ctx context.Context, ev workflow.Event, now time.Time) (_ workflow.Event, counted func(int) bool, _ error) {
 	if len(s.recounted) > 10000 {
 		clear(s.recounted)
 	}
-	s.recounted[ev.Instance+"/"+ev.Step] = now
-	ok, err := s.d.client.CountKeys(ctx, workflow.ChildBarrierPrefix(ev.Instance, ev.Step, true))
+	s.recounted[recountKey(ev)] = now
+	ok, failed, err := s.d.client.BarrierIndexes(ctx, ev.Instance, ev.Step)
 	if err != nil {
-		return ev, err
-	}
-	failed, err := s.d.client.CountKeys(ctx, workflow.ChildBarrierPrefix(ev.Instance, ev.Step, false))
-	if err != nil {
-		return ev, err
+		return ev, nil, err
 	}
 	s.d.stats.recounts.Add(1)
-	return workflow.Event{Kind: workflow.EventRecount, Instance: ev.Instance, Step: ev.Step, Completed: ok, Failed: failed}, nil
+	counted = func(i int) bool { return ok[i] || failed[i] }
+	return workflow.Event{Kind: workflow.EventRecount, Instance: ev.Instance, Step: ev.Step, Completed: len(ok), Failed: len(failed)}, counted, nil
 }
+
+// recountKey names a bulk step in the shard's recount bookkeeping.
+func recountKey(ev workflow.Event) string { return ev.Instance + "/" + ev.Step }
 
 func isPermanent(err error) bool {
 	return errors.Is(err, jetstream.ErrTooLarge)

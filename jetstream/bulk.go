@@ -160,42 +160,36 @@ func (c *Client) CreateBarriers(ctx context.Context, keys []string) (created []b
 	return created, errs
 }
 
-// CountKeys counts the data keys that start with prefix (which ends with
-// a '.'). It asks the server for the bucket stream's subjects under the
-// prefix (one request per 100k subjects); use it for repairs, not on the
-// hot path. Keys of the data bucket are never deleted, so every subject
-// is a key.
-func (c *Client) CountKeys(ctx context.Context, prefix string) (int, error) {
-	s, err := c.js.Stream(ctx, "KV_"+BucketData)
-	if err != nil {
-		return 0, fmt.Errorf("count %s*: %w", prefix, err)
-	}
-	info, err := s.Info(ctx, natsjs.WithSubjectFilter("$KV."+BucketData+"."+prefix+"*"))
-	if err != nil {
-		return 0, fmt.Errorf("count %s*: %w", prefix, err)
-	}
-	return len(info.State.Subjects), nil
-}
-
 // BarrierIndexes returns the indexes of a bulk step's children whose
-// completion passed its barrier (completed or failed).
-func (c *Client) BarrierIndexes(ctx context.Context, parent, step string) (map[int]bool, error) {
+// completion passed its barrier, completed and failed. It asks the server
+// for the data bucket stream's subjects under each barrier prefix (one
+// request per prefix and 100k subjects); use it for recounts and
+// repairs, not on the hot path. Keys of the data bucket are never
+// deleted, so every subject is a key.
+func (c *Client) BarrierIndexes(ctx context.Context, parent, step string) (completed, failed map[int]bool, err error) {
 	s, err := c.js.Stream(ctx, "KV_"+BucketData)
 	if err != nil {
-		return nil, fmt.Errorf("barriers of %s step %s: %w", parent, step, err)
+		return nil, nil, fmt.Errorf("barriers of %s step %s: %w", parent, step, err)
 	}
-	out := map[int]bool{}
-	for _, ok := range []bool{true, false} {
+	read := func(ok bool) (map[int]bool, error) {
 		prefix := "$KV." + BucketData + "." + workflow.ChildBarrierPrefix(parent, step, ok)
 		info, err := s.Info(ctx, natsjs.WithSubjectFilter(prefix+"*"))
 		if err != nil {
 			return nil, fmt.Errorf("barriers of %s step %s: %w", parent, step, err)
 		}
+		out := make(map[int]bool, len(info.State.Subjects))
 		for subj := range info.State.Subjects {
 			if i, err := strconv.Atoi(strings.TrimPrefix(subj, prefix)); err == nil {
 				out[i] = true
 			}
 		}
+		return out, nil
 	}
-	return out, nil
+	if completed, err = read(true); err != nil {
+		return nil, nil, err
+	}
+	if failed, err = read(false); err != nil {
+		return nil, nil, err
+	}
+	return completed, failed, nil
 }
