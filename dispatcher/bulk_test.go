@@ -123,6 +123,29 @@ func checkChildren(t *testing.T, e *jftest.Env, parent string, n int) {
 	require.Equal(t, n, got, "children")
 }
 
+// isChildDone matches event messages that carry a child's completion.
+func isChildDone(m *jetstream.Msg) bool {
+	ev, err := jetstream.DecodeEvent(m.Data())
+	return err == nil && ev.Kind == workflow.EventChildDone
+}
+
+// childDone is the completion of the fan step's child at index.
+func childDone(parent string, index int, msgID string) workflow.OutEvent {
+	return workflow.OutEvent{
+		Event: workflow.Event{Kind: workflow.EventChildDone, Instance: parent, Step: "fan", Index: index, ChildStatus: workflow.StatusCompleted},
+		MsgID: msgID,
+	}
+}
+
+// startWaitingParent starts a parent over n items and waits until its
+// children started; with no worker running, they wait.
+func startWaitingParent(t *testing.T, e *jftest.Env, d *dispatcher.Dispatcher, key string, n int) string {
+	t.Helper()
+	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: key, Payload: items(n)}))
+	jftest.Eventually(t, 10*time.Second, func() bool { return d.Stats().Started == uint64(n+1) }, "children not started")
+	return workflow.InstanceID("parent", key)
+}
+
 func TestBulkDispatchIsExact(t *testing.T) {
 	t.Parallel()
 	sizes := []int{0, 1, 2, 1000}
@@ -342,26 +365,16 @@ func TestBulkRedeliveredCompletionAfterARecountIsCounted(t *testing.T) {
 	e := jftest.Start(t, jetstream.Config{})
 	e.Register(childDef)
 	e.Register(parentDef(0, "wait_all"))
-	childDone := func(m *jetstream.Msg) bool {
-		ev, err := jetstream.DecodeEvent(m.Data())
-		return err == nil && ev.Kind == workflow.EventChildDone
-	}
 	// StaleBulk an hour: the repair loop's recount must not be what counts.
 	cfg := dispatcher.WithRecountEvery(dispatcher.Config{StaleBulk: time.Hour}, 3*time.Second)
-	d, _ := e.Dispatcher(nil, dispatcher.WithRedeliveredEvents(cfg, childDone))
-	// No worker: the three children wait.
-	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "lost", Payload: items(3)}))
-	id := workflow.InstanceID("parent", "lost")
-	jftest.Eventually(t, 10*time.Second, func() bool { return d.Stats().Started == 4 }, "children not started")
+	d, _ := e.Dispatcher(nil, dispatcher.WithRedeliveredEvents(cfg, isChildDone))
+	id := startWaitingParent(t, e, d, "lost", 3)
 	lostCommit := func(i int) {
 		// The barrier passed, the parent's CAS never happened; the
 		// completion comes back as a redelivery.
 		_, err := e.Client.CreateBarrier(context.Background(), workflow.ChildBarrierKey(id, "fan", i, true))
 		require.NoError(t, err)
-		require.NoError(t, e.Client.PublishEvents(context.Background(), []workflow.OutEvent{{
-			Event: workflow.Event{Kind: workflow.EventChildDone, Instance: id, Step: "fan", Index: i, ChildStatus: workflow.StatusCompleted},
-			MsgID: fmt.Sprintf("lost-%d", i),
-		}}))
+		require.NoError(t, e.Client.PublishEvents(context.Background(), []workflow.OutEvent{childDone(id, i, fmt.Sprintf("lost-%d", i))}))
 	}
 	lostCommit(0)
 	jftest.Eventually(t, 10*time.Second, func() bool { return e.Instance(id).Steps["fan"].Done == 1 }, "child 0 not recounted: %+v", d.Stats())
@@ -456,26 +469,13 @@ func TestBulkRecountDoesNotCountAPendingCompletionTwice(t *testing.T) {
 	e := jftest.Start(t, jetstream.Config{})
 	e.Register(childDef)
 	e.Register(parentDef(0, "wait_all"))
-	childDone := func(m *jetstream.Msg) bool {
-		ev, err := jetstream.DecodeEvent(m.Data())
-		return err == nil && ev.Kind == workflow.EventChildDone
-	}
 	cfg := dispatcher.WithBatchDelay(dispatcher.Config{StaleBulk: time.Hour}, 300*time.Millisecond)
-	d, _ := e.Dispatcher(nil, dispatcher.WithRedeliveredEvents(cfg, childDone))
-	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "pending", Payload: items(3)}))
-	id := workflow.InstanceID("parent", "pending")
-	jftest.Eventually(t, 10*time.Second, func() bool { return d.Stats().Started == 4 }, "children not started")
+	d, _ := e.Dispatcher(nil, dispatcher.WithRedeliveredEvents(cfg, isChildDone))
+	id := startWaitingParent(t, e, d, "pending", 3)
 	// Child 0: barrier passed, parent's CAS lost.
 	_, err := e.Client.CreateBarrier(context.Background(), workflow.ChildBarrierKey(id, "fan", 0, true))
 	require.NoError(t, err)
-	var evs []workflow.OutEvent
-	for i := 0; i < 2; i++ {
-		evs = append(evs, workflow.OutEvent{
-			Event: workflow.Event{Kind: workflow.EventChildDone, Instance: id, Step: "fan", Index: i, ChildStatus: workflow.StatusCompleted},
-			MsgID: fmt.Sprintf("pending-%d", i),
-		})
-	}
-	require.NoError(t, e.Client.PublishEvents(context.Background(), evs))
+	require.NoError(t, e.Client.PublishEvents(context.Background(), []workflow.OutEvent{childDone(id, 0, "pending-0"), childDone(id, 1, "pending-1")}))
 	jftest.Eventually(t, 10*time.Second, func() bool { return d.Stats().Recounts >= 1 && e.Instance(id).Steps["fan"].Done >= 2 },
 		"completions not applied: %+v", d.Stats())
 	time.Sleep(500 * time.Millisecond) // anything still in flight lands
@@ -483,10 +483,7 @@ func TestBulkRecountDoesNotCountAPendingCompletionTwice(t *testing.T) {
 	require.Equal(t, 2, fan.Done, "children 0 and 1 counted %d times", fan.Done)
 	require.Equal(t, workflow.StepRunning, fan.Status, "the step completed while child 2 runs")
 	// Child 2's completion is the last one.
-	require.NoError(t, e.Client.PublishEvents(context.Background(), []workflow.OutEvent{{
-		Event: workflow.Event{Kind: workflow.EventChildDone, Instance: id, Step: "fan", Index: 2, ChildStatus: workflow.StatusCompleted},
-		MsgID: "pending-2",
-	}}))
+	require.NoError(t, e.Client.PublishEvents(context.Background(), []workflow.OutEvent{childDone(id, 2, "pending-2")}))
 	jftest.Eventually(t, 10*time.Second, func() bool { return e.Instance(id).Steps["fan"].Status == workflow.StepCompleted }, "bulk step did not complete")
 	require.Equal(t, 3, e.Instance(id).Steps["fan"].Done)
 }
