@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -36,6 +37,13 @@ func TestWorkloadsSmoke(t *testing.T) {
 			require.Zero(t, res.Failed)
 			require.Zero(t, res.Lost)
 			require.Zero(t, res.Duplicates)
+			// The run's JSON carries the dispatcher's counters.
+			require.Len(t, res.Dispatchers, 1)
+			var answer struct {
+				Stats dispatcher.Stats `json:"stats"`
+			}
+			require.NoError(t, json.Unmarshal(res.Dispatchers[0], &answer))
+			require.GreaterOrEqual(t, answer.Stats.Started, uint64(o.N))
 		})
 	}
 }
