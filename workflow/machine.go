@@ -113,8 +113,10 @@ func Outstanding(def *Definition, inst *Instance) Decision {
 		if !ok || s.Kind != KindBulk || st.Status != StepRunning {
 			continue
 		}
-		// The last chunk may not have been published; earlier chunks were
-		// published before the event that dispatched the next was acked.
+		// The last chunk may not have been published. An earlier one was,
+		// unless later chunks overtook its failed publish under a window;
+		// the repair loop's stale-bulk recount covers that
+		// (UncountedChildren).
 		for i := st.ChunkFrom; i < st.Cursor; i++ {
 			d.Children = append(d.Children, childFor(inst, s, i))
 		}
