@@ -106,8 +106,11 @@ func (s *shard) run() {
 }
 
 // processTimeout bounds one pass over a group of events, NATS calls
-// included. A request that went to a stream leader that just died is
-// abandoned after this long; the events are retried with backoff.
+// included; the events are then retried with backoff. Each request within
+// the pass has its own, shorter bound (jetstream.Config.RequestTimeout,
+// 5 s): a request that went to a stream leader that just died is given up
+// after that, so the shard, which holds every instance hashed to it, is
+// not held for the whole pass.
 const processTimeout = 15 * time.Second
 
 // process applies a group of events to one instance with read -> apply ->

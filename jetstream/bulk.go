@@ -61,7 +61,7 @@ func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) erro
 			if errors.As(err, &apiErr) && (apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequenceConstant) {
 				continue // already written
 			}
-			return fmt.Errorf("put data %s: %w", f.Msg().Subject, err)
+			return fmt.Errorf("put data %s: %w", f.Msg().Subject, c.timedOut(ctx, nil, err))
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -90,7 +90,7 @@ func (c *Client) PublishChildren(ctx context.Context, children []workflow.Child)
 		}
 		futures = append(futures, f)
 	}
-	return waitAcks(ctx, futures)
+	return c.waitAcks(ctx, futures)
 }
 
 // PublishEvents publishes events to instances with their message ids.
@@ -109,17 +109,19 @@ func (c *Client) PublishEvents(ctx context.Context, events []workflow.OutEvent) 
 		}
 		futures = append(futures, f)
 	}
-	return waitAcks(ctx, futures)
+	return c.waitAcks(ctx, futures)
 }
 
 // CreateBarrier writes a write-once marker. It reports false when the
 // marker already existed.
 func (c *Client) CreateBarrier(ctx context.Context, key string) (bool, error) {
-	_, err := c.data.kv().Create(ctx, key, nil)
+	rctx, cancel := c.reqCtx(ctx)
+	defer cancel()
+	_, err := c.data.kv().Create(rctx, key, nil)
 	if err == nil {
 		return true, nil
 	}
-	err = translate(err)
+	err = translate(c.timedOut(ctx, rctx, err))
 	if errors.Is(err, workflow.ErrExists) || errors.Is(err, workflow.ErrConflict) {
 		return false, nil
 	}
@@ -152,7 +154,7 @@ func (c *Client) CreateBarriers(ctx context.Context, keys []string) (created []b
 			if errors.As(err, &apiErr) && (apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequenceConstant) {
 				continue // there before
 			}
-			errs[i] = fmt.Errorf("barrier %s: %w", keys[i], err)
+			errs[i] = fmt.Errorf("barrier %s: %w", keys[i], c.timedOut(ctx, nil, err))
 		case <-ctx.Done():
 			errs[i] = fmt.Errorf("barrier %s: %w", keys[i], ctx.Err())
 		}

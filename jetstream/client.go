@@ -51,6 +51,15 @@ type Config struct {
 	// DataCacheBytes bounds the in-process cache of decoded data values.
 	// Default 64 MiB.
 	DataCacheBytes int
+	// RequestTimeout bounds each request that waits for one answer from
+	// the server: a KV read or write, the acknowledgement of a publish
+	// (pipelined publishes too, each from when it was sent). A request
+	// that reached a stream leader just before it died is never answered;
+	// it fails with ErrRequestTimeout after this long instead of holding
+	// its caller (a dispatcher shard, a worker) until the caller's own
+	// deadline. Listings (barrier counts, keys) are not bounded by it.
+	// Default 5s.
+	RequestTimeout time.Duration
 	// Logger. Default: discarded.
 	Logger zerolog.Logger
 }
@@ -84,6 +93,9 @@ func (c Config) WithDefaults() Config {
 	if c.DataCacheBytes == 0 {
 		c.DataCacheBytes = 64 << 20
 	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 5 * time.Second
+	}
 	return c
 }
 
@@ -106,6 +118,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("instance retention must be at least 1s (NATS per-message TTLs are whole seconds), got %s", c.InstanceRetention)
 	case c.DispatcherAckWait < time.Second || c.WorkerAckWait < time.Second:
 		return errors.New("ack waits must be at least 1s")
+	case c.RequestTimeout < 0:
+		return fmt.Errorf("request timeout must not be negative, got %s", c.RequestTimeout)
 	}
 	return nil
 }
@@ -175,7 +189,10 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	js, err := natsjs.New(nc, natsjs.WithPublishAsyncMaxPending(4096))
+	// Without an async ack timeout nats.go keeps a publish whose ack never
+	// comes (it went to a leader that died) pending for good, and 4,096
+	// of them would stall every later publish of this connection.
+	js, err := natsjs.New(nc, natsjs.WithPublishAsyncMaxPending(4096), natsjs.WithPublishAsyncTimeout(cfg.RequestTimeout))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)

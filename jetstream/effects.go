@@ -98,7 +98,10 @@ func (c *Client) ClaimEffect(ctx context.Context, key string, e *Effect) (uint64
 	if err != nil {
 		return 0, err
 	}
-	rev, err := kv.Create(ctx, key, b)
+	rctx, cancel := c.reqCtx(ctx)
+	rev, err := kv.Create(rctx, key, b)
+	err = c.timedOut(ctx, rctx, err)
+	cancel()
 	if err == nil {
 		return rev, nil
 	}
@@ -128,7 +131,10 @@ func (c *Client) RecordEffect(ctx context.Context, key string, e *Effect, rev ui
 	if err != nil {
 		return 0, err
 	}
-	nrev, err := kv.Update(ctx, key, b, rev)
+	rctx, cancel := c.reqCtx(ctx)
+	defer cancel()
+	nrev, err := kv.Update(rctx, key, b, rev)
+	err = c.timedOut(ctx, rctx, err)
 	if err != nil {
 		return 0, fmt.Errorf("record effect %s at revision %d: %w", key, rev, translate(err))
 	}

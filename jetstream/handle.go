@@ -3,6 +3,7 @@ package jetstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
@@ -36,15 +37,50 @@ func (b *bucket) kv() natsjs.KeyValue { return *b.p.Load() }
 // get reads a key, rebinding the bucket when the read went to a direct-get
 // path nobody answers.
 func (c *Client) get(ctx context.Context, b *bucket, key string) (natsjs.KeyValueEntry, error) {
-	e, err := b.kv().Get(ctx, key)
+	rctx, cancel := c.reqCtx(ctx)
+	defer cancel()
+	e, err := b.kv().Get(rctx, key)
 	if !errors.Is(err, nats.ErrNoResponders) {
-		return e, err
+		return e, c.timedOut(ctx, rctx, err)
 	}
-	fresh, berr := c.js.KeyValue(ctx, b.name)
+	fresh, berr := c.js.KeyValue(rctx, b.name)
 	if berr != nil {
 		return nil, err
 	}
 	b.p.Store(&fresh)
 	c.log.Info().Str("bucket", b.name).Msg("bucket rebound: its direct gets were switched off")
-	return fresh.Get(ctx, key)
+	e, err = fresh.Get(rctx, key)
+	return e, c.timedOut(ctx, rctx, err)
+}
+
+// ErrRequestTimeout reports a request the server did not answer within
+// Config.RequestTimeout: typically one that reached a stream leader just
+// before it died. Whether it took effect is unknown; jetflow's writes are
+// safe to retry (write-once keys, revision compare-and-swap, message ids).
+var ErrRequestTimeout = errors.New("no answer from NATS within the request timeout")
+
+// reqCtx bounds one request by Config.RequestTimeout (and by ctx).
+func (c *Client) reqCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.cfg.RequestTimeout)
+}
+
+// timedOut marks err as ErrRequestTimeout when the request's own bound
+// ran out (rctx, made by reqCtx from ctx, while ctx had time left) or a
+// pipelined publish's acknowledgement timed out.
+func (c *Client) timedOut(ctx, rctx context.Context, err error) error {
+	if err == nil || errors.Is(err, ErrRequestTimeout) {
+		return err
+	}
+	if errors.Is(err, natsjs.ErrAsyncPublishTimeout) || (rctx != nil && rctx.Err() != nil && ctx.Err() == nil) {
+		return fmt.Errorf("%w (%s): %w", ErrRequestTimeout, c.cfg.RequestTimeout, err)
+	}
+	return err
+}
+
+// publishMsg is a synchronous publish bounded by Config.RequestTimeout.
+func (c *Client) publishMsg(ctx context.Context, m *nats.Msg, opts ...natsjs.PublishOpt) (*natsjs.PubAck, error) {
+	rctx, cancel := c.reqCtx(ctx)
+	defer cancel()
+	ack, err := c.js.PublishMsg(rctx, m, opts...)
+	return ack, c.timedOut(ctx, rctx, err)
 }

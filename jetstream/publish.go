@@ -31,15 +31,18 @@ func (c *Client) PublishTasks(ctx context.Context, tasks []workflow.Task) error 
 		}
 		futures = append(futures, f)
 	}
-	return waitAcks(ctx, futures)
+	return c.waitAcks(ctx, futures)
 }
 
-func waitAcks(ctx context.Context, futures []natsjs.PubAckFuture) error {
+// waitAcks waits for the acknowledgements of pipelined publishes; each
+// one that does not come within Config.RequestTimeout of its publish
+// fails with ErrRequestTimeout.
+func (c *Client) waitAcks(ctx context.Context, futures []natsjs.PubAckFuture) error {
 	for _, f := range futures {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			return fmt.Errorf("publish %s: %w", f.Msg().Subject, err)
+			return fmt.Errorf("publish %s: %w", f.Msg().Subject, c.timedOut(ctx, nil, err))
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -57,7 +60,7 @@ func (c *Client) PublishEvent(ctx context.Context, ev workflow.Event, msgID stri
 	if msgID != "" {
 		m.Header.Set(HeaderMsgID, msgID)
 	}
-	if _, err := c.js.PublishMsg(ctx, m); err != nil {
+	if _, err := c.publishMsg(ctx, m); err != nil {
 		return fmt.Errorf("publish %s event for %s: %w", ev.Kind, ev.Instance, err)
 	}
 	return nil
@@ -81,7 +84,7 @@ func (c *Client) ScheduleTimers(ctx context.Context, timers []workflow.Timer) er
 		}
 		futures = append(futures, f)
 	}
-	return waitAcks(ctx, futures)
+	return c.waitAcks(ctx, futures)
 }
 
 // scheduleTime is the time a message schedule for t fires: schedules
@@ -105,7 +108,7 @@ func (c *Client) ScheduleRecount(ctx context.Context, instance, step string, at 
 	}
 	at = scheduleTime(at)
 	m := &nats.Msg{Subject: TimerSubject(instance, workflow.RecountTimer(step)), Data: b}
-	if _, err := c.js.PublishMsg(ctx, m, natsjs.WithScheduleAt(at), natsjs.WithScheduleTarget(EventSubject(instance))); err != nil {
+	if _, err := c.publishMsg(ctx, m, natsjs.WithScheduleAt(at), natsjs.WithScheduleTarget(EventSubject(instance))); err != nil {
 		return time.Time{}, fmt.Errorf("schedule recount of %s step %s: %w", instance, step, err)
 	}
 	return at, nil
@@ -133,7 +136,7 @@ func (c *Client) PublishStart(ctx context.Context, s Start) error {
 	m := &nats.Msg{Subject: StartSubject(s.Workflow), Data: s.Payload, Header: nats.Header{}}
 	m.Header.Set(HeaderEventKey, s.EventKey)
 	m.Header.Set(HeaderMsgID, TriggerMsgID(s.Workflow, s.EventKey))
-	if _, err := c.js.PublishMsg(ctx, m); err != nil {
+	if _, err := c.publishMsg(ctx, m); err != nil {
 		return fmt.Errorf("publish start of %s: %w", s.Workflow, err)
 	}
 	return nil
@@ -151,7 +154,7 @@ func (c *Client) Publish(ctx context.Context, subject string, data []byte, heade
 	for k, v := range headers {
 		m.Header.Set(k, v)
 	}
-	ack, err := c.js.PublishMsg(ctx, m)
+	ack, err := c.publishMsg(ctx, m)
 	if err != nil {
 		return false, fmt.Errorf("publish %s: %w", subject, err)
 	}
@@ -172,7 +175,7 @@ func (c *Client) DeadLetter(ctx context.Context, source string, m *Msg, componen
 		// The same stored message dead-lettered twice is recorded once.
 		dl.Header.Set(HeaderMsgID, "dlq/"+md.Stream+"/"+strconv.FormatUint(md.Sequence.Stream, 10))
 	}
-	if _, err := c.js.PublishMsg(ctx, dl); err != nil {
+	if _, err := c.publishMsg(ctx, dl); err != nil {
 		return fmt.Errorf("dead-letter message from %s: %w", m.Subject(), err)
 	}
 	return nil

@@ -58,23 +58,25 @@ func (c *Client) PutInstance(ctx context.Context, in *workflow.Instance, rev uin
 		return 0, err
 	}
 	var nrev uint64
+	rctx, cancel := c.reqCtx(ctx)
+	defer cancel()
 	switch {
 	case expires && c.cfg.InstanceRetention > 0:
 		// The KV API has no TTL on Update; this is the same write (the
 		// subject of the key, the expected last revision) with Nats-TTL.
 		var ack *natsjs.PubAck
-		ack, err = c.js.Publish(ctx, "$KV."+BucketInstances+"."+in.ID, b,
+		ack, err = c.js.Publish(rctx, "$KV."+BucketInstances+"."+in.ID, b,
 			natsjs.WithExpectLastSequencePerSubject(rev), natsjs.WithMsgTTL(c.cfg.InstanceRetention))
 		if err == nil {
 			nrev = ack.Sequence
 		}
 	case rev == 0:
-		nrev, err = c.inst.kv().Create(ctx, in.ID, b)
+		nrev, err = c.inst.kv().Create(rctx, in.ID, b)
 	default:
-		nrev, err = c.inst.kv().Update(ctx, in.ID, b, rev)
+		nrev, err = c.inst.kv().Update(rctx, in.ID, b, rev)
 	}
 	if err != nil {
-		err = translate(err)
+		err = translate(c.timedOut(ctx, rctx, err))
 		if rev == 0 && errors.Is(err, workflow.ErrConflict) {
 			// Create races report "wrong last sequence" too.
 			err = fmt.Errorf("%w: %v", workflow.ErrExists, err)
@@ -115,9 +117,11 @@ func (c *Client) PutDataEncoded(ctx context.Context, key string, b []byte, decod
 	if len(b) > c.cfg.MaxPayload {
 		return fmt.Errorf("%w: value for %s is %d bytes, the limit is %d", ErrTooLarge, key, len(b), c.cfg.MaxPayload)
 	}
-	_, err := c.data.kv().Create(ctx, key, b)
+	rctx, cancel := c.reqCtx(ctx)
+	defer cancel()
+	_, err := c.data.kv().Create(rctx, key, b)
 	if err != nil {
-		err = translate(err)
+		err = translate(c.timedOut(ctx, rctx, err))
 		if !errors.Is(err, workflow.ErrExists) && !errors.Is(err, workflow.ErrConflict) {
 			return fmt.Errorf("put data %s: %w", key, err)
 		}
@@ -147,8 +151,10 @@ func (c *Client) CreateData(ctx context.Context, key string, b []byte) error {
 	if len(b) > c.cfg.MaxPayload {
 		return fmt.Errorf("%w: value for %s is %d bytes, the limit is %d", ErrTooLarge, key, len(b), c.cfg.MaxPayload)
 	}
-	if _, err := c.data.kv().Create(ctx, key, b); err != nil {
-		err = translate(err)
+	rctx, cancel := c.reqCtx(ctx)
+	defer cancel()
+	if _, err := c.data.kv().Create(rctx, key, b); err != nil {
+		err = translate(c.timedOut(ctx, rctx, err))
 		if errors.Is(err, workflow.ErrConflict) {
 			err = fmt.Errorf("%w: %v", workflow.ErrExists, err)
 		}
