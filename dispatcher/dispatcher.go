@@ -84,6 +84,12 @@ type Config struct {
 	// failPublish (tests): when it returns true for a committed decision,
 	// the pass fails before publishing it, as if the connection dropped.
 	failPublish func(instance string, dec workflow.Decision) bool
+	// loseAnswer (tests): when it returns true for an instance whose CAS
+	// ("commit") or publish of a committed decision ("publish") just
+	// succeeded, the pass fails as
+	// if the answer never came (jetstream.ErrRequestTimeout): the write
+	// took effect and the dispatcher does not know it.
+	loseAnswer func(instance, what string) bool
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.

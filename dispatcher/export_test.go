@@ -52,3 +52,13 @@ func WithFailedPublishes(cfg Config, fail func(instance string, dec workflow.Dec
 	cfg.failPublish = fail
 	return cfg
 }
+
+// WithLostAnswers returns cfg with a hook that fails a pass right after
+// its CAS (what "commit") or its publish (what "publish") succeeded,
+// whenever lose returns true, as if the server's answer had never come:
+// the ambiguous "executed, then timed out" outcome of a request to a
+// leader that died (jetstream.ErrRequestTimeout).
+func WithLostAnswers(cfg Config, lose func(instance, what string) bool) Config {
+	cfg.loseAnswer = lose
+	return cfg
+}

@@ -175,6 +175,9 @@ func (s *shard) process(id string, items []*item) {
 				return
 			}
 			newRev, err := d.client.PutInstance(ctx, res.inst, rev, s.expires(ctx, res.inst))
+			if err == nil && d.cfg.loseAnswer != nil && d.cfg.loseAnswer(id, "commit") {
+				err = fmt.Errorf("tests: answer of the commit lost: %w", jetstream.ErrRequestTimeout)
+			}
 			if err != nil {
 				delete(s.cache, id)
 				if errors.Is(err, workflow.ErrConflict) || errors.Is(err, workflow.ErrExists) {
@@ -198,7 +201,11 @@ func (s *shard) process(id string, items []*item) {
 			settleAll(outcome{err: errors.New("publish after commit: tests: publish dropped")})
 			return
 		}
-		if err := s.publish(ctx, res.decided); err != nil {
+		err = s.publish(ctx, res.decided)
+		if err == nil && res.changed && d.cfg.loseAnswer != nil && d.cfg.loseAnswer(id, "publish") {
+			err = fmt.Errorf("tests: answer of the publish lost: %w", jetstream.ErrRequestTimeout)
+		}
+		if err != nil {
 			settleAll(outcome{err: fmt.Errorf("publish after commit: %w", err)})
 			return
 		}
