@@ -12,8 +12,8 @@ import (
 	"github.com/jetflow/jetflow/dispatcher"
 	"github.com/jetflow/jetflow/internal/jftest"
 	"github.com/jetflow/jetflow/jetstream"
-	"github.com/jetflow/jetflow/workflow"
 	"github.com/jetflow/jetflow/worker"
+	"github.com/jetflow/jetflow/workflow"
 )
 
 // TestLostAnswersNeitherStallNorRepeatSteps: the server stored a pass's
