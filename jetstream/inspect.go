@@ -109,3 +109,21 @@ func (c *Client) DetachStream(ctx context.Context, stream string) (restore func(
 		return nil
 	}, nil
 }
+
+// PullsWaiting is how many pull requests the durable consumer of stream
+// has waiting at the server: how many clients are ready for its messages
+// right now (0 when the consumer does not exist yet).
+func (c *Client) PullsWaiting(ctx context.Context, stream, consumer string) (int, error) {
+	cons, err := c.js.Consumer(ctx, stream, consumer)
+	if errors.Is(err, natsjs.ErrConsumerNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s on %s: %w", consumer, stream, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s on %s: %w", consumer, stream, err)
+	}
+	return info.NumWaiting, nil
+}

@@ -138,3 +138,34 @@ func TestInstanceRetentionMustCoverTriggerRetention(t *testing.T) {
 		}
 	}
 }
+
+// TestPullsWaitingCountsReadyWorkers: the bench starts its clock once
+// workers pull; PullsWaiting is 0 before the task consumer exists and
+// while nobody pulls, and counts each worker's waiting pull.
+func TestPullsWaitingCountsReadyWorkers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := startTestClient(t)
+	require.NoError(t, c.Provision(ctx))
+	n, err := c.PullsWaiting(ctx, StreamTasks, WorkerConsumer("noop"))
+	require.NoError(t, err)
+	require.Zero(t, n, "no consumer yet")
+	tc, err := c.EnsureTaskConsumer(ctx, "noop")
+	require.NoError(t, err)
+	n, err = c.PullsWaiting(ctx, StreamTasks, WorkerConsumer("noop"))
+	require.NoError(t, err)
+	require.Zero(t, n, "a consumer nobody pulls from")
+	// A worker pulls once it asks for its first task.
+	wctx, stop := context.WithCancel(ctx)
+	t.Cleanup(stop)
+	for i := 0; i < 2; i++ {
+		ts, err := tc.Stream(10)
+		require.NoError(t, err)
+		t.Cleanup(func() { ts.Drain() })
+		go func() { _, _ = ts.Next(wctx) }()
+	}
+	require.Eventually(t, func() bool {
+		n, err := c.PullsWaiting(ctx, StreamTasks, WorkerConsumer("noop"))
+		return err == nil && n >= 2
+	}, 10*time.Second, 20*time.Millisecond, "two pulling workers")
+}

@@ -62,6 +62,18 @@ with --external it uses the dispatchers and workers already running behind
 			if err := waitBound(ctx, client); err != nil {
 				return err
 			}
+			// The clock starts once the dispatcher and every worker it
+			// started are pulling: a worker that came up before the
+			// dispatcher had provisioned waits before it binds again, and
+			// the first workflows used to wait with it (about 2 s at
+			// the p99 of some runs).
+			pullers := max(workers, 1)
+			if external {
+				pullers = 1
+			}
+			if err := waitPulling(ctx, client, pullers); err != nil {
+				return err
+			}
 			o.Client = client
 			last := time.Now()
 			o.Progress = func(done, total int) {
@@ -232,6 +244,35 @@ func waitBound(ctx context.Context, c *jetstream.Client) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// waitPulling waits until the dispatcher consumer of the event stream has
+// a pull waiting and the noop task consumer (every bench workload's task
+// type) has at least workers of them.
+func waitPulling(ctx context.Context, c *jetstream.Client, workers int) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		events, err := c.PullsWaiting(ctx, jetstream.StreamEvents, jetstream.ConsumerDispatcher)
+		if err != nil {
+			return err
+		}
+		tasks, err := c.PullsWaiting(ctx, jetstream.StreamTasks, jetstream.WorkerConsumer("noop"))
+		if err != nil {
+			return err
+		}
+		if events >= 1 && tasks >= workers {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after 30s, %d dispatcher pulls on %s (want 1) and %d worker pulls of noop tasks (want %d): are a dispatcher and workers with the noop task type running?",
+				events, jetstream.StreamEvents, tasks, workers)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

@@ -41,18 +41,23 @@ func Worker(ctx context.Context, args []string) error {
 		return err
 	}
 	defer client.Close()
-	// Wait for a dispatcher to provision jetflow on this server.
-	for {
+	// Wait for a dispatcher to provision jetflow on this server: soon
+	// after it, when both start together (100 ms, doubling up to 2 s), and
+	// logged once a second has passed.
+	for wait, waited := 100*time.Millisecond, time.Duration(0); ; wait = min(2*wait, 2*time.Second) {
 		err := client.Bind(ctx)
 		if err == nil {
 			break
 		}
-		log.Warn().Err(err).Msg("waiting for jetflow to be provisioned")
+		if waited >= time.Second {
+			log.Warn().Err(err).Msg("waiting for jetflow to be provisioned")
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(2 * time.Second):
+		case <-time.After(wait):
 		}
+		waited += wait
 	}
 	w, err := worker.New(client, worker.Config{Concurrency: *concurrency, ShutdownTimeout: *shutdown, Logger: log})
 	if err != nil {
