@@ -3,6 +3,7 @@ package dispatcher_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -223,18 +224,27 @@ steps:
 			for i := 0; i < n; i++ {
 				require.NoError(t, pub.PublishStart(context.Background(), jetstream.Start{Workflow: "race", EventKey: fmt.Sprint(i), Payload: []byte(`{}`)}))
 			}
-			jftest.Eventually(t, 120*time.Second, func() bool {
+			finished := func() bool {
 				mu.Lock()
 				defer mu.Unlock()
 				return len(terminalWrites) == n
-			}, "not every instance finished")
+			}
+			for deadline := time.Now().Add(120 * time.Second); !finished(); time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("not every instance finished: %s", unfinished(e, n, func(id string) bool {
+						mu.Lock()
+						defer mu.Unlock()
+						return terminalWrites[id] > 0
+					}))
+				}
+			}
 			elapsed := time.Since(begin)
 			stopWatch()
 			<-watchDone
 			s1, s2 := d1.Stats(), d2.Stats()
-			t.Logf("%d workflows (3 tasks each) completed in %s: %.0f workflows/s; handler runs %d; repairs sent %d, applied %d, lost their race %d; CAS conflicts %d",
+			t.Logf("%d workflows (3 tasks each) completed in %s: %.0f workflows/s; handler runs %d; repairs sent %d, applied %d, lost their race %d; CAS conflicts %d; retried %d",
 				n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), runs.Load(),
-				s1.RepairsSent+s2.RepairsSent, s1.RepairsApplied+s2.RepairsApplied, s1.RepairsLost+s2.RepairsLost, s1.Conflicts+s2.Conflicts)
+				s1.RepairsSent+s2.RepairsSent, s1.RepairsApplied+s2.RepairsApplied, s1.RepairsLost+s2.RepairsLost, s1.Conflicts+s2.Conflicts, s1.Retried+s2.Retried)
 			mu.Lock()
 			defer mu.Unlock()
 			require.Zero(t, backwards, "writes after a terminal state")
@@ -244,16 +254,45 @@ steps:
 			ids, err := e.Client.ListInstanceIDs(context.Background())
 			require.NoError(t, err)
 			require.Len(t, ids, n)
+			maxAttempt := 0
 			for _, id := range ids {
 				in := e.Instance(id)
 				require.Equal(t, workflow.StatusCompleted, in.Status, "%s: %s", id, in.Error)
 				for name, st := range in.Steps {
 					require.Equal(t, workflow.StepCompleted, st.Status, "%s step %s", id, name)
+					maxAttempt = max(maxAttempt, st.Attempt)
 				}
 			}
+			t.Logf("highest attempt of a step: %d", maxAttempt)
 			if mode.force {
 				require.Positive(t, s1.RepairsLost+s2.RepairsLost, "repairs raced completions")
 			}
 		})
 	}
+}
+
+// unfinished describes the instances of a sweeper race that are not
+// terminal yet: how many, and the state of a few.
+func unfinished(e *jftest.Env, n int, done func(id string) bool) string {
+	ids, err := e.Client.ListInstanceIDs(context.Background())
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	left := 0
+	for _, id := range ids {
+		if done(id) {
+			continue
+		}
+		left++
+		if left > 5 {
+			continue
+		}
+		in := e.Instance(id)
+		fmt.Fprintf(&b, "\n  %s %s events=%d updated=%s", id, in.Status, in.Events, in.Updated.Format(time.RFC3339Nano))
+		for name, st := range in.Steps {
+			fmt.Fprintf(&b, " | %s %s attempt %d started %s", name, st.Status, st.Attempt, st.AttemptStarted.Format("15:04:05.000"))
+		}
+	}
+	return fmt.Sprintf("%d of %d stored instances not terminal (%d started)%s", left, len(ids), n, b.String())
 }
