@@ -50,8 +50,9 @@ type Config struct {
 	// StaleBulk: a bulk step whose instance did not change for this long
 	// gets its counts rebuilt from the per-child barriers. Default 30s.
 	StaleBulk time.Duration
-	// ForceRepairs repairs every running attempt on every sweep (tests:
-	// makes repairs race real completions). Default false.
+	// ForceRepairs repairs every running attempt on every sweep, up to
+	// attempt workflow.ForcedAttempts (tests: makes repairs race real
+	// completions). Default false.
 	ForceRepairs bool
 	// StatsInterval is how often counters are logged (0: default 30s,
 	// negative: never).

@@ -18,10 +18,17 @@ type RepairPolicy struct {
 	// StaleBulk: a running bulk step whose instance has not changed for
 	// this long gets its counts rebuilt from the per-child barriers.
 	StaleBulk time.Duration
-	// Force repairs every running attempt, whatever its age (a test mode
-	// that makes repairs race real completions).
+	// Force repairs every running attempt below ForcedAttempts, whatever
+	// its age (a test mode that makes repairs race real completions).
 	Force bool
 }
+
+// ForcedAttempts caps forced repairs (RepairPolicy.Force): attempts from
+// this one on are left to finish. Every repair that wins fails its attempt
+// and the retry waits for a timer (whole seconds), so without a cap a
+// step whose results keep losing the race, as they do on a loaded
+// machine, would go on for dozens of attempts.
+const ForcedAttempts = 5
 
 // Repairs decides which repair events to send a running instance at time
 // now. It is pure: the events go through the same read -> Apply -> CAS
@@ -48,11 +55,12 @@ func Repairs(def *Definition, inst *Instance, now time.Time, p RepairPolicy) []O
 		switch s.Kind {
 		case KindTask:
 			stale := s.Timeout == 0 && p.StaleTask > 0 && now.Sub(st.AttemptStarted) > p.StaleTask
-			if !p.Force && !stale {
+			forced := p.Force && st.Attempt < ForcedAttempts
+			if !forced && !stale {
 				continue
 			}
 			reason := "no result within " + p.StaleTask.String()
-			if p.Force {
+			if forced {
 				reason = "forced repair"
 			}
 			out = append(out, OutEvent{
