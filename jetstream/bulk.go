@@ -61,7 +61,7 @@ func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) erro
 			if errors.As(err, &apiErr) && (apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequenceConstant) {
 				continue // already written
 			}
-			return fmt.Errorf("put data %s: %w", f.Msg().Subject, c.timedOut(ctx, nil, err))
+			return fmt.Errorf("put data %s: %w", f.Msg().Subject, c.ackErr(err))
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -115,13 +115,11 @@ func (c *Client) PublishEvents(ctx context.Context, events []workflow.OutEvent) 
 // CreateBarrier writes a write-once marker. It reports false when the
 // marker already existed.
 func (c *Client) CreateBarrier(ctx context.Context, key string) (bool, error) {
-	rctx, cancel := c.reqCtx(ctx)
-	defer cancel()
-	_, err := c.data.kv().Create(rctx, key, nil)
+	err := c.createData(ctx, key, nil)
 	if err == nil {
 		return true, nil
 	}
-	err = translate(c.timedOut(ctx, rctx, err))
+	err = translate(err)
 	if errors.Is(err, workflow.ErrExists) || errors.Is(err, workflow.ErrConflict) {
 		return false, nil
 	}
@@ -154,7 +152,7 @@ func (c *Client) CreateBarriers(ctx context.Context, keys []string) (created []b
 			if errors.As(err, &apiErr) && (apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequenceConstant) {
 				continue // there before
 			}
-			errs[i] = fmt.Errorf("barrier %s: %w", keys[i], c.timedOut(ctx, nil, err))
+			errs[i] = fmt.Errorf("barrier %s: %w", keys[i], c.ackErr(err))
 		case <-ctx.Done():
 			errs[i] = fmt.Errorf("barrier %s: %w", keys[i], ctx.Err())
 		}

@@ -98,10 +98,11 @@ func (c *Client) ClaimEffect(ctx context.Context, key string, e *Effect) (uint64
 	if err != nil {
 		return 0, err
 	}
-	rctx, cancel := c.reqCtx(ctx)
-	rev, err := kv.Create(rctx, key, b)
-	err = c.timedOut(ctx, rctx, err)
-	cancel()
+	var rev uint64
+	err = c.bounded(ctx, func(ctx context.Context) (err error) {
+		rev, err = kv.Create(ctx, key, b)
+		return err
+	})
 	if err == nil {
 		return rev, nil
 	}
@@ -131,10 +132,11 @@ func (c *Client) RecordEffect(ctx context.Context, key string, e *Effect, rev ui
 	if err != nil {
 		return 0, err
 	}
-	rctx, cancel := c.reqCtx(ctx)
-	defer cancel()
-	nrev, err := kv.Update(rctx, key, b, rev)
-	err = c.timedOut(ctx, rctx, err)
+	var nrev uint64
+	err = c.bounded(ctx, func(ctx context.Context) (err error) {
+		nrev, err = kv.Update(ctx, key, b, rev)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("record effect %s at revision %d: %w", key, rev, translate(err))
 	}

@@ -36,21 +36,22 @@ func (b *bucket) kv() natsjs.KeyValue { return *b.p.Load() }
 
 // get reads a key, rebinding the bucket when the read went to a direct-get
 // path nobody answers.
-func (c *Client) get(ctx context.Context, b *bucket, key string) (natsjs.KeyValueEntry, error) {
-	rctx, cancel := c.reqCtx(ctx)
-	defer cancel()
-	e, err := b.kv().Get(rctx, key)
-	if !errors.Is(err, nats.ErrNoResponders) {
-		return e, c.timedOut(ctx, rctx, err)
-	}
-	fresh, berr := c.js.KeyValue(rctx, b.name)
-	if berr != nil {
-		return nil, err
-	}
-	b.p.Store(&fresh)
-	c.log.Info().Str("bucket", b.name).Msg("bucket rebound: its direct gets were switched off")
-	e, err = fresh.Get(rctx, key)
-	return e, c.timedOut(ctx, rctx, err)
+func (c *Client) get(ctx context.Context, b *bucket, key string) (e natsjs.KeyValueEntry, err error) {
+	err = c.bounded(ctx, func(ctx context.Context) error {
+		e, err = b.kv().Get(ctx, key)
+		if !errors.Is(err, nats.ErrNoResponders) {
+			return err
+		}
+		fresh, berr := c.js.KeyValue(ctx, b.name)
+		if berr != nil {
+			return err
+		}
+		b.p.Store(&fresh)
+		c.log.Info().Str("bucket", b.name).Msg("bucket rebound: its direct gets were switched off")
+		e, err = fresh.Get(ctx, key)
+		return err
+	})
+	return e, err
 }
 
 // ErrRequestTimeout reports a request the server did not answer within
@@ -59,28 +60,37 @@ func (c *Client) get(ctx context.Context, b *bucket, key string) (natsjs.KeyValu
 // safe to retry (write-once keys, revision compare-and-swap, message ids).
 var ErrRequestTimeout = errors.New("no answer from NATS within the request timeout")
 
-// reqCtx bounds one request by Config.RequestTimeout (and by ctx).
-func (c *Client) reqCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, c.cfg.RequestTimeout)
-}
-
-// timedOut marks err as ErrRequestTimeout when the request's own bound
-// ran out (rctx, made by reqCtx from ctx, while ctx had time left) or a
-// pipelined publish's acknowledgement timed out.
-func (c *Client) timedOut(ctx, rctx context.Context, err error) error {
-	if err == nil || errors.Is(err, ErrRequestTimeout) {
-		return err
-	}
-	if errors.Is(err, natsjs.ErrAsyncPublishTimeout) || (rctx != nil && rctx.Err() != nil && ctx.Err() == nil) {
-		return fmt.Errorf("%w (%s): %w", ErrRequestTimeout, c.cfg.RequestTimeout, err)
+// bounded runs one request under Config.RequestTimeout (and ctx). When
+// that bound ran out while ctx had time left, the error is
+// ErrRequestTimeout.
+func (c *Client) bounded(ctx context.Context, do func(context.Context) error) error {
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	err := do(rctx)
+	if err != nil && rctx.Err() != nil && ctx.Err() == nil {
+		return c.timeoutErr(err)
 	}
 	return err
 }
 
+// ackErr is the error of a pipelined publish's acknowledgement: nats.go's
+// async ack timeout (Config.RequestTimeout) becomes ErrRequestTimeout.
+func (c *Client) ackErr(err error) error {
+	if errors.Is(err, natsjs.ErrAsyncPublishTimeout) {
+		return c.timeoutErr(err)
+	}
+	return err
+}
+
+func (c *Client) timeoutErr(err error) error {
+	return fmt.Errorf("%w (%s): %w", ErrRequestTimeout, c.cfg.RequestTimeout, err)
+}
+
 // publishMsg is a synchronous publish bounded by Config.RequestTimeout.
-func (c *Client) publishMsg(ctx context.Context, m *nats.Msg, opts ...natsjs.PublishOpt) (*natsjs.PubAck, error) {
-	rctx, cancel := c.reqCtx(ctx)
-	defer cancel()
-	ack, err := c.js.PublishMsg(rctx, m, opts...)
-	return ack, c.timedOut(ctx, rctx, err)
+func (c *Client) publishMsg(ctx context.Context, m *nats.Msg, opts ...natsjs.PublishOpt) (ack *natsjs.PubAck, err error) {
+	err = c.bounded(ctx, func(ctx context.Context) error {
+		ack, err = c.js.PublishMsg(ctx, m, opts...)
+		return err
+	})
+	return ack, err
 }

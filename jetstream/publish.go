@@ -42,7 +42,7 @@ func (c *Client) waitAcks(ctx context.Context, futures []natsjs.PubAckFuture) er
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			return fmt.Errorf("publish %s: %w", f.Msg().Subject, c.timedOut(ctx, nil, err))
+			return fmt.Errorf("publish %s: %w", f.Msg().Subject, c.ackErr(err))
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -58,25 +58,26 @@ func (c *Client) PutInstance(ctx context.Context, in *workflow.Instance, rev uin
 		return 0, err
 	}
 	var nrev uint64
-	rctx, cancel := c.reqCtx(ctx)
-	defer cancel()
-	switch {
-	case expires && c.cfg.InstanceRetention > 0:
-		// The KV API has no TTL on Update; this is the same write (the
-		// subject of the key, the expected last revision) with Nats-TTL.
-		var ack *natsjs.PubAck
-		ack, err = c.js.Publish(rctx, "$KV."+BucketInstances+"."+in.ID, b,
-			natsjs.WithExpectLastSequencePerSubject(rev), natsjs.WithMsgTTL(c.cfg.InstanceRetention))
-		if err == nil {
-			nrev = ack.Sequence
+	err = c.bounded(ctx, func(ctx context.Context) (err error) {
+		switch {
+		case expires && c.cfg.InstanceRetention > 0:
+			// The KV API has no TTL on Update; this is the same write (the
+			// subject of the key, the expected last revision) with Nats-TTL.
+			var ack *natsjs.PubAck
+			ack, err = c.js.Publish(ctx, "$KV."+BucketInstances+"."+in.ID, b,
+				natsjs.WithExpectLastSequencePerSubject(rev), natsjs.WithMsgTTL(c.cfg.InstanceRetention))
+			if err == nil {
+				nrev = ack.Sequence
+			}
+		case rev == 0:
+			nrev, err = c.inst.kv().Create(ctx, in.ID, b)
+		default:
+			nrev, err = c.inst.kv().Update(ctx, in.ID, b, rev)
 		}
-	case rev == 0:
-		nrev, err = c.inst.kv().Create(rctx, in.ID, b)
-	default:
-		nrev, err = c.inst.kv().Update(rctx, in.ID, b, rev)
-	}
+		return err
+	})
 	if err != nil {
-		err = translate(c.timedOut(ctx, rctx, err))
+		err = translate(err)
 		if rev == 0 && errors.Is(err, workflow.ErrConflict) {
 			// Create races report "wrong last sequence" too.
 			err = fmt.Errorf("%w: %v", workflow.ErrExists, err)
@@ -117,11 +118,8 @@ func (c *Client) PutDataEncoded(ctx context.Context, key string, b []byte, decod
 	if len(b) > c.cfg.MaxPayload {
 		return fmt.Errorf("%w: value for %s is %d bytes, the limit is %d", ErrTooLarge, key, len(b), c.cfg.MaxPayload)
 	}
-	rctx, cancel := c.reqCtx(ctx)
-	defer cancel()
-	_, err := c.data.kv().Create(rctx, key, b)
-	if err != nil {
-		err = translate(c.timedOut(ctx, rctx, err))
+	if err := c.createData(ctx, key, b); err != nil {
+		err = translate(err)
 		if !errors.Is(err, workflow.ErrExists) && !errors.Is(err, workflow.ErrConflict) {
 			return fmt.Errorf("put data %s: %w", key, err)
 		}
@@ -151,16 +149,23 @@ func (c *Client) CreateData(ctx context.Context, key string, b []byte) error {
 	if len(b) > c.cfg.MaxPayload {
 		return fmt.Errorf("%w: value for %s is %d bytes, the limit is %d", ErrTooLarge, key, len(b), c.cfg.MaxPayload)
 	}
-	rctx, cancel := c.reqCtx(ctx)
-	defer cancel()
-	if _, err := c.data.kv().Create(rctx, key, b); err != nil {
-		err = translate(c.timedOut(ctx, rctx, err))
+	if err := c.createData(ctx, key, b); err != nil {
+		err = translate(err)
 		if errors.Is(err, workflow.ErrConflict) {
 			err = fmt.Errorf("%w: %v", workflow.ErrExists, err)
 		}
 		return fmt.Errorf("create data %s: %w", key, err)
 	}
 	return nil
+}
+
+// createData is KV Create in the data bucket, bounded by
+// Config.RequestTimeout.
+func (c *Client) createData(ctx context.Context, key string, b []byte) error {
+	return c.bounded(ctx, func(ctx context.Context) error {
+		_, err := c.data.kv().Create(ctx, key, b)
+		return err
+	})
 }
 
 // DataRaw returns the encoded value under key.
