@@ -123,6 +123,19 @@ func checkChildren(t *testing.T, e *jftest.Env, parent string, n int) {
 	require.Equal(t, n, got, "children")
 }
 
+// requireFanOutDone asserts that the parent completed with all n children
+// counted, that exactly children 0..n-1 exist, and that the handler ran
+// for n distinct children.
+func requireFanOutDone(t *testing.T, e *jftest.Env, l *ledger, inst *workflow.Instance, n int) {
+	t.Helper()
+	require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
+	require.Equal(t, n, inst.Steps["fan"].Done)
+	checkChildren(t, e, inst.ID, n)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	require.Len(t, l.runs, n)
+}
+
 // isChildDone matches event messages that carry a child's completion.
 func isChildDone(m *jetstream.Msg) bool {
 	ev, err := jetstream.DecodeEvent(m.Data())
@@ -583,13 +596,8 @@ func TestBulkChunkNotPublishedAfterCommitIsRepublished(t *testing.T) {
 	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "lostchunk", Payload: items(n)}))
 	inst := e.WaitTerminal(parent, 60*time.Second)
 	require.EqualValues(t, 1, dropped.Load(), "the chunk's publish was not dropped")
-	require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
-	require.Equal(t, n, inst.Steps["fan"].Done)
+	requireFanOutDone(t, e, l, inst, n)
 	require.Positive(t, d.Stats().Republished)
-	checkChildren(t, e, parent, n)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	require.Len(t, l.runs, n)
 }
 
 // With a sliding window, later chunks follow a chunk whose publish failed
@@ -614,13 +622,10 @@ func TestBulkLostChunkUnderAWindowIsRepublishedByRepair(t *testing.T) {
 	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "window", Payload: items(n)}))
 	inst := e.WaitTerminal(parent, 60*time.Second)
 	require.EqualValues(t, 1, dropped.Load(), "no publish was dropped")
-	require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
-	require.Equal(t, n, inst.Steps["fan"].Done)
+	requireFanOutDone(t, e, l, inst, n)
 	require.Positive(t, d.Stats().RepairsSent)
-	checkChildren(t, e, parent, n)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	require.Len(t, l.runs, n)
 	for i, runs := range l.runs {
 		require.Equal(t, 1, runs, "child %d ran %d times", i, runs)
 	}
