@@ -4,6 +4,7 @@ package run
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -105,6 +106,9 @@ func Open(ctx context.Context, c Conn, cfg jetstream.Config, log zerolog.Logger)
 		slog := log.With().Str("component", "nats-server").Logger()
 		sc.Logger = &slog
 		srv, err = jetstream.StartServer(sc)
+		if errors.Is(err, jetstream.ErrStoreLocked) {
+			return nil, nil, nil, fmt.Errorf("%w (a dispatcher started with `go run` keeps running when `go run` itself is sent SIGTERM or SIGKILL; see README \"Run it\")", err)
+		}
 		if err != nil {
 			return nil, nil, nil, err
 		}
