@@ -45,8 +45,14 @@ type Config struct {
 	// DispatcherAckWait is the dispatcher consumer's AckWait: how soon an
 	// event a crashed dispatcher held is redelivered. Default 30s.
 	DispatcherAckWait time.Duration
-	// WorkerAckWait is the task consumers' AckWait; running handlers extend
-	// it with heartbeats. Default 30s.
+	// WorkerAckWait is the task consumers' AckWait: how soon a task held
+	// by a worker that died (killed, crashed, cut off) is redelivered to
+	// another, counted from the dead worker's last heartbeat. Workers
+	// heartbeat every task they hold (worker.Config.HeartbeatInterval, a
+	// fifth of this by default), so a live worker keeps its tasks however
+	// long its handlers run. Each worker sets it on the consumers of its
+	// task types: give every worker of a fleet the same value. Default
+	// 10s.
 	WorkerAckWait time.Duration
 	// DataCacheBytes bounds the in-process cache of decoded data values.
 	// Default 64 MiB.
@@ -88,7 +94,7 @@ func (c Config) WithDefaults() Config {
 		c.DispatcherAckWait = 30 * time.Second
 	}
 	if c.WorkerAckWait == 0 {
-		c.WorkerAckWait = 30 * time.Second
+		c.WorkerAckWait = 10 * time.Second
 	}
 	if c.DataCacheBytes == 0 {
 		c.DataCacheBytes = 64 << 20

@@ -127,3 +127,21 @@ func (c *Client) PullsWaiting(ctx context.Context, stream, consumer string) (int
 	}
 	return info.NumWaiting, nil
 }
+
+// AckPending is how many messages the durable consumer of stream has
+// delivered that are not acknowledged yet: tasks some worker holds, for
+// a task consumer (0 when the consumer does not exist yet).
+func (c *Client) AckPending(ctx context.Context, stream, consumer string) (int, error) {
+	cons, err := c.js.Consumer(ctx, stream, consumer)
+	if errors.Is(err, natsjs.ErrConsumerNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s on %s: %w", consumer, stream, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s on %s: %w", consumer, stream, err)
+	}
+	return info.NumAckPending, nil
+}

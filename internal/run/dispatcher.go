@@ -32,6 +32,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 		replicas   = fs.Int("replicas", EnvInt("JETFLOW_REPLICAS", 1), "replicas of streams and buckets (3 on a cluster) (env JETFLOW_REPLICAS)")
 		shards     = fs.Int("shards", EnvInt("JETFLOW_SHARDS", 64), "event-applying goroutines (env JETFLOW_SHARDS)")
 		ackWait    = fs.Duration("ack-wait", 30*time.Second, "how soon events held by a crashed dispatcher are redelivered")
+		workerAck  = fs.Duration("worker-ack-wait", EnvDuration("JETFLOW_WORKER_ACK_WAIT", 10*time.Second), "with --worker: how soon a task held by a worker that died is redelivered, counted from its last heartbeat (every fifth of this); use the same value on every worker (env JETFLOW_WORKER_ACK_WAIT)")
 		reqTimeout = fs.Duration("request-timeout", 5*time.Second, "give up on a NATS request (a KV read or write, a publish's ack) unanswered this long, e.g. one sent to a stream leader that just died; its events are retried")
 		defsDir    = fs.String("definitions", Env("JETFLOW_DEFINITIONS", ""), "register every *.yaml, *.yml and *.json definition in this directory at start (env JETFLOW_DEFINITIONS)")
 		withWorker = fs.Bool("worker", EnvBool("JETFLOW_WORKER", false), "also run the built-in task types (echo, noop, sleep, fail, http) in this process (env JETFLOW_WORKER)")
@@ -75,7 +76,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	client, _, closeFn, err := Open(ctx, Conn{URL: *url, StoreDir: *storeDir, Listen: *listen, SyncAlways: *syncAlways, Replicas: *replicas},
-		jetstream.Config{Name: "jetflow-dispatcher", DispatcherAckWait: *ackWait, InstanceRetention: instanceRetention, RequestTimeout: *reqTimeout}, log)
+		jetstream.Config{Name: "jetflow-dispatcher", DispatcherAckWait: *ackWait, WorkerAckWait: *workerAck, InstanceRetention: instanceRetention, RequestTimeout: *reqTimeout}, log)
 	if err != nil {
 		return err
 	}

@@ -46,6 +46,16 @@ func EnvBool(name string, def bool) bool {
 	return def
 }
 
+// EnvDuration returns the environment variable as a duration, or def.
+func EnvDuration(name string, def time.Duration) time.Duration {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return def
+}
+
 // Logger builds the process logger: JSON by default, "console" for people.
 func Logger(w io.Writer, format, level, component string) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
