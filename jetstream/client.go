@@ -33,6 +33,13 @@ type Config struct {
 	TriggerRetention time.Duration
 	// DLQRetention is how long dead letters are kept. Default 7 days.
 	DLQRetention time.Duration
+	// DLQMaxBytes bounds the dead-letter stream; the oldest dead letters
+	// are dropped to stay under it. Default 256 MiB.
+	DLQMaxBytes int64
+	// DLQMaxPayload is how much of a rejected message's payload a dead
+	// letter keeps (its size and SHA-256 are kept in headers). Default
+	// 64 KiB.
+	DLQMaxPayload int
 	// InstanceRetention is how long an ended instance's key is kept after
 	// its last write; NATS then removes it (a per-message TTL on that
 	// write). 0, the default, keeps instances forever. While the key
@@ -66,6 +73,9 @@ type Config struct {
 	// deadline. Listings (barrier counts, keys) are not bounded by it.
 	// Default 5s.
 	RequestTimeout time.Duration
+	// ConnectTimeout bounds how long Connect waits for the first server to
+	// answer; it then fails naming the URL. Default 10s.
+	ConnectTimeout time.Duration
 	// Logger. Default: discarded.
 	Logger zerolog.Logger
 }
@@ -90,6 +100,12 @@ func (c Config) WithDefaults() Config {
 	if c.DLQRetention == 0 {
 		c.DLQRetention = 7 * 24 * time.Hour
 	}
+	if c.DLQMaxBytes == 0 {
+		c.DLQMaxBytes = 256 << 20
+	}
+	if c.DLQMaxPayload == 0 {
+		c.DLQMaxPayload = 64 << 10
+	}
 	if c.DispatcherAckWait == 0 {
 		c.DispatcherAckWait = 30 * time.Second
 	}
@@ -101,6 +117,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 5 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
 	}
 	return c
 }
@@ -126,6 +145,10 @@ func (c Config) Validate() error {
 		return errors.New("ack waits must be at least 1s")
 	case c.RequestTimeout < 0:
 		return fmt.Errorf("request timeout must not be negative, got %s", c.RequestTimeout)
+	case c.DLQMaxPayload < 0 || c.DLQMaxBytes < 1<<20:
+		return fmt.Errorf("the dead-letter stream needs at least 1 MiB (got %d bytes) and a non-negative payload prefix (got %d)", c.DLQMaxBytes, c.DLQMaxPayload)
+	case c.ConnectTimeout < 0:
+		return fmt.Errorf("connect timeout must not be negative, got %s", c.ConnectTimeout)
 	}
 	return nil
 }
@@ -160,6 +183,11 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		nats.PingInterval(5 * time.Second),
 		nats.MaxPingsOutstanding(2),
 		nats.RetryOnFailedConnect(true),
+		// One dial (and the server's first answer) may take a quarter of
+		// ConnectTimeout, so a server that accepts and never answers is
+		// given up within about ConnectTimeout too (Close waits for the
+		// dial in progress).
+		nats.Timeout(max(cfg.ConnectTimeout/4, 250*time.Millisecond)),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn().Err(err).Msg("nats disconnected")
 		}),
@@ -179,6 +207,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		opts = append(opts, nats.InProcessServer(cfg.Server.s))
 		url = ""
 	}
+	deadline := time.Now().Add(cfg.ConnectTimeout)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", url, err)
@@ -186,11 +215,10 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	if !nc.IsConnected() {
 		// RetryOnFailedConnect returns at once; wait a bounded time so a
 		// wrong URL is reported instead of hanging.
-		deadline := time.Now().Add(10 * time.Second)
 		for !nc.IsConnected() {
 			if time.Now().After(deadline) || ctx.Err() != nil {
 				nc.Close()
-				return nil, fmt.Errorf("connect to %s: no server answered within 10s", url)
+				return nil, fmt.Errorf("connect to %s: no server answered within %s", url, cfg.ConnectTimeout)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -254,6 +282,8 @@ func (c *Client) streamConfigs() []natsjs.StreamConfig {
 			Storage:     natsjs.FileStorage,
 			Replicas:    r,
 			MaxAge:      c.cfg.DLQRetention,
+			MaxBytes:    c.cfg.DLQMaxBytes,
+			Discard:     natsjs.DiscardOld,
 		},
 	}
 	buckets := []natsjs.KeyValueConfig{
@@ -441,6 +471,7 @@ func sameStream(have, want natsjs.StreamConfig) bool {
 		have.Replicas == want.Replicas &&
 		(want.Duplicates == 0 || have.Duplicates == want.Duplicates) &&
 		have.MaxAge == want.MaxAge &&
+		(want.MaxBytes == 0 || have.MaxBytes == want.MaxBytes) &&
 		(want.MaxMsgSize == 0 || have.MaxMsgSize == want.MaxMsgSize) &&
 		(want.MaxMsgsPerSubject == 0 || have.MaxMsgsPerSubject == want.MaxMsgsPerSubject) &&
 		have.AllowDirect == want.AllowDirect &&

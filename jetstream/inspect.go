@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 )
 
@@ -20,7 +21,67 @@ type DeadLetter struct {
 	SourceSubject string
 	SourceStream  string
 	SourceSeq     uint64
-	Data          []byte
+	SourceMsgID   string // the rejected message's Nats-Msg-Id
+	EventKey      string // its Jetflow-Event-Key header (explicit starts)
+	// Size and SHA256 describe the whole rejected payload; Data holds at
+	// most Config.DLQMaxPayload bytes of it (Truncated when less than all).
+	Size      int
+	SHA256    string
+	Truncated bool
+	Data      []byte
+}
+
+// deadLetterOf reads a dead letter from a stored DLQ message.
+func deadLetterOf(seq uint64, at time.Time, subject string, h nats.Header, data []byte) DeadLetter {
+	src, _ := strconv.ParseUint(h.Get(HeaderSourceSeq), 10, 64)
+	size, err := strconv.Atoi(h.Get(HeaderPayloadSize))
+	if err != nil {
+		size = len(data) // recorded before sizes were
+	}
+	return DeadLetter{
+		Seq: seq, Time: at, Subject: subject,
+		Reason: h.Get(HeaderReason), Component: h.Get(HeaderComponent),
+		SourceSubject: h.Get(HeaderSourceSubject), SourceStream: h.Get(HeaderSourceStream),
+		SourceSeq: src, SourceMsgID: h.Get(HeaderSourceMsgID), EventKey: h.Get(HeaderEventKey),
+		Size: size, SHA256: h.Get(HeaderPayloadSHA256), Truncated: h.Get(HeaderPayloadTruncated) == "true",
+		Data: data,
+	}
+}
+
+// DeadLettersSince reads the dead letters of source ("trigger", "event",
+// "task") recorded at or after since, oldest first, at most limit.
+func (c *Client) DeadLettersSince(ctx context.Context, source string, since time.Time, limit int) ([]DeadLetter, error) {
+	cons, err := c.js.OrderedConsumer(ctx, StreamDLQ, natsjs.OrderedConsumerConfig{
+		FilterSubjects: []string{DLQSubject(source)},
+		DeliverPolicy:  natsjs.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", StreamDLQ, err)
+	}
+	var out []DeadLetter
+	for len(out) < limit {
+		batch, err := cons.FetchNoWait(min(limit-len(out), 256))
+		if err != nil {
+			return nil, fmt.Errorf("read stream %s: %w", StreamDLQ, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			out = append(out, deadLetterOf(md.Sequence.Stream, md.Timestamp, m.Subject(), m.Headers(), m.Data()))
+		}
+		if err := batch.Error(); err != nil {
+			return nil, fmt.Errorf("read stream %s: %w", StreamDLQ, err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return out, nil
 }
 
 // DeadLetters reads up to limit dead letters, oldest first.
@@ -42,13 +103,7 @@ func (c *Client) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, erro
 			}
 			return nil, err
 		}
-		src, _ := strconv.ParseUint(m.Header.Get(HeaderSourceSeq), 10, 64)
-		out = append(out, DeadLetter{
-			Seq: m.Sequence, Time: m.Time, Subject: m.Subject,
-			Reason: m.Header.Get(HeaderReason), Component: m.Header.Get(HeaderComponent),
-			SourceSubject: m.Header.Get(HeaderSourceSubject), SourceStream: m.Header.Get(HeaderSourceStream),
-			SourceSeq: src, Data: m.Data,
-		})
+		out = append(out, deadLetterOf(m.Sequence, m.Time, m.Subject, m.Header, m.Data))
 	}
 	return out, nil
 }

@@ -79,6 +79,15 @@ const (
 	HeaderSourceSeq     = "Jetflow-Source-Sequence"
 	HeaderComponent     = "Jetflow-Component"
 	HeaderDeliveries    = "Jetflow-Deliveries"
+	// HeaderSourceMsgID is the Nats-Msg-Id of a dead-lettered message.
+	HeaderSourceMsgID = "Jetflow-Source-Msg-Id"
+	// HeaderPayloadSize, HeaderPayloadSHA256: the length and the SHA-256
+	// (hex) of a dead-lettered message's whole payload; the DLQ keeps at
+	// most Config.DLQMaxPayload bytes of it, and HeaderPayloadTruncated
+	// ("true") says when it kept less than all.
+	HeaderPayloadSize      = "Jetflow-Payload-Size"
+	HeaderPayloadSHA256    = "Jetflow-Payload-Sha256"
+	HeaderPayloadTruncated = "Jetflow-Payload-Truncated"
 )
 
 // StartSubject is where an explicit start of a workflow is published.

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/internal/jftest"
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/worker"
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// jetflow executes the CLI in-process, as the binary would with args.
+func jetflow(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	root := newRoot()
+	var out, errb bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	root.SetArgs(args)
+	err = root.ExecuteContext(ctx)
+	return out.String(), errb.String(), err
+}
+
+const (
+	orderDef  = "name: order\nversion: 1\ntrigger: {subject: orders.*, key: id}\nsteps:\n  - {name: a, kind: task, task: echo}\n"
+	manualDef = "name: manual\nversion: 1\nsteps:\n  - {name: a, kind: task, task: echo}\n"
+)
+
+func echo(_ context.Context, t *worker.Task) (any, error) { return t.Input() }
+
+// setup starts a server on loopback with both definitions registered.
+func setup(t *testing.T, cfg jetstream.Config) *jftest.Env {
+	t.Helper()
+	e := jftest.StartTCP(t, cfg)
+	e.Register(orderDef)
+	e.Register(manualDef)
+	return e
+}
+
+func streamCounts(t *testing.T, e *jftest.Env) map[string]uint64 {
+	t.Helper()
+	counts, err := e.Client.StreamCounts(context.Background())
+	require.NoError(t, err)
+	return counts
+}
+
+// TestStartUnknownWorkflowFails: start of a workflow nobody registered
+// fails at once, naming the registered ones, and publishes nothing.
+func TestStartUnknownWorkflowFails(t *testing.T) {
+	t.Parallel()
+	e := setup(t, jetstream.Config{})
+	_, _, err := jetflow(t, "--nats-url", e.URL, "start", "no-such-wf", "{}")
+	require.ErrorIs(t, err, errUnknownWorkflow)
+	require.EqualError(t, err, "unknown workflow no-such-wf (registered: manual, order)")
+	_, _, err = jetflow(t, "--nats-url", e.URL, "start", "no-such-wf", "{}", "--wait", "30s")
+	require.ErrorIs(t, err, errUnknownWorkflow, "--wait does not wait for a start that cannot happen")
+	require.Zero(t, streamCounts(t, e)[jetstream.StreamTriggers], "nothing was published")
+
+	empty := jftest.StartTCP(t, jetstream.Config{})
+	_, _, err = jetflow(t, "--nats-url", empty.URL, "start", "manual")
+	require.EqualError(t, err, "unknown workflow manual (registered: none)")
+
+	_, _, err = jetflow(t, "--nats-url", e.URL, "start", "manual", "{not json")
+	require.ErrorContains(t, err, "the input is not valid JSON")
+}
+
+// TestStartWaitReportsARejectedStart: when the dispatcher dead-letters a
+// start, start --wait says so with the dispatcher's reason instead of
+// waiting out its timeout and asking whether a dispatcher runs; a start
+// it accepts is waited for and shown.
+func TestStartWaitReportsARejectedStart(t *testing.T) {
+	t.Parallel()
+	e := setup(t, jetstream.Config{MaxPayload: 2048}) // the dispatcher's limit
+	e.Dispatcher(nil, dispatcher.Config{})
+	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"echo": echo})
+
+	out, _, err := jetflow(t, "--nats-url", e.URL, "start", "manual", `{"n":1}`, "--key", "small", "--wait", "60s")
+	require.NoError(t, err)
+	require.Contains(t, out, "status    completed")
+
+	big := filepath.Join(t.TempDir(), "big.json")
+	require.NoError(t, os.WriteFile(big, []byte(`{"pad":"`+strings.Repeat("x", 4096)+`"}`), 0o600))
+	begin := time.Now()
+	_, _, err = jetflow(t, "--nats-url", e.URL, "start", "manual", "@"+big, "--key", "big", "--wait", "10m")
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "the start of "+workflow.InstanceID("manual", "big")+" was rejected (see jetflow dlq): payload is 4106 bytes; the limit is 2048")
+	require.NotContains(t, err.Error(), "dispatcher running")
+	t.Logf("a rejected start was reported after %s (--wait 10m): %v", time.Since(begin).Round(time.Millisecond), err)
+}
+
+// TestPublishRefusesReservedSubjects: jetflow's own subjects and NATS's
+// $ subjects are refused before anything is sent.
+func TestPublishRefusesReservedSubjects(t *testing.T) {
+	t.Parallel()
+	e := setup(t, jetstream.Config{})
+	for _, subject := range []string{"jetflow.start.manual", "jetflow.timer.x.y", "jetflow.event.x", "$JS.API.INFO", "$KV.jetflow_instances.x"} {
+		_, _, err := jetflow(t, "--nats-url", e.URL, "publish", subject, "{}")
+		require.ErrorContains(t, err, "subject "+subject+" is reserved", subject)
+	}
+	for name, n := range streamCounts(t, e) {
+		require.Zero(t, n, "stream %s", name)
+	}
+}
+
+// TestPublishWarnsWhenNoTriggerMatches: a subject a registered trigger
+// matches is published quietly; any other gets a warning listing the
+// trigger subjects, and when no stream captures it, a clear error instead
+// of "no response from stream".
+func TestPublishWarnsWhenNoTriggerMatches(t *testing.T) {
+	t.Parallel()
+	e := setup(t, jetstream.Config{})
+	out, stderr, err := jetflow(t, "--nats-url", e.URL, "publish", "orders.created", `{"id":"1"}`)
+	require.NoError(t, err)
+	require.Equal(t, "published to orders.created\n", out)
+	require.Empty(t, stderr)
+
+	_, stderr, err = jetflow(t, "--nats-url", e.URL, "publish", "nobody.listens", "{}")
+	require.Equal(t, "warning: no registered workflow is triggered by nobody.listens (trigger subjects: orders.*)\n", stderr)
+	require.EqualError(t, err, "nothing was published: no stream captures nobody.listens, so no workflow would ever see it (trigger subjects: orders.*)")
+	require.EqualValues(t, 1, streamCounts(t, e)[jetstream.StreamTriggers])
+}
+
+// TestCommandsFailFastWithoutAServer: every command that needs NATS
+// fails after --connect-timeout (2s by default) when no server answers —
+// nothing listening, or a listener that never speaks NATS — naming the
+// URL it tried.
+func TestCommandsFailFastWithoutAServer(t *testing.T) {
+	t.Parallel()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	refused := "nats://" + closed.Addr().String()
+	require.NoError(t, closed.Close())
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { silent.Close() })
+	go func() { // accept and never answer
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	def := filepath.Join(t.TempDir(), "manual.yaml")
+	require.NoError(t, os.WriteFile(def, []byte(manualDef), 0o600))
+	commands := [][]string{
+		{"register", def}, {"definitions"}, {"publish", "orders.created", "{}"}, {"start", "manual"},
+		{"instances"}, {"show", "x"}, {"wait", "x"}, {"cancel", "x"}, {"signal", "x", "go"},
+		{"children", "x", "y"}, {"stats"}, {"dlq"},
+	}
+	for _, server := range []struct{ name, url string }{{"refused", refused}, {"silent", "nats://" + silent.Addr().String()}} {
+		for _, args := range commands {
+			t.Run(server.name+"/"+args[0], func(t *testing.T) {
+				t.Parallel()
+				begin := time.Now()
+				_, _, err := jetflow(t, append([]string{"--nats-url", server.url}, args...)...)
+				took := time.Since(begin)
+				require.EqualError(t, err, fmt.Sprintf("connect to %s: no server answered within 2s", server.url))
+				t.Logf("failed after %s", took.Round(time.Millisecond))
+			})
+		}
+	}
+}
+
