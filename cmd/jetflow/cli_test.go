@@ -181,4 +181,3 @@ func TestCommandsFailFastWithoutAServer(t *testing.T) {
 		}
 	}
 }
-
