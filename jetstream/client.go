@@ -24,7 +24,9 @@ type Config struct {
 	Name string
 	// Replicas of every stream and bucket (1 or 3 in practice). Default 1.
 	Replicas int
-	// MaxPayload bounds inputs, outputs and trigger payloads. Default 1 MiB.
+	// MaxPayload bounds inputs, outputs and trigger payloads: a larger
+	// trigger is dead-lettered, a larger value is not stored. It must not
+	// exceed the server's max_payload (Connect checks). Default 1 MiB.
 	MaxPayload int
 	// DuplicateWindow of the trigger, event and task streams. Default 2m.
 	DuplicateWindow time.Duration
@@ -132,7 +134,7 @@ func (c Config) Validate() error {
 	case c.Replicas < 1 || c.Replicas > 5:
 		return fmt.Errorf("replicas must be between 1 and 5, got %d", c.Replicas)
 	case c.MaxPayload < 1024:
-		return fmt.Errorf("max payload must be at least 1024 bytes, got %d", c.MaxPayload)
+		return fmt.Errorf("max payload must be at least 1 KiB (1024 bytes), got %d (--max-payload, JETFLOW_MAX_PAYLOAD)", c.MaxPayload)
 	case c.DuplicateWindow > c.TriggerRetention:
 		return fmt.Errorf("duplicate window %s exceeds trigger retention %s", c.DuplicateWindow, c.TriggerRetention)
 	case c.InstanceRetention < 0:
@@ -152,6 +154,9 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// ErrMaxPayload matches a Config.MaxPayload the server cannot carry.
+var ErrMaxPayload = errors.New("max payload too large")
 
 // Client is a connection to JetStream with jetflow's streams and buckets.
 type Client struct {
@@ -222,6 +227,15 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+	}
+	if srvMax := nc.MaxPayload(); int64(cfg.MaxPayload) > srvMax {
+		where := nc.ConnectedUrl()
+		if cfg.Server != nil {
+			where = "embedded"
+		}
+		nc.Close()
+		return nil, fmt.Errorf("%w: %d bytes is more than the NATS server (%s) accepts (max_payload %d bytes); lower --max-payload (JETFLOW_MAX_PAYLOAD) or raise the server's max_payload",
+			ErrMaxPayload, cfg.MaxPayload, where, srvMax)
 	}
 	// Without an async ack timeout nats.go keeps a publish whose ack never
 	// comes (it went to a leader that died) pending for good, and 4,096
@@ -340,6 +354,12 @@ func (c *Client) Provision(ctx context.Context) error {
 			return fmt.Errorf("provision consumer %s on %s: %w", ConsumerDispatcher, s, err)
 		}
 	}
+	guard := timerGuardConfig()
+	if cons, err := c.js.Consumer(ctx, StreamEvents, guard.Durable); err != nil || !sameConsumer(cons.CachedInfo().Config, guard) {
+		if _, err := c.js.CreateOrUpdateConsumer(ctx, StreamEvents, guard); err != nil {
+			return fmt.Errorf("provision consumer %s on %s: %w", guard.Durable, StreamEvents, err)
+		}
+	}
 	return c.Bind(ctx)
 }
 
@@ -352,6 +372,13 @@ func (c *Client) Bind(ctx context.Context) error {
 	}
 	if c.data, err = c.bindBucket(ctx, BucketData); err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketData, err)
+	}
+	// The dispatcher that provisioned jetflow chose the payload limit (the
+	// data bucket's largest value): workers and clients take it from there.
+	if st, err := c.data.kv().Status(ctx); err == nil {
+		if bs, ok := st.(*natsjs.KeyValueBucketStatus); ok && bs.StreamInfo().Config.MaxMsgSize > 0 {
+			c.cfg.MaxPayload = int(bs.StreamInfo().Config.MaxMsgSize)
+		}
 	}
 	if c.defs, err = c.bindBucket(ctx, BucketDefinitions); err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketDefinitions, err)

@@ -63,6 +63,27 @@ func (m *Msg) InProgress() error { return m.m.InProgress() }
 // Term stops redelivery for good.
 func (m *Msg) Term(reason string) error { return m.m.TermWithReason(reason) }
 
+// Erase removes m from its stream and overwrites its stored bytes. The
+// dispatcher erases a trigger it dead-lettered: the dead letter keeps
+// what an operator needs, and the trigger stream (limits retention, kept
+// for TriggerRetention) need not keep the whole payload again.
+func (c *Client) Erase(ctx context.Context, m *Msg) error {
+	md, err := m.m.Metadata()
+	if err != nil {
+		return fmt.Errorf("erase message: %w", err)
+	}
+	return c.bounded(ctx, func(ctx context.Context) error {
+		s, err := c.js.Stream(ctx, md.Stream)
+		if err != nil {
+			return fmt.Errorf("erase message %d of %s: %w", md.Sequence.Stream, md.Stream, err)
+		}
+		if err := s.SecureDeleteMsg(ctx, md.Sequence.Stream); err != nil && !errors.Is(err, natsjs.ErrMsgNotFound) {
+			return fmt.Errorf("erase message %d of %s: %w", md.Sequence.Stream, md.Stream, err)
+		}
+		return nil
+	})
+}
+
 // DecodeEvent decodes an event message.
 func DecodeEvent(b []byte) (workflow.Event, error) {
 	var ev workflow.Event

@@ -132,6 +132,35 @@ func (c *Client) PublishRaw(ctx context.Context, subject string, data []byte) er
 	return err
 }
 
+// PublishSchedule publishes a message schedule (a "Nats-Schedule" such as
+// "@every 1s", firing on target) on subject, as any client could (tests
+// use it to publish schedules jetflow did not make).
+func (c *Client) PublishSchedule(ctx context.Context, subject, schedule, target string, data []byte) error {
+	m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	m.Header.Set(natsjs.ScheduleHeader, schedule)
+	m.Header.Set(natsjs.ScheduleTargetHeader, target)
+	_, err := c.js.PublishMsg(ctx, m)
+	return err
+}
+
+// StreamUsage is how much a stream holds.
+type StreamUsage struct {
+	Msgs, Bytes uint64
+}
+
+// StreamState reads how many messages and bytes a stream holds.
+func (c *Client) StreamState(ctx context.Context, stream string) (StreamUsage, error) {
+	s, err := c.js.Stream(ctx, stream)
+	if err != nil {
+		return StreamUsage{}, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return StreamUsage{}, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	return StreamUsage{Msgs: info.State.Msgs, Bytes: info.State.Bytes}, nil
+}
+
 // PurgeSubject deletes every message of a stream on subject (operators
 // and fault-injection tests use it to lose tasks or timers on purpose).
 func (c *Client) PurgeSubject(ctx context.Context, stream, subject string) error {

@@ -63,6 +63,10 @@ const (
 	// ConsumerDispatcher is the durable pull consumer shared by all
 	// dispatcher replicas, on StreamTriggers and on StreamEvents.
 	ConsumerDispatcher = "dispatcher"
+	// ConsumerTimerGuard is the durable on StreamEvents's timer subjects,
+	// shared by all dispatcher replicas: it dead-letters what is not a
+	// jetflow timer schedule (see Client.GuardTimerSubjects).
+	ConsumerTimerGuard = "timer_guard"
 	// workerConsumerPrefix + task type is the durable shared by all
 	// workers of that task type.
 	workerConsumerPrefix = "worker_"

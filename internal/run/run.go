@@ -56,6 +56,26 @@ func EnvDuration(name string, def time.Duration) time.Duration {
 	return def
 }
 
+// ParseSize reads a size in bytes: a plain number, or one with a KiB,
+// MiB or GiB suffix ("1MiB", "512KiB").
+func ParseSize(s string) (int, error) {
+	num, mult := strings.TrimSpace(s), 1
+	for _, u := range []struct {
+		suffix string
+		mult   int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 0 || n > (1<<31-1)/mult {
+		return 0, fmt.Errorf("%q is not a size: use bytes, or KiB, MiB or GiB (for example 1MiB)", s)
+	}
+	return n * mult, nil
+}
+
 // Logger builds the process logger: JSON by default, "console" for people.
 func Logger(w io.Writer, format, level, component string) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
