@@ -143,6 +143,23 @@ func (c *Client) PublishSchedule(ctx context.Context, subject, schedule, target 
 	return err
 }
 
+// SetDuplicateWindow changes how long stream remembers a Nats-Msg-Id
+// (tests use it to get past a window they began with a long one).
+// Provisioning sets Config.DuplicateWindow again when it updates the
+// stream.
+func (c *Client) SetDuplicateWindow(ctx context.Context, stream string, window time.Duration) error {
+	s, err := c.js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", stream, err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Duplicates = window
+	if _, err := c.js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("set the duplicate window of %s: %w", stream, err)
+	}
+	return nil
+}
+
 // StreamUsage is how much a stream holds.
 type StreamUsage struct {
 	Msgs, Bytes uint64
