@@ -166,7 +166,7 @@ func TestCommandsFailFastWithoutAServer(t *testing.T) {
 	commands := [][]string{
 		{"register", def}, {"definitions"}, {"publish", "orders.created", "{}"}, {"start", "manual"},
 		{"instances"}, {"show", "x"}, {"wait", "x"}, {"cancel", "x"}, {"signal", "x", "go"},
-		{"children", "x", "y"}, {"stats"}, {"dlq"},
+		{"children", "x", "y"}, {"stats"}, {"dlq"}, {"bench", "throughput", "--external"},
 	}
 	for _, server := range []struct{ name, url string }{{"refused", refused}, {"silent", "nats://" + silent.Addr().String()}} {
 		for _, args := range commands {
