@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -168,16 +169,33 @@ func TestCommandsFailFastWithoutAServer(t *testing.T) {
 		{"instances"}, {"show", "x"}, {"wait", "x"}, {"cancel", "x"}, {"signal", "x", "go"},
 		{"children", "x", "y"}, {"stats"}, {"dlq"}, {"bench", "throughput", "--external"},
 	}
-	for _, server := range []struct{ name, url string }{{"refused", refused}, {"silent", "nats://" + silent.Addr().String()}} {
+	// All at once: each mostly waits, and parallel subtests would queue
+	// behind -parallel (the number of CPUs).
+	type result struct {
+		url  string
+		args []string
+		err  error
+		took time.Duration
+	}
+	var wg sync.WaitGroup
+	results := make(chan result, 2*len(commands))
+	for _, url := range []string{refused, "nats://" + silent.Addr().String()} {
 		for _, args := range commands {
-			t.Run(server.name+"/"+args[0], func(t *testing.T) {
-				t.Parallel()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
 				begin := time.Now()
-				_, _, err := jetflow(t, append([]string{"--nats-url", server.url}, args...)...)
-				took := time.Since(begin)
-				require.EqualError(t, err, fmt.Sprintf("connect to %s: no server answered within 2s", server.url))
-				t.Logf("failed after %s", took.Round(time.Millisecond))
-			})
+				_, _, err := jetflow(t, append([]string{"--nats-url", url}, args...)...)
+				results <- result{url, args, err, time.Since(begin)}
+			}()
 		}
 	}
+	wg.Wait()
+	close(results)
+	var slowest time.Duration
+	for r := range results {
+		require.EqualError(t, r.err, fmt.Sprintf("connect to %s: no server answered within 2s", r.url), "%v", r.args)
+		slowest = max(slowest, r.took)
+	}
+	t.Logf("%d commands against a refused port and a silent listener each failed within %s", 2*len(commands), slowest.Round(time.Millisecond))
 }
