@@ -85,6 +85,10 @@ type Config struct {
 	// failPublish (tests): when it returns true for a committed decision,
 	// the pass fails before publishing it, as if the connection dropped.
 	failPublish func(instance string, dec workflow.Decision) bool
+	// dropPublish (tests): when it returns true for a committed decision,
+	// its messages are not published and the pass goes on as if they
+	// were: what a server that crashed after acknowledging them leaves.
+	dropPublish func(instance string, dec workflow.Decision) bool
 	// loseAnswer (tests): when it returns true for an instance whose CAS
 	// ("commit") or publish of a committed decision ("publish") just
 	// succeeded, the pass fails as
@@ -182,7 +186,7 @@ func New(client *jetstream.Client, cfg Config) (*Dispatcher, error) {
 		stopping: make(chan struct{}),
 	}
 	for i := 0; i < cfg.Shards; i++ {
-		d.shards = append(d.shards, &shard{d: d, in: make(chan *item, cfg.BatchSize*2), cache: map[string]*cached{}, recounted: map[string]time.Time{}, scheduled: map[string]time.Time{}})
+		d.shards = append(d.shards, &shard{d: d, in: make(chan *item, cfg.BatchSize*2), cache: map[string]*cached{}, recounted: map[string]time.Time{}, scheduled: map[string]time.Time{}, owed: map[string]uint64{}})
 	}
 	return d, nil
 }
@@ -329,6 +333,9 @@ func (d *Dispatcher) definition(ctx context.Context, name string, version int) (
 type item struct {
 	ev  workflow.Event
 	msg *jetstream.Msg
+	// reconcile is set on a bulk child's start that is a poke of a
+	// reconciliation round (workflow.ReconcileChild).
+	reconcile string
 	// input is the encoded instance input of a start event, written to
 	// the data bucket before the instance is created (nil for bulk
 	// children, whose parent wrote it).
@@ -612,8 +619,9 @@ func (d *Dispatcher) onChildStart(m *jetstream.Msg, def *workflow.Definition, p 
 			Kind: workflow.EventStart, Instance: id, Workflow: def.Name, Version: def.Version,
 			EventKey: key, InputRef: ref, Parent: &parent,
 		},
-		msg:  m,
-		done: func(o outcome) { d.settle("trigger", m, o) },
+		msg:       m,
+		reconcile: m.Header(jetstream.HeaderReconcile),
+		done:      func(o outcome) { d.settle("trigger", m, o) },
 	}
 	if !d.enqueue(it) {
 		_ = m.Nak(0)

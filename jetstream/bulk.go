@@ -24,6 +24,9 @@ const (
 	HeaderParent      = "Jetflow-Parent"
 	HeaderParentStep  = "Jetflow-Parent-Step"
 	HeaderParentIndex = "Jetflow-Parent-Index"
+	// HeaderReconcile marks a poke of a bulk step's reconciliation round
+	// (workflow.ReconcileChild): its value is the round.
+	HeaderReconcile = "Jetflow-Reconcile"
 )
 
 // PutDataBatch writes many write-once values, pipelined: each is a publish
@@ -71,7 +74,8 @@ func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) erro
 
 // PublishChildren publishes the start messages of bulk children: pointer
 // messages with the event key and a Nats-Msg-Id derived from
-// (parent, step, index), so a re-publish is absorbed.
+// (parent, step, index), so a re-publish is absorbed; a reconciliation's
+// poke carries its round (HeaderReconcile) and an id of its own.
 func (c *Client) PublishChildren(ctx context.Context, children []workflow.Child) error {
 	futures := make([]natsjs.PubAckFuture, 0, len(children))
 	for _, ch := range children {
@@ -80,7 +84,14 @@ func (c *Client) PublishChildren(ctx context.Context, children []workflow.Child)
 			return fmt.Errorf("start child %s: event key and input %s are not the ones derived from the parent", ch.EventKey, ch.InputRef)
 		}
 		m := &nats.Msg{Subject: StartSubject(ch.Workflow), Header: nats.Header{}}
-		m.Header.Set(HeaderMsgID, TriggerMsgID(ch.Workflow, ch.EventKey))
+		id := TriggerMsgID(ch.Workflow, ch.EventKey)
+		if ch.MsgID != "" {
+			id = ch.MsgID
+		}
+		m.Header.Set(HeaderMsgID, id)
+		if ch.Reconcile != "" {
+			m.Header.Set(HeaderReconcile, ch.Reconcile)
+		}
 		m.Header.Set(HeaderParent, ch.Parent.ID)
 		m.Header.Set(HeaderParentStep, ch.Parent.Step)
 		m.Header.Set(HeaderParentIndex, strconv.Itoa(ch.Parent.Index))
