@@ -363,9 +363,9 @@ type applied struct {
 	// must go out again (workflow.ChildNotify).
 	notifyParent bool
 	writes       []workflow.Write
-	decided     workflow.Decision // tasks, timers, children, events to publish
-	outcomes    []outcome
-	ignored     []ignoredEvent // counted and logged once, when settled
+	decided      workflow.Decision // tasks, timers, children, events to publish
+	outcomes     []outcome
+	ignored      []ignoredEvent // counted and logged once, when settled
 }
 
 type ignoredEvent struct {

@@ -641,4 +641,3 @@ func TestSequentialWorkflowsSurviveKillsOfTheEmbeddingProcess(t *testing.T) {
 // of what the killed process held, a repair sweep and a margin for a
 // loaded machine; far below StaleTask (an hour).
 var seqBound = ackWait + workerAckWait + repairInterval + 60*time.Second
-
