@@ -171,7 +171,7 @@ func (s *shard) process(id string, items []*item) {
 		if !assumeNew {
 			var err error
 			if inst, rev, err = s.read(ctx, id); err != nil {
-				settleAll(outcome{err: err})
+				settleAll(failure(err))
 				return
 			}
 		}
@@ -554,7 +554,7 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 		}
 		dec, err := workflow.Apply(def, res.inst, ev, now, data)
 		if err != nil {
-			res.outcomes[i] = outcome{err: err}
+			res.outcomes[i] = failure(err)
 			continue
 		}
 		if counted != nil && it.ev.Reason == workflow.ReasonStaleBulk && it.ev.Round != "" {
@@ -649,8 +649,23 @@ func (s *shard) recount(ctx context.Context, ev workflow.Event, now time.Time) (
 // recountKey names a bulk step in the shard's recount bookkeeping.
 func recountKey(ev workflow.Event) string { return ev.Instance + "/" + ev.Step }
 
+// isPermanent reports an error that retrying the event can only repeat:
+// a value too large to store, or a stored value (an instance, an input
+// or output) that cannot be decoded, because something other than
+// jetflow wrote it or it was corrupted.
 func isPermanent(err error) bool {
-	return errors.Is(err, jetstream.ErrTooLarge)
+	return errors.Is(err, jetstream.ErrTooLarge) || errors.Is(err, jetstream.ErrMalformed)
+}
+
+// failure is the outcome of an event whose pass failed with err: a
+// permanent error dead-letters the event with err as the reason (the
+// instance stays as it is, wedged on that value, for an operator); any
+// other is retried.
+func failure(err error) outcome {
+	if isPermanent(err) {
+		return outcome{reject: err.Error()}
+	}
+	return outcome{err: err}
 }
 
 func (s *shard) ignored(inst *workflow.Instance, it *item, why string) {

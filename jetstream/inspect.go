@@ -20,7 +20,10 @@ type DeadLetter struct {
 	SourceSubject string
 	SourceStream  string
 	SourceSeq     uint64
-	Data          []byte
+	// Deliveries is how often the source message had been delivered
+	// when it was dead-lettered (1: on its first delivery).
+	Deliveries uint64
+	Data       []byte
 }
 
 // DeadLetters reads up to limit dead letters, oldest first.
@@ -43,11 +46,12 @@ func (c *Client) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, erro
 			return nil, err
 		}
 		src, _ := strconv.ParseUint(m.Header.Get(HeaderSourceSeq), 10, 64)
+		deliveries, _ := strconv.ParseUint(m.Header.Get(HeaderDeliveries), 10, 64)
 		out = append(out, DeadLetter{
 			Seq: m.Sequence, Time: m.Time, Subject: m.Subject,
 			Reason: m.Header.Get(HeaderReason), Component: m.Header.Get(HeaderComponent),
 			SourceSubject: m.Header.Get(HeaderSourceSubject), SourceStream: m.Header.Get(HeaderSourceStream),
-			SourceSeq: src, Data: m.Data,
+			SourceSeq: src, Deliveries: deliveries, Data: m.Data,
 		})
 	}
 	return out, nil
