@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"reflect"
 	"strconv"
@@ -135,14 +136,28 @@ func checkRange(lit []byte) error {
 //     literal (more digits than a float64 holds, or below its smallest
 //     value: 1e-400), which is written back unchanged.
 func DecodeJSON(b []byte) (any, error) {
-	if err := CheckJSON(b, 0); err != nil {
-		return nil, err
+	// CheckJSON, with the decoder as the syntax check.
+	tooDeep, outOfRange := scan(b, 0)
+	if tooDeep != nil {
+		return nil, tooDeep
+	}
+	if !utf8.Valid(b) {
+		return nil, fmt.Errorf("%w: not valid UTF-8 (JSON text must be UTF-8)", ErrMalformed)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	var v any
-	if err := dec.Decode(&v); err != nil {
+	err := dec.Decode(&v)
+	if err == nil {
+		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
+			err = errors.New("invalid character after top-level value")
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%w: not valid JSON: %v", ErrMalformed, err)
+	}
+	if outOfRange != nil {
+		return nil, outOfRange
 	}
 	return numbers(v), nil
 }
@@ -246,8 +261,16 @@ func EncodeJSON(v any) ([]byte, error) {
 		return nil, fmt.Errorf("%w: cannot be encoded as JSON: %v", ErrMalformed, err)
 	}
 	b := buf.Bytes()
-	if err := CheckJSON(b, 0); err != nil {
-		return nil, err
+	// encoding/json writes valid JSON (it checks what a Marshaler
+	// returns), but not within the limits: check those.
+	tooDeep, outOfRange := scan(b, 0)
+	switch {
+	case tooDeep != nil:
+		return nil, tooDeep
+	case outOfRange != nil: // a json.Number or a Marshaler's 1e400
+		return nil, outOfRange
+	case !utf8.Valid(b): // a Marshaler's
+		return nil, fmt.Errorf("%w: not valid UTF-8 (JSON text must be UTF-8)", ErrMalformed)
 	}
 	return b, nil
 }
