@@ -302,26 +302,44 @@ func sameValue(path string, a, b any) error {
 	return nil
 }
 
-// sameNumber compares two number literals by exact value. Literals that
-// differ in text are compared as rationals when their exponents are
-// small enough to expand; otherwise they are different.
+// sameNumber compares two number literals by exact value: as a sign,
+// significant digits and a power of ten (held as a big.Int, so that any
+// exponent compares), with no arithmetic on the digits.
 func sameNumber(a, b string) bool {
 	if a == b {
 		return true
 	}
-	ra, oka := rat(a)
-	rb, okb := rat(b)
-	return oka && okb && ra.Cmp(rb) == 0
+	na, da, ea, oka := splitNumber(a)
+	nb, db, eb, okb := splitNumber(b)
+	if !oka || !okb {
+		return false
+	}
+	if da == "" || db == "" {
+		return da == db // zero: 0, -0, 0.0e7000
+	}
+	return na == nb && da == db && ea.Cmp(eb) == 0
 }
 
-func rat(s string) (*big.Rat, bool) {
-	if _, e, ok := strings.Cut(strings.ToLower(s), "e"); ok {
-		n, err := strconv.Atoi(e)
-		if err != nil || n > 2000 || n < -2000 {
-			return nil, false
+// splitNumber splits a JSON number literal into its sign, significant
+// digits without leading or trailing zeros, and the power of ten of the
+// last digit.
+func splitNumber(s string) (neg bool, digits string, exp *big.Int, ok bool) {
+	s = strings.ToLower(s)
+	neg = strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	mant, e, hasExp := strings.Cut(s, "e")
+	exp = new(big.Int)
+	if hasExp {
+		if _, ok := exp.SetString(strings.TrimPrefix(e, "+"), 10); !ok {
+			return false, "", nil, false
 		}
 	}
-	return new(big.Rat).SetString(s)
+	whole, frac, _ := strings.Cut(mant, ".")
+	exp.Sub(exp, big.NewInt(int64(len(frac))))
+	digits = strings.TrimLeft(whole+frac, "0")
+	trimmed := strings.TrimRight(digits, "0")
+	exp.Add(exp, big.NewInt(int64(len(digits)-len(trimmed))))
+	return neg, trimmed, exp, true
 }
 
 func short(v any) string {
