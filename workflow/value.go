@@ -165,7 +165,7 @@ func DecodeJSON(b []byte) (any, error) {
 func numbers(v any) any {
 	switch x := v.(type) {
 	case json.Number:
-		return Number(x)
+		return exactNumber(x)
 	case map[string]any:
 		for k, e := range x {
 			x[k] = numbers(e)
@@ -178,8 +178,8 @@ func numbers(v any) any {
 	return v
 }
 
-// Number converts a JSON number literal as DecodeJSON does.
-func Number(n json.Number) any {
+// exactNumber converts a JSON number literal as DecodeJSON does.
+func exactNumber(n json.Number) any {
 	lit := string(n)
 	if isIntLiteral(lit) {
 		if i, err := strconv.ParseInt(lit, 10, 64); err == nil {
