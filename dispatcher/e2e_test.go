@@ -349,7 +349,7 @@ steps:
 }
 
 func mustEvent(t *testing.T, ev workflow.Event) []byte {
-	b, err := jetstream.EncodeValue(ev)
+	b, err := jetstream.EncodeMessage(ev)
 	require.NoError(t, err)
 	return b
 }

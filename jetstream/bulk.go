@@ -29,9 +29,9 @@ const (
 	HeaderReconcile = "Jetflow-Reconcile"
 )
 
-// PutDataBatch writes many write-once values, pipelined: each is a publish
-// to the bucket's subject that expects no earlier value, which is what KV
-// Create does. A value already there is not an error (keys are derived
+// PutDataBatch writes many write-once user values (as PutData does),
+// pipelined: each is a publish to the bucket's subject that expects no
+// earlier value, which is what KV Create does. A value already there is not an error (keys are derived
 // from (instance, step, index), values are deterministic).
 func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) error {
 	if len(writes) == 1 {
@@ -40,10 +40,11 @@ func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) erro
 	futures := make([]natsjs.PubAckFuture, 0, len(writes))
 	encoded := make([][]byte, 0, len(writes))
 	for _, w := range writes {
-		b, err := encode(w.Value)
+		b, err := EncodeValue(w.Value)
 		if err != nil {
-			return err
+			return fmt.Errorf("put data %s: %w", w.Key, err)
 		}
+		b = storable(b)
 		if len(b) > c.cfg.MaxPayload {
 			return fmt.Errorf("%w: value for %s is %d bytes, the limit is %d", ErrTooLarge, w.Key, len(b), c.cfg.MaxPayload)
 		}
@@ -58,7 +59,9 @@ func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) erro
 		select {
 		case <-f.Ok():
 			// Cache only what this call stored: an existing value stands.
-			c.cache.put(writes[i].Key, encoded[i], writes[i].Value)
+			// Only the encoding: what later readers see is its decoding
+			// (2.0 reads back as the integer 2), whoever reads it.
+			c.cache.put(writes[i].Key, encoded[i], nil)
 		case err := <-f.Err():
 			var apiErr *natsjs.APIError
 			if errors.As(err, &apiErr) && (apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequenceConstant) {
