@@ -198,7 +198,9 @@ func (s *shard) process(id string, items []*item) {
 			// is not there.
 			if len(res.writes) > 0 {
 				if err := d.client.PutDataBatch(ctx, res.writes); err != nil {
-					settleAll(outcome{err: err})
+					// A computed value over the payload limit can only
+					// fail again: dead-letter the events (failure).
+					settleAll(failure(err))
 					return
 				}
 			}
