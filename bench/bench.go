@@ -48,6 +48,11 @@ type Options struct {
 	Client *jetstream.Client
 	// RunID makes event keys unique per run. Default: the start time.
 	RunID string
+	// Duplicates is how many copies of each start are published after it
+	// (throughput, latency), each with a message id of its own, so each
+	// reaches a dispatcher and is stopped by the instance key: the cost
+	// of duplicate floods. Default 0.
+	Duplicates int
 	// Progress, when set, receives human-readable progress lines.
 	Progress func(done, total int)
 	Logger   zerolog.Logger
@@ -255,6 +260,12 @@ func runSeq(ctx context.Context, o Options) (*Result, error) {
 				if err := c.PublishStart(pctx, jetstream.Start{Workflow: "bench-seq3", EventKey: key, Payload: []byte(`{}`)}); err != nil {
 					return err
 				}
+				for k := 1; k <= o.Duplicates; k++ {
+					headers := map[string]string{jetstream.HeaderEventKey: key, jetstream.HeaderMsgID: "dup/" + key + "/" + strconv.Itoa(k)}
+					if _, err := c.Publish(pctx, jetstream.StartSubject("bench-seq3"), []byte(`{}`), headers); err != nil {
+						return err
+					}
+				}
 			}
 			return nil
 		})
@@ -321,7 +332,7 @@ func (t *tracker) result(o Options, wall time.Duration) *Result {
 	defer t.mu.Unlock()
 	res := &Result{
 		Workload:    o.Workload,
-		Params:      map[string]any{"n": o.N, "concurrency": o.Concurrency, "rate": o.Rate},
+		Params:      map[string]any{"n": o.N, "concurrency": o.Concurrency, "rate": o.Rate, "duplicates": o.Duplicates},
 		WallSeconds: round(wall.Seconds(), 3),
 		Started:     len(t.started),
 	}

@@ -85,6 +85,10 @@ type Config struct {
 	// failPublish (tests): when it returns true for a committed decision,
 	// the pass fails before publishing it, as if the connection dropped.
 	failPublish func(instance string, dec workflow.Decision) bool
+	// dropPublish (tests): when it returns true for a committed decision,
+	// its messages are not published and the pass goes on as if they
+	// were: what a server that crashed after acknowledging them leaves.
+	dropPublish func(instance string, dec workflow.Decision) bool
 	// loseAnswer (tests): when it returns true for an instance whose CAS
 	// ("commit") or publish of a committed decision ("publish") just
 	// succeeded, the pass fails as
@@ -182,7 +186,7 @@ func New(client *jetstream.Client, cfg Config) (*Dispatcher, error) {
 		stopping: make(chan struct{}),
 	}
 	for i := 0; i < cfg.Shards; i++ {
-		d.shards = append(d.shards, &shard{d: d, in: make(chan *item, cfg.BatchSize*2), cache: map[string]*cached{}, recounted: map[string]time.Time{}, scheduled: map[string]time.Time{}})
+		d.shards = append(d.shards, &shard{d: d, in: make(chan *item, cfg.BatchSize*2), cache: map[string]*cached{}, recounted: map[string]time.Time{}, scheduled: map[string]time.Time{}, owed: map[string]uint64{}})
 	}
 	return d, nil
 }
@@ -338,6 +342,9 @@ func (d *Dispatcher) definition(ctx context.Context, name string, version int) (
 type item struct {
 	ev  workflow.Event
 	msg *jetstream.Msg
+	// reconcile is set on a bulk child's start that is a poke of a
+	// reconciliation round (workflow.ReconcileChild).
+	reconcile string
 	// input is the encoded instance input of a start event, written to
 	// the data bucket before the instance is created (nil for bulk
 	// children, whose parent wrote it).
@@ -512,16 +519,27 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 			return
 		}
 	}
-	payload, input, err := decodePayload(m)
+	input, err := payloadOf(m, maxPayload)
 	if err != nil {
 		d.reject("trigger", m, err.Error())
 		return
+	}
+	// The decoded payload only when a key is read from it.
+	var payload any
+	var payloadErr error
+	decoded := false
+	value := func() (any, error) {
+		if !decoded {
+			payload, payloadErr = workflow.DecodeJSON(input)
+			decoded = true
+		}
+		return payload, payloadErr
 	}
 	digest := workflow.Digest(m.Data())
 	var items []*item
 	var problems []string
 	for _, def := range defs {
-		key, err := eventKey(def, m, payload)
+		key, err := eventKey(def, m, value)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("workflow %s: %v", def.Name, err))
 			continue
@@ -628,8 +646,9 @@ func (d *Dispatcher) onChildStart(m *jetstream.Msg, def *workflow.Definition, p 
 			Kind: workflow.EventStart, Instance: id, Workflow: def.Name, Version: def.Version,
 			EventKey: key, InputRef: ref, Parent: &parent,
 		},
-		msg:  m,
-		done: func(o outcome) { d.settle("trigger", m, o) },
+		msg:       m,
+		reconcile: m.Header(jetstream.HeaderReconcile),
+		done:      func(o outcome) { d.settle("trigger", m, o) },
 	}
 	if !d.enqueue(it) {
 		_ = m.Nak(0)
@@ -647,33 +666,32 @@ func (d *Dispatcher) latestFromStore(ctx context.Context, name string) *workflow
 	return d.defs.latestOf(name)
 }
 
-// decodePayload parses a trigger payload (JSON, or msgpack when the
-// Content-Type header says so) and returns it with its msgpack encoding.
-func decodePayload(m *jetstream.Msg) (any, []byte, error) {
+// payloadOf checks a trigger payload at the door and returns the JSON to
+// store as the instance input: the payload as it is (jetstream.CheckPayload:
+// one JSON value, UTF-8, at most workflow.MaxDepth levels deep, at most
+// maxPayload bytes; empty means null), or the JSON of a msgpack payload
+// when the Content-Type header says so. Whatever it accepts decodes
+// later; whatever it rejects is dead-lettered with its error as reason.
+func payloadOf(m *jetstream.Msg, maxPayload int) ([]byte, error) {
 	data := m.Data()
 	if strings.EqualFold(m.Header(jetstream.HeaderContentType), "application/msgpack") {
-		v, err := jetstream.DecodeValue(data)
+		j, err := jetstream.MsgpackToJSON(data)
 		if err != nil {
-			return nil, nil, fmt.Errorf("payload is not valid msgpack: %v", err)
+			return nil, fmt.Errorf("payload (Content-Type application/msgpack): %v", err)
 		}
-		return v, data, nil
+		data = j
 	}
-	if len(strings.TrimSpace(string(data))) == 0 {
-		data = []byte("null")
-	}
-	v, err := jetstream.DecodeJSON(data)
+	input, err := jetstream.CheckPayload(data, maxPayload)
 	if err != nil {
-		return nil, nil, err
+		return nil, fmt.Errorf("payload: %v", err)
 	}
-	b, err := jetstream.EncodeValue(v)
-	if err != nil {
-		return nil, nil, err
-	}
-	return v, b, nil
+	return input, nil
 }
 
-// eventKey takes the event key from where the definition says.
-func eventKey(def *workflow.Definition, m *jetstream.Msg, payload any) (string, error) {
+// eventKey takes the event key from where the definition says: a
+// header as it is, or a payload field in its canonical form
+// (workflow.EventKey: a string as it is, an integer as its digits).
+func eventKey(def *workflow.Definition, m *jetstream.Msg, payload func() (any, error)) (string, error) {
 	if def.Trigger == nil || strings.HasPrefix(m.Subject(), "jetflow.start.") {
 		if k := m.Header(jetstream.HeaderEventKey); k != "" {
 			return k, nil
@@ -690,7 +708,10 @@ func eventKey(def *workflow.Definition, m *jetstream.Msg, payload any) (string, 
 		}
 		return "", fmt.Errorf("event key header %q is missing", h)
 	}
-	v := payload
+	v, err := payload()
+	if err != nil {
+		return "", fmt.Errorf("payload: %v", err)
+	}
 	for _, part := range strings.Split(spec, ".") {
 		obj, ok := v.(map[string]any)
 		if !ok {
@@ -700,14 +721,9 @@ func eventKey(def *workflow.Definition, m *jetstream.Msg, payload any) (string, 
 			return "", fmt.Errorf("event key field %q is missing from the payload", spec)
 		}
 	}
-	switch k := v.(type) {
-	case string:
-		if k == "" {
-			return "", fmt.Errorf("event key field %q is empty", spec)
-		}
-		return k, nil
-	case int64, uint64, float64, bool:
-		return fmt.Sprint(k), nil
+	k, err := workflow.EventKey(v)
+	if err != nil {
+		return "", fmt.Errorf("event key field %q %v", spec, err)
 	}
-	return "", fmt.Errorf("event key field %q is a %T; it must be a string or a number", spec, v)
+	return k, nil
 }

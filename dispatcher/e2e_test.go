@@ -349,7 +349,7 @@ steps:
 }
 
 func mustEvent(t *testing.T, ev workflow.Event) []byte {
-	b, err := jetstream.EncodeValue(ev)
+	b, err := jetstream.EncodeMessage(ev)
 	require.NoError(t, err)
 	return b
 }
@@ -364,4 +364,54 @@ func reasons(dls []jetstream.DeadLetter) []string {
 
 func containsFold(s, sub string) bool {
 	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
+
+// A stored value jetflow cannot decode (written by something else, or
+// corrupted) is a permanent error for the event that needs it: the event
+// is dead-lettered on its first delivery with the key and the reason,
+// never retried 50 times.
+func TestUndecodableStoredValuesAreDeadLettered(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(`
+name: reads
+version: 1
+steps:
+  - {name: a, kind: task, task: echo, input: '{"x": input.x}'}
+`)
+	d, _ := e.Dispatcher(nil, dispatcher.Config{})
+	ctx := context.Background()
+	garbage := []byte{0xc1, 'n', 'o', 't', ' ', 'a', ' ', 'v', 'a', 'l', 'u', 'e'}
+
+	// An instance record overwritten with garbage.
+	wedged := workflow.InstanceID("reads", "wedged")
+	require.NoError(t, e.Client.PublishRaw(ctx, "$KV."+jetstream.BucketInstances+"."+wedged, garbage))
+	require.NoError(t, e.Client.PublishEvent(ctx, workflow.Event{Kind: workflow.EventCancel, Instance: wedged}, "cancel-wedged"))
+
+	// An input that something else wrote under the key before the
+	// instance starts: the first value stands, and it cannot be read.
+	bad := workflow.InstanceID("reads", "bad-input")
+	require.NoError(t, e.Client.PublishRaw(ctx, "$KV."+jetstream.BucketData+"."+workflow.InputKey(bad), garbage))
+	require.NoError(t, e.Client.PublishStart(ctx, jetstream.Start{Workflow: "reads", EventKey: "bad-input", Payload: []byte(`{"x":1}`)}))
+
+	var dls []jetstream.DeadLetter
+	jftest.Eventually(t, 20*time.Second, func() bool {
+		var err error
+		dls, err = e.Client.DeadLetters(ctx, 10)
+		return err == nil && len(dls) >= 2
+	}, "expected 2 dead letters")
+	require.Len(t, dls, 2, "%v", reasons(dls))
+	for _, dl := range dls {
+		require.EqualValues(t, 1, dl.Deliveries, "%s: dead-lettered on delivery %d", dl.SourceSubject, dl.Deliveries)
+		switch dl.SourceSubject {
+		case jetstream.EventSubject(wedged):
+			require.Contains(t, dl.Reason, "decode instance "+wedged)
+		case jetstream.StartSubject("reads"):
+			require.Contains(t, dl.Reason, workflow.InputKey(bad))
+		default:
+			t.Fatalf("unexpected dead letter %s: %s", dl.SourceSubject, dl.Reason)
+		}
+	}
+	require.Zero(t, d.Stats().Retried, "an undecodable value was retried")
+	require.Nil(t, e.Instance(bad))
 }

@@ -62,3 +62,12 @@ func WithLostAnswers(cfg Config, lose func(instance, what string) bool) Config {
 	cfg.loseAnswer = lose
 	return cfg
 }
+
+// WithDroppedPublishes returns cfg with a hook that, whenever drop returns
+// true for a committed decision, skips publishing it and carries on as if
+// it had been published (and its event is acked): what a server that
+// crashed after acknowledging the messages leaves behind.
+func WithDroppedPublishes(cfg Config, drop func(instance string, dec workflow.Decision) bool) Config {
+	cfg.dropPublish = drop
+	return cfg
+}

@@ -22,13 +22,14 @@ type Stats struct {
 	Commits           uint64 `json:"commits"`            // successful instance writes
 	TasksPublished    uint64 `json:"tasks_published"`
 	TimersScheduled   uint64 `json:"timers_scheduled"`
-	Republished       uint64 `json:"republished"` // outstanding work re-published after a redelivery
+	Republished       uint64 `json:"republished"` // owed work published again after an event was found already applied
 	Retried           uint64 `json:"retried"`     // events NAKed for a later retry
 	DeadLettered      uint64 `json:"dead_lettered"`
 	ChildrenStarted   uint64 `json:"children_started"`   // bulk children published
 	DuplicateChildren uint64 `json:"duplicate_children"` // child completions stopped by their barrier
 	Recounts          uint64 `json:"recounts"`           // bulk counts rebuilt from barriers
 	RecountsScheduled uint64 `json:"recounts_scheduled"` // recounts deferred while throttled (a message schedule)
+	ReconcilePokes    uint64 `json:"reconcile_pokes"`    // children without a barrier poked by a stale bulk step's reconciliation
 	RepairsSent       uint64 `json:"repairs_sent"`       // repair events published by the repair loop
 	RepairsApplied    uint64 `json:"repairs_applied"`    // repairs that changed an instance
 	RepairsLost       uint64 `json:"repairs_lost"`       // repairs that lost their race (the work had finished)
@@ -43,7 +44,7 @@ type counters struct {
 	commits, tasksPublished, timersScheduled, republished, retried atomic.Uint64
 	deadLettered, childrenStarted, duplicateChildren, recounts     atomic.Uint64
 	repairsSent, repairsApplied, repairsLost, timersFired, signals atomic.Uint64
-	reruns, recountsScheduled                                      atomic.Uint64
+	reruns, recountsScheduled, reconcilePokes                      atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -55,8 +56,8 @@ func (c *counters) snapshot() Stats {
 		TasksPublished: c.tasksPublished.Load(), TimersScheduled: c.timersScheduled.Load(),
 		Republished: c.republished.Load(), Retried: c.retried.Load(), DeadLettered: c.deadLettered.Load(),
 		ChildrenStarted: c.childrenStarted.Load(), DuplicateChildren: c.duplicateChildren.Load(), Recounts: c.recounts.Load(),
-		RecountsScheduled: c.recountsScheduled.Load(),
-		RepairsSent:       c.repairsSent.Load(), RepairsApplied: c.repairsApplied.Load(), RepairsLost: c.repairsLost.Load(),
+		RecountsScheduled: c.recountsScheduled.Load(), ReconcilePokes: c.reconcilePokes.Load(),
+		RepairsSent: c.repairsSent.Load(), RepairsApplied: c.repairsApplied.Load(), RepairsLost: c.repairsLost.Load(),
 		TimersFired: c.timersFired.Load(), Signals: c.signals.Load(),
 	}
 }
@@ -70,7 +71,7 @@ func (s Stats) MarshalZerologObject(e *zerolog.Event) {
 		Uint64("tasks_published", s.TasksPublished).Uint64("timers_scheduled", s.TimersScheduled).
 		Uint64("republished", s.Republished).Uint64("retried", s.Retried).Uint64("dead_lettered", s.DeadLettered).
 		Uint64("children_started", s.ChildrenStarted).Uint64("duplicate_children", s.DuplicateChildren).Uint64("recounts", s.Recounts).
-		Uint64("recounts_scheduled", s.RecountsScheduled).
+		Uint64("recounts_scheduled", s.RecountsScheduled).Uint64("reconcile_pokes", s.ReconcilePokes).
 		Uint64("repairs_sent", s.RepairsSent).Uint64("repairs_applied", s.RepairsApplied).Uint64("repairs_lost", s.RepairsLost).
 		Uint64("timers_fired", s.TimersFired).Uint64("signals", s.Signals).Uint64("pull_stalls", s.PullStalls)
 }

@@ -197,7 +197,7 @@ func TestOnceStepNeverRunsTwice(t *testing.T) {
 	inst := e.Instance(done)
 	key := workflow.EffectKey(done, "charge")
 	before := l.totalCalls()
-	task, err := jetstream.EncodeValue(workflow.Task{
+	task, err := jetstream.EncodeMessage(workflow.Task{
 		Instance: done, Workflow: "pay", Version: 1, Step: "charge", Type: "charge", Attempt: 1,
 		InputRef: inst.Steps["charge"].InputRef, EffectKey: key, Once: true, MaxAttempts: 4,
 	})

@@ -181,20 +181,13 @@ func (r *repairLoop) sweep(ctx context.Context) {
 			w.update, w.due = nil, due
 			r.mu.Unlock()
 		}
+		r.mu.Lock()
 		for _, ev := range workflow.Repairs(def, in, now, policy) {
-			r.mu.Lock()
-			seen := r.sent[in.ID]
-			if seen == nil {
-				seen = map[string]bool{}
-				r.sent[in.ID] = seen
-			}
-			dup := seen[ev.MsgID]
-			seen[ev.MsgID] = true
-			r.mu.Unlock()
-			if !dup {
+			if !r.sent[in.ID][ev.MsgID] {
 				events = append(events, ev)
 			}
 		}
+		r.mu.Unlock()
 	}
 	if len(events) == 0 {
 		return
@@ -202,9 +195,23 @@ func (r *repairLoop) sweep(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := d.client.PublishEvents(pctx, events); err != nil {
+		// Nothing is marked sent: the next sweep publishes them again.
 		d.log.Warn().Err(err).Int("repairs", len(events)).Msg("publishing repairs failed; the next sweep retries")
 		return
 	}
+	r.mu.Lock()
+	for _, ev := range events {
+		if _, running := r.running[ev.Event.Instance]; !running {
+			continue // it ended meanwhile
+		}
+		seen := r.sent[ev.Event.Instance]
+		if seen == nil {
+			seen = map[string]bool{}
+			r.sent[ev.Event.Instance] = seen
+		}
+		seen[ev.MsgID] = true
+	}
+	r.mu.Unlock()
 	d.stats.repairsSent.Add(uint64(len(events)))
 	d.log.Debug().Int("repairs", len(events)).Msg("repairs sent")
 }

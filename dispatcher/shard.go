@@ -70,6 +70,38 @@ type shard struct {
 	// scheduled: when the scheduled recount of each bulk step fires
 	// (recountLater).
 	scheduled map[string]time.Time
+	// owed: for an instance, the revision whose owed work
+	// (workflow.Outstanding) this shard knows to have been published:
+	// it published all of it, or committed that revision from one it
+	// knew and published the difference. An event found already applied
+	// to that very revision needs no republish. Cleared when the
+	// connection was re-established (owedEpoch): a server that crashed
+	// may have lost what it acknowledged.
+	owed      map[string]uint64
+	owedEpoch uint64
+}
+
+// maxOwed bounds the shard's owed map; it is cleared when full (an
+// entry only saves a republish).
+const maxOwed = 4096
+
+// owedKnown reports whether the work owed by revision rev of id is known
+// to be published.
+func (s *shard) owedKnown(id string, rev uint64) bool {
+	if e := s.d.client.Reconnects(); e != s.owedEpoch {
+		clear(s.owed)
+		s.owedEpoch = e
+	}
+	r, ok := s.owed[id]
+	return ok && r == rev && rev != 0
+}
+
+// setOwed records that the work owed by revision rev of id is published.
+func (s *shard) setOwed(id string, rev uint64) {
+	if len(s.owed) >= maxOwed {
+		clear(s.owed)
+	}
+	s.owed[id] = rev
 }
 
 func (s *shard) run() {
@@ -132,15 +164,14 @@ func (s *shard) process(id string, items []*item) {
 		_, cached := s.cache[id]
 		// A start for an instance this shard does not hold is almost
 		// always for a new one: skip the read and let the Create decide
-		// (ErrExists sends us back here to read). Only a first delivery:
-		// a redelivered start may find its instance half done.
-		assumeNew := round == 0 && !cached && items[0].ev.Kind == workflow.EventStart && items[0].msg.Deliveries() == 1
+		// (ErrExists sends us back here to read).
+		assumeNew := round == 0 && !cached && items[0].ev.Kind == workflow.EventStart
 		var inst *workflow.Instance
 		var rev uint64
 		if !assumeNew {
 			var err error
 			if inst, rev, err = s.read(ctx, id); err != nil {
-				settleAll(outcome{err: err})
+				settleAll(failure(err))
 				return
 			}
 		}
@@ -161,12 +192,15 @@ func (s *shard) process(id string, items []*item) {
 			// may want under the same keys later. Read first.
 			continue
 		}
+		newRev := rev
 		if res.changed {
 			// Data first: the instance must never point at a value that
 			// is not there.
 			if len(res.writes) > 0 {
 				if err := d.client.PutDataBatch(ctx, res.writes); err != nil {
-					settleAll(outcome{err: err})
+					// A computed value over the payload limit can only
+					// fail again: dead-letter the events (failure).
+					settleAll(failure(err))
 					return
 				}
 			}
@@ -174,7 +208,7 @@ func (s *shard) process(id string, items []*item) {
 				settleAll(outcome{err: errors.New("tests: commit dropped")})
 				return
 			}
-			newRev, err := d.client.PutInstance(ctx, res.inst, rev, s.expires(ctx, res.inst))
+			newRev, err = d.client.PutInstance(ctx, res.inst, rev, s.expires(ctx, res.inst))
 			if err == nil && d.cfg.loseAnswer != nil && d.cfg.loseAnswer(id, "commit") {
 				err = fmt.Errorf("tests: answer of the commit lost: %w", jetstream.ErrRequestTimeout)
 			}
@@ -201,7 +235,11 @@ func (s *shard) process(id string, items []*item) {
 			settleAll(outcome{err: errors.New("publish after commit: tests: publish dropped")})
 			return
 		}
-		err = s.publish(ctx, res.decided)
+		if d.cfg.dropPublish != nil && d.cfg.dropPublish(id, res.decided) {
+			err = nil // tests: acknowledged by the server, then lost
+		} else {
+			err = s.publish(ctx, res.decided)
+		}
 		if err == nil && res.changed && d.cfg.loseAnswer != nil && d.cfg.loseAnswer(id, "publish") {
 			err = fmt.Errorf("tests: answer of the publish lost: %w", jetstream.ErrRequestTimeout)
 		}
@@ -209,23 +247,9 @@ func (s *shard) process(id string, items []*item) {
 			settleAll(outcome{err: fmt.Errorf("publish after commit: %w", err)})
 			return
 		}
-		if res.redelivered && res.inst != nil {
-			// A redelivered event may mean the pass that applied it
-			// committed and then died or failed before publishing: its
-			// work (a task, a chunk of children and the event that
-			// continues the fan-out) exists only in the instance. This
-			// pass may have changed the instance too (a recount, another
-			// completion), so republish whether it did or not; message
-			// ids make copies of what was published harmless.
-			def, err := d.definition(ctx, res.inst.Workflow, res.inst.Version)
-			if err == nil {
-				out := workflow.Outstanding(def, res.inst)
-				if err := s.publish(ctx, out); err != nil {
-					settleAll(outcome{err: err})
-					return
-				}
-				d.stats.republished.Add(uint64(len(out.Tasks) + len(out.Timers) + len(out.Children) + len(out.Events)))
-			}
+		if err := s.settleOwed(ctx, id, inst, rev, newRev, res); err != nil {
+			settleAll(outcome{err: err})
+			return
 		}
 		for _, ig := range res.ignored {
 			s.ignored(ig.inst, ig.it, ig.why)
@@ -235,6 +259,60 @@ func (s *shard) process(id string, items []*item) {
 		}
 		return
 	}
+}
+
+// settleOwed makes sure what the instance owes is published, after a
+// pass that committed revision newRev from rev (newRev == rev: the pass
+// changed nothing) and published its own decision.
+//
+// An event found already applied to the stored instance (a duplicate
+// start, a stale result or timer, a repeated notice whose barrier
+// exists) may be the redelivery of a pass that committed and then died
+// before it published: its work exists only in the instance. Delivery
+// counts do not say so (after a crash of the process that embeds the
+// server, acked messages come back with a delivery count of 1), so the
+// state does: whenever a pass found an event already applied, it
+// publishes again everything the instance owes (workflow.Outstanding: its
+// running tasks, timers, last chunk of children, continuation and, once
+// it ended, its parent's notice), unless this shard knows that revision's
+// work to be published already. Message ids make copies of what was
+// published harmless.
+//
+// A reconciliation's poke of a bulk child (workflow.ReconcileChild)
+// answers from the child's state: an ended child sends its notice again
+// whatever this shard knows (the parent found no barrier for it), a
+// running one does nothing.
+func (s *shard) settleOwed(ctx context.Context, id string, before *workflow.Instance, rev, newRev uint64, res *applied) error {
+	d := s.d
+	// known: the work owed by the revision this pass started from was
+	// published, so with this pass's decision that of newRev is too.
+	known := before == nil || s.owedKnown(id, rev)
+	republish := res.foundApplied && !known && res.inst != nil
+	if !republish && !res.notifyParent {
+		if known {
+			s.setOwed(id, newRev)
+		} else {
+			delete(s.owed, id)
+		}
+		return nil
+	}
+	def, err := d.definition(ctx, res.inst.Workflow, res.inst.Version)
+	if err != nil {
+		return err
+	}
+	out := workflow.Outstanding(def, res.inst)
+	if !republish {
+		// Only a poke's answer: the notice of an ended child.
+		out = workflow.Decision{Events: out.Events}
+	}
+	if err := s.publish(ctx, out); err != nil {
+		return fmt.Errorf("publish owed work: %w", err)
+	}
+	d.stats.republished.Add(uint64(len(out.Tasks) + len(out.Timers) + len(out.Children) + len(out.Events)))
+	if republish || known {
+		s.setOwed(id, newRev)
+	}
+	return nil
 }
 
 // expires reports whether an instance's write may carry the instance
@@ -278,13 +356,18 @@ func (s *shard) remember(inst *workflow.Instance, rev uint64) {
 }
 
 type applied struct {
-	inst        *workflow.Instance
-	changed     bool
-	redelivered bool
-	writes      []workflow.Write
-	decided     workflow.Decision // tasks, timers, children, events to publish
-	outcomes    []outcome
-	ignored     []ignoredEvent // counted and logged once, when settled
+	inst    *workflow.Instance
+	changed bool
+	// foundApplied: an event of the pass was already applied to the
+	// stored instance (see settleOwed).
+	foundApplied bool
+	// notifyParent: a reconciliation poked this ended child; its notice
+	// must go out again (workflow.ChildNotify).
+	notifyParent bool
+	writes       []workflow.Write
+	decided      workflow.Decision // tasks, timers, children, events to publish
+	outcomes     []outcome
+	ignored      []ignoredEvent // counted and logged once, when settled
 }
 
 type ignoredEvent struct {
@@ -368,9 +451,6 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 	recounts := 0
 	for i, it := range items {
 		ev := it.ev
-		if it.msg.Deliveries() > 1 {
-			res.redelivered = true
-		}
 		var def *workflow.Definition
 		var err error
 		switch {
@@ -437,17 +517,18 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 					}
 				}
 				if !created {
+					// The barrier exists: this completion was counted, or
+					// is being counted by the pass that created the
+					// barrier, or that pass died between the barrier and
+					// its commit. Which one, no delivery count can tell
+					// (after a crash of the server the redelivery of an
+					// applied notice says 1), so recount from the
+					// barriers, now or, when a recount just ran, soon; a
+					// recount never counts a barrier twice. The pass that
+					// counted it may also have died before publishing
+					// what it decided: settleOwed republishes.
 					d.stats.duplicateChildren.Add(1)
-					if it.msg.Deliveries() <= 1 {
-						// A first delivery whose barrier exists: the completion
-						// that created it was counted, or is being retried, or
-						// its dispatcher died before the commit — and then
-						// that one's redelivery recounts.
-						continue
-					}
-					// We may have died between the barrier and the commit
-					// last time: recount from the barriers, now or, when a
-					// recount just ran, soon.
+					res.foundApplied = true
 					if !s.recountDue(ev, now) {
 						if err := s.recountLater(ctx, ev, now); err != nil {
 							res.outcomes[i] = outcome{err: err}
@@ -475,20 +556,21 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 		}
 		dec, err := workflow.Apply(def, res.inst, ev, now, data)
 		if err != nil {
-			res.outcomes[i] = outcome{err: err}
+			res.outcomes[i] = failure(err)
 			continue
 		}
-		if counted != nil && it.ev.Reason == workflow.ReasonStaleBulk {
-			// No progress for StaleBulk: children whose pointers were lost
-			// never start; publish again every one not counted.
+		if counted != nil && it.ev.Reason == workflow.ReasonStaleBulk && it.ev.Round != "" {
+			// A reconciliation round (workflow.ReconcileParent): the
+			// recount counted every barrier; poke every dispatched child
+			// without one, and each answers from its own state.
 			state := res.inst
 			if dec.Changed {
 				state = dec.Instance
 			}
 			if state != nil {
-				again := workflow.UncountedChildren(def, state, ev.Step, counted)
-				res.decided.Children = append(res.decided.Children, again...)
-				d.stats.republished.Add(uint64(len(again)))
+				pokes := workflow.UncountedChildren(def, state, ev.Step, it.ev.Round, counted)
+				res.decided.Children = append(res.decided.Children, pokes...)
+				d.stats.reconcilePokes.Add(uint64(len(pokes)))
 			}
 		}
 		if ev.Kind == workflow.EventRecount && dec.Changed {
@@ -506,6 +588,16 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 		}
 		if !dec.Changed {
 			res.ignored = append(res.ignored, ignoredEvent{res.inst, it, dec.Ignored})
+			if it.reconcile != "" && ev.Kind == workflow.EventStart {
+				// A poke: the child answers from its own state.
+				if workflow.ReconcileChild(res.inst) == workflow.ChildNotify {
+					res.notifyParent = true
+				}
+				continue
+			}
+			if res.inst != nil {
+				res.foundApplied = true
+			}
 			continue
 		}
 		res.inst = dec.Instance
@@ -559,8 +651,23 @@ func (s *shard) recount(ctx context.Context, ev workflow.Event, now time.Time) (
 // recountKey names a bulk step in the shard's recount bookkeeping.
 func recountKey(ev workflow.Event) string { return ev.Instance + "/" + ev.Step }
 
+// isPermanent reports an error that retrying the event can only repeat:
+// a value too large to store, or a stored value (an instance, an input
+// or output) that cannot be decoded, because something other than
+// jetflow wrote it or it was corrupted.
 func isPermanent(err error) bool {
-	return errors.Is(err, jetstream.ErrTooLarge)
+	return errors.Is(err, jetstream.ErrTooLarge) || errors.Is(err, jetstream.ErrMalformed)
+}
+
+// failure is the outcome of an event whose pass failed with err: a
+// permanent error dead-letters the event with err as the reason (the
+// instance stays as it is, wedged on that value, for an operator); any
+// other is retried.
+func failure(err error) outcome {
+	if isPermanent(err) {
+		return outcome{reject: err.Error()}
+	}
+	return outcome{err: err}
 }
 
 func (s *shard) ignored(inst *workflow.Instance, it *item, why string) {

@@ -24,11 +24,14 @@ const (
 	HeaderParent      = "Jetflow-Parent"
 	HeaderParentStep  = "Jetflow-Parent-Step"
 	HeaderParentIndex = "Jetflow-Parent-Index"
+	// HeaderReconcile marks a poke of a bulk step's reconciliation round
+	// (workflow.ReconcileChild): its value is the round.
+	HeaderReconcile = "Jetflow-Reconcile"
 )
 
-// PutDataBatch writes many write-once values, pipelined: each is a publish
-// to the bucket's subject that expects no earlier value, which is what KV
-// Create does. A value already there is not an error (keys are derived
+// PutDataBatch writes many write-once user values (as PutData does),
+// pipelined: each is a publish to the bucket's subject that expects no
+// earlier value, which is what KV Create does. A value already there is not an error (keys are derived
 // from (instance, step, index), values are deterministic).
 func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) error {
 	if len(writes) == 1 {
@@ -37,10 +40,11 @@ func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) erro
 	futures := make([]natsjs.PubAckFuture, 0, len(writes))
 	encoded := make([][]byte, 0, len(writes))
 	for _, w := range writes {
-		b, err := encode(w.Value)
+		b, err := EncodeValue(w.Value)
 		if err != nil {
-			return err
+			return fmt.Errorf("put data %s: %w", w.Key, err)
 		}
+		b = storable(b)
 		if len(b) > c.cfg.MaxPayload {
 			return fmt.Errorf("%w: value for %s is %d bytes, the limit is %d", ErrTooLarge, w.Key, len(b), c.cfg.MaxPayload)
 		}
@@ -55,7 +59,9 @@ func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) erro
 		select {
 		case <-f.Ok():
 			// Cache only what this call stored: an existing value stands.
-			c.cache.put(writes[i].Key, encoded[i], writes[i].Value)
+			// Only the encoding: what later readers see is its decoding
+			// (2.0 reads back as the integer 2), whoever reads it.
+			c.cache.put(writes[i].Key, encoded[i], nil)
 		case err := <-f.Err():
 			var apiErr *natsjs.APIError
 			if errors.As(err, &apiErr) && (apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == natsjs.JSErrCodeStreamWrongLastSequenceConstant) {
@@ -71,7 +77,8 @@ func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) erro
 
 // PublishChildren publishes the start messages of bulk children: pointer
 // messages with the event key and a Nats-Msg-Id derived from
-// (parent, step, index), so a re-publish is absorbed.
+// (parent, step, index), so a re-publish is absorbed; a reconciliation's
+// poke carries its round (HeaderReconcile) and an id of its own.
 func (c *Client) PublishChildren(ctx context.Context, children []workflow.Child) error {
 	futures := make([]natsjs.PubAckFuture, 0, len(children))
 	for _, ch := range children {
@@ -80,7 +87,14 @@ func (c *Client) PublishChildren(ctx context.Context, children []workflow.Child)
 			return fmt.Errorf("start child %s: event key and input %s are not the ones derived from the parent", ch.EventKey, ch.InputRef)
 		}
 		m := &nats.Msg{Subject: StartSubject(ch.Workflow), Header: nats.Header{}}
-		m.Header.Set(HeaderMsgID, TriggerMsgID(ch.Workflow, ch.EventKey))
+		id := TriggerMsgID(ch.Workflow, ch.EventKey)
+		if ch.MsgID != "" {
+			id = ch.MsgID
+		}
+		m.Header.Set(HeaderMsgID, id)
+		if ch.Reconcile != "" {
+			m.Header.Set(HeaderReconcile, ch.Reconcile)
+		}
 		m.Header.Set(HeaderParent, ch.Parent.ID)
 		m.Header.Set(HeaderParentStep, ch.Parent.Step)
 		m.Header.Set(HeaderParentIndex, strconv.Itoa(ch.Parent.Index))

@@ -171,6 +171,7 @@ type Client struct {
 	effs  effects // BucketEffects, bound on first use (effects.go)
 	// pullStalls counts pulls presumed lost and replaced (PullStalls).
 	pullStalls atomic.Uint64
+	reconnects *atomic.Uint64
 }
 
 // Connect connects to JetStream. It does not create anything; call
@@ -181,6 +182,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	log := cfg.Logger
+	reconnects := new(atomic.Uint64)
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
@@ -197,6 +199,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 			log.Warn().Err(err).Msg("nats disconnected")
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
+			reconnects.Add(1)
 			log.Info().Str("url", nc.ConnectedUrl()).Msg("nats reconnected")
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
@@ -245,7 +248,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &Client{cfg: cfg, nc: nc, js: js, log: log, cache: newLRU(cfg.DataCacheBytes)}, nil
+	return &Client{cfg: cfg, nc: nc, js: js, log: log, cache: newLRU(cfg.DataCacheBytes), reconnects: reconnects}, nil
 }
 
 // Close closes the connection, flushing pending publishes.
@@ -255,6 +258,11 @@ func (c *Client) Close() {
 		c.nc.Close()
 	}
 }
+
+// Reconnects counts how often the connection was re-established. A
+// server that crashed may have lost its last writes, so what a caller
+// remembers having published before a reconnect is not to be trusted.
+func (c *Client) Reconnects() uint64 { return c.reconnects.Load() }
 
 // Config returns the effective configuration.
 func (c *Client) Config() Config { return c.cfg }

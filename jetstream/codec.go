@@ -2,19 +2,24 @@ package jetstream
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/jetflow/jetflow/workflow"
 )
 
-// ErrMalformed: a message or value could not be decoded.
-var ErrMalformed = errors.New("malformed message")
+// ErrMalformed: a message or value could not be decoded. It is
+// workflow.ErrMalformed, so either name matches.
+var ErrMalformed = workflow.ErrMalformed
 
-// ErrTooLarge: a payload exceeds the configured limit.
-var ErrTooLarge = errors.New("payload too large")
+// ErrTooLarge: a payload exceeds the configured limit. It is
+// workflow.ErrTooLarge.
+var ErrTooLarge = workflow.ErrTooLarge
+
+// Internal records and messages (instances, events, tasks, effects) are
+// msgpack; user values in the data bucket are JSON (see value.go).
 
 func encode(v any) ([]byte, error) {
 	b, err := msgpack.Marshal(v)
@@ -38,8 +43,8 @@ func decode(b []byte, v any) error {
 	return nil
 }
 
-// decodeValue decodes an untyped msgpack value.
-func decodeValue(b []byte) (any, error) {
+// decodeMsgpackValue decodes an untyped msgpack value.
+func decodeMsgpackValue(b []byte) (any, error) {
 	var v any
 	if err := decode(b, &v); err != nil {
 		return nil, err
@@ -71,49 +76,9 @@ func normalize(v any) any {
 	return v
 }
 
-// DecodeJSON parses a JSON document into plain Go values, keeping integers
-// exact (int64) instead of turning every number into float64.
-func DecodeJSON(b []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("%w: not valid JSON: %v", ErrMalformed, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: not valid JSON: trailing data after the first value", ErrMalformed)
-	}
-	return numbers(v), nil
-}
-
-func numbers(v any) any {
-	switch x := v.(type) {
-	case json.Number:
-		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
-			return i
-		}
-		f, _ := x.Float64()
-		return f
-	case map[string]any:
-		for k, e := range x {
-			x[k] = numbers(e)
-		}
-	case []any:
-		for i, e := range x {
-			x[i] = numbers(e)
-		}
-	}
-	return v
-}
-
-// EncodeValue encodes a value for the data bucket (exported for the worker
-// SDK and tools that build payloads).
-func EncodeValue(v any) ([]byte, error) { return encode(v) }
-
-// DecodeValue decodes a value from the data bucket.
-func DecodeValue(b []byte) (any, error) { return decodeValue(b) }
-
-// DecodeInto decodes a data bucket value into a typed destination.
-func DecodeInto(b []byte, v any) error { return decode(b, v) }
+// EncodeMessage encodes an internal message or record (an event, a task)
+// as msgpack, as jetflow publishes it (tools and tests craft messages
+// with it).
+func EncodeMessage(v any) ([]byte, error) { return encode(v) }
 
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -256,6 +256,7 @@ func encodeStepState(e *msgpack.Encoder, st *workflow.StepState) error {
 		w.intOmit("done", st.Done)
 		w.intOmit("cfail", st.ChildFailed)
 		w.intOmit("rc", st.Recounts)
+		w.timeOmit("mv", st.Moved)
 	}
 	return w.err
 }
@@ -286,6 +287,7 @@ func encodeEvent(e *msgpack.Encoder, ev *workflow.Event) error {
 		w.strOmit("sig", ev.Signal)
 		w.intOmit("cc", ev.Completed)
 		w.intOmit("cf", ev.Failed)
+		w.strOmit("rnd", ev.Round)
 	}
 	return w.err
 }

@@ -1,6 +1,7 @@
 // Package jetstream is jetflow's adapter to NATS JetStream: the embedded
 // server, the connection, idempotent provisioning of streams, buckets and
-// consumers, the msgpack codec, deterministic message ids, the KV-backed
+// consumers, the msgpack codec of instances and messages, user values as
+// JSON (value.go), deterministic message ids, the KV-backed
 // instance store with revision compare-and-swap, and the translation of NATS
 // errors into the domain errors of package workflow.
 //

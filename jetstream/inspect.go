@@ -21,8 +21,11 @@ type DeadLetter struct {
 	SourceSubject string
 	SourceStream  string
 	SourceSeq     uint64
-	SourceMsgID   string // the rejected message's Nats-Msg-Id
-	EventKey      string // its Jetflow-Event-Key header (explicit starts)
+	// Deliveries is how often the source message had been delivered
+	// when it was dead-lettered (1: on its first delivery).
+	Deliveries  uint64
+	SourceMsgID string // the rejected message's Nats-Msg-Id
+	EventKey    string // its Jetflow-Event-Key header (explicit starts)
 	// Size and SHA256 describe the whole rejected payload; Data holds at
 	// most Config.DLQMaxPayload bytes of it (Truncated when less than all).
 	Size      int
@@ -34,6 +37,7 @@ type DeadLetter struct {
 // deadLetterOf reads a dead letter from a stored DLQ message.
 func deadLetterOf(seq uint64, at time.Time, subject string, h nats.Header, data []byte) DeadLetter {
 	src, _ := strconv.ParseUint(h.Get(HeaderSourceSeq), 10, 64)
+	deliveries, _ := strconv.ParseUint(h.Get(HeaderDeliveries), 10, 64)
 	size, err := strconv.Atoi(h.Get(HeaderPayloadSize))
 	if err != nil {
 		size = len(data) // recorded before sizes were
@@ -42,7 +46,7 @@ func deadLetterOf(seq uint64, at time.Time, subject string, h nats.Header, data 
 		Seq: seq, Time: at, Subject: subject,
 		Reason: h.Get(HeaderReason), Component: h.Get(HeaderComponent),
 		SourceSubject: h.Get(HeaderSourceSubject), SourceStream: h.Get(HeaderSourceStream),
-		SourceSeq: src, SourceMsgID: h.Get(HeaderSourceMsgID), EventKey: h.Get(HeaderEventKey),
+		SourceSeq: src, Deliveries: deliveries, SourceMsgID: h.Get(HeaderSourceMsgID), EventKey: h.Get(HeaderEventKey),
 		Size: size, SHA256: h.Get(HeaderPayloadSHA256), Truncated: h.Get(HeaderPayloadTruncated) == "true",
 		Data: data,
 	}

@@ -3,10 +3,14 @@ package jetstream
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/jetflow/jetflow/workflow"
 )
 
-// maxDepth bounds the nesting of decoded values.
-const maxDepth = 100
+// maxDepth bounds the nesting of decoded maps and arrays: the limit of
+// user values (msgpack trigger payloads and values stored by earlier
+// versions are user values too).
+const maxDepth = workflow.MaxDepth
 
 // checkMsgpack walks untrusted msgpack bytes without allocating and
 // rejects what would make the decoder allocate far more than the input
@@ -62,7 +66,7 @@ func checkMsgpack(b []byte) error {
 			if err := need(elems); err != nil {
 				return err
 			}
-			if len(stack) >= maxDepth {
+			if len(stack) > maxDepth { // stack[0] is the root, not a container
 				return fmt.Errorf("%w: msgpack: nested deeper than %d", ErrMalformed, maxDepth)
 			}
 			stack = append(stack, elems)

@@ -32,8 +32,10 @@ const (
 	// BucketInstances: key "<instance id>", value the msgpack-encoded
 	// instance, updated only by revision compare-and-swap.
 	BucketInstances = "jetflow_instances"
-	// BucketData: write-once msgpack values — instance inputs, step inputs
-	// and outputs — under keys that start with the instance id.
+	// BucketData: write-once user values — instance inputs, step inputs
+	// and outputs, signal payloads — as JSON (msgpack when written by
+	// earlier versions; see value.go), under keys that start with the
+	// instance id; and empty bulk barriers.
 	BucketData = "jetflow_data"
 	// BucketEffects: key "<instance id>/<step>" (the step's effect key),
 	// value the msgpack-encoded claim, then outcome, of a step marked

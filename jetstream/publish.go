@@ -123,18 +123,23 @@ type Start struct {
 	// EventKey identifies the event; the same key never starts a second
 	// instance.
 	EventKey string
-	// Payload is the JSON input.
+	// Payload is the JSON input; empty means null.
 	Payload []byte
 }
 
 // PublishStart publishes an explicit start on jetflow.start.<workflow> with
-// Nats-Msg-Id derived from the event key (first dedup layer).
+// Nats-Msg-Id derived from the event key (first dedup layer). A payload
+// the dispatcher would reject (CheckPayload) is refused here, before it
+// is published.
 func (c *Client) PublishStart(ctx context.Context, s Start) error {
 	if err := workflow.ValidateName("workflow name", s.Workflow); err != nil {
 		return err
 	}
 	if s.EventKey == "" {
 		return fmt.Errorf("event key is required")
+	}
+	if _, err := c.CheckPayload(s.Payload); err != nil {
+		return fmt.Errorf("start of %s: payload: %w", s.Workflow, err)
 	}
 	m := &nats.Msg{Subject: StartSubject(s.Workflow), Data: s.Payload, Header: nats.Header{}}
 	m.Header.Set(HeaderEventKey, s.EventKey)
@@ -208,7 +213,9 @@ func (c *Client) DeadLetter(ctx context.Context, source string, m *Msg, componen
 }
 
 // Signal sends a named signal with a JSON payload to an instance. id
-// identifies this signal: sending the same id again is absorbed.
+// identifies this signal: sending the same id again is absorbed. The
+// payload is checked as a trigger's is (CheckPayload) and stored as it
+// is; an empty payload is null.
 func (c *Client) Signal(ctx context.Context, instance, name string, payload []byte, id string) error {
 	if err := workflow.ValidateName("signal", name); err != nil {
 		return err
@@ -216,15 +223,12 @@ func (c *Client) Signal(ctx context.Context, instance, name string, payload []by
 	if err := workflow.ValidateName("signal id", id); err != nil {
 		return err
 	}
-	if len(payload) == 0 {
-		payload = []byte("null")
-	}
-	v, err := DecodeJSON(payload)
+	payload, err := c.CheckPayload(payload)
 	if err != nil {
-		return err
+		return fmt.Errorf("signal %s to %s: payload: %w", name, instance, err)
 	}
 	ref := workflow.SignalKey(instance, name, id)
-	if err := c.PutData(ctx, ref, v); err != nil {
+	if err := c.PutDataEncoded(ctx, ref, payload, nil); err != nil {
 		return err
 	}
 	return c.PublishEvent(ctx, workflow.Event{Kind: workflow.EventSignal, Instance: instance, Signal: name, OutputRef: ref},

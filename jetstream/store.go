@@ -101,20 +101,24 @@ func (c *Client) ListInstanceIDs(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
-// PutData writes a value under a write-once key. Writing the same key again
-// is not an error: keys are derived from (instance, step, attempt) and
-// values are deterministic, so the first write stands.
+// PutData writes a user value as JSON (EncodeValue) under a write-once
+// key. Writing the same key again is not an error: keys are derived from
+// (instance, step, attempt) and values are deterministic, so the first
+// write stands. A value that cannot be encoded matches ErrMalformed, one
+// over Config.MaxPayload ErrTooLarge.
 func (c *Client) PutData(ctx context.Context, key string, v any) error {
-	b, err := encode(v)
+	b, err := EncodeValue(v)
 	if err != nil {
-		return err
+		return fmt.Errorf("put data %s: %w", key, err)
 	}
-	return c.PutDataEncoded(ctx, key, b, v)
+	return c.PutDataEncoded(ctx, key, b, nil)
 }
 
-// PutDataEncoded is PutData for a value already encoded; decoded, when not
-// nil, is cached.
+// PutDataEncoded is PutData for a value already encoded as JSON and
+// checked (workflow.CheckJSON); decoded, when not nil, is cached and must
+// be what DecodeValue gives for b.
 func (c *Client) PutDataEncoded(ctx context.Context, key string, b []byte, decoded any) error {
+	b = storable(b)
 	if len(b) > c.cfg.MaxPayload {
 		return fmt.Errorf("%w: value for %s is %d bytes, the limit is %d", ErrTooLarge, key, len(b), c.cfg.MaxPayload)
 	}
@@ -177,8 +181,9 @@ func (c *Client) DataRaw(ctx context.Context, key string) ([]byte, error) {
 	return e.Value(), nil
 }
 
-// LoadData returns the decoded value under key, from the cache when it is
-// there.
+// LoadData returns the decoded value under key (DecodeValue), from the
+// cache when it is there. A stored value that cannot be decoded matches
+// ErrMalformed.
 func (c *Client) LoadData(ctx context.Context, key string) (any, error) {
 	b, v, ok := c.cache.get(key)
 	if ok && v != nil {
@@ -190,7 +195,7 @@ func (c *Client) LoadData(ctx context.Context, key string) (any, error) {
 			return nil, err
 		}
 	}
-	v, err := decodeValue(b)
+	v, err := DecodeValue(b)
 	if err != nil {
 		return nil, fmt.Errorf("data %s: %w", key, err)
 	}

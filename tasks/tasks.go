@@ -14,6 +14,7 @@ package tasks
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -39,8 +40,15 @@ func Register(w *worker.Worker) error {
 	return nil
 }
 
-// Echo returns its input.
-func Echo(_ context.Context, t *worker.Task) (any, error) { return t.Input() }
+// Echo returns its input, byte for byte as JSON (numbers keep their
+// exact form).
+func Echo(_ context.Context, t *worker.Task) (any, error) {
+	var in json.RawMessage
+	if err := t.Bind(&in); err != nil {
+		return nil, worker.Permanent(err)
+	}
+	return in, nil
+}
 
 // Noop returns nothing.
 func Noop(context.Context, *worker.Task) (any, error) { return nil, nil }

@@ -11,6 +11,12 @@
 //	})
 //	err := w.Run(ctx) // returns after a graceful drain when ctx ends
 //
+// Inputs and outputs have JSON semantics: Task.Bind decodes the input as
+// encoding/json.Unmarshal would (json tags, case-insensitive names,
+// Unmarshaler, json.Number), and the output is stored as
+// encoding/json.Marshal writes it, so a field tagged `json:"charged"` is
+// steps.<step>.output.charged in a following step's expressions.
+//
 // Handler outcomes, mapped to the result in one place ([Worker.execute]):
 //   - a value and nil: success; the value is the step output;
 //   - a plain error: the attempt failed; the workflow's retry policy decides;

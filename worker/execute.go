@@ -69,9 +69,9 @@ func (w *Worker) execute(ctx context.Context, h Handler, m *jetstream.Msg) {
 	}
 	outRef := ""
 	if herr == nil && out != nil {
-		b, err := jetstream.EncodeValue(out)
+		b, err := encodeOutput(out)
 		if err != nil {
-			herr = Permanent(fmt.Errorf("output cannot be encoded: %w", err))
+			herr = err
 		} else {
 			outRef = workflow.OutputKey(t.Instance, t.Step, t.Attempt)
 			err := w.retryIO(ctx, log, "store output", func(ctx context.Context) error {
@@ -88,6 +88,18 @@ func (w *Worker) execute(ctx context.Context, h Handler, m *jetstream.Msg) {
 	}
 	log.Debug().Dur("took", time.Since(start)).AnErr("error", herr).Msg("task done")
 	w.report(ctx, m, t, outRef, herr, log)
+}
+
+// encodeOutput encodes a handler's output for the data bucket: JSON as
+// encoding/json.Marshal writes it. An output JSON cannot hold (NaN, a
+// channel, a Marshaler's error) or nested deeper than workflow.MaxDepth
+// fails the attempt permanently: another attempt would return the same.
+func encodeOutput(out any) ([]byte, error) {
+	b, err := jetstream.EncodeValue(out)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("output cannot be stored: %w", err))
+	}
+	return b, nil
 }
 
 // input returns the task's input: inline in the message or from the data

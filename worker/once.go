@@ -81,7 +81,7 @@ func (w *Worker) executeOnce(ctx context.Context, h Handler, m *jetstream.Msg, t
 	out, herr := w.run(ctx, h, task, t.Timeout)
 	outRef := ""
 	if herr == nil && out != nil {
-		b, err := jetstream.EncodeValue(out)
+		b, err := encodeOutput(out)
 		if err == nil {
 			outRef = workflow.OutputKey(t.Instance, t.Step, t.Attempt)
 			err = w.retryIO(ctx, log, "store output", func(ctx context.Context) error {

@@ -32,11 +32,28 @@ type Task struct {
 	input     []byte
 }
 
-// Input returns the decoded input (maps, slices, strings, int64, float64,
-// bool, nil).
+// Input returns the decoded input as expressions see it:
+// map[string]any, []any, string, bool, nil, and exact numbers (an integer
+// is an int64, or a uint64, or beyond 64 bits a json.Number with its
+// digits; another number a float64 when that holds it exactly, else a
+// json.Number). Returning it as the output writes the same JSON back.
 func (t *Task) Input() (any, error) { return jetstream.DecodeValue(t.input) }
 
-// Bind decodes the input into v (a pointer to a struct, map, ...).
+// Bind decodes the input into v exactly as encoding/json.Unmarshal would
+// decode the input's JSON: json tags, case-insensitive field names,
+// json.Unmarshaler, time.Time from RFC 3339 strings, json.Number,
+// *big.Int; numbers in an `any` become float64 (bind into json.Number,
+// int64, uint64 or *big.Int to keep large integers exact, or into
+// json.RawMessage for the input's bytes). An input jetflow cannot decode
+// matches jetstream.ErrMalformed; a type mismatch is encoding/json's
+// error.
+//
+// The handler's output is encoded as encoding/json.Marshal would
+// (json tags, omitempty, json.Marshaler), so a following step's
+// expression reads a field tagged `json:"charged"` as
+// steps.<step>.output.charged. An output that JSON cannot hold (NaN, a
+// channel) or that is nested deeper than workflow.MaxDepth, or larger
+// than the payload limit, fails the attempt permanently.
 func (t *Task) Bind(v any) error { return jetstream.DecodeInto(t.input, v) }
 
 // Config configures a worker.

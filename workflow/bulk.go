@@ -59,6 +59,7 @@ func (t *transition) dispatchChildren(s *Step, st *StepState, list []any) {
 		return
 	}
 	st.ChunkFrom = st.Cursor
+	st.Moved = t.now
 	for i := st.Cursor; i < st.Cursor+n; i++ {
 		t.writes = append(t.writes, Write{Key: ChildInputKey(t.inst.ID, s.Name, i), Value: list[i]})
 		t.children = append(t.children, childFor(t.inst, s, i))
@@ -69,20 +70,22 @@ func (t *transition) dispatchChildren(s *Step, st *StepState, list []any) {
 	}
 }
 
-// ReasonStaleBulk is the Reason of the repair loop's recount of a bulk
-// step that made no progress for StaleBulk: besides recounting, the
-// dispatcher publishes again the pointers of the dispatched children whose
-// completion is not counted (UncountedChildren).
+// ReasonStaleBulk is the Reason of the repair loop's reconciliation of a
+// bulk step that has not moved for StaleBulk (EventRecount with
+// Completed < 0 and Round set): the dispatcher recounts the step from its
+// barriers and pokes every dispatched child whose completion has no
+// barrier (ReconcileParent); each poked child answers from its own state
+// (ReconcileChild).
 const ReasonStaleBulk = "stale bulk step"
 
 // UncountedChildren lists the children of a running bulk step that were
 // dispatched (index below the cursor) and whose completion has no barrier
-// (counted reports the indexes that have one). Their pointers may have
-// been lost: a pass that committed a chunk and failed to publish it is
-// covered by Outstanding only while that chunk is the last one, and with
-// a sliding window later chunks can follow before its retry. Publishing a
-// pointer again is harmless: a child that exists ignores it.
-func UncountedChildren(def *Definition, inst *Instance, step string, counted func(int) bool) []Child {
+// (barrier reports the indexes that have one): the children a
+// reconciliation pokes (ReconcileParent). Each carries MsgID, the
+// message id of its poke in this round, so the trigger stream does not
+// drop a poke as a duplicate of the child's first pointer or of an
+// earlier round's poke.
+func UncountedChildren(def *Definition, inst *Instance, step, round string, barrier func(int) bool) []Child {
 	s, ok := def.index[step]
 	st := inst.Steps[step]
 	if !ok || s.Kind != KindBulk || st == nil || st.Status != StepRunning {
@@ -90,8 +93,11 @@ func UncountedChildren(def *Definition, inst *Instance, step string, counted fun
 	}
 	var out []Child
 	for i := 0; i < st.Cursor; i++ {
-		if !counted(i) {
-			out = append(out, childFor(inst, s, i))
+		if ReconcileParent(barrier(i)) == PokeChild {
+			c := childFor(inst, s, i)
+			c.Reconcile = round
+			c.MsgID = ReconcileMsgID(ChildInstanceID(s.Workflow, inst.ID, s.Name, i), round)
+			out = append(out, c)
 		}
 	}
 	return out
@@ -147,6 +153,7 @@ func (t *transition) bulkEvent(ev Event) {
 			return
 		}
 		t.changed = true
+		st.Moved = t.now
 		if ev.ChildStatus == StatusCompleted {
 			st.Done++
 		} else {
@@ -162,6 +169,7 @@ func (t *transition) bulkEvent(ev Event) {
 			return
 		}
 		t.changed = true
+		st.Moved = t.now
 		st.Done = max(st.Done, ev.Completed)
 		st.ChildFailed = max(st.ChildFailed, ev.Failed)
 		st.Recounts++

@@ -85,8 +85,10 @@ type Trigger struct {
 	Subject string `yaml:"subject"`
 	// Key says where the event key comes from: a dotted path into the JSON
 	// payload ("orderId", "order.id"), or "header:<Name>" for a message
-	// header ("header:Nats-Msg-Id"). One event key starts at most one
-	// instance, unless OnDuplicate is rerun.
+	// header ("header:Nats-Msg-Id"). A payload field gives the key in
+	// its canonical form (EventKey: a string as it is, an integer as its
+	// digits; anything else is rejected). One event key starts at most
+	// one instance, unless OnDuplicate is rerun.
 	Key string `yaml:"key"`
 	// OnDuplicate says what a trigger for an event key that already has an
 	// instance does: DuplicateIgnore (default) drops it; DuplicateRerun

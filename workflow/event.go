@@ -72,6 +72,9 @@ type Event struct {
 	// asks the dispatcher to count them.
 	Completed int `msgpack:"cc,omitempty"`
 	Failed    int `msgpack:"cf,omitempty"`
+	// Round names a reconciliation round of a stale bulk step (a recount
+	// with Reason ReasonStaleBulk); its pokes carry it in their ids.
+	Round string `msgpack:"rnd,omitempty"`
 }
 
 // Decision is the outcome of applying an event: the new instance and what
@@ -105,6 +108,12 @@ type Child struct {
 	EventKey string
 	InputRef string
 	Parent   ParentRef
+	// Reconcile is set on a poke of a reconciliation round (the round):
+	// the child answers from its own state (ReconcileChild) instead of
+	// being started. MsgID is then the poke's message id; empty, the
+	// pointer's id derives from the child's instance id.
+	Reconcile string
+	MsgID     string
 }
 
 // OutEvent is an event to publish with a deterministic message id.

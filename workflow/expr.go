@@ -14,7 +14,11 @@ import (
 //	input           the instance input
 //	steps.<name>    {output, status, attempt} of a step that has run
 //
-// Expressions must be deterministic: now() is rejected.
+// Expressions must be deterministic: now() is rejected. Values read from
+// the data bucket have exact numbers (see DecodeJSON); an integer beyond
+// 64 bits is a json.Number, copied unchanged but not computed on. A
+// result must be storable as JSON (no NaN or ±Inf, at most MaxDepth
+// levels deep), or the expression fails.
 
 // maxExprNodes bounds the size of one expression.
 const maxExprNodes = 2000
@@ -145,6 +149,11 @@ func (d *Definition) eval(step, what string, inst *Instance, data Data) (any, er
 	}
 	env["steps"] = steps
 	out, err := expr.Run(c.prog, env)
+	if err == nil {
+		// A result may be stored (a step input, the output, bulk items):
+		// it must be a value the data bucket accepts and decoders read.
+		err = checkComputed(out)
+	}
 	if err != nil {
 		return nil, &ExprError{Step: step, What: what, Err: err}
 	}

@@ -108,6 +108,11 @@ type StepState struct {
 	// dispatcher holding such a completion sees Recounts move and must
 	// not increment on top of it.
 	Recounts int `msgpack:"rc,omitempty"`
+	// Moved is when the bulk step last moved: children dispatched, or a
+	// completion or recount counted. The repair loop reconciles a step
+	// that has not moved for StaleBulk, whatever else changes the
+	// instance (RepairPolicy).
+	Moved time.Time `msgpack:"mv,omitempty"`
 }
 
 // InFlight is the number of dispatched children not yet terminal.

@@ -272,26 +272,43 @@ func (t *transition) timer(id string) {
 // signal completes the running wait step for the signal, or keeps the
 // signal for a wait step that has not started yet.
 func (t *transition) signal(ev Event) {
-	var waiting *Step
+	// running: the wait step for the signal that runs now; pending: the
+	// first one that has not started.
+	var running, pending *Step
+	any := false
 	for i := range t.def.Steps {
 		s := &t.def.Steps[i]
-		if s.Kind == KindWait && s.Signal == ev.Signal {
-			if st := t.inst.Steps[s.Name]; st != nil && st.Status == StepRunning {
-				waiting = s
-				break
+		if s.Kind != KindWait || s.Signal != ev.Signal {
+			continue
+		}
+		any = true
+		st := t.inst.Steps[s.Name]
+		switch {
+		case st == nil:
+			if pending == nil {
+				pending = s
 			}
-			if waiting == nil {
-				waiting = s // a wait step exists, but is not running
-			}
+		case st.Status == StepRunning:
+			running = s
+		case st.OutputRef == ev.OutputRef:
+			// This very signal (its payload key names it) completed a
+			// wait step already: a redelivery, perhaps after a crash.
+			// Taking it again would change the instance and hide that
+			// the event was applied.
+			t.ignored = fmt.Sprintf("signal %q already taken by step %q", ev.Signal, s.Name)
+			return
 		}
 	}
-	if waiting == nil {
+	switch {
+	case !any:
 		t.ignored = fmt.Sprintf("no wait step waits for signal %q", ev.Signal)
 		return
-	}
-	if st := t.inst.Steps[waiting.Name]; st != nil && st.Status == StepRunning {
+	case running != nil:
 		t.changed = true
-		t.completeWait(waiting, st, ev.OutputRef)
+		t.completeWait(running, t.inst.Steps[running.Name], ev.OutputRef)
+		return
+	case pending == nil:
+		t.ignored = fmt.Sprintf("signal %q: every wait step for it has ended", ev.Signal)
 		return
 	}
 	if _, seen := t.inst.Signals[ev.Signal]; seen {

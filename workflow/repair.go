@@ -15,8 +15,11 @@ type RepairPolicy struct {
 	// TimerGrace: a pending timer this far past due is presumed lost and
 	// fired by the repair loop.
 	TimerGrace time.Duration
-	// StaleBulk: a running bulk step whose instance has not changed for
-	// this long gets its counts rebuilt from the per-child barriers.
+	// StaleBulk: a running bulk step with children not counted that has
+	// not moved (StepState.Moved) for this long is reconciled: counted
+	// again from its barriers, and its children without a barrier poked
+	// (see ReconcileParent); again at 2, 4 and 8 times StaleBulk, then
+	// every 8 times it, while it does not move.
 	StaleBulk time.Duration
 	// Force repairs every running attempt below ForcedAttempts, whatever
 	// its age (a test mode that makes repairs race real completions).
@@ -68,11 +71,12 @@ func Repairs(def *Definition, inst *Instance, now time.Time, p RepairPolicy) []O
 				MsgID: "repair/" + inst.ID + "/" + name + "/" + strconv.Itoa(st.Attempt),
 			})
 		case KindBulk:
-			if p.StaleBulk > 0 && now.Sub(inst.Updated) > p.StaleBulk && st.Done+st.ChildFailed < st.Cursor {
-				out = append(out, OutEvent{
-					Event: Event{Kind: EventRecount, Instance: inst.ID, Step: name, Completed: -1, Failed: -1, Reason: ReasonStaleBulk},
-					MsgID: "recount/" + inst.ID + "/" + name + "/" + strconv.FormatUint(inst.Events, 10),
-				})
+			if st.Done+st.ChildFailed >= st.Cursor {
+				continue
+			}
+			moved := bulkMoved(st)
+			if r := reconcileRound(now.Sub(moved), p.StaleBulk); r > 0 {
+				out = append(out, reconcileEvent(inst, name, moved, r))
 			}
 		}
 	}
@@ -94,7 +98,8 @@ func Repairs(def *Definition, inst *Instance, now time.Time, p RepairPolicy) []O
 
 // NextRepair is the time after which Repairs may first find work for inst
 // as it is: the earliest moment a running task attempt goes stale, a
-// running bulk step goes stale, or a pending timer is past its grace. It
+// running bulk step with uncounted children has not moved for StaleBulk,
+// or a pending timer is past its grace. It
 // is zero when only a change of the instance could make a repair due (no
 // rule applies, or the instance ended). Repairs(def, inst, now, p) is
 // empty for every now that is not after it (p.Force aside, which repairs
@@ -123,7 +128,7 @@ func NextRepair(def *Definition, inst *Instance, p RepairPolicy) time.Time {
 			}
 		case KindBulk:
 			if p.StaleBulk > 0 && st.Done+st.ChildFailed < st.Cursor {
-				consider(inst.Updated.Add(p.StaleBulk))
+				consider(roundStart(bulkMoved(st), 1, p.StaleBulk))
 			}
 		}
 	}

@@ -90,7 +90,13 @@ func replay(t *testing.T, def *workflow.Definition, h history) golden {
 		for _, w := range dec.Writes {
 			data[w.Key] = w.Value
 		}
-		out.Log = append(out.Log, logLine(rec, dec))
+		line := logLine(rec, dec)
+		if !dec.Changed && inst != nil {
+			// An event found already applied: what a dispatcher
+			// publishes again (the instance may owe it after a crash).
+			line += owes(workflow.Outstanding(def, inst))
+		}
+		out.Log = append(out.Log, line)
 		inst = dec.Instance
 	}
 	out.Final = inst
@@ -128,6 +134,27 @@ func logLine(rec historyRecord, dec workflow.Decision) string {
 	}
 	parts = append(parts, "instance "+string(dec.Instance.Status))
 	return fmt.Sprintf("%s %s: %s", rec.At, what, strings.Join(parts, ", "))
+}
+
+// owes renders the work an instance owes, as a log suffix.
+func owes(d workflow.Decision) string {
+	var parts []string
+	for _, tk := range d.Tasks {
+		parts = append(parts, fmt.Sprintf("task %s/%d", tk.Step, tk.Attempt))
+	}
+	for _, tm := range d.Timers {
+		parts = append(parts, fmt.Sprintf("timer %s at +%s", tm.ID, tm.At.Sub(t0)))
+	}
+	for _, c := range d.Children {
+		parts = append(parts, fmt.Sprintf("child %s/%d", c.Parent.Step, c.Parent.Index))
+	}
+	for _, e := range d.Events {
+		parts = append(parts, fmt.Sprintf("event %s", e.Event.Kind))
+	}
+	if len(parts) == 0 {
+		return "; owes nothing"
+	}
+	return "; owes " + strings.Join(parts, ", ")
 }
 
 // goldenJSON renders g with zero values left out, so that adding a field
@@ -250,4 +277,37 @@ func TestReplayLargeOrder(t *testing.T) {
 	}
 	require.Equal(t, 7, ignored, "duplicate start, redelivered and stale results, a cancelled timer, events after completion")
 	require.Equal(t, uint64(len(h.Events)-ignored), inst.Events)
+}
+
+// The facts the crash-redeliveries history is about: every event comes
+// back after it was applied (as after a crash of the server, with a
+// delivery count of 1); the second delivery changes nothing, and until
+// the instance ends it owes the work the first delivery decided.
+func TestReplayCrashRedeliveries(t *testing.T) {
+	t.Parallel()
+	def := loadOrderDefinition(t)
+	raw, err := os.ReadFile(filepath.Join("testdata", "order", "history-crash-redeliveries.json"))
+	require.NoError(t, err)
+	var h history
+	require.NoError(t, json.Unmarshal(raw, &h))
+	got := replay(t, def, h)
+	require.Equal(t, workflow.StatusCompleted, got.Final.Status)
+	require.Equal(t, uint64(len(h.Events)/2), got.Final.Events, "each event changed the instance once")
+	owed := []string{"task validate/1", "task reserve-stock/1", "task charge-card/1", "timer retry.charge-card.2", "task charge-card/2", "task ship/1"}
+	for i := 1; i < len(got.Log); i += 2 {
+		line := got.Log[i]
+		require.Contains(t, line, "ignored", "second delivery of event %d", i)
+		if i == len(got.Log)-1 {
+			require.True(t, strings.HasSuffix(line, "owes nothing"), line)
+			continue
+		}
+		require.Contains(t, line, "owes ", line)
+	}
+	for _, w := range owed {
+		found := false
+		for i := 1; i < len(got.Log); i += 2 {
+			found = found || strings.Contains(got.Log[i], w)
+		}
+		require.True(t, found, "%s is owed after its event comes back", w)
+	}
 }

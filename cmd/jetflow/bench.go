@@ -125,6 +125,7 @@ with --external it uses the dispatchers and workers already running behind
 	f.IntVar(&o.N, "n", 10000, "workflows (throughput, latency) or children (fanout)")
 	f.IntVar(&o.Concurrency, "concurrency", 0, "workflows in flight (throughput; default 500)")
 	f.Float64Var(&o.Rate, "rate", 0, "start workflows at this rate per second instead (latency default 50)")
+	f.IntVar(&o.Duplicates, "duplicates", 0, "publish this many copies of each start, each with its own message id (throughput, latency): the cost of duplicate floods")
 	f.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "give up after this long")
 	f.BoolVar(&external, "external", false, "use the dispatchers and workers already running behind --nats-url")
 	f.BoolVar(&syncAlways, "sync-always", false, "embedded server fsyncs every write")

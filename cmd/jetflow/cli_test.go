@@ -75,31 +75,50 @@ func TestStartUnknownWorkflowFails(t *testing.T) {
 	require.EqualError(t, err, "unknown workflow manual (registered: none)")
 
 	_, _, err = jetflow(t, "--nats-url", e.URL, "start", "manual", "{not json")
-	require.ErrorContains(t, err, "the input is not valid JSON")
+	require.ErrorIs(t, err, jetstream.ErrMalformed)
 }
 
-// TestStartWaitReportsARejectedStart: when the dispatcher dead-letters a
-// start, start --wait says so with the dispatcher's reason instead of
-// waiting out its timeout and asking whether a dispatcher runs; a start
-// it accepts is waited for and shown.
+// TestStartWaitReportsARejectedStart: start checks the payload against
+// the limit the dispatcher provisioned before publishing; and when a
+// dispatcher dead-letters a start (here one published by another
+// producer, past the CLI's checks), waiting for it fails at once with the
+// dispatcher's reason instead of waiting out the timeout and asking
+// whether a dispatcher runs. A start it accepts is waited for and shown.
 func TestStartWaitReportsARejectedStart(t *testing.T) {
 	t.Parallel()
 	e := setup(t, jetstream.Config{MaxPayload: 2048}) // the dispatcher's limit
 	e.Dispatcher(nil, dispatcher.Config{})
 	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"echo": echo})
+	ctx := context.Background()
 
 	out, _, err := jetflow(t, "--nats-url", e.URL, "start", "manual", `{"n":1}`, "--key", "small", "--wait", "60s")
 	require.NoError(t, err)
 	require.Contains(t, out, "status    completed")
 
+	payload := []byte(`{"pad":"` + strings.Repeat("x", 4096) + `"}`)
 	big := filepath.Join(t.TempDir(), "big.json")
-	require.NoError(t, os.WriteFile(big, []byte(`{"pad":"`+strings.Repeat("x", 4096)+`"}`), 0o600))
-	begin := time.Now()
+	require.NoError(t, os.WriteFile(big, payload, 0o600))
+	before := streamCounts(t, e)[jetstream.StreamTriggers] // the small start's trigger
 	_, _, err = jetflow(t, "--nats-url", e.URL, "start", "manual", "@"+big, "--key", "big", "--wait", "10m")
+	require.ErrorIs(t, err, jetstream.ErrTooLarge, "the CLI knows the provisioned limit")
+	require.Equal(t, before, streamCounts(t, e)[jetstream.StreamTriggers], "nothing was published")
+
+	// The same start from a producer that does not check.
+	c, err := jetstream.Connect(ctx, jetstream.Config{URL: e.URL})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.Bind(ctx))
+	id := workflow.InstanceID("manual", "big")
+	msgID := jetstream.TriggerMsgID("manual", "big")
+	sent := time.Now()
+	_, err = c.Publish(ctx, jetstream.StartSubject("manual"), payload, map[string]string{jetstream.HeaderEventKey: "big", jetstream.HeaderMsgID: msgID})
+	require.NoError(t, err)
+	_, err = waitFor(ctx, c, id, 10*time.Minute, &startRef{msgID: msgID, sent: sent})
 	require.Error(t, err)
-	require.Contains(t, err.Error(), "the start of "+workflow.InstanceID("manual", "big")+" was rejected (see jetflow dlq): payload is 4106 bytes; the limit is 2048")
+	require.Contains(t, err.Error(), "the start of "+id+" was rejected (see jetflow dlq): ")
+	require.Contains(t, err.Error(), "4106 bytes")
 	require.NotContains(t, err.Error(), "dispatcher running")
-	t.Logf("a rejected start was reported after %s (--wait 10m): %v", time.Since(begin).Round(time.Millisecond), err)
+	t.Logf("a rejected start was reported after %s (waiting up to 10m): %v", time.Since(sent).Round(time.Millisecond), err)
 }
 
 // TestPublishRefusesReservedSubjects: jetflow's own subjects and NATS's

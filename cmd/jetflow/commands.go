@@ -240,9 +240,6 @@ func startCmd(g *globals) *cobra.Command {
 				_, _ = rand.Read(b)
 				key = hex.EncodeToString(b)
 			}
-			if !json.Valid(data) {
-				return fmt.Errorf("the input is not valid JSON: %w", json.Unmarshal(data, new(any)))
-			}
 			c, err := g.client(ctx)
 			if err != nil {
 				return err
