@@ -30,31 +30,36 @@ func TestParseSize(t *testing.T) {
 // what the NATS server accepts stops the dispatcher at start with an
 // error that says which.
 func TestMaxPayloadIsValidatedAtStart(t *testing.T) {
-	e := jftest.StartTCP(t, jetstream.Config{})
 	ctx := context.Background()
-	limitSeen := func() int {
-		c, err := jetstream.Connect(ctx, jetstream.Config{URL: e.URL})
-		require.NoError(t, err)
-		defer c.Close()
-		require.NoError(t, c.Bind(ctx))
-		return c.Config().MaxPayload
-	}
-	// runFor starts a dispatcher until it provisioned the limit want.
+	// runFor starts a dispatcher on a server of its own and stops it once
+	// it runs; the limit it provisioned must be want.
 	runFor := func(want int, args ...string) {
 		t.Helper()
+		e := jftest.StartTCP(t, jetstream.Config{})
 		dctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() {
 			done <- Dispatcher(dctx, append([]string{"--nats-url", e.URL, "--log-level", "error", "--repair-interval", "-1s"}, args...))
 		}()
-		jftest.Eventually(t, 60*time.Second, func() bool { return limitSeen() == want }, "the limit %d was not provisioned", want)
+		// Running: it pulls events (stopped while it starts, it would
+		// report the cancelled start).
+		jftest.Eventually(t, 60*time.Second, func() bool {
+			n, err := e.Client.PullsWaiting(ctx, jetstream.StreamEvents, jetstream.ConsumerDispatcher)
+			return err == nil && n > 0
+		}, "the dispatcher does not pull")
 		cancel()
 		require.NoError(t, <-done)
+		c, err := jetstream.Connect(ctx, jetstream.Config{URL: e.URL})
+		require.NoError(t, err)
+		defer c.Close()
+		require.NoError(t, c.Bind(ctx))
+		require.Equal(t, want, c.Config().MaxPayload, "the limit a client reads from the data bucket")
 	}
 	runFor(2<<20, "--max-payload", "2MiB")
 	t.Setenv("JETFLOW_MAX_PAYLOAD", "512KiB")
 	runFor(512 << 10)
 
+	e := jftest.StartTCP(t, jetstream.Config{})
 	for _, c := range []struct{ value, want string }{
 		{"lots", `--max-payload (JETFLOW_MAX_PAYLOAD): "lots" is not a size`},
 		{"100", "max payload must be at least 1 KiB"},
