@@ -379,7 +379,11 @@ func TestBulkRedeliveredCompletionAfterARecountIsCounted(t *testing.T) {
 	e.Register(childDef)
 	e.Register(parentDef(0, "wait_all"))
 	// StaleBulk an hour: the repair loop's recount must not be what counts.
-	cfg := dispatcher.WithRecountEvery(dispatcher.Config{StaleBulk: time.Hour}, 3*time.Second)
+	// Recounts at most every 5s: child 1 must arrive while child 0's
+	// recount still throttles. That takes milliseconds; 3s was too close
+	// for a loaded machine, where the test then took the other path. The
+	// deferred recounts (children 1 and 2) run 5s after the one before.
+	cfg := dispatcher.WithRecountEvery(dispatcher.Config{StaleBulk: time.Hour}, 5*time.Second)
 	d, _ := e.Dispatcher(nil, dispatcher.WithRedeliveredEvents(cfg, isChildDone))
 	id := startWaitingParent(t, e, d, "lost", 3)
 	lostCommit := func(i int) {
@@ -615,7 +619,11 @@ func TestBulkLostChunkUnderAWindowIsRepublishedByRepair(t *testing.T) {
 	drop := func(id string, dec workflow.Decision) bool {
 		return id == parent && len(dec.Children) > 0 && dec.Children[0].Parent.Index >= 100 && dropped.CompareAndSwap(0, 1)
 	}
-	cfg := dispatcher.Config{StaleBulk: 2 * time.Second, RepairInterval: 200 * time.Millisecond, RetryDelay: 5 * time.Second}
+	// The failed pass's events come back only after 30s (RetryDelay), far
+	// beyond the 2s of quiet after which the repair republishes the lost
+	// chunk: the repair must be what finishes the fan-out, however slowly
+	// the other children complete.
+	cfg := dispatcher.Config{StaleBulk: 2 * time.Second, RepairInterval: 200 * time.Millisecond, RetryDelay: 30 * time.Second}
 	d, _ := e.Dispatcher(nil, dispatcher.WithFailedPublishes(cfg, drop))
 	l := &ledger{runs: map[int]int{}}
 	e.Worker(nil, worker.Config{Concurrency: 16}, map[string]worker.Handler{"work": l.handler(-1)})

@@ -261,6 +261,15 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		subs = append(subs, sub)
 	}
+	guard, err := d.client.GuardTimerSubjects(ctx, func(subject, reason string) {
+		d.stats.deadLettered.Add(1)
+		d.log.Warn().Str("subject", subject).Str("reason", reason).Msg("message dead-lettered")
+	})
+	if err != nil {
+		stop()
+		return err
+	}
+	subs = append(subs, guard)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -404,6 +413,13 @@ func (d *Dispatcher) reject(source string, m *jetstream.Msg, reason string) {
 	d.stats.deadLettered.Add(1)
 	d.log.Warn().Str("subject", m.Subject()).Str("reason", reason).Msg("message dead-lettered")
 	_ = m.Term(reason)
+	if source == "trigger" {
+		// The dead letter keeps what an operator needs; the trigger
+		// stream need not keep the payload for another TriggerRetention.
+		if err := d.client.Erase(ctx, m); err != nil {
+			d.log.Warn().Err(err).Str("subject", m.Subject()).Msg("cannot erase a dead-lettered trigger; it expires with the trigger stream's retention")
+		}
+	}
 }
 
 // settle acks, retries or rejects a message according to its outcome.

@@ -1,7 +1,6 @@
 package dispatcher
 
 import (
-	"strings"
 	"sync"
 
 	"github.com/jetflow/jetflow/workflow"
@@ -50,7 +49,7 @@ func (r *registry) bound(subject string) []*workflow.Definition {
 	defer r.mu.RUnlock()
 	var out []*workflow.Definition
 	for _, def := range r.latest {
-		if def.Trigger != nil && subjectMatches(def.Trigger.Subject, subject) {
+		if def.Trigger != nil && workflow.SubjectMatches(def.Trigger.Subject, subject) {
 			out = append(out, def)
 		}
 	}
@@ -67,20 +66,4 @@ func (r *registry) triggerSubjects() []string {
 		}
 	}
 	return out
-}
-
-// subjectMatches reports whether subject matches a NATS pattern with '*'
-// and '>' wildcards.
-func subjectMatches(pattern, subject string) bool {
-	pt := strings.Split(pattern, ".")
-	st := strings.Split(subject, ".")
-	for i, p := range pt {
-		if p == ">" {
-			return len(st) > i
-		}
-		if i >= len(st) || (p != "*" && p != st[i]) {
-			return false
-		}
-	}
-	return len(pt) == len(st)
 }

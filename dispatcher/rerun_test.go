@@ -79,7 +79,9 @@ func requireRuns(t *testing.T, e *jftest.Env, l *effectLedger, want ...string) {
 // reruns nothing.
 func TestRerunAfterEarlierRunEnded(t *testing.T) {
 	t.Parallel()
-	e := jftest.Start(t, jetstream.Config{DuplicateWindow: time.Second})
+	// A window far longer than the first runs take, so the re-publish
+	// after them is inside it on any machine; shortened to 1s after it.
+	e := jftest.Start(t, jetstream.Config{DuplicateWindow: 10 * time.Minute})
 	for _, src := range rerunDefs("step") {
 		e.Register(src)
 	}
@@ -97,6 +99,7 @@ func TestRerunAfterEarlierRunEnded(t *testing.T) {
 	// dispatcher sees it, so there is nothing to rerun.
 	require.True(t, publishPlaced(t, e.Client, "K", 2, "evt-K"), "a re-publish inside the window is a stream duplicate")
 	require.EqualValues(t, 1, d.Stats().Triggers)
+	require.NoError(t, e.Client.SetDuplicateWindow(ctx, jetstream.StreamTriggers, time.Second))
 
 	// After the window: re-publish every 100ms until the stream stores it.
 	// The one stored copy is the duplicate that reruns.

@@ -67,22 +67,27 @@ steps:
 	require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
 }
 
+// The signal path and the timeout path use two workflows: a signal raced
+// against a 2 s timeout made the outcome depend on how fast the machine
+// was. The signalled one has a timeout no run can reach; the other is
+// never signalled, so its timeout is the only way on.
 func TestSignalResumesWaitStepAndTimeoutFailsIt(t *testing.T) {
 	t.Parallel()
 	e := jftest.Start(t, jetstream.Config{})
-	e.Register(`
-name: approve
+	const approval = `
+name: %s
 version: 1
 steps:
-  - {name: ask, kind: wait, signal: approved, timeout: 2s, on_failure: rejected, next: done}
+  - {name: ask, kind: wait, signal: approved, timeout: %s, on_failure: rejected, next: done}
   - {name: done, kind: task, task: echo, input: 'steps.ask.output'}
   - {name: rejected, kind: task, task: echo}
-`)
+`
+	e.Register(fmt.Sprintf(approval, "approve", "24h"))
+	e.Register(fmt.Sprintf(approval, "approve-by", "2s"))
 	d, _ := e.Dispatcher(nil, dispatcher.Config{})
 	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"echo": echo})
 	ctx := context.Background()
 	yes := start(t, e.Client, "approve", "yes")
-	early := workflow.InstanceID("approve", "early")
 	// A signal that arrives before the instance waits is kept for it.
 	require.NoError(t, e.Client.Signal(ctx, yes, "approved", []byte(`{"by":"ann"}`), "s1"))
 	require.NoError(t, e.Client.Signal(ctx, yes, "approved", []byte(`{"by":"bob"}`), "s1")) // same id: absorbed
@@ -92,13 +97,12 @@ steps:
 	require.NoError(t, err)
 	require.Equal(t, map[string]any{"by": "ann"}, out)
 
-	no := start(t, e.Client, "approve", "no")
+	no := start(t, e.Client, "approve-by", "no")
 	inst = e.WaitTerminal(no, 20*time.Second)
 	require.Equal(t, workflow.StatusCompleted, inst.Status)
 	require.Equal(t, workflow.StepFailed, inst.Steps["ask"].Status)
 	require.Contains(t, inst.Steps["ask"].Error, `no "approved" signal within 2s`)
 	require.Equal(t, workflow.StepCompleted, inst.Steps["rejected"].Status)
-	_ = early
 	require.GreaterOrEqual(t, d.Stats().Signals, uint64(1))
 }
 
@@ -126,7 +130,9 @@ steps:
 	}})
 	inst := e.WaitTerminal(id, 20*time.Second)
 	require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
-	require.Equal(t, 2, inst.Steps["a"].Attempt, "the repair superseded the lost attempt")
+	// Usually attempt 2; a machine slow enough that a repair (StaleTask
+	// 1s) came before the purge lost that attempt's task too.
+	require.GreaterOrEqual(t, inst.Steps["a"].Attempt, 2, "the repair superseded the lost attempt")
 	_, ran1 := attempts.Load(1)
 	require.False(t, ran1, "attempt 1 was lost, never run")
 	require.GreaterOrEqual(t, d.Stats().RepairsApplied, uint64(1))

@@ -24,7 +24,9 @@ type Config struct {
 	Name string
 	// Replicas of every stream and bucket (1 or 3 in practice). Default 1.
 	Replicas int
-	// MaxPayload bounds inputs, outputs and trigger payloads. Default 1 MiB.
+	// MaxPayload bounds inputs, outputs and trigger payloads: a larger
+	// trigger is dead-lettered, a larger value is not stored. It must not
+	// exceed the server's max_payload (Connect checks). Default 1 MiB.
 	MaxPayload int
 	// DuplicateWindow of the trigger, event and task streams. Default 2m.
 	DuplicateWindow time.Duration
@@ -33,6 +35,13 @@ type Config struct {
 	TriggerRetention time.Duration
 	// DLQRetention is how long dead letters are kept. Default 7 days.
 	DLQRetention time.Duration
+	// DLQMaxBytes bounds the dead-letter stream; the oldest dead letters
+	// are dropped to stay under it. Default 256 MiB.
+	DLQMaxBytes int64
+	// DLQMaxPayload is how much of a rejected message's payload a dead
+	// letter keeps (its size and SHA-256 are kept in headers). Default
+	// 64 KiB.
+	DLQMaxPayload int
 	// InstanceRetention is how long an ended instance's key is kept after
 	// its last write; NATS then removes it (a per-message TTL on that
 	// write). 0, the default, keeps instances forever. While the key
@@ -45,8 +54,14 @@ type Config struct {
 	// DispatcherAckWait is the dispatcher consumer's AckWait: how soon an
 	// event a crashed dispatcher held is redelivered. Default 30s.
 	DispatcherAckWait time.Duration
-	// WorkerAckWait is the task consumers' AckWait; running handlers extend
-	// it with heartbeats. Default 30s.
+	// WorkerAckWait is the task consumers' AckWait: how soon a task held
+	// by a worker that died (killed, crashed, cut off) is redelivered to
+	// another, counted from the dead worker's last heartbeat. Workers
+	// heartbeat every task they hold (worker.Config.HeartbeatInterval, a
+	// fifth of this by default), so a live worker keeps its tasks however
+	// long its handlers run. Each worker sets it on the consumers of its
+	// task types: give every worker of a fleet the same value. Default
+	// 10s.
 	WorkerAckWait time.Duration
 	// DataCacheBytes bounds the in-process cache of decoded data values.
 	// Default 64 MiB.
@@ -60,6 +75,9 @@ type Config struct {
 	// deadline. Listings (barrier counts, keys) are not bounded by it.
 	// Default 5s.
 	RequestTimeout time.Duration
+	// ConnectTimeout bounds how long Connect waits for the first server to
+	// answer; it then fails naming the URL. Default 10s.
+	ConnectTimeout time.Duration
 	// Logger. Default: discarded.
 	Logger zerolog.Logger
 }
@@ -84,17 +102,26 @@ func (c Config) WithDefaults() Config {
 	if c.DLQRetention == 0 {
 		c.DLQRetention = 7 * 24 * time.Hour
 	}
+	if c.DLQMaxBytes == 0 {
+		c.DLQMaxBytes = 256 << 20
+	}
+	if c.DLQMaxPayload == 0 {
+		c.DLQMaxPayload = 64 << 10
+	}
 	if c.DispatcherAckWait == 0 {
 		c.DispatcherAckWait = 30 * time.Second
 	}
 	if c.WorkerAckWait == 0 {
-		c.WorkerAckWait = 30 * time.Second
+		c.WorkerAckWait = 10 * time.Second
 	}
 	if c.DataCacheBytes == 0 {
 		c.DataCacheBytes = 64 << 20
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 5 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
 	}
 	return c
 }
@@ -107,7 +134,7 @@ func (c Config) Validate() error {
 	case c.Replicas < 1 || c.Replicas > 5:
 		return fmt.Errorf("replicas must be between 1 and 5, got %d", c.Replicas)
 	case c.MaxPayload < 1024:
-		return fmt.Errorf("max payload must be at least 1024 bytes, got %d", c.MaxPayload)
+		return fmt.Errorf("max payload must be at least 1 KiB (1024 bytes), got %d (--max-payload, JETFLOW_MAX_PAYLOAD)", c.MaxPayload)
 	case c.DuplicateWindow > c.TriggerRetention:
 		return fmt.Errorf("duplicate window %s exceeds trigger retention %s", c.DuplicateWindow, c.TriggerRetention)
 	case c.InstanceRetention < 0:
@@ -120,9 +147,16 @@ func (c Config) Validate() error {
 		return errors.New("ack waits must be at least 1s")
 	case c.RequestTimeout < 0:
 		return fmt.Errorf("request timeout must not be negative, got %s", c.RequestTimeout)
+	case c.DLQMaxPayload < 0 || c.DLQMaxBytes < 1<<20:
+		return fmt.Errorf("the dead-letter stream needs at least 1 MiB (got %d bytes) and a non-negative payload prefix (got %d)", c.DLQMaxBytes, c.DLQMaxPayload)
+	case c.ConnectTimeout < 0:
+		return fmt.Errorf("connect timeout must not be negative, got %s", c.ConnectTimeout)
 	}
 	return nil
 }
+
+// ErrMaxPayload matches a Config.MaxPayload the server cannot carry.
+var ErrMaxPayload = errors.New("max payload too large")
 
 // Client is a connection to JetStream with jetflow's streams and buckets.
 type Client struct {
@@ -156,6 +190,11 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		nats.PingInterval(5 * time.Second),
 		nats.MaxPingsOutstanding(2),
 		nats.RetryOnFailedConnect(true),
+		// One dial (and the server's first answer) may take a quarter of
+		// ConnectTimeout, so a server that accepts and never answers is
+		// given up within about ConnectTimeout too (Close waits for the
+		// dial in progress).
+		nats.Timeout(max(cfg.ConnectTimeout/4, 250*time.Millisecond)),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn().Err(err).Msg("nats disconnected")
 		}),
@@ -176,6 +215,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		opts = append(opts, nats.InProcessServer(cfg.Server.s))
 		url = ""
 	}
+	deadline := time.Now().Add(cfg.ConnectTimeout)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", url, err)
@@ -183,14 +223,22 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	if !nc.IsConnected() {
 		// RetryOnFailedConnect returns at once; wait a bounded time so a
 		// wrong URL is reported instead of hanging.
-		deadline := time.Now().Add(10 * time.Second)
 		for !nc.IsConnected() {
 			if time.Now().After(deadline) || ctx.Err() != nil {
 				nc.Close()
-				return nil, fmt.Errorf("connect to %s: no server answered within 10s", url)
+				return nil, fmt.Errorf("connect to %s: no server answered within %s", url, cfg.ConnectTimeout)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+	}
+	if srvMax := nc.MaxPayload(); int64(cfg.MaxPayload) > srvMax {
+		where := nc.ConnectedUrl()
+		if cfg.Server != nil {
+			where = "embedded"
+		}
+		nc.Close()
+		return nil, fmt.Errorf("%w: %d bytes is more than the NATS server (%s) accepts (max_payload %d bytes); lower --max-payload (JETFLOW_MAX_PAYLOAD) or raise the server's max_payload",
+			ErrMaxPayload, cfg.MaxPayload, where, srvMax)
 	}
 	// Without an async ack timeout nats.go keeps a publish whose ack never
 	// comes (it went to a leader that died) pending for good, and 4,096
@@ -256,6 +304,8 @@ func (c *Client) streamConfigs() []natsjs.StreamConfig {
 			Storage:     natsjs.FileStorage,
 			Replicas:    r,
 			MaxAge:      c.cfg.DLQRetention,
+			MaxBytes:    c.cfg.DLQMaxBytes,
+			Discard:     natsjs.DiscardOld,
 		},
 	}
 	buckets := []natsjs.KeyValueConfig{
@@ -312,6 +362,12 @@ func (c *Client) Provision(ctx context.Context) error {
 			return fmt.Errorf("provision consumer %s on %s: %w", ConsumerDispatcher, s, err)
 		}
 	}
+	guard := timerGuardConfig()
+	if cons, err := c.js.Consumer(ctx, StreamEvents, guard.Durable); err != nil || !sameConsumer(cons.CachedInfo().Config, guard) {
+		if _, err := c.js.CreateOrUpdateConsumer(ctx, StreamEvents, guard); err != nil {
+			return fmt.Errorf("provision consumer %s on %s: %w", guard.Durable, StreamEvents, err)
+		}
+	}
 	return c.Bind(ctx)
 }
 
@@ -324,6 +380,13 @@ func (c *Client) Bind(ctx context.Context) error {
 	}
 	if c.data, err = c.bindBucket(ctx, BucketData); err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketData, err)
+	}
+	// The dispatcher that provisioned jetflow chose the payload limit (the
+	// data bucket's largest value): workers and clients take it from there.
+	if st, err := c.data.kv().Status(ctx); err == nil {
+		if bs, ok := st.(*natsjs.KeyValueBucketStatus); ok && bs.StreamInfo().Config.MaxMsgSize > 0 {
+			c.cfg.MaxPayload = int(bs.StreamInfo().Config.MaxMsgSize)
+		}
 	}
 	if c.defs, err = c.bindBucket(ctx, BucketDefinitions); err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketDefinitions, err)
@@ -443,6 +506,7 @@ func sameStream(have, want natsjs.StreamConfig) bool {
 		have.Replicas == want.Replicas &&
 		(want.Duplicates == 0 || have.Duplicates == want.Duplicates) &&
 		have.MaxAge == want.MaxAge &&
+		(want.MaxBytes == 0 || have.MaxBytes == want.MaxBytes) &&
 		(want.MaxMsgSize == 0 || have.MaxMsgSize == want.MaxMsgSize) &&
 		(want.MaxMsgsPerSubject == 0 || have.MaxMsgsPerSubject == want.MaxMsgsPerSubject) &&
 		have.AllowDirect == want.AllowDirect &&

@@ -63,6 +63,27 @@ func (m *Msg) InProgress() error { return m.m.InProgress() }
 // Term stops redelivery for good.
 func (m *Msg) Term(reason string) error { return m.m.TermWithReason(reason) }
 
+// Erase removes m from its stream and overwrites its stored bytes. The
+// dispatcher erases a trigger it dead-lettered: the dead letter keeps
+// what an operator needs, and the trigger stream (limits retention, kept
+// for TriggerRetention) need not keep the whole payload again.
+func (c *Client) Erase(ctx context.Context, m *Msg) error {
+	md, err := m.m.Metadata()
+	if err != nil {
+		return fmt.Errorf("erase message: %w", err)
+	}
+	return c.bounded(ctx, func(ctx context.Context) error {
+		s, err := c.js.Stream(ctx, md.Stream)
+		if err != nil {
+			return fmt.Errorf("erase message %d of %s: %w", md.Sequence.Stream, md.Stream, err)
+		}
+		if err := s.SecureDeleteMsg(ctx, md.Sequence.Stream); err != nil && !errors.Is(err, natsjs.ErrMsgNotFound) {
+			return fmt.Errorf("erase message %d of %s: %w", md.Sequence.Stream, md.Stream, err)
+		}
+		return nil
+	})
+}
+
 // DecodeEvent decodes an event message.
 func DecodeEvent(b []byte) (workflow.Event, error) {
 	var ev workflow.Event
@@ -160,60 +181,39 @@ func (c *Client) EnsureTaskConsumer(ctx context.Context, taskType string) (*Task
 	return &TaskConsumer{cons: cons, c: c}, nil
 }
 
-// TaskStream is a flow of tasks from one task consumer with a bounded
-// client-side buffer.
-type TaskStream struct {
-	it natsjs.MessagesContext
-	c  *Client
-}
-
-// Stream starts pulling tasks, keeping at most buffer of them in the
-// client beyond those being handled.
-func (tc *TaskConsumer) Stream(buffer int) (*TaskStream, error) {
-	it, err := tc.cons.Messages(natsjs.PullMaxMessages(buffer), natsjs.PullExpiry(pullExpiry), natsjs.PullHeartbeat(pullHeartbeat))
+// Fetch asks the server for up to n tasks and returns at once. The tasks
+// arrive on the returned channel as the server delivers them; it is
+// closed when the request ends: n tasks came, the request expired (after
+// pullExpiry), ctx ended, or the pull was presumed lost (no message and
+// no heartbeat for two heartbeats, counted in PullStalls). A task is
+// delivered to this worker (and its ack wait runs) only once it is on the
+// channel, so a worker that asks for no more than it can start or keep
+// alive holds no task it does not heartbeat.
+func (tc *TaskConsumer) Fetch(ctx context.Context, n int) (<-chan *Msg, error) {
+	fctx, cancel := context.WithTimeout(ctx, pullExpiry)
+	b, err := tc.cons.Fetch(n, natsjs.FetchContext(fctx), natsjs.FetchHeartbeat(pullHeartbeat))
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("pull tasks: %w", err)
 	}
-	return &TaskStream{it: it, c: tc.c}, nil
-}
-
-// ErrStreamClosed is returned by Next once the stream was drained.
-var ErrStreamClosed = errors.New("task stream closed")
-
-// Next blocks for the next task until ctx ends.
-func (ts *TaskStream) Next(ctx context.Context) (*Msg, error) {
-	for {
-		m, err := ts.it.Next(natsjs.NextContext(ctx))
-		switch {
-		case errors.Is(err, natsjs.ErrNoHeartbeat) && ctx.Err() == nil:
-			// The pull was presumed lost; the iterator has already asked
-			// for a new one (see pullHeartbeat).
-			ts.c.pullStalls.Add(1)
-			continue
-		case errors.Is(err, natsjs.ErrMsgIteratorClosed):
-			return nil, ErrStreamClosed
-		case err != nil:
-			return nil, err
+	out := make(chan *Msg, n) // never blocks the forwarder: at most n come
+	go func() {
+		defer cancel()
+		defer close(out)
+		for m := range b.Messages() {
+			out <- &Msg{m: m}
 		}
-		return &Msg{m: m}, nil
-	}
+		switch err := b.Error(); {
+		case errors.Is(err, natsjs.ErrNoHeartbeat):
+			tc.c.pullStalls.Add(1)
+		case err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded):
+			tc.c.log.Debug().Err(err).Msg("pull tasks")
+		}
+	}()
+	return out, nil
 }
 
 // PullStalls is how often a pull request of this client's dispatcher or
 // task consumers was presumed lost (no message and no heartbeat for two
 // heartbeats, see pullHeartbeat) and replaced.
 func (c *Client) PullStalls() uint64 { return c.pullStalls.Load() }
-
-// Drain stops pulling and returns the buffered tasks, which the caller
-// hands back (Nak) so other workers get them at once.
-func (ts *TaskStream) Drain() []*Msg {
-	ts.it.Drain()
-	var out []*Msg
-	for {
-		m, err := ts.it.Next(natsjs.NextMaxWait(100 * time.Millisecond))
-		if err != nil {
-			return out
-		}
-		out = append(out, &Msg{m: m})
-	}
-}

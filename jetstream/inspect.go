@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 )
 
@@ -22,8 +23,69 @@ type DeadLetter struct {
 	SourceSeq     uint64
 	// Deliveries is how often the source message had been delivered
 	// when it was dead-lettered (1: on its first delivery).
-	Deliveries uint64
-	Data       []byte
+	Deliveries  uint64
+	SourceMsgID string // the rejected message's Nats-Msg-Id
+	EventKey    string // its Jetflow-Event-Key header (explicit starts)
+	// Size and SHA256 describe the whole rejected payload; Data holds at
+	// most Config.DLQMaxPayload bytes of it (Truncated when less than all).
+	Size      int
+	SHA256    string
+	Truncated bool
+	Data      []byte
+}
+
+// deadLetterOf reads a dead letter from a stored DLQ message.
+func deadLetterOf(seq uint64, at time.Time, subject string, h nats.Header, data []byte) DeadLetter {
+	src, _ := strconv.ParseUint(h.Get(HeaderSourceSeq), 10, 64)
+	deliveries, _ := strconv.ParseUint(h.Get(HeaderDeliveries), 10, 64)
+	size, err := strconv.Atoi(h.Get(HeaderPayloadSize))
+	if err != nil {
+		size = len(data) // recorded before sizes were
+	}
+	return DeadLetter{
+		Seq: seq, Time: at, Subject: subject,
+		Reason: h.Get(HeaderReason), Component: h.Get(HeaderComponent),
+		SourceSubject: h.Get(HeaderSourceSubject), SourceStream: h.Get(HeaderSourceStream),
+		SourceSeq: src, Deliveries: deliveries, SourceMsgID: h.Get(HeaderSourceMsgID), EventKey: h.Get(HeaderEventKey),
+		Size: size, SHA256: h.Get(HeaderPayloadSHA256), Truncated: h.Get(HeaderPayloadTruncated) == "true",
+		Data: data,
+	}
+}
+
+// DeadLettersSince reads the dead letters of source ("trigger", "event",
+// "task") recorded at or after since, oldest first, at most limit.
+func (c *Client) DeadLettersSince(ctx context.Context, source string, since time.Time, limit int) ([]DeadLetter, error) {
+	cons, err := c.js.OrderedConsumer(ctx, StreamDLQ, natsjs.OrderedConsumerConfig{
+		FilterSubjects: []string{DLQSubject(source)},
+		DeliverPolicy:  natsjs.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", StreamDLQ, err)
+	}
+	var out []DeadLetter
+	for len(out) < limit {
+		batch, err := cons.FetchNoWait(min(limit-len(out), 256))
+		if err != nil {
+			return nil, fmt.Errorf("read stream %s: %w", StreamDLQ, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			out = append(out, deadLetterOf(md.Sequence.Stream, md.Timestamp, m.Subject(), m.Headers(), m.Data()))
+		}
+		if err := batch.Error(); err != nil {
+			return nil, fmt.Errorf("read stream %s: %w", StreamDLQ, err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return out, nil
 }
 
 // DeadLetters reads up to limit dead letters, oldest first.
@@ -45,14 +107,7 @@ func (c *Client) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, erro
 			}
 			return nil, err
 		}
-		src, _ := strconv.ParseUint(m.Header.Get(HeaderSourceSeq), 10, 64)
-		deliveries, _ := strconv.ParseUint(m.Header.Get(HeaderDeliveries), 10, 64)
-		out = append(out, DeadLetter{
-			Seq: m.Sequence, Time: m.Time, Subject: m.Subject,
-			Reason: m.Header.Get(HeaderReason), Component: m.Header.Get(HeaderComponent),
-			SourceSubject: m.Header.Get(HeaderSourceSubject), SourceStream: m.Header.Get(HeaderSourceStream),
-			SourceSeq: src, Deliveries: deliveries, Data: m.Data,
-		})
+		out = append(out, deadLetterOf(m.Sequence, m.Time, m.Subject, m.Header, m.Data))
 	}
 	return out, nil
 }
@@ -79,6 +134,52 @@ func (c *Client) StreamCounts(ctx context.Context) (map[string]uint64, error) {
 func (c *Client) PublishRaw(ctx context.Context, subject string, data []byte) error {
 	_, err := c.js.Publish(ctx, subject, data)
 	return err
+}
+
+// PublishSchedule publishes a message schedule (a "Nats-Schedule" such as
+// "@every 1s", firing on target) on subject, as any client could (tests
+// use it to publish schedules jetflow did not make).
+func (c *Client) PublishSchedule(ctx context.Context, subject, schedule, target string, data []byte) error {
+	m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	m.Header.Set(natsjs.ScheduleHeader, schedule)
+	m.Header.Set(natsjs.ScheduleTargetHeader, target)
+	_, err := c.js.PublishMsg(ctx, m)
+	return err
+}
+
+// SetDuplicateWindow changes how long stream remembers a Nats-Msg-Id
+// (tests use it to get past a window they began with a long one).
+// Provisioning sets Config.DuplicateWindow again when it updates the
+// stream.
+func (c *Client) SetDuplicateWindow(ctx context.Context, stream string, window time.Duration) error {
+	s, err := c.js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", stream, err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Duplicates = window
+	if _, err := c.js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("set the duplicate window of %s: %w", stream, err)
+	}
+	return nil
+}
+
+// StreamUsage is how much a stream holds.
+type StreamUsage struct {
+	Msgs, Bytes uint64
+}
+
+// StreamState reads how many messages and bytes a stream holds.
+func (c *Client) StreamState(ctx context.Context, stream string) (StreamUsage, error) {
+	s, err := c.js.Stream(ctx, stream)
+	if err != nil {
+		return StreamUsage{}, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return StreamUsage{}, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	return StreamUsage{Msgs: info.State.Msgs, Bytes: info.State.Bytes}, nil
 }
 
 // PurgeSubject deletes every message of a stream on subject (operators
@@ -130,4 +231,22 @@ func (c *Client) PullsWaiting(ctx context.Context, stream, consumer string) (int
 		return 0, fmt.Errorf("consumer %s on %s: %w", consumer, stream, err)
 	}
 	return info.NumWaiting, nil
+}
+
+// AckPending is how many messages the durable consumer of stream has
+// delivered that are not acknowledged yet: tasks some worker holds, for
+// a task consumer (0 when the consumer does not exist yet).
+func (c *Client) AckPending(ctx context.Context, stream, consumer string) (int, error) {
+	cons, err := c.js.Consumer(ctx, stream, consumer)
+	if errors.Is(err, natsjs.ErrConsumerNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s on %s: %w", consumer, stream, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s on %s: %w", consumer, stream, err)
+	}
+	return info.NumAckPending, nil
 }

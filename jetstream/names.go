@@ -65,6 +65,10 @@ const (
 	// ConsumerDispatcher is the durable pull consumer shared by all
 	// dispatcher replicas, on StreamTriggers and on StreamEvents.
 	ConsumerDispatcher = "dispatcher"
+	// ConsumerTimerGuard is the durable on StreamEvents's timer subjects,
+	// shared by all dispatcher replicas: it dead-letters what is not a
+	// jetflow timer schedule (see Client.GuardTimerSubjects).
+	ConsumerTimerGuard = "timer_guard"
 	// workerConsumerPrefix + task type is the durable shared by all
 	// workers of that task type.
 	workerConsumerPrefix = "worker_"
@@ -81,6 +85,15 @@ const (
 	HeaderSourceSeq     = "Jetflow-Source-Sequence"
 	HeaderComponent     = "Jetflow-Component"
 	HeaderDeliveries    = "Jetflow-Deliveries"
+	// HeaderSourceMsgID is the Nats-Msg-Id of a dead-lettered message.
+	HeaderSourceMsgID = "Jetflow-Source-Msg-Id"
+	// HeaderPayloadSize, HeaderPayloadSHA256: the length and the SHA-256
+	// (hex) of a dead-lettered message's whole payload; the DLQ keeps at
+	// most Config.DLQMaxPayload bytes of it, and HeaderPayloadTruncated
+	// ("true") says when it kept less than all.
+	HeaderPayloadSize      = "Jetflow-Payload-Size"
+	HeaderPayloadSHA256    = "Jetflow-Payload-Sha256"
+	HeaderPayloadTruncated = "Jetflow-Payload-Truncated"
 )
 
 // StartSubject is where an explicit start of a workflow is published.

@@ -159,10 +159,16 @@ func TestPullsWaitingCountsReadyWorkers(t *testing.T) {
 	wctx, stop := context.WithCancel(ctx)
 	t.Cleanup(stop)
 	for i := 0; i < 2; i++ {
-		ts, err := tc.Stream(10)
-		require.NoError(t, err)
-		t.Cleanup(func() { ts.Drain() })
-		go func() { _, _ = ts.Next(wctx) }()
+		go func() {
+			for wctx.Err() == nil { // a pull expires after 5s: pull again
+				b, err := tc.Fetch(wctx, 10)
+				if err != nil {
+					return
+				}
+				for range b {
+				}
+			}
+		}()
 	}
 	require.Eventually(t, func() bool {
 		n, err := c.PullsWaiting(ctx, StreamTasks, WorkerConsumer("noop"))

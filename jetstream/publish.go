@@ -2,6 +2,9 @@ package jetstream
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -160,19 +163,42 @@ func (c *Client) Publish(ctx context.Context, subject string, data []byte, heade
 		m.Header.Set(k, v)
 	}
 	ack, err := c.publishMsg(ctx, m)
+	if errors.Is(err, natsjs.ErrNoStreamResponse) {
+		return false, fmt.Errorf("publish %s: %w", subject, ErrNotStored)
+	}
 	if err != nil {
 		return false, fmt.Errorf("publish %s: %w", subject, err)
 	}
 	return ack.Duplicate, nil
 }
 
+// ErrNotStored matches a publish to a subject no stream captures: no
+// stream stored the message, so nothing will ever read it.
+var ErrNotStored = errors.New("no stream captures the subject")
+
 // DeadLetter records a rejected message in the DLQ stream with the reason
-// and where it came from. The caller then terminates the original.
+// and where it came from. It keeps at most Config.DLQMaxPayload bytes of
+// the payload, with the whole payload's size and SHA-256 in headers. The
+// caller then terminates the original.
 func (c *Client) DeadLetter(ctx context.Context, source string, m *Msg, component, reason string) error {
-	dl := &nats.Msg{Subject: DLQSubject(source), Data: m.Data(), Header: nats.Header{}}
+	data := m.Data()
+	sum := sha256.Sum256(data)
+	dl := &nats.Msg{Subject: DLQSubject(source), Data: data, Header: nats.Header{}}
+	if len(data) > c.cfg.DLQMaxPayload {
+		dl.Data = data[:c.cfg.DLQMaxPayload]
+		dl.Header.Set(HeaderPayloadTruncated, "true")
+	}
+	dl.Header.Set(HeaderPayloadSize, strconv.Itoa(len(data)))
+	dl.Header.Set(HeaderPayloadSHA256, hex.EncodeToString(sum[:]))
 	dl.Header.Set(HeaderReason, reason)
 	dl.Header.Set(HeaderComponent, component)
 	dl.Header.Set(HeaderSourceSubject, m.Subject())
+	if id := m.Header(HeaderMsgID); id != "" {
+		dl.Header.Set(HeaderSourceMsgID, id)
+	}
+	if k := m.Header(HeaderEventKey); k != "" {
+		dl.Header.Set(HeaderEventKey, k)
+	}
 	if md, err := m.m.Metadata(); err == nil {
 		dl.Header.Set(HeaderSourceStream, md.Stream)
 		dl.Header.Set(HeaderSourceSeq, strconv.FormatUint(md.Sequence.Stream, 10))

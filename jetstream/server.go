@@ -64,11 +64,16 @@ func (c ServerConfig) Validate() error {
 
 // Server is an embedded nats-server with JetStream.
 type Server struct {
-	s *server.Server
+	s    *server.Server
+	lock *storeLock
 }
 
 // StartServer starts an embedded server with JetStream on cfg.StoreDir and
-// waits until it accepts connections.
+// waits until it accepts connections. It first takes an exclusive lock on
+// the store directory (StoreLockFile, held until Shutdown or the process
+// exits): a store held by another process fails at once with a
+// *StoreLockedError (errors.Is ErrStoreLocked) naming the directory and
+// the holder's pid.
 func StartServer(cfg ServerConfig) (*Server, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -80,6 +85,10 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("embedded server: create store dir %q: %w", dir, err)
+	}
+	lock, err := lockStore(dir)
+	if err != nil {
+		return nil, err
 	}
 	opts := &server.Options{
 		ServerName: "jetflow-embedded",
@@ -95,6 +104,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
+		lock.release()
 		return nil, fmt.Errorf("embedded server: %w", err)
 	}
 	if cfg.Logger != nil {
@@ -103,9 +113,11 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	s.Start()
 	if !s.ReadyForConnections(cfg.ReadyTimeout) {
 		s.Shutdown()
+		s.WaitForShutdown()
+		lock.release()
 		return nil, fmt.Errorf("embedded server: not ready after %s (is %s:%d in use?)", cfg.ReadyTimeout, cfg.Host, cfg.Port)
 	}
-	return &Server{s: s}, nil
+	return &Server{s: s, lock: lock}, nil
 }
 
 // ClientURL is the URL clients connect to ("" with DontListen).
@@ -116,10 +128,11 @@ func (s *Server) ClientURL() string {
 	return s.s.ClientURL()
 }
 
-// Shutdown stops the server and waits for it.
+// Shutdown stops the server, waits for it and releases the store lock.
 func (s *Server) Shutdown() {
 	s.s.Shutdown()
 	s.s.WaitForShutdown()
+	s.lock.release()
 }
 
 type serverLogger struct{ l *zerolog.Logger }

@@ -25,7 +25,10 @@
 //   - a panic: a failed attempt with the panic message.
 //
 // Delivery is at least once: a worker that dies mid-task has the task
-// redelivered to another worker. The dispatcher records one result per
+// redelivered to another worker one ack wait (jetstream.Config's
+// WorkerAckWait, 10s by default) after its last heartbeat. A live worker
+// heartbeats every task it holds, running or waiting for a slot, so its
+// tasks are not redelivered however long its handlers run. The dispatcher records one result per
 // attempt and ignores results of older attempts, so a step's result is
 // recorded once; side effects outside jetflow should use Task.EffectKey to
 // be idempotent. A step marked `once: true` in its definition is run at

@@ -64,8 +64,11 @@ type Config struct {
 	// ShutdownTimeout is how long Run waits for running handlers after ctx
 	// ends before cancelling them. Default 30s.
 	ShutdownTimeout time.Duration
-	// HeartbeatInterval is how often a running task's ack deadline is
-	// extended. Default: a third of the consumer's AckWait.
+	// HeartbeatInterval is how often the ack deadline of every task the
+	// worker holds (running, or pulled and waiting for a slot) is
+	// extended. Default: a fifth of the consumer's AckWait (2s of the
+	// default 10s), so four heartbeats in a row can be late or lost before
+	// a live worker's task is redelivered.
 	HeartbeatInterval time.Duration
 	// MaxDeliveries: a task delivered this many times without a result
 	// (workers crashing on it) is reported as a failed attempt. Default 10.
@@ -92,7 +95,7 @@ func (c Config) WithDefaults(ackWait time.Duration) Config {
 		c.ShutdownTimeout = 30 * time.Second
 	}
 	if c.HeartbeatInterval == 0 {
-		c.HeartbeatInterval = ackWait / 3
+		c.HeartbeatInterval = ackWait / 5
 	}
 	if c.MaxDeliveries == 0 {
 		c.MaxDeliveries = 10
@@ -217,59 +220,75 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
+// fetchLoop pulls tasks of one type and starts each as a handler slot
+// (shared by all task types) frees up. It holds at most Prefetch tasks
+// that have not started, asks the server for no more than that, and
+// heartbeats every one it holds from the moment it arrives: a task this
+// worker holds is never redelivered to another worker while this one is
+// alive, however long the handlers ahead of it run, and a task held by a
+// worker that died is redelivered one ack wait after its last heartbeat.
 func (w *Worker) fetchLoop(ctx, hardCtx context.Context, taskType string, tc *jetstream.TaskConsumer, running *sync.WaitGroup) error {
 	h := w.handlers[taskType]
-	ts, err := tc.Stream(w.cfg.Prefetch)
-	if err != nil {
-		return err
-	}
+	var (
+		queue []*jetstream.Msg      // arrived, not started; heartbeated
+		batch <-chan *jetstream.Msg // the pull request in flight, if any
+		retry <-chan time.Time      // set after a failed pull
+	)
+	tick := time.NewTicker(w.cfg.HeartbeatInterval)
+	defer tick.Stop()
 	defer func() {
-		// Hand back what was prefetched but not started.
-		for _, m := range ts.Drain() {
+		// Hand back what arrived but did not start, so other workers get
+		// it at once.
+		if batch != nil {
+			for m := range batch {
+				queue = append(queue, m)
+			}
+		}
+		for _, m := range queue {
 			_ = m.Nak(0)
 		}
 	}()
 	for {
-		m, err := ts.Next(ctx)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrStreamClosed) {
-				return nil
+		if batch == nil && retry == nil && len(queue) < w.cfg.Prefetch {
+			b, err := tc.Fetch(ctx, w.cfg.Prefetch-len(queue))
+			if err != nil {
+				w.log.Warn().Err(err).Str("task_type", taskType).Msg("pull failed; retrying")
+				retry = time.After(time.Second)
+			} else {
+				batch = b
 			}
-			w.log.Warn().Err(err).Str("task_type", taskType).Msg("pull failed; retrying")
-			select {
-			case <-time.After(time.Second):
-			case <-ctx.Done():
-				return nil
-			}
-			continue
 		}
-		// Wait for a free handler slot (shared by all task types), keeping
-		// the task's ack deadline alive meanwhile.
-		if !w.acquire(ctx, m) {
-			_ = m.Nak(0) // shutting down: hand it to another worker
-			return nil
+		var slot chan<- struct{}
+		if len(queue) > 0 {
+			slot = w.sem
 		}
-		running.Add(1)
-		go func() {
-			defer running.Done()
-			defer func() { <-w.sem }()
-			w.execute(hardCtx, h, m)
-		}()
-	}
-}
-
-// acquire takes a handler slot, sending heartbeats for m while it waits.
-func (w *Worker) acquire(ctx context.Context, m *jetstream.Msg) bool {
-	t := time.NewTicker(w.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
 		select {
-		case w.sem <- struct{}{}:
-			return true
-		case <-t.C:
-			_ = m.InProgress()
+		case m, ok := <-batch:
+			if !ok {
+				batch = nil
+				continue
+			}
+			queue = append(queue, m)
+		case slot <- struct{}{}:
+			m := queue[0]
+			queue[0] = nil
+			queue = queue[1:]
+			running.Add(1)
+			go func() {
+				defer running.Done()
+				defer func() { <-w.sem }()
+				w.execute(hardCtx, h, m)
+			}()
+		case <-tick.C:
+			for _, m := range queue {
+				_ = m.InProgress()
+			}
+		case <-retry:
+			retry = nil
 		case <-ctx.Done():
-			return false
+			// The pull in flight ends with ctx; what it brought is handed
+			// back by the deferred func.
+			return nil
 		}
 	}
 }

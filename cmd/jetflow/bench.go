@@ -54,7 +54,11 @@ with --external it uses the dispatchers and workers already running behind
 				}
 				defer cleanup()
 			}
-			client, err := jetstream.Connect(ctx, jetstream.Config{URL: url, Name: "jetflow-bench"})
+			connect := jetstream.Config{URL: url, Name: "jetflow-bench"}
+			if external {
+				connect.ConnectTimeout = g.connectTimeout // as every other command
+			}
+			client, err := jetstream.Connect(ctx, connect)
 			if err != nil {
 				return err
 			}

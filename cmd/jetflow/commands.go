@@ -8,8 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -21,12 +24,13 @@ import (
 )
 
 type globals struct {
-	url  string
-	json bool
+	url            string
+	json           bool
+	connectTimeout time.Duration
 }
 
 func (g *globals) client(ctx context.Context) (*jetstream.Client, error) {
-	c, err := jetstream.Connect(ctx, jetstream.Config{URL: g.url, Name: "jetflow-cli"})
+	c, err := jetstream.Connect(ctx, jetstream.Config{URL: g.url, Name: "jetflow-cli", ConnectTimeout: g.connectTimeout})
 	if err != nil {
 		return nil, err
 	}
@@ -164,6 +168,13 @@ func publishCmd(g *globals) *cobra.Command {
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			subject := args[0]
+			if strings.HasPrefix(subject, "jetflow.") || strings.HasPrefix(subject, "$") {
+				return fmt.Errorf("subject %s is reserved (jetflow.* for jetflow itself, $* for NATS): publish to a trigger subject, or start a workflow with: jetflow start WORKFLOW", subject)
+			}
+			if err := workflow.ValidateSubject(subject, false); err != nil {
+				return err
+			}
 			data, err := payloadArg(args, 1)
 			if err != nil {
 				return err
@@ -173,11 +184,29 @@ func publishCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
+			defs, err := c.Definitions(ctx)
+			if err != nil {
+				return err
+			}
+			var triggers []string
+			bound := false
+			for _, d := range latest(defs) {
+				if d.Trigger != nil {
+					triggers = append(triggers, d.Trigger.Subject)
+					bound = bound || workflow.SubjectMatches(d.Trigger.Subject, subject)
+				}
+			}
+			if !bound {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: no registered workflow is triggered by %s (trigger subjects: %s)\n", subject, listOrNone(triggers))
+			}
 			h := map[string]string{}
 			if msgID != "" {
 				h[jetstream.HeaderMsgID] = msgID
 			}
-			dup, err := c.Publish(ctx, args[0], data, h)
+			dup, err := c.Publish(ctx, subject, data, h)
+			if errors.Is(err, jetstream.ErrNotStored) {
+				return fmt.Errorf("nothing was published: no stream captures %s, so no workflow would ever see it (trigger subjects: %s)", subject, listOrNone(triggers))
+			}
 			if err != nil {
 				return err
 			}
@@ -216,6 +245,14 @@ func startCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
+			defs, err := c.Definitions(ctx)
+			if err != nil {
+				return err
+			}
+			if _, ok := latest(defs)[args[0]]; !ok {
+				return fmt.Errorf("%w %s (registered: %s)", errUnknownWorkflow, args[0], listOrNone(slices.Sorted(maps.Keys(latest(defs)))))
+			}
+			sent := time.Now()
 			if err := c.PublishStart(ctx, jetstream.Start{Workflow: args[0], EventKey: key, Payload: data}); err != nil {
 				return err
 			}
@@ -224,7 +261,7 @@ func startCmd(g *globals) *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), id)
 				return nil
 			}
-			inst, err := waitFor(ctx, c, id, wait)
+			inst, err := waitFor(ctx, c, id, wait, &startRef{msgID: jetstream.TriggerMsgID(args[0], key), sent: sent})
 			if err != nil {
 				return err
 			}
@@ -236,8 +273,57 @@ func startCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func waitFor(ctx context.Context, c *jetstream.Client, id string, timeout time.Duration) (*workflow.Instance, error) {
+// errUnknownWorkflow is what start says of a workflow nobody registered.
+var errUnknownWorkflow = errors.New("unknown workflow")
+
+// latest keeps the newest version of each definition, by name.
+func latest(defs []*workflow.Definition) map[string]*workflow.Definition {
+	out := map[string]*workflow.Definition{}
+	for _, d := range defs {
+		if cur := out[d.Name]; cur == nil || d.Version > cur.Version {
+			out[d.Name] = d
+		}
+	}
+	return out
+}
+
+func listOrNone(items []string) string {
+	if len(items) == 0 {
+		return "none"
+	}
+	return strings.Join(items, ", ")
+}
+
+// startRef identifies a start the CLI published, so a wait can look for
+// its dead letter.
+type startRef struct {
+	msgID string
+	sent  time.Time
+}
+
+// rejection returns the reason a dispatcher dead-lettered the start, or
+// "" while it has not.
+func (s *startRef) rejection(ctx context.Context, c *jetstream.Client) (string, error) {
+	// A minute of slack for clocks that disagree (the server stamps the
+	// dead letter).
+	dls, err := c.DeadLettersSince(ctx, "trigger", s.sent.Add(-time.Minute), 10000)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range dls {
+		if d.SourceMsgID == s.msgID {
+			return d.Reason, nil
+		}
+	}
+	return "", nil
+}
+
+// waitFor waits until the instance is terminal. For a start the CLI just
+// published (start non-nil) it also looks, once a second, for the start's
+// dead letter, and fails with its reason when a dispatcher rejected it.
+func waitFor(ctx context.Context, c *jetstream.Client, id string, timeout time.Duration, start *startRef) (*workflow.Instance, error) {
 	deadline := time.Now().Add(timeout)
+	nextDLQ := time.Now().Add(time.Second)
 	for {
 		inst, _, err := c.GetInstance(ctx, id)
 		if err == nil && inst.Status.Terminal() {
@@ -246,11 +332,24 @@ func waitFor(ctx context.Context, c *jetstream.Client, id string, timeout time.D
 		if err != nil && !errors.Is(err, workflow.ErrNotFound) {
 			return nil, err
 		}
+		if inst == nil && start != nil && (time.Now().After(nextDLQ) || time.Now().After(deadline)) {
+			nextDLQ = time.Now().Add(time.Second)
+			reason, err := start.rejection(ctx, c)
+			if err != nil {
+				return nil, err
+			}
+			if reason != "" {
+				return nil, fmt.Errorf("the start of %s was rejected (see jetflow dlq): %s", id, reason)
+			}
+		}
 		if time.Now().After(deadline) {
 			if inst != nil {
 				return inst, fmt.Errorf("instance %s is still %s after %s", id, inst.Status, timeout)
 			}
-			return nil, fmt.Errorf("instance %s does not exist after %s (is a dispatcher running?)", id, timeout)
+			if start != nil {
+				return nil, fmt.Errorf("instance %s does not exist after %s, and its start was not rejected: no dispatcher has applied it yet (is one running? jetflow stats lists the running dispatchers)", id, timeout)
+			}
+			return nil, fmt.Errorf("instance %s does not exist after %s (check the id; jetflow instances lists them)", id, timeout)
 		}
 		select {
 		case <-ctx.Done():
@@ -354,7 +453,7 @@ func waitCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			inst, err := waitFor(ctx, c, args[0], timeout)
+			inst, err := waitFor(ctx, c, args[0], timeout, nil)
 			if err != nil {
 				return err
 			}
@@ -616,9 +715,13 @@ func dlqCmd(g *globals) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), dls)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tTIME\tFROM\tSUBJECT\tREASON")
+			fmt.Fprintln(tw, "SEQ\tTIME\tFROM\tSUBJECT\tSIZE\tREASON")
 			for _, d := range dls {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", d.Seq, d.Time.Local().Format(time.DateTime), d.Component, d.SourceSubject, d.Reason)
+				size := strconv.Itoa(d.Size)
+				if d.Truncated {
+					size += " (kept " + strconv.Itoa(len(d.Data)) + ")"
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", d.Seq, d.Time.Local().Format(time.DateTime), d.Component, d.SourceSubject, size, d.Reason)
 			}
 			return tw.Flush()
 		},

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -35,12 +36,20 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.url, "nats-url", envOr("JETFLOW_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URLs, comma-separated (env JETFLOW_NATS_URL)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON instead of text")
+	root.PersistentFlags().DurationVar(&g.connectTimeout, "connect-timeout", envDuration("JETFLOW_CONNECT_TIMEOUT", 2*time.Second), "give up when no NATS server answers within this long (env JETFLOW_CONNECT_TIMEOUT)")
 	root.AddCommand(
 		validateCmd(), registerCmd(g), definitionsCmd(g), publishCmd(g), startCmd(g),
 		instancesCmd(g), showCmd(g), waitCmd(g), cancelCmd(g), signalCmd(g), childrenCmd(g), statsCmd(g), dlqCmd(g), benchCmd(g),
 	)
 	root.AddCommand(processCmds()...)
 	return root
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
 }
 
 func envOr(name, def string) string {

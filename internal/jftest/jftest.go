@@ -26,6 +26,9 @@ type Env struct {
 	Client *jetstream.Client
 	Config jetstream.Config
 	Log    zerolog.Logger
+	// URL is the server's client URL on loopback (StartTCP), or "".
+	URL string
+	tcp bool
 }
 
 // Logger returns a logger that writes to the test log when JETFLOW_TEST_LOG
@@ -41,7 +44,19 @@ func Logger(t testing.TB) zerolog.Logger {
 // with jetflow provisioned. cfg may adjust the client config.
 func Start(t testing.TB, cfg jetstream.Config) *Env {
 	t.Helper()
-	e := &Env{T: t, Dir: t.TempDir(), Log: Logger(t)}
+	return start(t, cfg, false)
+}
+
+// StartTCP is Start with the server also listening on a free loopback
+// port (Env.URL), for clients in other processes.
+func StartTCP(t testing.TB, cfg jetstream.Config) *Env {
+	t.Helper()
+	return start(t, cfg, true)
+}
+
+func start(t testing.TB, cfg jetstream.Config, tcp bool) *Env {
+	t.Helper()
+	e := &Env{T: t, Dir: t.TempDir(), Log: Logger(t), tcp: tcp}
 	if cfg.DispatcherAckWait == 0 {
 		cfg.DispatcherAckWait = 5 * time.Second
 	}
@@ -56,8 +71,13 @@ func Start(t testing.TB, cfg jetstream.Config) *Env {
 
 func (e *Env) start() {
 	t := e.T
-	srv, err := jetstream.StartServer(jetstream.ServerConfig{StoreDir: e.Dir, DontListen: true})
+	sc := jetstream.ServerConfig{StoreDir: e.Dir, DontListen: true}
+	if e.tcp {
+		sc = jetstream.ServerConfig{StoreDir: e.Dir, Host: "127.0.0.1", Port: -1}
+	}
+	srv, err := jetstream.StartServer(sc)
 	require.NoError(t, err)
+	e.URL = srv.ClientURL()
 	cfg := e.Config
 	cfg.Server = srv
 	cfg.Logger = e.Log

@@ -32,6 +32,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 		replicas   = fs.Int("replicas", EnvInt("JETFLOW_REPLICAS", 1), "replicas of streams and buckets (3 on a cluster) (env JETFLOW_REPLICAS)")
 		shards     = fs.Int("shards", EnvInt("JETFLOW_SHARDS", 64), "event-applying goroutines (env JETFLOW_SHARDS)")
 		ackWait    = fs.Duration("ack-wait", 30*time.Second, "how soon events held by a crashed dispatcher are redelivered")
+		workerAck  = fs.Duration("worker-ack-wait", EnvDuration("JETFLOW_WORKER_ACK_WAIT", 10*time.Second), "with --worker: how soon a task held by a worker that died is redelivered, counted from its last heartbeat (every fifth of this); use the same value on every worker (env JETFLOW_WORKER_ACK_WAIT)")
 		reqTimeout = fs.Duration("request-timeout", 5*time.Second, "give up on a NATS request (a KV read or write, a publish's ack) unanswered this long, e.g. one sent to a stream leader that just died; its events are retried")
 		defsDir    = fs.String("definitions", Env("JETFLOW_DEFINITIONS", ""), "register every *.yaml, *.yml and *.json definition in this directory at start (env JETFLOW_DEFINITIONS)")
 		withWorker = fs.Bool("worker", EnvBool("JETFLOW_WORKER", false), "also run the built-in task types (echo, noop, sleep, fail, http) in this process (env JETFLOW_WORKER)")
@@ -41,6 +42,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 		pprofAddr  = fs.String("pprof-listen", Env("JETFLOW_PPROF_LISTEN", ""), "serve net/http/pprof (heap, goroutines, CPU) on this address, e.g. 127.0.0.1:6060; empty: off (env JETFLOW_PPROF_LISTEN)")
 		repairInt  = fs.Duration("repair-interval", 5*time.Second, "how often the repair loop looks for stalled instances; negative disables it")
 		staleTask  = fs.Duration("stale-task", 10*time.Minute, "a task attempt without a timeout and without a result for this long is presumed lost and retried")
+		maxPayload = fs.String("max-payload", Env("JETFLOW_MAX_PAYLOAD", "1MiB"), "largest trigger payload, input and output; a larger trigger is dead-lettered; at least 1KiB and at most the NATS server's max_payload (the embedded server's is 8MiB) (env JETFLOW_MAX_PAYLOAD)")
 		retention  = fs.String("instance-retention", Env("JETFLOW_INSTANCE_RETENTION", "0"), "remove an ended instance's key this long after it ended; 0 keeps instances forever; at least 24h (the trigger retention); a replay of the event key after that starts a new instance (env JETFLOW_INSTANCE_RETENTION)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -52,6 +54,10 @@ func Dispatcher(ctx context.Context, args []string) error {
 	log, err := Logger(os.Stderr, *logFormat, *logLevel, "dispatcher")
 	if err != nil {
 		return err
+	}
+	maxPayloadBytes, err := ParseSize(*maxPayload)
+	if err != nil {
+		return fmt.Errorf("--max-payload (JETFLOW_MAX_PAYLOAD): %w", err)
 	}
 	instanceRetention, err := time.ParseDuration(*retention)
 	if err != nil {
@@ -75,7 +81,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	client, _, closeFn, err := Open(ctx, Conn{URL: *url, StoreDir: *storeDir, Listen: *listen, SyncAlways: *syncAlways, Replicas: *replicas},
-		jetstream.Config{Name: "jetflow-dispatcher", DispatcherAckWait: *ackWait, InstanceRetention: instanceRetention, RequestTimeout: *reqTimeout}, log)
+		jetstream.Config{Name: "jetflow-dispatcher", MaxPayload: maxPayloadBytes, DispatcherAckWait: *ackWait, WorkerAckWait: *workerAck, InstanceRetention: instanceRetention, RequestTimeout: *reqTimeout}, log)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ package run
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -43,6 +44,36 @@ func EnvBool(name string, def bool) bool {
 		}
 	}
 	return def
+}
+
+// EnvDuration returns the environment variable as a duration, or def.
+func EnvDuration(name string, def time.Duration) time.Duration {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return def
+}
+
+// ParseSize reads a size in bytes: a plain number, or one with a KiB,
+// MiB or GiB suffix ("1MiB", "512KiB").
+func ParseSize(s string) (int, error) {
+	num, mult := strings.TrimSpace(s), 1
+	for _, u := range []struct {
+		suffix string
+		mult   int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 0 || n > (1<<31-1)/mult {
+		return 0, fmt.Errorf("%q is not a size: use bytes, or KiB, MiB or GiB (for example 1MiB)", s)
+	}
+	return n * mult, nil
 }
 
 // Logger builds the process logger: JSON by default, "console" for people.
@@ -105,6 +136,9 @@ func Open(ctx context.Context, c Conn, cfg jetstream.Config, log zerolog.Logger)
 		slog := log.With().Str("component", "nats-server").Logger()
 		sc.Logger = &slog
 		srv, err = jetstream.StartServer(sc)
+		if errors.Is(err, jetstream.ErrStoreLocked) {
+			return nil, nil, nil, fmt.Errorf("%w (a dispatcher started with `go run` keeps running when `go run` itself is sent SIGTERM or SIGKILL; see README \"Run it\")", err)
+		}
 		if err != nil {
 			return nil, nil, nil, err
 		}

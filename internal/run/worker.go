@@ -20,6 +20,7 @@ func Worker(ctx context.Context, args []string) error {
 		url         = fs.String("nats-url", Env("JETFLOW_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URLs, comma-separated (env JETFLOW_NATS_URL)")
 		concurrency = fs.Int("concurrency", EnvInt("JETFLOW_CONCURRENCY", 16), "handlers running at once (env JETFLOW_CONCURRENCY)")
 		shutdown    = fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful stop waits for running handlers")
+		ackWait     = fs.Duration("ack-wait", EnvDuration("JETFLOW_WORKER_ACK_WAIT", 10*time.Second), "how soon a task held by a worker that died is redelivered, counted from its last heartbeat (every fifth of this); use the same value on every worker (env JETFLOW_WORKER_ACK_WAIT)")
 		logFormat   = fs.String("log-format", Env("JETFLOW_LOG_FORMAT", "json"), "json or console (env JETFLOW_LOG_FORMAT)")
 		logLevel    = fs.String("log-level", Env("JETFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env JETFLOW_LOG_LEVEL)")
 	)
@@ -36,7 +37,7 @@ func Worker(ctx context.Context, args []string) error {
 	if *url == "" {
 		return errors.New("--nats-url is required")
 	}
-	client, err := jetstream.Connect(ctx, jetstream.Config{URL: *url, Name: "jetflow-worker", Logger: log})
+	client, err := jetstream.Connect(ctx, jetstream.Config{URL: *url, Name: "jetflow-worker", WorkerAckWait: *ackWait, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,8 @@
+//go:build !unix
+
+package jetstream
+
+import "os"
+
+// tryLock: store directories are locked on Unix systems only.
+func tryLock(*os.File) (bool, error) { return true, nil }
