@@ -325,17 +325,16 @@ func (c *Client) streamConfigs() []natsjs.StreamConfig {
 
 // Provision creates or updates every stream, bucket and dispatcher consumer
 // jetflow needs. It is idempotent and safe to run from several processes at
-// once. With Config.NoProvision, or when the server denies this NATS user
-// a change, it only checks that they exist (see provision.go).
+// once. With Config.NoProvision it only checks that they exist (Verify).
+// A NATS user that may not provision gets an error matching
+// ErrPermissionDenied; call Verify then.
 func (c *Client) Provision(ctx context.Context) error {
 	if c.noProvision.Load() {
-		return c.verifyProvisioned(ctx)
+		return c.Verify(ctx)
 	}
 	err := c.guarded(ctx, []string{jsAPI}, c.provision)
 	if errors.Is(err, ErrPermissionDenied) {
-		c.log.Warn().Err(err).Msg("this NATS user may not provision jetflow; checking that it was provisioned instead (run `jetflow provision` with admin credentials to create or update streams and consumers)")
-		c.noProvision.Store(true)
-		return c.verifyProvisioned(ctx)
+		return fmt.Errorf("provision jetflow: %w (run `%s` with admin credentials, and start runtime roles with --no-provision)", err, ProvisionCommand)
 	}
 	return err
 }

@@ -16,7 +16,7 @@ import (
 // retrying cannot fix: the server refused the credentials, or one side
 // refused the other's certificate. Connect returns it at once, with the
 // reason, instead of retrying until its deadline.
-var ErrConnectRefused = errors.New("the NATS server refused the connection")
+var ErrConnectRefused = errors.New("cannot connect to NATS: a credential or certificate was refused")
 
 // connectWatch follows the first connection of a client that retries on
 // failed connects: it is told when the connection is up, when an attempt

@@ -34,11 +34,14 @@ func (e *MissingError) Unwrap() error { return ErrNotProvisioned }
 // ProvisionCommand is the CLI command that provisions jetflow.
 const ProvisionCommand = "jetflow provision"
 
-// verifyProvisioned checks, without changing anything, that every stream,
-// bucket and dispatcher consumer Provision would make exists, and binds
-// the buckets. A stream whose settings differ from this client's
-// configuration is used as it is, with a warning.
-func (c *Client) verifyProvisioned(ctx context.Context) error {
+// Verify checks, without changing anything, that every stream, bucket
+// and dispatcher consumer Provision would make exists, and binds the
+// buckets; an error matching ErrNotProvisioned names what is missing. A
+// stream whose settings differ from this client's configuration is used
+// as it is, with a warning. From then on the client does not provision
+// (as with Config.NoProvision).
+func (c *Client) Verify(ctx context.Context) error {
+	c.noProvision.Store(true)
 	return c.guarded(ctx, []string{jsAPI}, func(ctx context.Context) error {
 		streams := c.streamConfigs()
 		streams = append(streams, natsjs.StreamConfig{Name: StreamTriggers})
