@@ -43,7 +43,11 @@ with --external it uses the dispatchers and workers already running behind
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			o.Workload = args[0]
-			url := g.url
+			conn, err := g.conn.Resolve(jetstream.InboxPrefixAdmin)
+			if err != nil {
+				return err
+			}
+			url := conn.URL
 			var procs map[string]*exec.Cmd
 			if !external {
 				var cleanup func()
@@ -54,7 +58,11 @@ with --external it uses the dispatchers and workers already running behind
 				}
 				defer cleanup()
 			}
-			client, err := jetstream.Connect(ctx, jetstream.Config{URL: url, Name: "jetflow-bench"})
+			cfg := jetstream.Config{URL: url, Name: "jetflow-bench"}
+			if external {
+				cfg.Auth, cfg.InboxPrefix = conn.Auth, conn.InboxPrefix
+			}
+			client, err := jetstream.Connect(ctx, cfg)
 			if err != nil {
 				return err
 			}
