@@ -24,6 +24,7 @@ var ErrConnectRefused = errors.New("cannot connect to NATS: a credential or cert
 type connectWatch struct {
 	mu   sync.Mutex
 	last error // the last failed attempt
+	tls  int   // TLS failures in a row
 	up   chan struct{}
 	down chan struct{}
 	fail chan error // a failure retrying cannot fix
@@ -39,8 +40,17 @@ func (w *connectWatch) connected() { w.once.up.Do(func() { close(w.up) }) }
 func (w *connectWatch) failed(err error) {
 	w.mu.Lock()
 	w.last = err
+	// A server that refuses the client's certificate after the handshake
+	// (TLS 1.3) just closes the connection; nats.go reports that as a TLS
+	// error without the reason. Twice in a row is not a network hiccup.
+	if errors.Is(err, nats.ErrTLS) {
+		w.tls++
+	} else {
+		w.tls = 0
+	}
+	repeatedTLS := w.tls >= 2
 	w.mu.Unlock()
-	if fatalConnectError(err) {
+	if fatalConnectError(err) || repeatedTLS {
 		w.once.fail.Do(func() { w.fail <- err })
 	}
 }
@@ -59,15 +69,30 @@ func (w *connectWatch) lastErr() error {
 }
 
 // wait waits until nc is connected, an attempt failed for good, nc was
-// closed, ctx ended or timeout passed.
+// closed, ctx ended or timeout passed. nats.go reports only the first
+// attempt's error to a callback; later ones are read from LastError.
 func (w *connectWatch) wait(ctx context.Context, nc *nats.Conn, timeout time.Duration) error {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
+	var seen error
 	for {
 		select {
+		case <-poll.C:
+			if nc.IsConnected() {
+				return nil
+			}
+			if err := nc.LastError(); err != nil && err != seen {
+				seen = err
+				w.failed(err)
+			}
 		case <-w.up:
 			return nil
 		case err := <-w.fail:
+			if closedAfterHandshake(err) {
+				return fmt.Errorf("%w: %w (a server that refuses the client certificate, or gets none, closes the connection after the handshake: check --tls-cert and --tls-key)", ErrConnectRefused, err)
+			}
 			return fmt.Errorf("%w: %w", ErrConnectRefused, err)
 		case <-w.down:
 			if err := w.lastErr(); err != nil {
@@ -109,4 +134,12 @@ func fatalConnectError(err error) bool {
 		return true // the server refused the TLS handshake: no or a wrong client certificate
 	}
 	return false
+}
+
+// closedAfterHandshake reports a TLS error without a reason: the server
+// closed the connection once the handshake was done.
+func closedAfterHandshake(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var op *net.OpError
+	return errors.Is(err, nats.ErrTLS) && !errors.As(err, &verify) && !(errors.As(err, &op) && op.Op == "remote error")
 }

@@ -2,7 +2,8 @@ package security_test
 
 import (
 	"context"
-	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -79,12 +80,24 @@ func TestRolesRunAWorkflow(t *testing.T) {
 	require.NoError(t, w.Handle("echo", echo))
 	runInBackground(t, w.Run)
 
-	pc, producerLog := s.connect(security.Producer, jetstream.Config{})
-	_, err = pc.Publish(ctx, "orders.created", []byte(`{"id":"o-1","items":[1,2,3]}`), nil)
-	require.NoError(t, err)
-
 	oc, operatorLog := s.connect(security.Operator, jetstream.Config{})
 	require.NoError(t, oc.Bind(ctx))
+	done := make(chan string, 16)
+	sub, err := oc.SubscribeDone("*", func(id string, _ workflow.Status) { done <- id })
+	require.NoError(t, err)
+	defer sub.Stop()
+
+	// The input is larger than what a task message carries inline, so the
+	// worker reads it from the data bucket.
+	pc, producerLog := s.connect(security.Producer, jetstream.Config{})
+	pad := strings.Repeat("x", 2*jetstream.InlineLimit)
+	_, err = pc.Publish(ctx, "orders.created", []byte(`{"id":"o-1","items":[1,2,3],"pad":"`+pad+`"}`), nil)
+	require.NoError(t, err)
+	// Bad input on either side is dead-lettered by the role that sees it.
+	_, err = pc.Publish(ctx, "orders.created", []byte(`not json`), nil)
+	require.NoError(t, err)
+	require.NoError(t, admin.PublishRaw(ctx, jetstream.TaskSubject("echo"), []byte{0xc1}))
+
 	id := workflow.InstanceID("secure-order", "o-1")
 	jftest.Eventually(t, 30*time.Second, func() bool {
 		in, _, err := oc.GetInstance(ctx, id)
@@ -97,6 +110,14 @@ func TestRolesRunAWorkflow(t *testing.T) {
 		return err == nil && inst.Status.Terminal()
 	}, "instance %s did not finish", id)
 	require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
+	out, err := oc.LoadData(ctx, inst.OutputRef)
+	require.NoError(t, err)
+	require.Contains(t, out, "pad")
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the operator saw no completion notice")
+	}
 
 	// The operator's other reads and acts.
 	ids, err := oc.ListInstanceIDs(ctx)
@@ -117,12 +138,27 @@ func TestRolesRunAWorkflow(t *testing.T) {
 		return err == nil && in.Status == workflow.StatusCompleted
 	}, "explicitly started %s did not finish", child)
 	require.NoError(t, oc.PublishEvent(ctx, workflow.Event{Kind: workflow.EventCancel, Instance: child, Reason: "late"}, "cancel/"+child))
-	dls, err := oc.DeadLetters(ctx, 10)
-	require.NoError(t, err)
-	require.Empty(t, dls, "nothing was dead-lettered")
+	var dls []jetstream.DeadLetter
+	jftest.Eventually(t, 30*time.Second, func() bool {
+		dls, err = oc.DeadLetters(ctx, 10)
+		return err == nil && len(dls) == 2
+	}, "want the bad trigger and the bad task dead-lettered, got %v (%v)", dls, err)
+	require.ElementsMatch(t, []string{"dispatcher", "worker"}, []string{dls[0].Component, dls[1].Component})
 
 	for _, l := range []*roleLog{adminLog, dispatcherLog, producerLog, operatorLog} {
 		require.Empty(t, l.violations(), "%s was denied something it needs:\n%s", l.role, l)
+	}
+	// No seed in any log or in the stats.
+	for _, r := range security.Roles() {
+		seed, err := os.ReadFile(filepath.Join(s.res.Dir, security.SeedFile(r)))
+		require.NoError(t, err)
+		secret := strings.TrimSpace(string(seed))
+		for _, l := range []*roleLog{adminLog, dispatcherLog, workerLog, producerLog, operatorLog} {
+			require.NotContains(t, l.String(), secret)
+		}
+		for _, st := range stats {
+			require.NotContains(t, string(st), secret)
+		}
 	}
 	require.Equal(t, []string{"$JS.API.CONSUMER.CREATE.JETFLOW_TASKS.worker_echo.jetflow.task.echo"}, workerLog.violations(),
 		"the worker tries to create its consumer once, is denied, and binds the provisioned one:\n%s", workerLog)
@@ -150,5 +186,3 @@ func runInBackground(t *testing.T, run func(context.Context) error) {
 		}
 	})
 }
-
-var _ = json.Marshal

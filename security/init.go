@@ -95,6 +95,19 @@ func Init(cfg InitConfig) (*Result, error) {
 	}
 	res := &Result{Dir: dir, Users: map[Role]string{}}
 	w := writer{dir: dir, force: cfg.Force, res: res}
+	if !cfg.Force {
+		// Refuse before writing anything: a half-replaced set of keys
+		// matches no config.
+		names := []string{ServerConfigFile, CAFile, CAKeyFile, ServerCertFile, ServerKeyFile}
+		for _, r := range Roles() {
+			names = append(names, SeedFile(r), CertFile(r), KeyFile(r))
+		}
+		for _, n := range names {
+			if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+				return nil, fmt.Errorf("security init: %s exists; choose another directory or pass --force to replace every file", filepath.Join(dir, n))
+			}
+		}
+	}
 
 	var users []initUser
 	for _, r := range Roles() {

@@ -16,6 +16,11 @@ func (p Permissions) Conf(indent string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%spermissions: {\n", indent)
 	list := func(name string, subjects []string) {
+		if len(subjects) == 0 {
+			// An empty allow list would allow everything.
+			fmt.Fprintf(&b, "%s  %s: { deny: [ \">\" ] }\n", indent, name)
+			return
+		}
 		fmt.Fprintf(&b, "%s  %s: { allow: [\n", indent, name)
 		for _, s := range subjects {
 			// Quoted: an unquoted $ starts a variable in NATS config.

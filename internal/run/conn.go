@@ -80,15 +80,14 @@ func (f *ConnFlags) Resolve(inbox string) (Conn, error) {
 		}
 		return ""
 	}
-	a := jetstream.Auth{
-		Creds: env(&f.Creds, "NATS_CREDS"), NKey: env(&f.NKey, "NATS_NKEY"),
-		User: env(&f.User, "NATS_USER"), Password: env(&f.Password, "NATS_PASSWORD"), Token: env(&f.Token, "NATS_TOKEN"),
-		TLSCA: env(&f.TLSCA, "NATS_CA"), TLSCert: env(&f.TLSCert, "NATS_CERT"), TLSKey: env(&f.TLSKey, "NATS_KEY"),
-	}
-	if a.User != "" && a.Password == "" && a.Token == "" {
-		a.User, a.Token = "", a.User // natscli: a user without a password is a token
-	}
-	c := Conn{URL: env(&f.URL, "JETFLOW_NATS_URL", "NATS_URL"), Auth: a, InboxPrefix: f.InboxPrefix}
+	// Flags, then the environment, then the context: a layer that names
+	// a way to authenticate replaces the next layer's.
+	flags := userToken(jetstream.Auth{Creds: f.Creds, NKey: f.NKey, User: f.User, Password: f.Password, Token: f.Token,
+		TLSCA: f.TLSCA, TLSCert: f.TLSCert, TLSKey: f.TLSKey})
+	environ := userToken(jetstream.Auth{Creds: os.Getenv("NATS_CREDS"), NKey: os.Getenv("NATS_NKEY"),
+		User: os.Getenv("NATS_USER"), Password: os.Getenv("NATS_PASSWORD"), Token: os.Getenv("NATS_TOKEN"),
+		TLSCA: os.Getenv("NATS_CA"), TLSCert: os.Getenv("NATS_CERT"), TLSKey: os.Getenv("NATS_KEY")})
+	c := Conn{URL: env(&f.URL, "JETFLOW_NATS_URL", "NATS_URL"), Auth: flags.Over(environ), InboxPrefix: f.InboxPrefix}
 	name := env(&f.Context, "NATS_CONTEXT")
 	if name == "" && f.useSelected && !f.NoContext {
 		name = jetstream.SelectedNATSContext()
@@ -121,4 +120,13 @@ func (f *ConnFlags) Resolve(inbox string) (Conn, error) {
 		return Conn{}, fmt.Errorf("NATS credentials (%s): %w", src, err)
 	}
 	return c, nil
+}
+
+// userToken reads a user name without a password as a token, as natscli
+// does.
+func userToken(a jetstream.Auth) jetstream.Auth {
+	if a.User != "" && a.Password == "" && a.Token == "" {
+		a.User, a.Token = "", a.User
+	}
+	return a
 }
