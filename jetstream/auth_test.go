@@ -35,12 +35,12 @@ func TestAuthNeverShowsSecrets(t *testing.T) {
 func TestRedactURL(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
-		"nats://alice:s3cr3t@h:4222":             "nats://xxxxx@h:4222",
-		"nats://tok3n@h:4222,tls://b:c@h2:4222":  "nats://xxxxx@h:4222,tls://xxxxx@h2:4222",
-		"nats://127.0.0.1:4222":                  "nats://127.0.0.1:4222",
-		"":                                       "",
-		"nats://a:b%zz@h:4222":                   "<unparsable URL>",
-		"nats://h1:4222, nats://u:p@h2:4222":     "nats://h1:4222,nats://xxxxx@h2:4222",
+		"nats://alice:s3cr3t@h:4222":            "nats://xxxxx@h:4222",
+		"nats://tok3n@h:4222,tls://b:c@h2:4222": "nats://xxxxx@h:4222,tls://xxxxx@h2:4222",
+		"nats://127.0.0.1:4222":                 "nats://127.0.0.1:4222",
+		"":                                      "",
+		"nats://a:b%zz@h:4222":                  "<unparsable URL>",
+		"nats://h1:4222, nats://u:p@h2:4222":    "nats://h1:4222,nats://xxxxx@h2:4222",
 	} {
 		got := RedactURL(in)
 		require.Equal(t, want, got, in)

@@ -218,4 +218,3 @@ func TestForbiddenOperationsAreDenied(t *testing.T) {
 		require.NoError(t, admin.PurgeSubject(ctx, jetstream.StreamDLQ, jetstream.DLQSubjects))
 	})
 }
-
