@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -162,6 +163,18 @@ func TestRolesRunAWorkflow(t *testing.T) {
 	}
 	require.Equal(t, []string{"$JS.API.CONSUMER.CREATE.JETFLOW_TASKS.worker_echo.jetflow.task.echo"}, workerLog.violations(),
 		"the worker tries to create its consumer once, is denied, and binds the provisioned one:\n%s", workerLog)
+
+	// The dispatcher answers stats requests only on operators' inboxes:
+	// an operator who names a stream deletion as the reply subject gets
+	// the dispatcher denied, not the stream deleted.
+	nc, _ := s.raw(security.Operator)
+	deleteTasks := "$JS.API.STREAM.DELETE." + jetstream.StreamTasks
+	require.NoError(t, nc.PublishRequest(jetstream.StatsSubject, deleteTasks, nil))
+	jftest.Eventually(t, 30*time.Second, func() bool {
+		return slices.Contains(dispatcherLog.violations(), deleteTasks)
+	}, "the dispatcher's answer to %s was not denied:\n%s", deleteTasks, dispatcherLog)
+	_, err = admin.StreamCounts(ctx)
+	require.NoError(t, err, "the task stream still exists")
 }
 
 func parseDefs(t *testing.T, srcs ...string) []*workflow.Definition {
