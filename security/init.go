@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nkeys"
+
+	"github.com/jetflow/jetflow/workflow"
 )
 
 // InitConfig configures Init.
@@ -67,13 +69,8 @@ type Result struct {
 	Warnings []string
 }
 
-// Init writes a NATS server config with one nkey user per role, each with
-// exactly its role's permissions, and one seed file per role; with
-// cfg.TLS also a CA and certificates.
-func Init(cfg InitConfig) (*Result, error) {
-	if cfg.Dir == "" {
-		return nil, errors.New("security init: a directory is required")
-	}
+// WithDefaults returns the config with zero fields set to their defaults.
+func (cfg InitConfig) WithDefaults() InitConfig {
 	if cfg.Account == "" {
 		cfg.Account = "JETFLOW"
 	}
@@ -83,7 +80,26 @@ func Init(cfg InitConfig) (*Result, error) {
 	if cfg.Now.IsZero() {
 		cfg.Now = time.Now()
 	}
-	if err := cfg.Scope.Validate(); err != nil {
+	return cfg
+}
+
+// Validate reports a config that cannot work.
+func (cfg InitConfig) Validate() error {
+	if cfg.Dir == "" {
+		return errors.New("security init: a directory is required")
+	}
+	if err := workflow.ValidateName("account", cfg.Account); err != nil {
+		return fmt.Errorf("security init: %w", err)
+	}
+	return cfg.Scope.Validate()
+}
+
+// Init writes a NATS server config with one nkey user per role, each with
+// exactly its role's permissions, and one seed file per role; with
+// cfg.TLS also a CA and certificates.
+func Init(cfg InitConfig) (*Result, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	dir, err := filepath.Abs(cfg.Dir)
