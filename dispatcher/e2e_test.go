@@ -408,7 +408,7 @@ steps:
 	for _, dl := range dls {
 		require.EqualValues(t, 1, dl.Deliveries, "%s: dead-lettered on delivery %d", dl.SourceSubject, dl.Deliveries)
 		switch dl.SourceSubject {
-		case jetstream.EventSubject(wedged):
+		case jetstream.EventKindSubject(wedged, workflow.EventCancel):
 			require.Contains(t, dl.Reason, "decode instance "+wedged)
 		case jetstream.StartSubject("reads"):
 			require.Contains(t, dl.Reason, workflow.InputKey(bad))
