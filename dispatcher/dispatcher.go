@@ -467,8 +467,12 @@ func (d *Dispatcher) onEvent(m *jetstream.Msg) {
 		d.reject("event", m, "start events are published on jetflow.start.<workflow>, not on the event subject")
 		return
 	}
-	if want := jetstream.EventSubject(ev.Instance); m.Subject() != want {
-		d.reject("event", m, fmt.Sprintf("event for instance %s published on %s, expected %s", ev.Instance, m.Subject(), want))
+	// An event is published on its instance's subject, or on the subject
+	// of its kind there (jetstream.EventKindSubject) by a client whose
+	// NATS permissions allow that kind only: a worker may publish on
+	// ".result" subjects, which must then carry results.
+	if want := jetstream.EventSubject(ev.Instance); m.Subject() != want && m.Subject() != jetstream.EventKindSubject(ev.Instance, ev.Kind) {
+		d.reject("event", m, fmt.Sprintf("%s event for instance %s published on %s, expected %s or %s", ev.Kind, ev.Instance, m.Subject(), want, jetstream.EventKindSubject(ev.Instance, ev.Kind)))
 		return
 	}
 	if d.cfg.redeliverEvent != nil && m.Deliveries() == 1 && d.cfg.redeliverEvent(m) {

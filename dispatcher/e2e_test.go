@@ -316,6 +316,10 @@ steps:
 		{"missing key", "strict.in", []byte(`{"other":1}`), "event key field"},
 		{"oversize", "strict.in", []byte(fmt.Sprintf(`{"id":"big","pad":"%0*d"}`, 5000, 0)), "limit is 4096"},
 		{"malformed task", jetstream.TaskSubject("echo"), []byte{0xc1}, "malformed"},
+		// A NATS user allowed only results (a worker) cannot pass off a
+		// cancel, or a result for another instance, on a result subject.
+		{"cancel on a result subject", jetstream.EventKindSubject("nobody-2", workflow.EventResult), mustEvent(t, workflow.Event{Kind: workflow.EventCancel, Instance: "nobody-2"}), "published on"},
+		{"result for another instance", jetstream.EventKindSubject("nobody-3", workflow.EventResult), mustEvent(t, workflow.Event{Kind: workflow.EventResult, Instance: "nobody-4", Step: "a", Attempt: 1}), "published on"},
 	}
 	for _, c := range cases {
 		if c.subject == jetstream.StartSubject("ghost") {
@@ -404,7 +408,7 @@ steps:
 	for _, dl := range dls {
 		require.EqualValues(t, 1, dl.Deliveries, "%s: dead-lettered on delivery %d", dl.SourceSubject, dl.Deliveries)
 		switch dl.SourceSubject {
-		case jetstream.EventSubject(wedged):
+		case jetstream.EventKindSubject(wedged, workflow.EventCancel):
 			require.Contains(t, dl.Reason, "decode instance "+wedged)
 		case jetstream.StartSubject("reads"):
 			require.Contains(t, dl.Reason, workflow.InputKey(bad))

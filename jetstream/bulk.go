@@ -37,6 +37,7 @@ func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) erro
 	if len(writes) == 1 {
 		return c.PutData(ctx, writes[0].Key, writes[0].Value)
 	}
+	mark := c.perms.mark()
 	futures := make([]natsjs.PubAckFuture, 0, len(writes))
 	encoded := make([][]byte, 0, len(writes))
 	for _, w := range writes {
@@ -55,8 +56,12 @@ func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) erro
 		futures = append(futures, f)
 		encoded = append(encoded, b)
 	}
+	denied, stop := c.watchPublishes(mark, futures)
+	defer stop()
 	for i, f := range futures {
 		select {
+		case pe := <-denied:
+			return pe
 		case <-f.Ok():
 			// Cache only what this call stored: an existing value stands.
 			// Only the encoding: what later readers see is its decoding
@@ -80,6 +85,7 @@ func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) erro
 // (parent, step, index), so a re-publish is absorbed; a reconciliation's
 // poke carries its round (HeaderReconcile) and an id of its own.
 func (c *Client) PublishChildren(ctx context.Context, children []workflow.Child) error {
+	mark := c.perms.mark()
 	futures := make([]natsjs.PubAckFuture, 0, len(children))
 	for _, ch := range children {
 		if ch.EventKey != workflow.ChildEventKey(ch.Parent.ID, ch.Parent.Step, ch.Parent.Index) ||
@@ -104,11 +110,12 @@ func (c *Client) PublishChildren(ctx context.Context, children []workflow.Child)
 		}
 		futures = append(futures, f)
 	}
-	return c.waitAcks(ctx, futures)
+	return c.waitAcks(ctx, mark, futures)
 }
 
 // PublishEvents publishes events to instances with their message ids.
 func (c *Client) PublishEvents(ctx context.Context, events []workflow.OutEvent) error {
+	mark := c.perms.mark()
 	futures := make([]natsjs.PubAckFuture, 0, len(events))
 	for _, e := range events {
 		b, err := encode(e.Event)
@@ -123,7 +130,7 @@ func (c *Client) PublishEvents(ctx context.Context, events []workflow.OutEvent) 
 		}
 		futures = append(futures, f)
 	}
-	return c.waitAcks(ctx, futures)
+	return c.waitAcks(ctx, mark, futures)
 }
 
 // CreateBarrier writes a write-once marker. It reports false when the
@@ -145,6 +152,7 @@ func (c *Client) CreateBarrier(ctx context.Context, key string) (bool, error) {
 // set when that key's outcome is unknown (retry it).
 func (c *Client) CreateBarriers(ctx context.Context, keys []string) (created []bool, errs []error) {
 	created, errs = make([]bool, len(keys)), make([]error, len(keys))
+	mark := c.perms.mark()
 	futures := make([]natsjs.PubAckFuture, len(keys))
 	for i, k := range keys {
 		f, err := c.js.PublishAsync("$KV."+BucketData+"."+k, nil, natsjs.WithExpectLastSequencePerSubject(0))
@@ -154,11 +162,20 @@ func (c *Client) CreateBarriers(ctx context.Context, keys []string) (created []b
 		}
 		futures[i] = f
 	}
+	denied, stop := c.watchPublishes(mark, futures)
+	defer stop()
+	var pe *PermissionError
 	for i, f := range futures {
 		if f == nil {
 			continue
 		}
+		if pe != nil {
+			errs[i] = fmt.Errorf("barrier %s: %w", keys[i], pe)
+			continue
+		}
 		select {
+		case pe = <-denied:
+			errs[i] = fmt.Errorf("barrier %s: %w", keys[i], pe)
 		case <-f.Ok():
 			created[i] = true
 		case err := <-f.Err():
@@ -181,6 +198,8 @@ func (c *Client) CreateBarriers(ctx context.Context, keys []string) (created []b
 // repairs, not on the hot path. Keys of the data bucket are never
 // deleted, so every subject is a key.
 func (c *Client) BarrierIndexes(ctx context.Context, parent, step string) (completed, failed map[int]bool, err error) {
+	ctx, done := c.guard(ctx, jsAPI)
+	defer func() { err = done(err) }()
 	s, err := c.js.Stream(ctx, "KV_"+BucketData)
 	if err != nil {
 		return nil, nil, fmt.Errorf("barriers of %s step %s: %w", parent, step, err)

@@ -78,6 +78,20 @@ type Config struct {
 	// ConnectTimeout bounds how long Connect waits for the first server to
 	// answer; it then fails naming the URL. Default 10s.
 	ConnectTimeout time.Duration
+	// Auth holds the credentials and TLS settings of the connection.
+	// Default: none (an open server).
+	Auth Auth
+	// InboxPrefix is the subject prefix of this connection's reply
+	// inboxes. Each role uses its own (InboxPrefixDispatcher, ...), so
+	// NATS permissions can keep a role from reading another's replies.
+	// Default "_INBOX", nats.go's.
+	InboxPrefix string
+	// NoProvision makes the client never create or update a stream,
+	// consumer or bucket: Provision, EnsureTriggerSubjects and
+	// EnsureTaskConsumer only check that what they would make exists, and
+	// name what is missing (ErrNotProvisioned). A client whose NATS user
+	// is denied provisioning switches to this by itself. Default false.
+	NoProvision bool
 	// Logger. Default: discarded.
 	Logger zerolog.Logger
 }
@@ -152,6 +166,9 @@ func (c Config) Validate() error {
 	case c.ConnectTimeout < 0:
 		return fmt.Errorf("connect timeout must not be negative, got %s", c.ConnectTimeout)
 	}
+	if err := c.Auth.Validate(); err != nil {
+		return fmt.Errorf("nats credentials: %w", err)
+	}
 	return nil
 }
 
@@ -172,6 +189,11 @@ type Client struct {
 	// pullStalls counts pulls presumed lost and replaced (PullStalls).
 	pullStalls atomic.Uint64
 	reconnects *atomic.Uint64
+	// perms hands permission violations to the requests they fail
+	// (permission.go); noProvision is Config.NoProvision, or set after
+	// the server denied provisioning (provision.go).
+	perms       *violations
+	noProvision atomic.Bool
 }
 
 // Connect connects to JetStream. It does not create anything; call
@@ -183,6 +205,12 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	log := cfg.Logger
 	reconnects := new(atomic.Uint64)
+	authOpts, err := cfg.Auth.natsOptions()
+	if err != nil {
+		return nil, fmt.Errorf("nats credentials: %w", err)
+	}
+	perms := newViolations(cfg.InboxPrefix)
+	conn := newConnectWatch()
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
@@ -200,15 +228,34 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			reconnects.Add(1)
-			log.Info().Str("url", nc.ConnectedUrl()).Msg("nats reconnected")
+			log.Info().Str("url", RedactURL(nc.ConnectedUrl())).Msg("nats reconnected")
+		}),
+		nats.ConnectHandler(func(*nats.Conn) { conn.connected() }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { conn.failed(err) }),
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			conn.closed(nc.LastError())
+			if err := nc.LastError(); err != nil {
+				log.Error().Err(err).Msg("nats connection closed")
+			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if pe, ok := parseViolation(err); ok {
+				// The request that caused it fails with this (guarded);
+				// the log says which subject the user lacks.
+				perms.report(pe)
+				log.Error().Str("subject", pe.Subject).Str("op", pe.Op).Str("server", pe.Server).Msg("nats permissions violation")
+				return
+			}
 			ev := log.Warn().Err(err)
 			if sub != nil {
 				ev = ev.Str("subject", sub.Subject)
 			}
 			ev.Msg("nats async error")
 		}),
+	}
+	opts = append(opts, authOpts...)
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
 	url := cfg.URL
 	if cfg.Server != nil {
@@ -218,17 +265,15 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	deadline := time.Now().Add(cfg.ConnectTimeout)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", url, err)
+		return nil, fmt.Errorf("connect to %s: %w", RedactURL(url), err)
 	}
 	if !nc.IsConnected() {
 		// RetryOnFailedConnect returns at once; wait a bounded time so a
-		// wrong URL is reported instead of hanging.
-		for !nc.IsConnected() {
-			if time.Now().After(deadline) || ctx.Err() != nil {
-				nc.Close()
-				return nil, fmt.Errorf("connect to %s: no server answered within %s", url, cfg.ConnectTimeout)
-			}
-			time.Sleep(50 * time.Millisecond)
+		// wrong URL is reported instead of hanging, and fail at once on
+		// what retrying cannot fix (credentials, certificates).
+		if err := conn.wait(ctx, nc, time.Until(deadline)); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("connect to %s as %s: %w", RedactURL(url), cfg.Auth, err)
 		}
 	}
 	if srvMax := nc.MaxPayload(); int64(cfg.MaxPayload) > srvMax {
@@ -248,7 +293,9 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &Client{cfg: cfg, nc: nc, js: js, log: log, cache: newLRU(cfg.DataCacheBytes), reconnects: reconnects}, nil
+	c := &Client{cfg: cfg, nc: nc, js: js, log: log, cache: newLRU(cfg.DataCacheBytes), perms: perms, reconnects: reconnects}
+	c.noProvision.Store(cfg.NoProvision)
+	return c, nil
 }
 
 // Close closes the connection, flushing pending publishes.
@@ -329,8 +376,21 @@ func (c *Client) streamConfigs() []natsjs.StreamConfig {
 
 // Provision creates or updates every stream, bucket and dispatcher consumer
 // jetflow needs. It is idempotent and safe to run from several processes at
-// once.
+// once. With Config.NoProvision it only checks that they exist (Verify).
+// A NATS user that may not provision gets an error matching
+// ErrPermissionDenied; call Verify then.
 func (c *Client) Provision(ctx context.Context) error {
+	if c.noProvision.Load() {
+		return c.Verify(ctx)
+	}
+	err := c.guarded(ctx, []string{jsAPI}, c.provision)
+	if errors.Is(err, ErrPermissionDenied) {
+		return fmt.Errorf("provision jetflow: %w (run `%s` with admin credentials, and start runtime roles with --no-provision)", err, ProvisionCommand)
+	}
+	return err
+}
+
+func (c *Client) provision(ctx context.Context) error {
 	for _, sc := range c.streamConfigs() {
 		if err := c.ensureStream(ctx, sc); err != nil {
 			return fmt.Errorf("provision stream %s: %w", sc.Name, err)
@@ -374,6 +434,10 @@ func (c *Client) Provision(ctx context.Context) error {
 // Bind looks up the buckets. Workers call it; it fails with a clear error
 // when no dispatcher has provisioned jetflow yet.
 func (c *Client) Bind(ctx context.Context) error {
+	return c.guarded(ctx, []string{jsAPI}, c.bind)
+}
+
+func (c *Client) bind(ctx context.Context) error {
 	var err error
 	if c.inst, err = c.bindBucket(ctx, BucketInstances); err != nil {
 		return fmt.Errorf("bucket %s: %w (has a dispatcher provisioned jetflow on this server?)", BucketInstances, err)
@@ -398,7 +462,9 @@ func (c *Client) Bind(ctx context.Context) error {
 // subjects plus the given trigger subjects, keeping those it already has.
 func (c *Client) EnsureTriggerSubjects(ctx context.Context, subjects ...string) error {
 	want := []string{StartSubjects}
-	info, err := c.js.Stream(ctx, StreamTriggers)
+	gctx, done := c.guard(ctx, jsAPI)
+	info, err := c.js.Stream(gctx, StreamTriggers)
+	err = done(err)
 	switch {
 	case err == nil:
 		want = append(want, info.CachedInfo().Config.Subjects...)
@@ -417,6 +483,10 @@ func (c *Client) EnsureTriggerSubjects(ctx context.Context, subjects ...string) 
 	if err == nil && len(merged) == len(info.CachedInfo().Config.Subjects) {
 		return nil
 	}
+	exists := err == nil
+	if c.noProvision.Load() {
+		return missingTriggerSubjects(exists, merged, want)
+	}
 	sc := natsjs.StreamConfig{
 		Name:        StreamTriggers,
 		Description: "jetflow: trigger events that start workflow instances",
@@ -427,10 +497,16 @@ func (c *Client) EnsureTriggerSubjects(ctx context.Context, subjects ...string) 
 		MaxAge:      c.cfg.TriggerRetention,
 		Duplicates:  c.cfg.DuplicateWindow,
 	}
-	if _, err := c.js.CreateOrUpdateStream(ctx, sc); err != nil {
+	gctx, done = c.guard(ctx, jsAPI)
+	_, uerr := c.js.CreateOrUpdateStream(gctx, sc)
+	if err := done(uerr); err != nil {
 		var apiErr *natsjs.APIError
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeSubjectOverlap {
 			return fmt.Errorf("trigger subjects %s overlap a stream that already exists on this server; choose other subjects or remove that stream: %w", strings.Join(subjects, ", "), err)
+		}
+		if errors.Is(err, ErrPermissionDenied) {
+			c.noProvision.Store(true)
+			return fmt.Errorf("%w: %w", missingTriggerSubjects(exists, merged, want), err)
 		}
 		return fmt.Errorf("update stream %s subjects: %w", StreamTriggers, err)
 	}

@@ -133,8 +133,9 @@ func (s *Subscription) Stop() { s.cc.Stop() }
 // (StreamTriggers or StreamEvents) to handler, keeping at most buffer
 // messages in flight in the client.
 func (c *Client) ConsumeDispatcher(ctx context.Context, stream string, buffer int, handler func(*Msg)) (*Subscription, error) {
-	cons, err := c.js.Consumer(ctx, stream, ConsumerDispatcher)
-	if err != nil {
+	gctx, done := c.guard(ctx, jsAPI)
+	cons, err := c.js.Consumer(gctx, stream, ConsumerDispatcher)
+	if err = done(err); err != nil {
 		return nil, fmt.Errorf("consumer %s on %s: %w", ConsumerDispatcher, stream, err)
 	}
 	cc, err := cons.Consume(func(m natsjs.Msg) { handler(&Msg{m: m}) },
@@ -164,7 +165,11 @@ func (c *Client) EnsureTaskConsumer(ctx context.Context, taskType string) (*Task
 	if err := workflow.ValidateName("task type", taskType); err != nil {
 		return nil, err
 	}
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, StreamTasks, natsjs.ConsumerConfig{
+	if c.noProvision.Load() {
+		return c.bindTaskConsumer(ctx, taskType)
+	}
+	gctx, done := c.guard(ctx, jsAPI)
+	cons, err := c.js.CreateOrUpdateConsumer(gctx, StreamTasks, natsjs.ConsumerConfig{
 		Durable:       WorkerConsumer(taskType),
 		Description:   "jetflow workers of task type " + taskType,
 		FilterSubject: TaskSubject(taskType),
@@ -175,6 +180,12 @@ func (c *Client) EnsureTaskConsumer(ctx context.Context, taskType string) (*Task
 		// Replicas 0 inherits the stream's count, as work-queue streams require.
 		Replicas: 0,
 	})
+	if err = done(err); errors.Is(err, ErrPermissionDenied) {
+		// A worker of a secured deployment: the consumer is provisioned.
+		c.log.Info().Str("task_type", taskType).Msg("this NATS user may not create task consumers; binding the provisioned one")
+		c.noProvision.Store(true)
+		return c.bindTaskConsumer(ctx, taskType)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("task consumer %s: %w", taskType, err)
 	}

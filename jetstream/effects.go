@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"time"
 
@@ -102,7 +101,7 @@ func (c *Client) ClaimEffect(ctx context.Context, key string, e *Effect) (uint64
 	err = c.bounded(ctx, func(ctx context.Context) (err error) {
 		rev, err = kv.Create(ctx, key, b)
 		return err
-	})
+	}, keySubject(BucketEffects, key))
 	if err == nil {
 		return rev, nil
 	}
@@ -136,7 +135,7 @@ func (c *Client) RecordEffect(ctx context.Context, key string, e *Effect, rev ui
 	err = c.bounded(ctx, func(ctx context.Context) (err error) {
 		nrev, err = kv.Update(ctx, key, b, rev)
 		return err
-	})
+	}, keySubject(BucketEffects, key))
 	if err != nil {
 		return 0, fmt.Errorf("record effect %s at revision %d: %w", key, rev, translate(err))
 	}
@@ -192,14 +191,9 @@ func (c *Client) EffectKeys(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	lister, err := kv.ListKeys(ctx)
+	keys, err := c.listKeys(ctx, kv)
 	if err != nil {
 		return nil, fmt.Errorf("list effects: %w", err)
 	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	return keys, nil
 }

@@ -50,7 +50,7 @@ func (c *Client) get(ctx context.Context, b *bucket, key string) (e natsjs.KeyVa
 		c.log.Info().Str("bucket", b.name).Msg("bucket rebound: its direct gets were switched off")
 		e, err = fresh.Get(ctx, key)
 		return err
-	})
+	}, readSubjects(BucketStream(b.name))...)
 	return e, err
 }
 
@@ -62,12 +62,14 @@ var ErrRequestTimeout = errors.New("no answer from NATS within the request timeo
 
 // bounded runs one request under Config.RequestTimeout (and ctx). When
 // that bound ran out while ctx had time left, the error is
-// ErrRequestTimeout.
-func (c *Client) bounded(ctx context.Context, do func(context.Context) error) error {
+// ErrRequestTimeout. When the server reports a permissions violation on
+// a subject matching one of subjects (the request's) or on the inbox,
+// the request ends at once with that *PermissionError.
+func (c *Client) bounded(ctx context.Context, do func(context.Context) error, subjects ...string) error {
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
-	err := do(rctx)
-	if err != nil && rctx.Err() != nil && ctx.Err() == nil {
+	err := c.guarded(rctx, subjects, do)
+	if err != nil && !errors.Is(err, ErrPermissionDenied) && rctx.Err() != nil && ctx.Err() == nil {
 		return c.timeoutErr(err)
 	}
 	return err
@@ -91,6 +93,12 @@ func (c *Client) publishMsg(ctx context.Context, m *nats.Msg, opts ...natsjs.Pub
 	err = c.bounded(ctx, func(ctx context.Context) error {
 		ack, err = c.js.PublishMsg(ctx, m, opts...)
 		return err
-	})
+	}, m.Subject)
 	return ack, err
+}
+
+// readSubjects are the requests that read a stream's messages (a KV
+// get), with and without direct gets, and the stream lookup of a rebind.
+func readSubjects(stream string) []string {
+	return []string{"$JS.API.STREAM.MSG.GET." + stream, "$JS.API.DIRECT.GET." + stream + ".>", "$JS.API.DIRECT.GET." + stream, "$JS.API.STREAM.INFO." + stream}
 }

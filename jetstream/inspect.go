@@ -89,7 +89,9 @@ func (c *Client) DeadLettersSince(ctx context.Context, source string, since time
 }
 
 // DeadLetters reads up to limit dead letters, oldest first.
-func (c *Client) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error) {
+func (c *Client) DeadLetters(ctx context.Context, limit int) (_ []DeadLetter, err error) {
+	ctx, done := c.guard(ctx, jsAPI)
+	defer func() { err = done(err) }()
 	s, err := c.js.Stream(ctx, StreamDLQ)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", StreamDLQ, err)
@@ -132,8 +134,10 @@ func (c *Client) StreamCounts(ctx context.Context) (map[string]uint64, error) {
 // PublishRaw publishes bytes to any subject through JetStream (tests and
 // tools use it to inject malformed messages).
 func (c *Client) PublishRaw(ctx context.Context, subject string, data []byte) error {
-	_, err := c.js.Publish(ctx, subject, data)
-	return err
+	return c.guarded(ctx, []string{subject}, func(ctx context.Context) error {
+		_, err := c.js.Publish(ctx, subject, data)
+		return err
+	})
 }
 
 // PublishSchedule publishes a message schedule (a "Nats-Schedule" such as
@@ -184,7 +188,9 @@ func (c *Client) StreamState(ctx context.Context, stream string) (StreamUsage, e
 
 // PurgeSubject deletes every message of a stream on subject (operators
 // and fault-injection tests use it to lose tasks or timers on purpose).
-func (c *Client) PurgeSubject(ctx context.Context, stream, subject string) error {
+func (c *Client) PurgeSubject(ctx context.Context, stream, subject string) (err error) {
+	ctx, done := c.guard(ctx, jsAPI)
+	defer func() { err = done(err) }()
 	s, err := c.js.Stream(ctx, stream)
 	if err != nil {
 		return err

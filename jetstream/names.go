@@ -57,7 +57,20 @@ const (
 	TimerSubjects   = "jetflow.timer.>"
 	TaskSubjects    = "jetflow.task.>"
 	DLQSubjects     = "jetflow.dlq.>"
+	DoneSubjects    = "jetflow.done.>"
 	definitionsKeys = ">"
+)
+
+// Inbox prefixes: each role's connections take replies on subjects under
+// its own prefix (nats.CustomInboxPrefix), so a NATS user may subscribe
+// to its role's replies and no others'. The security package puts the
+// prefix into each role's permissions; Config.InboxPrefix selects it.
+const (
+	InboxPrefixAdmin      = "_INBOX_jetflow_admin"
+	InboxPrefixDispatcher = "_INBOX_jetflow_dispatcher"
+	InboxPrefixWorker     = "_INBOX_jetflow_worker"
+	InboxPrefixProducer   = "_INBOX_jetflow_producer"
+	InboxPrefixOperator   = "_INBOX_jetflow_operator"
 )
 
 // Consumers.
@@ -102,6 +115,21 @@ func StartSubject(workflowName string) string { return startPrefix + workflowNam
 // EventSubject is where events of an instance are published.
 func EventSubject(instance string) string { return eventPrefix + instance }
 
+// EventKindSubject is where an event of one kind for an instance is
+// published by a client that may publish only that kind: workers publish
+// results on "jetflow.event.<instance>.result", operators cancels and
+// signals on ".cancel" and ".signal". The dispatcher accepts an event on
+// such a subject only if it is of that kind and for that instance, so a
+// NATS permission on the subject is a permission on the kind.
+func EventKindSubject(instance string, kind workflow.EventKind) string {
+	return eventPrefix + instance + "." + string(kind)
+}
+
+// EventKindSubjects is the wildcard of EventKindSubject over instances.
+func EventKindSubjects(kind workflow.EventKind) string {
+	return eventPrefix + "*." + string(kind)
+}
+
 // TimerSubject is the schedule subject of one timer of an instance; one
 // subject per timer, because a new schedule on a subject replaces the old.
 func TimerSubject(instance, timer string) string {
@@ -116,6 +144,12 @@ func DoneSubject(workflowName, instance string) string {
 
 // TaskSubject is where tasks of a type are published.
 func TaskSubject(taskType string) string { return taskPrefix + taskType }
+
+// BucketStream is the name of the stream behind a KV bucket.
+func BucketStream(bucket string) string { return "KV_" + bucket }
+
+// BucketSubjects is the subject wildcard of a KV bucket's keys.
+func BucketSubjects(bucket string) string { return "$KV." + bucket + ".>" }
 
 // WorkerConsumer is the durable consumer name for a task type.
 func WorkerConsumer(taskType string) string { return workerConsumerPrefix + taskType }

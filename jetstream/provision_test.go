@@ -6,6 +6,7 @@ import (
 	"time"
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jetflow/jetflow/workflow"
@@ -174,4 +175,57 @@ func TestPullsWaitingCountsReadyWorkers(t *testing.T) {
 		n, err := c.PullsWaiting(ctx, StreamTasks, WorkerConsumer("noop"))
 		return err == nil && n >= 2
 	}, 10*time.Second, 20*time.Millisecond, "two pulling workers")
+}
+
+// TestNoProvisionNamesWhatIsMissing: a client that may not provision
+// changes nothing and says which asset is missing and which command
+// makes it; once provisioned, it binds.
+func TestNoProvisionNamesWhatIsMissing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv, err := StartServer(ServerConfig{StoreDir: t.TempDir(), DontListen: true})
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	var logs syncBuffer
+	bindOnly, err := Connect(ctx, Config{Server: srv, NoProvision: true, DLQRetention: time.Hour, Logger: zerolog.New(&logs)})
+	require.NoError(t, err)
+	t.Cleanup(bindOnly.Close)
+	admin, err := Connect(ctx, Config{Server: srv})
+	require.NoError(t, err)
+	t.Cleanup(admin.Close)
+
+	err = bindOnly.Provision(ctx)
+	var missing *MissingError
+	require.ErrorAs(t, err, &missing)
+	require.ErrorIs(t, err, ErrNotProvisioned)
+	require.Equal(t, "stream "+StreamEvents, missing.What)
+	require.Contains(t, err.Error(), "jetflow provision")
+	_, err = admin.js.Stream(ctx, StreamEvents)
+	require.ErrorIs(t, err, natsjs.ErrStreamNotFound, "a bind-only client created a stream")
+
+	require.NoError(t, admin.Provision(ctx))
+	require.NoError(t, bindOnly.Provision(ctx))
+	require.Contains(t, logs.String(), StreamDLQ, "the DLQ's retention differs from this client's and is left as it is, with a warning")
+	_, err = bindOnly.DeadLetters(ctx, 1)
+	require.NoError(t, err)
+
+	_, err = bindOnly.EnsureTaskConsumer(ctx, "resize")
+	require.ErrorAs(t, err, &missing)
+	require.Equal(t, "consumer "+WorkerConsumer("resize")+" on stream "+StreamTasks, missing.What)
+	require.Contains(t, missing.Fix, "--task-types resize")
+	_, err = admin.js.Consumer(ctx, StreamTasks, WorkerConsumer("resize"))
+	require.ErrorIs(t, err, natsjs.ErrConsumerNotFound)
+	_, err = admin.EnsureTaskConsumer(ctx, "resize")
+	require.NoError(t, err)
+	_, err = bindOnly.EnsureTaskConsumer(ctx, "resize")
+	require.NoError(t, err)
+
+	err = bindOnly.EnsureTriggerSubjects(ctx, "orders.created")
+	require.ErrorAs(t, err, &missing)
+	require.Contains(t, missing.What, "orders.created")
+	st, err := admin.js.Stream(ctx, StreamTriggers)
+	require.NoError(t, err)
+	require.Equal(t, []string{StartSubjects}, st.CachedInfo().Config.Subjects)
+	require.NoError(t, admin.EnsureTriggerSubjects(ctx, "orders.created"))
+	require.NoError(t, bindOnly.EnsureTriggerSubjects(ctx, "orders.created"))
 }

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,6 +22,7 @@ import (
 // was already published in the duplicate window is acknowledged as a
 // duplicate and not stored twice.
 func (c *Client) PublishTasks(ctx context.Context, tasks []workflow.Task) error {
+	mark := c.perms.mark()
 	futures := make([]natsjs.PubAckFuture, 0, len(tasks))
 	for _, t := range tasks {
 		b, err := encode(t)
@@ -34,18 +37,24 @@ func (c *Client) PublishTasks(ctx context.Context, tasks []workflow.Task) error 
 		}
 		futures = append(futures, f)
 	}
-	return c.waitAcks(ctx, futures)
+	return c.waitAcks(ctx, mark, futures)
 }
 
 // waitAcks waits for the acknowledgements of pipelined publishes; each
 // one that does not come within Config.RequestTimeout of its publish
-// fails with ErrRequestTimeout.
-func (c *Client) waitAcks(ctx context.Context, futures []natsjs.PubAckFuture) error {
+// fails with ErrRequestTimeout. mark is c.perms.mark() from before the
+// publishes: a permissions violation on one of their subjects since
+// fails the wait at once with that *PermissionError.
+func (c *Client) waitAcks(ctx context.Context, mark uint64, futures []natsjs.PubAckFuture) error {
+	denied, stop := c.watchPublishes(mark, futures)
+	defer stop()
 	for _, f := range futures {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
 			return fmt.Errorf("publish %s: %w", f.Msg().Subject, c.ackErr(err))
+		case pe := <-denied:
+			return pe
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -53,13 +62,50 @@ func (c *Client) waitAcks(ctx context.Context, futures []natsjs.PubAckFuture) er
 	return nil
 }
 
-// PublishEvent publishes an event for an instance with a message id.
+// watchPublishes watches for permissions violations since mark on the
+// subjects of pipelined publishes. A batch can hold thousands of
+// subjects (one per key or instance), so it watches their first two
+// tokens: a violation on jetflow.task.x fails a batch of tasks of other
+// types too, which is right for a role that lacks one of them.
+func (c *Client) watchPublishes(mark uint64, futures []natsjs.PubAckFuture) (<-chan *PermissionError, func()) {
+	var patterns []string
+	for _, f := range futures {
+		if f == nil {
+			continue
+		}
+		p := subjectFamily(f.Msg().Subject)
+		if !slices.Contains(patterns, p) {
+			patterns = append(patterns, p)
+		}
+	}
+	w, stop := c.perms.watch(mark, patterns...)
+	return w.ch, stop
+}
+
+// subjectFamily is the wildcard of a subject's first two tokens
+// ("$KV.jetflow_data.>" for a data key), or the subject itself when it
+// has fewer than three.
+func subjectFamily(s string) string {
+	i := strings.IndexByte(s, '.')
+	if i < 0 {
+		return s
+	}
+	j := strings.IndexByte(s[i+1:], '.')
+	if j < 0 {
+		return s
+	}
+	return s[:i+1+j] + ".>"
+}
+
+// PublishEvent publishes an event for an instance with a message id, on
+// the subject of its kind (EventKindSubject): a worker's result, an
+// operator's cancel or signal, each under its own NATS permission.
 func (c *Client) PublishEvent(ctx context.Context, ev workflow.Event, msgID string) error {
 	b, err := encode(ev)
 	if err != nil {
 		return err
 	}
-	m := &nats.Msg{Subject: EventSubject(ev.Instance), Data: b, Header: nats.Header{}}
+	m := &nats.Msg{Subject: EventKindSubject(ev.Instance, ev.Kind), Data: b, Header: nats.Header{}}
 	if msgID != "" {
 		m.Header.Set(HeaderMsgID, msgID)
 	}
@@ -74,6 +120,7 @@ func (c *Client) PublishEvent(ctx context.Context, ev workflow.Event, msgID stri
 // precision, so the time is rounded up: a timer never fires early. A
 // timer scheduled again replaces the earlier schedule on its subject.
 func (c *Client) ScheduleTimers(ctx context.Context, timers []workflow.Timer) error {
+	mark := c.perms.mark()
 	futures := make([]natsjs.PubAckFuture, 0, len(timers))
 	for _, t := range timers {
 		b, err := encode(workflow.Event{Kind: workflow.EventTimer, Instance: t.Instance, Timer: t.ID})
@@ -87,7 +134,7 @@ func (c *Client) ScheduleTimers(ctx context.Context, timers []workflow.Timer) er
 		}
 		futures = append(futures, f)
 	}
-	return c.waitAcks(ctx, futures)
+	return c.waitAcks(ctx, mark, futures)
 }
 
 // scheduleTime is the time a message schedule for t fires: schedules

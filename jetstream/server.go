@@ -3,6 +3,7 @@ package jetstream
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -30,6 +31,17 @@ type ServerConfig struct {
 	MaxPayload int32
 	// ReadyTimeout bounds the wait for the server to start. Default 10s.
 	ReadyTimeout time.Duration
+	// ConfigFile is a NATS server configuration file to start from: its
+	// accounts, users, permissions and TLS apply. JetStream is always on;
+	// StoreDir, Host and Port apply where the file sets none. Default:
+	// none.
+	ConfigFile string
+	// Insecure allows listening on an address other than loopback without
+	// authentication (users, nkeys, a token, operator JWTs or verified
+	// client certificates, and no no_auth_user). Default false: such a
+	// server is refused, since anyone who reaches the port could read and
+	// change every workflow.
+	Insecure bool
 	// Logger receives the server's log lines. Default: discarded.
 	Logger *zerolog.Logger
 }
@@ -102,6 +114,16 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		NoSigs:     true,
 		NoLog:      cfg.Logger == nil,
 	}
+	if cfg.ConfigFile != "" {
+		if opts, err = fileOptions(cfg, opts); err != nil {
+			lock.release()
+			return nil, err
+		}
+	}
+	if err := checkExposure(opts, cfg.Insecure); err != nil {
+		lock.release()
+		return nil, err
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		lock.release()
@@ -115,7 +137,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		s.Shutdown()
 		s.WaitForShutdown()
 		lock.release()
-		return nil, fmt.Errorf("embedded server: not ready after %s (is %s:%d in use?)", cfg.ReadyTimeout, cfg.Host, cfg.Port)
+		return nil, fmt.Errorf("embedded server: not ready after %s (is %s:%d in use?)", cfg.ReadyTimeout, opts.Host, opts.Port)
 	}
 	return &Server{s: s, lock: lock}, nil
 }
@@ -127,6 +149,10 @@ func (s *Server) ClientURL() string {
 	}
 	return s.s.ClientURL()
 }
+
+// InProcessConn returns a connection to the server that does not use the
+// network, so a nats.go client can connect with nats.InProcessServer(srv).
+func (s *Server) InProcessConn() (net.Conn, error) { return s.s.InProcessConn() }
 
 // Shutdown stops the server, waits for it and releases the store lock.
 func (s *Server) Shutdown() {
@@ -143,3 +169,67 @@ func (l serverLogger) Fatalf(format string, v ...any)  { l.l.Error().Msgf(format
 func (l serverLogger) Errorf(format string, v ...any)  { l.l.Error().Msgf(format, v...) }
 func (l serverLogger) Debugf(format string, v ...any)  { l.l.Debug().Msgf(format, v...) }
 func (l serverLogger) Tracef(format string, v ...any)  { l.l.Trace().Msgf(format, v...) }
+
+// fileOptions reads cfg.ConfigFile and applies jetflow's needs over it:
+// JetStream on, and the store directory, address, fsync and payload
+// settings of cfg where the file sets none.
+func fileOptions(cfg ServerConfig, base *server.Options) (*server.Options, error) {
+	opts, err := server.ProcessConfigFile(cfg.ConfigFile)
+	if err != nil {
+		return nil, fmt.Errorf("embedded server: config file %s: %w", cfg.ConfigFile, err)
+	}
+	if opts.ServerName == "" {
+		opts.ServerName = base.ServerName
+	}
+	opts.JetStream = true
+	if opts.StoreDir == "" {
+		opts.StoreDir = base.StoreDir
+	}
+	if opts.Host == "" && opts.Port == 0 {
+		opts.Host, opts.Port = base.Host, base.Port
+	}
+	opts.DontListen = opts.DontListen || base.DontListen
+	opts.SyncAlways = opts.SyncAlways || base.SyncAlways
+	if opts.MaxPayload == 0 {
+		opts.MaxPayload = base.MaxPayload
+	}
+	opts.NoSigs, opts.NoLog = true, base.NoLog
+	return opts, nil
+}
+
+// ErrInsecureListen is returned for a server that would accept anyone on
+// an address other than loopback.
+var ErrInsecureListen = errors.New("embedded server: refusing to listen on a non-loopback address without authentication")
+
+// checkExposure refuses a server that listens beyond loopback and lets
+// clients in without credentials, unless insecure.
+func checkExposure(opts *server.Options, insecure bool) error {
+	if insecure || opts.DontListen || isLoopbackHost(opts.Host) || requiresAuth(opts) {
+		return nil
+	}
+	host := opts.Host
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return fmt.Errorf("%w (%s): anyone who reaches port %d could read and change every workflow. Configure users with --server-config (see `jetflow security init`), listen on 127.0.0.1, or pass --insecure to accept the risk", ErrInsecureListen, host, opts.Port)
+}
+
+// requiresAuth reports whether the server options make every client
+// authenticate.
+func requiresAuth(o *server.Options) bool {
+	if o.NoAuthUser != "" {
+		return false // anyone is that user
+	}
+	return len(o.Users) > 0 || len(o.Nkeys) > 0 || o.Authorization != "" || o.Username != "" ||
+		len(o.TrustedOperators) > 0 || len(o.TrustedKeys) > 0 || o.AuthCallout != nil || o.CustomClientAuthentication != nil ||
+		(o.TLSConfig != nil && o.TLSVerify)
+}
+
+// isLoopbackHost reports whether host names only loopback interfaces.
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -75,7 +75,7 @@ func (c *Client) PutInstance(ctx context.Context, in *workflow.Instance, rev uin
 			nrev, err = c.inst.kv().Update(ctx, in.ID, b, rev)
 		}
 		return err
-	})
+	}, keySubject(BucketInstances, in.ID))
 	if err != nil {
 		err = translate(err)
 		if rev == 0 && errors.Is(err, workflow.ErrConflict) {
@@ -89,16 +89,26 @@ func (c *Client) PutInstance(ctx context.Context, in *workflow.Instance, rev uin
 
 // ListInstanceIDs returns every instance id, sorted.
 func (c *Client) ListInstanceIDs(ctx context.Context) ([]string, error) {
-	lister, err := c.inst.kv().ListKeys(ctx)
+	ids, err := c.listKeys(ctx, c.inst.kv())
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)
 	}
-	var ids []string
-	for k := range lister.Keys() {
-		ids = append(ids, k)
-	}
-	sort.Strings(ids)
 	return ids, nil
+}
+
+// listKeys returns every key of a bucket, sorted.
+func (c *Client) listKeys(ctx context.Context, kv natsjs.KeyValue) (keys []string, err error) {
+	ctx, done := c.guard(ctx, jsAPI)
+	defer func() { err = done(err) }()
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys, ctx.Err()
 }
 
 // PutData writes a user value as JSON (EncodeValue) under a write-once
@@ -169,7 +179,7 @@ func (c *Client) createData(ctx context.Context, key string, b []byte) error {
 	return c.bounded(ctx, func(ctx context.Context) error {
 		_, err := c.data.kv().Create(ctx, key, b)
 		return err
-	})
+	}, keySubject(BucketData, key), "$JS.API.STREAM.MSG.GET."+BucketStream(BucketData))
 }
 
 // DataRaw returns the encoded value under key.
@@ -218,7 +228,10 @@ func (d dataView) Load(key string) (any, error) { return d.c.LoadData(d.ctx, key
 // different source for an existing version is refused.
 func (c *Client) PutDefinition(ctx context.Context, def *workflow.Definition, src []byte) error {
 	key := DefinitionKey(def.Name, def.Version)
-	_, err := c.defs.kv().Create(ctx, key, src)
+	err := c.guarded(ctx, []string{keySubject(BucketDefinitions, key)}, func(ctx context.Context) error {
+		_, err := c.defs.kv().Create(ctx, key, src)
+		return err
+	})
 	if err == nil {
 		return nil
 	}
@@ -237,15 +250,10 @@ func (c *Client) PutDefinition(ctx context.Context, def *workflow.Definition, sr
 
 // Definitions loads every stored definition.
 func (c *Client) Definitions(ctx context.Context) ([]*workflow.Definition, error) {
-	lister, err := c.defs.kv().ListKeys(ctx)
+	keys, err := c.listKeys(ctx, c.defs.kv())
 	if err != nil {
 		return nil, fmt.Errorf("list definitions: %w", err)
 	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var out []*workflow.Definition
 	for _, k := range keys {
 		def, err := c.definition(ctx, k)
@@ -278,7 +286,7 @@ func (c *Client) definition(ctx context.Context, key string) (*workflow.Definiti
 // calls ready once the stored ones were delivered, and blocks until ctx
 // ends. Definitions that fail to parse are logged and skipped.
 func (c *Client) WatchDefinitions(ctx context.Context, fn func(*workflow.Definition), ready func()) error {
-	w, err := c.defs.kv().WatchAll(ctx)
+	w, err := c.watchAll(ctx, c.defs)
 	if err != nil {
 		return fmt.Errorf("watch definitions: %w", err)
 	}
@@ -362,7 +370,7 @@ func (c *Client) watchInstances(ctx context.Context, existing bool, ready func()
 	if !existing {
 		opts = append(opts, natsjs.UpdatesOnly())
 	}
-	w, err := c.inst.kv().WatchAll(ctx, opts...)
+	w, err := c.watchAll(ctx, c.inst, opts...)
 	if err != nil {
 		return fmt.Errorf("watch instances: %w", err)
 	}
@@ -389,5 +397,33 @@ func (c *Client) watchInstances(ctx context.Context, existing bool, ready func()
 			}
 			fn(e.Key(), e.Value())
 		}
+	}
+}
+
+// watchAll starts a watch of a bucket. The watch (an ordered consumer)
+// lives as long as ctx; a permissions violation while it is being created
+// fails it at once.
+func (c *Client) watchAll(ctx context.Context, b *bucket, opts ...natsjs.WatchOpt) (natsjs.KeyWatcher, error) {
+	w, stop := c.perms.watch(c.perms.mark(), jsAPI)
+	defer stop()
+	type result struct {
+		w   natsjs.KeyWatcher
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		w, err := b.kv().WatchAll(ctx, opts...)
+		res <- result{w, err}
+	}()
+	select {
+	case r := <-res:
+		return r.w, r.err
+	case pe := <-w.ch:
+		go func() {
+			if r := <-res; r.w != nil {
+				_ = r.w.Stop()
+			}
+		}()
+		return nil, pe
 	}
 }

@@ -25,14 +25,28 @@ import (
 )
 
 // Register adds every built-in task type to w.
-func Register(w *worker.Worker) error {
-	for name, h := range map[string]worker.Handler{
+func Register(w *worker.Worker) error { return RegisterTypes(w) }
+
+// RegisterTypes adds the named built-in task types to w (every one when
+// none is named), e.g. for a worker whose NATS user may handle only some.
+func RegisterTypes(w *worker.Worker, types ...string) error {
+	builtins := map[string]worker.Handler{
 		"echo":  Echo,
 		"noop":  Noop,
 		"sleep": Sleep,
 		"fail":  Fail,
 		"http":  HTTP,
-	} {
+	}
+	if len(types) == 0 {
+		for name := range builtins {
+			types = append(types, name)
+		}
+	}
+	for _, name := range types {
+		h, ok := builtins[name]
+		if !ok {
+			return fmt.Errorf("no built-in task type %q (there are echo, noop, sleep, fail and http)", name)
+		}
 		if err := w.Handle(name, h); err != nil {
 			return err
 		}

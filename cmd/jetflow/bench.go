@@ -43,7 +43,11 @@ with --external it uses the dispatchers and workers already running behind
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			o.Workload = args[0]
-			url := g.url
+			conn, err := g.conn.Resolve(jetstream.InboxPrefixAdmin)
+			if err != nil {
+				return err
+			}
+			url := conn.URL
 			var procs map[string]*exec.Cmd
 			if !external {
 				var cleanup func()
@@ -54,11 +58,12 @@ with --external it uses the dispatchers and workers already running behind
 				}
 				defer cleanup()
 			}
-			connect := jetstream.Config{URL: url, Name: "jetflow-bench"}
+			cfg := jetstream.Config{URL: url, Name: "jetflow-bench"}
 			if external {
-				connect.ConnectTimeout = g.connectTimeout // as every other command
+				cfg.Auth, cfg.InboxPrefix = conn.Auth, conn.InboxPrefix
+				cfg.ConnectTimeout = g.connectTimeout // as every other command
 			}
-			client, err := jetstream.Connect(ctx, connect)
+			client, err := jetstream.Connect(ctx, cfg)
 			if err != nil {
 				return err
 			}

@@ -19,18 +19,36 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/jetflow/jetflow/internal/run"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/workflow"
 )
 
 type globals struct {
-	url            string
+	conn           run.ConnFlags
 	json           bool
 	connectTimeout time.Duration
 }
 
+// connect connects without binding, taking replies under inbox (the
+// role the command acts as: operator for most, producer for publish).
+func (g *globals) connect(ctx context.Context, inbox string, cfg jetstream.Config) (*jetstream.Client, error) {
+	conn, err := g.conn.Resolve(inbox)
+	if err != nil {
+		return nil, err
+	}
+	cfg.URL, cfg.Auth, cfg.InboxPrefix = conn.URL, conn.Auth, conn.InboxPrefix
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = g.connectTimeout
+	}
+	if cfg.Name == "" {
+		cfg.Name = "jetflow-cli"
+	}
+	return jetstream.Connect(ctx, cfg)
+}
+
 func (g *globals) client(ctx context.Context) (*jetstream.Client, error) {
-	c, err := jetstream.Connect(ctx, jetstream.Config{URL: g.url, Name: "jetflow-cli", ConnectTimeout: g.connectTimeout})
+	c, err := g.connect(ctx, jetstream.InboxPrefixOperator, jetstream.Config{})
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +197,9 @@ func publishCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := g.client(ctx)
+			// A producer may publish on trigger subjects and nothing
+			// else: no binding.
+			c, err := g.connect(ctx, jetstream.InboxPrefixProducer, jetstream.Config{})
 			if err != nil {
 				return err
 			}

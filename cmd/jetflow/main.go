@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/jetflow/jetflow/internal/run"
 )
 
 func main() {
@@ -34,12 +36,13 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&g.url, "nats-url", envOr("JETFLOW_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URLs, comma-separated (env JETFLOW_NATS_URL)")
+	g.conn.Register(root.PersistentFlags(), run.ConnOptions{DefaultURL: "nats://127.0.0.1:4222", URLHelp: "default nats://127.0.0.1:4222 or the NATS context's", UseSelected: true})
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON instead of text")
 	root.PersistentFlags().DurationVar(&g.connectTimeout, "connect-timeout", envDuration("JETFLOW_CONNECT_TIMEOUT", 2*time.Second), "give up when no NATS server answers within this long (env JETFLOW_CONNECT_TIMEOUT)")
 	root.AddCommand(
 		validateCmd(), registerCmd(g), definitionsCmd(g), publishCmd(g), startCmd(g),
 		instancesCmd(g), showCmd(g), waitCmd(g), cancelCmd(g), signalCmd(g), childrenCmd(g), statsCmd(g), dlqCmd(g), benchCmd(g),
+		provisionCmd(g), securityCmd(),
 	)
 	root.AddCommand(processCmds()...)
 	return root

@@ -24,8 +24,14 @@ import (
 // name) until ctx ends.
 func Dispatcher(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dispatcher", flag.ContinueOnError)
+	var conn ConnFlags
+	conn.Register(fs, ConnOptions{URLHelp: "empty starts an embedded server"})
 	var (
-		url        = fs.String("nats-url", Env("JETFLOW_NATS_URL", ""), "NATS server URLs, comma-separated; empty starts an embedded server (env JETFLOW_NATS_URL)")
+		noProvision  = fs.Bool("no-provision", EnvBool("JETFLOW_NO_PROVISION", false), "never create or update streams and consumers, only check they exist (what `jetflow provision` made); automatic when the NATS user may not provision (env JETFLOW_NO_PROVISION)")
+		serverConfig = fs.String("server-config", Env("JETFLOW_SERVER_CONFIG", ""), "embedded server: NATS server config file (accounts, users, TLS), e.g. from jetflow security init (env JETFLOW_SERVER_CONFIG)")
+		insecure     = fs.Bool("insecure", EnvBool("JETFLOW_INSECURE", false), "embedded server: allow listening beyond loopback without authentication (env JETFLOW_INSECURE)")
+	)
+	var (
 		storeDir   = fs.String("store-dir", Env("JETFLOW_STORE_DIR", "jetflow-data"), "embedded server: JetStream store directory (env JETFLOW_STORE_DIR)")
 		listen     = fs.String("listen", Env("JETFLOW_LISTEN", "127.0.0.1:4222"), "embedded server: client address; empty for in-process only (env JETFLOW_LISTEN)")
 		syncAlways = fs.Bool("sync-always", EnvBool("JETFLOW_SYNC_ALWAYS", false), "embedded server: fsync every write before acknowledging it (env JETFLOW_SYNC_ALWAYS)")
@@ -80,8 +86,15 @@ func Dispatcher(ctx context.Context, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	client, _, closeFn, err := Open(ctx, Conn{URL: *url, StoreDir: *storeDir, Listen: *listen, SyncAlways: *syncAlways, Replicas: *replicas},
-		jetstream.Config{Name: "jetflow-dispatcher", MaxPayload: maxPayloadBytes, DispatcherAckWait: *ackWait, WorkerAckWait: *workerAck, InstanceRetention: instanceRetention, RequestTimeout: *reqTimeout}, log)
+	c, err := conn.Resolve(jetstream.InboxPrefixDispatcher)
+	if err != nil {
+		return err
+	}
+	c.StoreDir, c.Listen, c.SyncAlways, c.Replicas = *storeDir, *listen, *syncAlways, *replicas
+	c.ServerConfig, c.Insecure = *serverConfig, *insecure
+	client, _, closeFn, err := Open(ctx, c,
+		jetstream.Config{Name: "jetflow-dispatcher", MaxPayload: maxPayloadBytes, DispatcherAckWait: *ackWait, WorkerAckWait: *workerAck,
+			InstanceRetention: instanceRetention, RequestTimeout: *reqTimeout, NoProvision: *noProvision}, log)
 	if err != nil {
 		return err
 	}
@@ -90,10 +103,14 @@ func Dispatcher(ctx context.Context, args []string) error {
 	// timeouts for a while: retry for up to a minute.
 	for attempt := 1; ; attempt++ {
 		err := client.Provision(ctx)
+		if errors.Is(err, jetstream.ErrPermissionDenied) && !client.NoProvision() {
+			log.Warn().Err(err).Msg("this NATS user may not provision jetflow; checking that it was provisioned (by jetflow provision, as admin)")
+			err = client.Verify(ctx)
+		}
 		if err == nil {
 			break
 		}
-		if attempt >= 30 || ctx.Err() != nil {
+		if attempt >= 30 || ctx.Err() != nil || errors.Is(err, jetstream.ErrPermissionDenied) {
 			return err
 		}
 		log.Warn().Err(err).Int("attempt", attempt).Msg("provisioning failed; retrying")
@@ -104,7 +121,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 		}
 	}
 	if *defsDir != "" {
-		if err := registerDir(ctx, client, *defsDir); err != nil {
+		if err := RegisterDir(ctx, client, *defsDir); err != nil {
 			return err
 		}
 	}
@@ -127,7 +144,9 @@ func Dispatcher(ctx context.Context, args []string) error {
 	return g.Wait()
 }
 
-func registerDir(ctx context.Context, client *jetstream.Client, dir string) error {
+// RegisterDir validates and stores every *.yaml, *.yml and *.json definition
+// in dir, and makes the trigger stream capture their trigger subjects.
+func RegisterDir(ctx context.Context, client *jetstream.Client, dir string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("definitions: %w", err)

@@ -99,6 +99,17 @@ type Conn struct {
 	Listen     string // embedded: host:port to listen on, "" for in-process only
 	SyncAlways bool   // embedded: fsync every write
 	Replicas   int
+	// Auth and InboxPrefix: credentials, TLS and reply subjects (also of
+	// the in-process connection to an embedded server with users).
+	Auth        jetstream.Auth
+	InboxPrefix string
+	// Context is the natscli context the settings came from ("" for none).
+	Context string
+	// ServerConfig is a NATS server config file for the embedded server.
+	ServerConfig string
+	// Insecure lets the embedded server listen beyond loopback without
+	// authentication.
+	Insecure bool
 }
 
 // serverConfig turns a listen address ("" for in-process only) into an
@@ -127,12 +138,14 @@ func Open(ctx context.Context, c Conn, cfg jetstream.Config, log zerolog.Logger)
 	cfg.URL = c.URL
 	cfg.Replicas = c.Replicas
 	cfg.Logger = log
+	cfg.Auth, cfg.InboxPrefix = c.Auth, c.InboxPrefix
 	if c.URL == "" {
 		sc, err := serverConfig(c.Listen)
 		if err != nil {
 			return nil, nil, nil, err
 		}
 		sc.StoreDir, sc.SyncAlways = c.StoreDir, c.SyncAlways
+		sc.ConfigFile, sc.Insecure = c.ServerConfig, c.Insecure
 		slog := log.With().Str("component", "nats-server").Logger()
 		sc.Logger = &slog
 		srv, err = jetstream.StartServer(sc)
@@ -143,7 +156,7 @@ func Open(ctx context.Context, c Conn, cfg jetstream.Config, log zerolog.Logger)
 			return nil, nil, nil, err
 		}
 		cfg.Server = srv
-		log.Info().Str("store_dir", c.StoreDir).Str("listen", c.Listen).Bool("sync_always", c.SyncAlways).Msg("embedded NATS server started")
+		log.Info().Str("store_dir", c.StoreDir).Str("listen", c.Listen).Bool("sync_always", c.SyncAlways).Str("server_config", c.ServerConfig).Msg("embedded NATS server started")
 	}
 	client, err = jetstream.Connect(ctx, cfg)
 	if err != nil {
@@ -152,10 +165,31 @@ func Open(ctx context.Context, c Conn, cfg jetstream.Config, log zerolog.Logger)
 		}
 		return nil, nil, nil, err
 	}
+	logConnected(log, c)
 	return client, srv, func() {
 		client.Close()
 		if srv != nil {
 			srv.Shutdown()
 		}
 	}, nil
+}
+
+// logConnected logs where and how a process connected, without secrets.
+func logConnected(log zerolog.Logger, c Conn) {
+	url := jetstream.RedactURL(c.URL)
+	if url == "" {
+		url = "embedded (in-process)"
+	}
+	log.Info().Str("url", url).Str("auth", c.Auth.String()).Str("inbox_prefix", c.InboxPrefix).Str("nats_context", c.Context).Msg("connected to NATS")
+}
+
+// SplitList splits a comma-separated flag value, dropping empty items.
+func SplitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -18,6 +18,8 @@ func Server(ctx context.Context, args []string) error {
 		storeDir   = fs.String("store-dir", "jetflow-data", "JetStream store directory")
 		listen     = fs.String("listen", "127.0.0.1:4222", "client address")
 		syncAlways = fs.Bool("sync-always", false, "fsync every write before acknowledging it")
+		config     = fs.String("server-config", "", "NATS server config file (accounts, users, TLS)")
+		insecure   = fs.Bool("insecure", false, "allow listening beyond loopback without authentication")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -34,6 +36,7 @@ func Server(ctx context.Context, args []string) error {
 		return err
 	}
 	sc.StoreDir, sc.SyncAlways = *storeDir, *syncAlways
+	sc.ConfigFile, sc.Insecure = *config, *insecure
 	slog := log.With().Str("component", "nats-server").Logger()
 	sc.Logger = &slog
 	srv, err := jetstream.StartServer(sc)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"time"
 
@@ -16,8 +17,11 @@ import (
 // name) until ctx ends.
 func Worker(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	var conn ConnFlags
+	conn.Register(fs, ConnOptions{DefaultURL: "nats://127.0.0.1:4222", URLHelp: "default nats://127.0.0.1:4222 or the NATS context's", UseSelected: true})
 	var (
-		url         = fs.String("nats-url", Env("JETFLOW_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URLs, comma-separated (env JETFLOW_NATS_URL)")
+		noProvision = fs.Bool("no-provision", EnvBool("JETFLOW_NO_PROVISION", false), "never create or update task consumers, only bind the ones `jetflow provision` made; automatic when the NATS user may not create them (env JETFLOW_NO_PROVISION)")
+		taskTypes   = fs.String("task-types", Env("JETFLOW_TASK_TYPES", ""), "comma-separated built-in task types to run (echo, noop, sleep, fail, http); default all (env JETFLOW_TASK_TYPES)")
 		concurrency = fs.Int("concurrency", EnvInt("JETFLOW_CONCURRENCY", 16), "handlers running at once (env JETFLOW_CONCURRENCY)")
 		shutdown    = fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful stop waits for running handlers")
 		ackWait     = fs.Duration("ack-wait", EnvDuration("JETFLOW_WORKER_ACK_WAIT", 10*time.Second), "how soon a task held by a worker that died is redelivered, counted from its last heartbeat (every fifth of this); use the same value on every worker (env JETFLOW_WORKER_ACK_WAIT)")
@@ -34,14 +38,16 @@ func Worker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *url == "" {
-		return errors.New("--nats-url is required")
+	c, err := conn.Resolve(jetstream.InboxPrefixWorker)
+	if err != nil {
+		return err
 	}
-	client, err := jetstream.Connect(ctx, jetstream.Config{URL: *url, Name: "jetflow-worker", WorkerAckWait: *ackWait, Logger: log})
+	client, err := jetstream.Connect(ctx, jetstream.Config{URL: c.URL, Name: "jetflow-worker", WorkerAckWait: *ackWait, Logger: log, Auth: c.Auth, InboxPrefix: c.InboxPrefix, NoProvision: *noProvision})
 	if err != nil {
 		return err
 	}
 	defer client.Close()
+	logConnected(log, c)
 	// Wait for a dispatcher to provision jetflow on this server: soon
 	// after it, when both start together (100 ms, doubling up to 2 s), and
 	// logged once a second has passed.
@@ -49,6 +55,9 @@ func Worker(ctx context.Context, args []string) error {
 		err := client.Bind(ctx)
 		if err == nil {
 			break
+		}
+		if errors.Is(err, jetstream.ErrPermissionDenied) {
+			return err
 		}
 		if waited >= time.Second {
 			log.Warn().Err(err).Msg("waiting for jetflow to be provisioned")
@@ -64,8 +73,13 @@ func Worker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := tasks.Register(w); err != nil {
+	if err := tasks.RegisterTypes(w, SplitList(*taskTypes)...); err != nil {
 		return err
 	}
-	return w.Run(ctx)
+	if err := w.Run(ctx); errors.Is(err, jetstream.ErrPermissionDenied) {
+		return fmt.Errorf("%w (limit this worker with --task-types to the task types its NATS user may run)", err)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
