@@ -262,7 +262,6 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		opts = append(opts, nats.InProcessServer(cfg.Server.s))
 		url = ""
 	}
-	deadline := time.Now().Add(cfg.ConnectTimeout)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", RedactURL(url), err)
@@ -271,7 +270,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		// RetryOnFailedConnect returns at once; wait a bounded time so a
 		// wrong URL is reported instead of hanging, and fail at once on
 		// what retrying cannot fix (credentials, certificates).
-		if err := conn.wait(ctx, nc, time.Until(deadline)); err != nil {
+		if err := conn.wait(ctx, nc, cfg.ConnectTimeout); err != nil {
 			nc.Close()
 			return nil, fmt.Errorf("connect to %s as %s: %w", RedactURL(url), cfg.Auth, err)
 		}

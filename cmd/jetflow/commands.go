@@ -204,20 +204,24 @@ func publishCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			defs, err := c.Definitions(ctx)
-			if err != nil {
-				return err
-			}
+			// Warn when no definition is triggered by the subject, if the
+			// definitions can be read (a producer may not read them).
 			var triggers []string
-			bound := false
-			for _, d := range latest(defs) {
-				if d.Trigger != nil {
-					triggers = append(triggers, d.Trigger.Subject)
-					bound = bound || workflow.SubjectMatches(d.Trigger.Subject, subject)
+			if err := c.Bind(ctx); err == nil {
+				defs, err := c.Definitions(ctx)
+				if err != nil {
+					return err
 				}
-			}
-			if !bound {
-				fmt.Fprintf(cmd.ErrOrStderr(), "warning: no registered workflow is triggered by %s (trigger subjects: %s)\n", subject, listOrNone(triggers))
+				bound := false
+				for _, d := range latest(defs) {
+					if d.Trigger != nil {
+						triggers = append(triggers, d.Trigger.Subject)
+						bound = bound || workflow.SubjectMatches(d.Trigger.Subject, subject)
+					}
+				}
+				if !bound {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: no registered workflow is triggered by %s (trigger subjects: %s)\n", subject, listOrNone(triggers))
+				}
 			}
 			h := map[string]string{}
 			if msgID != "" {
