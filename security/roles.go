@@ -142,6 +142,7 @@ var ErrNoTriggerSubjects = errors.New("the producer role needs the trigger subje
 // (https://docs.nats.io/reference/reference-protocols/nats_api_reference).
 func streamInfo(stream string) string { return "$JS.API.STREAM.INFO." + stream }
 func msgGet(stream string) string     { return "$JS.API.STREAM.MSG.GET." + stream }
+func msgDelete(stream string) string  { return "$JS.API.STREAM.MSG.DELETE." + stream }
 func consumerInfo(stream, consumer string) string {
 	return "$JS.API.CONSUMER.INFO." + stream + "." + consumer
 }
@@ -183,14 +184,18 @@ func For(role Role, scope Scope) (Permissions, error) {
 		p.Unrestricted = true
 		p.Publish, p.Subscribe = []string{">"}, []string{">"}
 	case Dispatcher:
-		tr, ev, d := jetstream.StreamTriggers, jetstream.StreamEvents, jetstream.ConsumerDispatcher
+		tr, ev, d, g := jetstream.StreamTriggers, jetstream.StreamEvents, jetstream.ConsumerDispatcher, jetstream.ConsumerTimerGuard
 		p.Publish = concat(
 			// Bind without provisioning: look up every stream and the
 			// dispatcher's consumers.
 			[]string{streamInfo(tr), streamInfo(ev), streamInfo(jetstream.StreamTasks), streamInfo(jetstream.StreamDLQ)},
 			bind(inst, data, defs, effs),
-			// Consume triggers and events.
+			// Consume triggers and events; guard the timer subjects
+			// (jetstream.GuardTimerSubjects).
 			[]string{consumerInfo(tr, d), consumerNext(tr, d), ack(tr, d), consumerInfo(ev, d), consumerNext(ev, d), ack(ev, d)},
+			[]string{consumerInfo(ev, g), consumerNext(ev, g), ack(ev, g)},
+			// Erase a trigger it dead-lettered (the dead letter keeps it).
+			[]string{msgDelete(tr)},
 			// Instance state: read, create, compare-and-swap; the repair
 			// loop watches it.
 			[]string{jetstream.BucketSubjects(inst), msgGet(kvInst)}, watch(inst),
@@ -202,7 +207,7 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// What it publishes: tasks, its own events, timers (message
 			// schedules), bulk children, dead letters, completion notices.
 			[]string{jetstream.TaskSubjects, jetstream.EventSubjects, jetstream.TimerSubjects, jetstream.StartSubjects,
-				jetstream.DLQSubject("trigger"), jetstream.DLQSubject("event"), jetstream.DoneSubjects},
+				jetstream.DLQSubject("trigger"), jetstream.DLQSubject("event"), jetstream.DLQSubject("timer"), jetstream.DoneSubjects},
 			// Answers to `jetflow stats`, which operators ask. Not
 			// allow_responses: that would let whoever may send a stats
 			// request choose any reply subject, such as
