@@ -212,6 +212,6 @@ func (r *repairLoop) sweep(ctx context.Context) {
 		seen[ev.MsgID] = true
 	}
 	r.mu.Unlock()
-	d.stats.repairsSent.Add(uint64(len(events)))
+	d.stats.repairsSent(events)
 	d.log.Debug().Int("repairs", len(events)).Msg("repairs sent")
 }

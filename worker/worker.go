@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -131,6 +132,9 @@ type Worker struct {
 	log      zerolog.Logger
 	handlers map[string]Handler
 	sem      chan struct{}
+	metrics  *metrics
+	// fetching is set while Run pulls tasks (Ready).
+	fetching atomic.Bool
 }
 
 // New creates a worker on a client bound to jetflow's buckets.
@@ -139,12 +143,14 @@ func New(client *jetstream.Client, cfg Config) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("worker config: %w", err)
 	}
+	sem := make(chan struct{}, cfg.Concurrency)
 	return &Worker{
 		cfg:      cfg,
 		client:   client,
 		log:      cfg.Logger.With().Str("component", "worker").Logger(),
 		handlers: map[string]Handler{},
-		sem:      make(chan struct{}, cfg.Concurrency),
+		sem:      sem,
+		metrics:  newMetrics(sem),
 	}, nil
 }
 
@@ -157,6 +163,24 @@ func (w *Worker) Handle(taskType string, h Handler) error {
 		return fmt.Errorf("task type %q registered twice", taskType)
 	}
 	w.handlers[taskType] = h
+	return nil
+}
+
+// ErrNotReady matches what Ready reports while the worker cannot do its
+// work.
+var ErrNotReady = errors.New("not ready")
+
+// Ready reports whether the worker does its work now: Run has bound the
+// consumers of its task types and pulls, and the connection to NATS is
+// up. Its error (matching ErrNotReady) says what is missing. /readyz
+// answers from it.
+func (w *Worker) Ready() error {
+	switch {
+	case !w.fetching.Load():
+		return fmt.Errorf("%w: the worker is not pulling tasks (starting or stopping)", ErrNotReady)
+	case !w.client.Connected():
+		return fmt.Errorf("%w: not connected to NATS", ErrNotReady)
+	}
 	return nil
 }
 
@@ -196,7 +220,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		}()
 	}
 	w.log.Info().Strs("task_types", w.TaskTypes()).Int("concurrency", w.cfg.Concurrency).Msg("worker running")
+	w.fetching.Store(true)
 	<-ctx.Done()
+	w.fetching.Store(false)
 	fetchers.Wait()
 	w.log.Info().Msg("worker draining")
 	done := make(chan struct{})

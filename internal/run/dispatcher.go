@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/internal/obs"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/tasks"
 	"github.com/jetflow/jetflow/worker"
@@ -49,6 +50,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 		repairInt  = fs.Duration("repair-interval", 5*time.Second, "how often the repair loop looks for stalled instances; negative disables it")
 		staleTask  = fs.Duration("stale-task", 10*time.Minute, "a task attempt without a timeout and without a result for this long is presumed lost and retried")
 		maxPayload = fs.String("max-payload", Env("JETFLOW_MAX_PAYLOAD", "1MiB"), "largest trigger payload, input and output; a larger trigger is dead-lettered; at least 1KiB and at most the NATS server's max_payload (the embedded server's is 8MiB) (env JETFLOW_MAX_PAYLOAD)")
+		metricsAt  = metricsFlag(fs)
 		retention  = fs.String("instance-retention", Env("JETFLOW_INSTANCE_RETENTION", "0"), "remove an ended instance's key this long after it ended; 0 keeps instances forever; at least 24h (the trigger retention); a replay of the event key after that starts a new instance (env JETFLOW_INSTANCE_RETENTION)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -70,6 +72,10 @@ func Dispatcher(ctx context.Context, args []string) error {
 		return fmt.Errorf("--instance-retention (JETFLOW_INSTANCE_RETENTION): %w (use Go durations such as 720h)", err)
 	}
 
+	metrics, err := startMetrics(ctx, *metricsAt, log)
+	if err != nil {
+		return err
+	}
 	if *pprofAddr != "" {
 		if err := servePprof(*pprofAddr, log); err != nil {
 			return err
@@ -129,6 +135,10 @@ func Dispatcher(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := metrics.register(obs.ClientCollector(client), d.Collector()); err != nil {
+		return err
+	}
+	checks := []func() error{d.Ready}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.Run(gctx) })
 	if *withWorker {
@@ -139,8 +149,13 @@ func Dispatcher(ctx context.Context, args []string) error {
 		if err := tasks.Register(w); err != nil {
 			return err
 		}
+		if err := metrics.register(w.Collector()); err != nil {
+			return err
+		}
+		checks = append(checks, w.Ready)
 		g.Go(func() error { return w.Run(gctx) })
 	}
+	metrics.setReady(checks...)
 	return g.Wait()
 }
 

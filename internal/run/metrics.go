@@ -1,0 +1,54 @@
+package run
+
+import (
+	"context"
+	"flag"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/jetflow/jetflow/internal/obs"
+)
+
+// metricsFlag registers --metrics-listen.
+func metricsFlag(fs *flag.FlagSet) *string {
+	return fs.String("metrics-listen", Env("JETFLOW_METRICS_LISTEN", ""), "serve Prometheus /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9090 or :9090; empty: off (env JETFLOW_METRICS_LISTEN)")
+}
+
+// exposure is a process's metrics listener; a nil exposure (no
+// --metrics-listen) does nothing.
+type exposure struct {
+	reg   *prometheus.Registry
+	ready obs.Readiness
+}
+
+// startMetrics serves /metrics, /healthz and /readyz on addr until ctx
+// ends; /readyz answers 503 until setReady. Empty addr: nil, off.
+func startMetrics(ctx context.Context, addr string, log zerolog.Logger) (*exposure, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	e := &exposure{reg: obs.NewRegistry()}
+	if _, err := obs.Serve(ctx, addr, obs.Handler(e.reg, e.ready.Check), log); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *exposure) register(cs ...prometheus.Collector) error {
+	if e == nil {
+		return nil
+	}
+	for _, c := range cs {
+		if err := e.reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *exposure) setReady(checks ...func() error) {
+	if e != nil {
+		e.ready.Set(checks...)
+	}
+}
