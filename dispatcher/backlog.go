@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"context"
+	"os"
 	"sync"
 	"time"
 
@@ -80,4 +81,18 @@ func (d *Dispatcher) watchBacklog(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// announce writes the dispatcher's presence record until ctx ends.
+func (d *Dispatcher) announce(ctx context.Context) {
+	p := jetstream.Presence{
+		Kind: jetstream.PresenceDispatcher, Name: d.cfg.Name, Host: jetstream.ProcessHost(), PID: os.Getpid(),
+		Version: jetstream.BuildVersion(), Started: time.Now(), Shards: d.cfg.Shards,
+	}
+	d.client.AnnounceEvery(ctx, d.cfg.PresenceInterval, func() jetstream.Presence {
+		s := d.Stats()
+		p.Consuming = d.consuming.Load()
+		p.InstancesStarted, p.InstancesFinished = s.Started, s.Completed+s.Failed+s.Cancelled
+		return p
+	})
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,6 +57,13 @@ type Config struct {
 	// StatsInterval is how often counters are logged (0: default 30s,
 	// negative: never).
 	StatsInterval time.Duration
+	// Name identifies the dispatcher in `jetflow stats` and `jetflow
+	// dispatchers`. Default "<host>-<pid>".
+	Name string
+	// PresenceInterval is how often the dispatcher writes its presence
+	// record (jetflow dispatchers); it expires two intervals and a second
+	// after the last write. Default 2s; negative: never.
+	PresenceInterval time.Duration
 	// BacklogInterval is how often the task queues are read for the
 	// jetflow_task_backlog metrics. Default 5s; negative: never.
 	BacklogInterval time.Duration
@@ -135,6 +141,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.StatsInterval == 0 {
 		c.StatsInterval = 30 * time.Second
+	}
+	if c.Name == "" {
+		c.Name = jetstream.DefaultProcessName()
+	}
+	if c.PresenceInterval == 0 {
+		c.PresenceInterval = 2 * time.Second
 	}
 	if c.BacklogInterval == 0 {
 		c.BacklogInterval = 5 * time.Second
@@ -296,6 +308,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	subs = append(subs, guard)
 	d.consuming.Store(true)
 	defer d.consuming.Store(false)
+	if d.cfg.PresenceInterval > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.announce(watchCtx)
+		}()
+	}
 	if d.cfg.BacklogInterval > 0 {
 		wg.Add(1)
 		go func() {
@@ -306,8 +325,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		name := fmt.Sprintf("%s-%d", hostname(), os.Getpid())
-		if err := d.client.ServeStats(watchCtx, name, func() any { return d.Stats() }); err != nil {
+		if err := d.client.ServeStats(watchCtx, d.cfg.Name, func() any { return d.Stats() }); err != nil {
 			d.log.Warn().Err(err).Msg("cannot serve stats")
 		}
 	}()
@@ -420,14 +438,6 @@ func (d *Dispatcher) enqueue(it *item) bool {
 	case <-d.stopping:
 		return false
 	}
-}
-
-func hostname() string {
-	h, err := os.Hostname()
-	if err != nil {
-		return "dispatcher"
-	}
-	return h
 }
 
 func shardOf(id string, n int) int {

@@ -313,3 +313,40 @@ func (m *metrics) repairsSent(events []workflow.OutEvent) {
 
 // sinceSeconds is the time since start in seconds.
 func sinceSeconds(start time.Time) float64 { return time.Since(start).Seconds() }
+
+// bulkCounts are the children of running bulk steps by state.
+type bulkCounts struct{ pending, running, completed, failed int }
+
+// bulkChildren counts the children of an instance's running bulk steps.
+func bulkChildren(def *workflow.Definition, in *workflow.Instance) bulkCounts {
+	var c bulkCounts
+	for name, st := range in.Steps {
+		if s, ok := def.Step(name); !ok || s.Kind != workflow.KindBulk || st.Status != workflow.StepRunning {
+			continue
+		}
+		c.pending += max(st.Total-st.Cursor, 0)
+		c.running += max(st.InFlight(), 0)
+		c.completed += st.Done
+		c.failed += st.ChildFailed
+	}
+	return c
+}
+
+// countChildren sets jetflow_bulk_children from the running instances
+// the repair loop follows.
+func (r *repairLoop) countChildren() {
+	r.mu.Lock()
+	var sum bulkCounts
+	for _, w := range r.running {
+		sum.pending += w.bulk.pending
+		sum.running += w.bulk.running
+		sum.completed += w.bulk.completed
+		sum.failed += w.bulk.failed
+	}
+	r.mu.Unlock()
+	g := r.d.stats.bulkChildren
+	g.WithLabelValues("pending").Set(float64(sum.pending))
+	g.WithLabelValues("running").Set(float64(sum.running))
+	g.WithLabelValues("completed").Set(float64(sum.completed))
+	g.WithLabelValues("failed").Set(float64(sum.failed))
+}

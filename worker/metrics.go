@@ -1,12 +1,16 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jetflow/jetflow/jetstream"
 )
 
 // Task outcomes: the outcome label of jetflow_tasks_total.
@@ -141,5 +145,31 @@ func (cs collectors) Describe(ch chan<- *prometheus.Desc) {
 func (cs collectors) Collect(ch chan<- prometheus.Metric) {
 	for _, c := range cs {
 		c.Collect(ch)
+	}
+}
+
+// announce writes the worker's presence record until the returned func
+// is called (which withdraws it and waits).
+func (w *Worker) announce() (stop func()) {
+	if w.cfg.PresenceInterval < 0 {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	started := time.Now()
+	p := jetstream.Presence{
+		Kind: jetstream.PresenceWorker, Name: w.cfg.Name, Host: jetstream.ProcessHost(), PID: os.Getpid(),
+		Version: jetstream.BuildVersion(), Started: started, TaskTypes: w.TaskTypes(), Concurrency: w.cfg.Concurrency,
+	}
+	go func() {
+		defer close(done)
+		w.client.AnnounceEvery(ctx, w.cfg.PresenceInterval, func() jetstream.Presence {
+			p.Busy, p.TasksDone = len(w.sem), w.metrics.done.Load()
+			return p
+		})
+	}()
+	return func() {
+		cancel()
+		<-done
 	}
 }

@@ -78,6 +78,13 @@ type Config struct {
 	// handler slots (their ack deadlines are kept alive while they wait).
 	// Default Concurrency/4 (at least 1).
 	Prefetch int
+	// Name identifies the worker in `jetflow workers`. Default
+	// "<host>-<pid>".
+	Name string
+	// PresenceInterval is how often the worker writes its presence record
+	// (jetflow workers); the record expires two intervals and a second
+	// after the last write. Default 2s; negative: never.
+	PresenceInterval time.Duration
 	// IOTimeout bounds one try of a NATS call around a task (load input,
 	// store output, publish result); failed tries are retried with backoff
 	// while the task's heartbeat runs, until the worker shuts down.
@@ -106,6 +113,12 @@ func (c Config) WithDefaults(ackWait time.Duration) Config {
 	}
 	if c.IOTimeout == 0 {
 		c.IOTimeout = 5 * time.Second
+	}
+	if c.Name == "" {
+		c.Name = jetstream.DefaultProcessName()
+	}
+	if c.PresenceInterval == 0 {
+		c.PresenceInterval = 2 * time.Second
 	}
 	return c
 }
@@ -221,6 +234,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info().Strs("task_types", w.TaskTypes()).Int("concurrency", w.cfg.Concurrency).Msg("worker running")
 	w.fetching.Store(true)
+	stopPresence := w.announce()
+	defer stopPresence()
 	<-ctx.Done()
 	w.fetching.Store(false)
 	fetchers.Wait()

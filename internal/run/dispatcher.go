@@ -51,6 +51,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 		staleTask  = fs.Duration("stale-task", 10*time.Minute, "a task attempt without a timeout and without a result for this long is presumed lost and retried")
 		maxPayload = fs.String("max-payload", Env("JETFLOW_MAX_PAYLOAD", "1MiB"), "largest trigger payload, input and output; a larger trigger is dead-lettered; at least 1KiB and at most the NATS server's max_payload (the embedded server's is 8MiB) (env JETFLOW_MAX_PAYLOAD)")
 		metricsAt  = metricsFlag(fs)
+		name       = nameFlag(fs, "dispatcher")
 		retention  = fs.String("instance-retention", Env("JETFLOW_INSTANCE_RETENTION", "0"), "remove an ended instance's key this long after it ended; 0 keeps instances forever; at least 24h (the trigger retention); a replay of the event key after that starts a new instance (env JETFLOW_INSTANCE_RETENTION)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -131,7 +132,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	d, err := dispatcher.New(client, dispatcher.Config{Shards: *shards, RepairInterval: *repairInt, StaleTask: *staleTask, Logger: log})
+	d, err := dispatcher.New(client, dispatcher.Config{Name: *name, Shards: *shards, RepairInterval: *repairInt, StaleTask: *staleTask, Logger: log})
 	if err != nil {
 		return err
 	}

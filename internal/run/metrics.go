@@ -15,6 +15,11 @@ func metricsFlag(fs *flag.FlagSet) *string {
 	return fs.String("metrics-listen", Env("JETFLOW_METRICS_LISTEN", ""), "serve Prometheus /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9090 or :9090; empty: off (env JETFLOW_METRICS_LISTEN)")
 }
 
+// nameFlag registers --name.
+func nameFlag(fs *flag.FlagSet, what string) *string {
+	return fs.String("name", Env("JETFLOW_NAME", ""), "this "+what+"'s name in `jetflow "+what+"s`; default <host>-<pid> (env JETFLOW_NAME)")
+}
+
 // exposure is a process's metrics listener; a nil exposure (no
 // --metrics-listen) does nothing.
 type exposure struct {

@@ -27,6 +27,7 @@ func Worker(ctx context.Context, args []string) error {
 		shutdown    = fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful stop waits for running handlers")
 		ackWait     = fs.Duration("ack-wait", EnvDuration("JETFLOW_WORKER_ACK_WAIT", 10*time.Second), "how soon a task held by a worker that died is redelivered, counted from its last heartbeat (every fifth of this); use the same value on every worker (env JETFLOW_WORKER_ACK_WAIT)")
 		metricsAt   = metricsFlag(fs)
+		name        = nameFlag(fs, "worker")
 		logFormat   = fs.String("log-format", Env("JETFLOW_LOG_FORMAT", "json"), "json or console (env JETFLOW_LOG_FORMAT)")
 		logLevel    = fs.String("log-level", Env("JETFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env JETFLOW_LOG_LEVEL)")
 	)
@@ -75,7 +76,7 @@ func Worker(ctx context.Context, args []string) error {
 		}
 		waited += wait
 	}
-	w, err := worker.New(client, worker.Config{Concurrency: *concurrency, ShutdownTimeout: *shutdown, Logger: log})
+	w, err := worker.New(client, worker.Config{Name: *name, Concurrency: *concurrency, ShutdownTimeout: *shutdown, Logger: log})
 	if err != nil {
 		return err
 	}
