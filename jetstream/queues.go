@@ -125,3 +125,70 @@ func (m *Msg) Stored() time.Time {
 	}
 	return md.Timestamp
 }
+
+// TaskMessage is what FindTask found of one task message.
+type TaskMessage struct {
+	// Found: the message is in StreamTasks.
+	Found bool
+	// Seq and Stored: its stream sequence and store time.
+	Seq    uint64
+	Stored time.Time
+	// Delivered: the type's consumer has delivered it at least once
+	// (it is held by a worker, or waits for its redelivery).
+	Delivered bool
+	// Ahead: tasks of the type stored before it and not delivered yet.
+	Ahead int
+}
+
+// maxTaskScan bounds how many messages FindTask reads.
+const maxTaskScan = 2000
+
+// FindTask looks for the task message with Nats-Msg-Id msgID among the
+// stored tasks of its type, oldest first, reading at most 2000 of them
+// (a message further back is reported not found). It reads, never
+// consumes: a direct read by subject, then the type's consumer state.
+func (c *Client) FindTask(ctx context.Context, taskType, msgID string) (_ TaskMessage, err error) {
+	ctx, done := c.guard(ctx, jsAPI)
+	defer func() { err = done(err) }()
+	var out TaskMessage
+	s, err := c.js.Stream(ctx, StreamTasks)
+	if err != nil {
+		return out, fmt.Errorf("stream %s: %w", StreamTasks, err)
+	}
+	subject := TaskSubject(taskType)
+	var seqs []uint64
+	for seq, n := uint64(1), 0; n < maxTaskScan; n++ {
+		m, err := s.GetMsg(ctx, seq, natsjs.WithGetMsgSubject(subject))
+		if errors.Is(err, natsjs.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return out, fmt.Errorf("read %s: %w", subject, err)
+		}
+		if m.Header.Get(HeaderMsgID) == msgID {
+			out.Found, out.Seq, out.Stored = true, m.Sequence, m.Time
+			break
+		}
+		seqs = append(seqs, m.Sequence)
+		seq = m.Sequence + 1
+	}
+	if !out.Found {
+		return out, nil
+	}
+	cons, err := s.Consumer(ctx, WorkerConsumer(taskType))
+	if errors.Is(err, natsjs.ErrConsumerNotFound) {
+		out.Ahead = len(seqs)
+		return out, nil
+	}
+	if err != nil {
+		return out, fmt.Errorf("consumer %s: %w", WorkerConsumer(taskType), err)
+	}
+	delivered := cons.CachedInfo().Delivered.Stream
+	out.Delivered = out.Seq <= delivered
+	for _, q := range seqs {
+		if q > delivered {
+			out.Ahead++
+		}
+	}
+	return out, nil
+}

@@ -145,6 +145,11 @@ func TestRolesRunAWorkflow(t *testing.T) {
 	require.NotEmpty(t, queues)
 	_, err = oc.TaskQueue(ctx, "echo")
 	require.NoError(t, err)
+	// What jetflow explain reads besides: a task message, bulk barriers.
+	_, err = oc.FindTask(ctx, "echo", workflow.TaskMsgID(id, "check", 1))
+	require.NoError(t, err)
+	_, _, err = oc.BarrierIndexes(ctx, id, "notify")
+	require.NoError(t, err)
 	jftest.Eventually(t, 30*time.Second, func() bool {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(d.Collector())

@@ -262,7 +262,7 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// Read who is connected (jetflow workers, dispatchers) and the
 			// task queues (jetflow explain).
 			bind(jetstream.BucketPresence), watch(jetstream.BucketPresence),
-			[]string{streamInfo(jetstream.StreamTasks), consumerList(jetstream.StreamTasks), consumerInfo(jetstream.StreamTasks, "*")},
+			[]string{streamInfo(jetstream.StreamTasks), msgGet(jetstream.StreamTasks), consumerList(jetstream.StreamTasks), consumerInfo(jetstream.StreamTasks, "*")},
 			// Start, cancel, signal (the payload first, under its key:
 			// <instance>.signal.<name>.<id>, workflow.SignalKey), stats.
 			[]string{jetstream.StartSubjects, jetstream.EventKindSubjects(workflow.EventCancel), jetstream.EventKindSubjects(workflow.EventSignal),
