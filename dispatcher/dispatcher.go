@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/workflow"
@@ -67,6 +68,11 @@ type Config struct {
 	// BacklogInterval is how often the task queues are read for the
 	// jetflow_task_backlog metrics. Default 5s; negative: never.
 	BacklogInterval time.Duration
+	// Tracer records the spans of workflow runs, steps and dispatcher
+	// passes (see the tracing package; make it with
+	// sdktrace.WithIDGenerator(tracing.IDs{})). Default nil: no spans; a
+	// trigger's traceparent is still carried to the tasks.
+	Tracer trace.TracerProvider
 	// Clock returns the current time. Default time.Now.
 	Clock func() time.Time
 	// Logger. Default: discarded.
@@ -185,6 +191,10 @@ type Dispatcher struct {
 	stats  *metrics
 	// consuming is set while Run consumes triggers and events (Ready).
 	consuming atomic.Bool
+	// tracer is nil unless Config.Tracer is set; traceCtx is the
+	// context its spans start from.
+	tracer   trace.Tracer
+	traceCtx context.Context
 	// stopping is closed when Run begins shutting down; message handlers
 	// then NAK instead of queueing.
 	stopping chan struct{}
@@ -207,6 +217,9 @@ func New(client *jetstream.Client, cfg Config) (*Dispatcher, error) {
 		stopping: make(chan struct{}),
 	}
 	d.stats = newMetrics(client.PullStalls)
+	if cfg.Tracer != nil {
+		d.tracer, d.traceCtx = cfg.Tracer.Tracer(tracerName), context.Background()
+	}
 	for i := 0; i < cfg.Shards; i++ {
 		d.shards = append(d.shards, &shard{d: d, in: make(chan *item, cfg.BatchSize*2), cache: map[string]*cached{}, recounted: map[string]time.Time{}, scheduled: map[string]time.Time{}, owed: map[string]uint64{}})
 	}
@@ -609,6 +622,7 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 		ev := workflow.Event{
 			Kind: workflow.EventStart, Instance: id, Workflow: def.Name, Version: def.Version,
 			EventKey: key, InputRef: workflow.InputKey(id), InputDigest: digest, TriggerSeq: m.StreamSeq(),
+			Trace: d.traceOf(m),
 		}
 		if def.Reruns() && ev.TriggerSeq != 0 {
 			ev.InputRef = workflow.TriggerInputKey(id, ev.TriggerSeq)
@@ -694,7 +708,7 @@ func (d *Dispatcher) onChildStart(m *jetstream.Msg, def *workflow.Definition, p 
 	it := &item{
 		ev: workflow.Event{
 			Kind: workflow.EventStart, Instance: id, Workflow: def.Name, Version: def.Version,
-			EventKey: key, InputRef: ref, Parent: &parent,
+			EventKey: key, InputRef: ref, Parent: &parent, Trace: d.traceOf(m),
 		},
 		msg:       m,
 		reconcile: m.Header(jetstream.HeaderReconcile),

@@ -153,6 +153,11 @@ func (s *shard) process(id string, items []*item) {
 	d := s.d
 	ctx, cancel := context.WithTimeout(context.Background(), processTimeout)
 	defer cancel()
+	var traced *workflow.Instance // the instance as the pass left it (tracing)
+	if d.tracer != nil {
+		start := time.Now()
+		defer func() { d.tracePass(id, traced, items, start) }()
+	}
 	settleAll := func(o outcome) {
 		for _, it := range items {
 			it.done(o)
@@ -182,6 +187,7 @@ func (s *shard) process(id string, items []*item) {
 			settleAll(outcome{err: err})
 			return
 		}
+		traced = res.inst
 		if (cached || assumeNew) && len(res.ignored) > 0 {
 			// The cache is stale when another dispatcher replica wrote the
 			// instance: ignore (and ack) an event only on the stored state.
@@ -694,6 +700,7 @@ func (s *shard) ignored(inst *workflow.Instance, it *item, why string) {
 func (s *shard) count(before *workflow.Instance, res *applied) {
 	d := s.d
 	d.stats.finishedSteps(before, res.inst)
+	d.traceCommit(before, res.inst)
 	if before == nil {
 		d.stats.started.WithLabelValues(res.inst.Workflow).Inc()
 		d.log.Debug().Str("instance_id", res.inst.ID).Str("workflow", res.inst.Workflow).Msg("instance started")

@@ -35,6 +35,10 @@ func (w *Worker) execute(ctx context.Context, h Handler, m *jetstream.Msg) {
 	}
 	defer w.heartbeat(m)()
 	w.metrics.received(t.Type, m.Deliveries(), m.Stored())
+	ctx, span := w.traceTask(ctx, m, t)
+	if span != nil {
+		defer span.End()
+	}
 	if n := m.Deliveries(); n > uint64(w.cfg.MaxDeliveries) {
 		// Workers keep dying (or hanging past AckWait) on this task: report
 		// the attempt as failed instead of redelivering it forever.
@@ -167,6 +171,7 @@ func (w *Worker) report(ctx context.Context, m *jetstream.Msg, t workflow.Task, 
 		return
 	}
 	w.metrics.reported(t.Type, herr)
+	traceOutcome(ctx, herr)
 	if err := m.Ack(); err != nil {
 		// The result is recorded; a redelivery will produce a duplicate
 		// result that the dispatcher ignores.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/workflow"
@@ -85,6 +86,11 @@ type Config struct {
 	// (jetflow workers); the record expires two intervals and a second
 	// after the last write. Default 2s; negative: never.
 	PresenceInterval time.Duration
+	// Tracer records a span for every task attempt, a child of the span
+	// of its step (see the tracing package). Default nil: no spans; the
+	// handler's ctx still carries the step's span context when the task
+	// has one.
+	Tracer trace.TracerProvider
 	// IOTimeout bounds one try of a NATS call around a task (load input,
 	// store output, publish result); failed tries are retried with backoff
 	// while the task's heartbeat runs, until the worker shuts down.
@@ -146,6 +152,7 @@ type Worker struct {
 	handlers map[string]Handler
 	sem      chan struct{}
 	metrics  *metrics
+	tracer   trace.Tracer // nil unless Config.Tracer is set
 	// fetching is set while Run pulls tasks (Ready).
 	fetching atomic.Bool
 }
@@ -157,7 +164,12 @@ func New(client *jetstream.Client, cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("worker config: %w", err)
 	}
 	sem := make(chan struct{}, cfg.Concurrency)
+	var tracer trace.Tracer
+	if cfg.Tracer != nil {
+		tracer = cfg.Tracer.Tracer(tracerName)
+	}
 	return &Worker{
+		tracer:   tracer,
 		cfg:      cfg,
 		client:   client,
 		log:      cfg.Logger.With().Str("component", "worker").Logger(),

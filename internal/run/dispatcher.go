@@ -77,6 +77,11 @@ func Dispatcher(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	tracer, stopTracing, err := startTracing(ctx, "jetflow-dispatcher", log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	if *pprofAddr != "" {
 		if err := servePprof(*pprofAddr, log); err != nil {
 			return err
@@ -132,7 +137,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	d, err := dispatcher.New(client, dispatcher.Config{Name: *name, Shards: *shards, RepairInterval: *repairInt, StaleTask: *staleTask, Logger: log})
+	d, err := dispatcher.New(client, dispatcher.Config{Name: *name, Tracer: tracer, Shards: *shards, RepairInterval: *repairInt, StaleTask: *staleTask, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -143,7 +148,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.Run(gctx) })
 	if *withWorker {
-		w, err := worker.New(client, worker.Config{Logger: log})
+		w, err := worker.New(client, worker.Config{Tracer: tracer, Logger: log})
 		if err != nil {
 			return err
 		}

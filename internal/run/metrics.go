@@ -3,9 +3,11 @@ package run
 import (
 	"context"
 	"flag"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetflow/jetflow/internal/obs"
 )
@@ -56,4 +58,23 @@ func (e *exposure) setReady(checks ...func() error) {
 	if e != nil {
 		e.ready.Set(checks...)
 	}
+}
+
+// startTracing sets up OTLP tracing from the OTEL_* variables (nil
+// provider: off). stop flushes what is buffered.
+func startTracing(ctx context.Context, service string, log zerolog.Logger) (trace.TracerProvider, func(), error) {
+	tp, shutdown, err := obs.Tracer(ctx, service)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tp != nil {
+		log.Info().Msg("exporting traces over OTLP (OTEL_EXPORTER_OTLP_*)")
+	}
+	return tp, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			log.Warn().Err(err).Msg("flushing traces failed")
+		}
+	}, nil
 }

@@ -45,6 +45,11 @@ func Worker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	tracer, stopTracing, err := startTracing(ctx, "jetflow-worker", log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	c, err := conn.Resolve(jetstream.InboxPrefixWorker)
 	if err != nil {
 		return err
@@ -76,7 +81,7 @@ func Worker(ctx context.Context, args []string) error {
 		}
 		waited += wait
 	}
-	w, err := worker.New(client, worker.Config{Name: *name, Concurrency: *concurrency, ShutdownTimeout: *shutdown, Logger: log})
+	w, err := worker.New(client, worker.Config{Name: *name, Tracer: tracer, Concurrency: *concurrency, ShutdownTimeout: *shutdown, Logger: log})
 	if err != nil {
 		return err
 	}
