@@ -670,7 +670,7 @@ func (d *Dispatcher) onChildStart(m *jetstream.Msg, def *workflow.Definition, p 
 	it := &item{
 		ev: workflow.Event{
 			Kind: workflow.EventStart, Instance: id, Workflow: def.Name, Version: def.Version,
-			EventKey: key, InputRef: ref, Parent: &parent,
+			EventKey: key, InputRef: ref, Parent: &parent, TriggerSeq: m.StreamSeq(),
 		},
 		msg:       m,
 		reconcile: m.Header(jetstream.HeaderReconcile),
