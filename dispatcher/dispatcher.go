@@ -51,6 +51,15 @@ type Config struct {
 	// StaleBulk: a bulk step whose instance did not change for this long
 	// gets its counts rebuilt from the per-child barriers. Default 30s.
 	StaleBulk time.Duration
+	// TaskGuardInterval is how often the dispatcher looks for messages in
+	// the task stream whose task type no registered definition uses (no
+	// worker takes them, so they would stay for good) and dead-letters
+	// those stored more than TaskGuardGrace ago. Default 1m; negative
+	// disables it.
+	TaskGuardInterval time.Duration
+	// TaskGuardGrace: see TaskGuardInterval. Default 10m, so the tasks of
+	// a definition being registered are never taken for junk.
+	TaskGuardGrace time.Duration
 	// ForceRepairs repairs every running attempt on every sweep, up to
 	// attempt workflow.ForcedAttempts (tests: makes repairs race real
 	// completions). Default false.
@@ -141,6 +150,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.StaleBulk == 0 {
 		c.StaleBulk = 30 * time.Second
+	}
+	if c.TaskGuardInterval == 0 {
+		c.TaskGuardInterval = time.Minute
+	}
+	if c.TaskGuardGrace == 0 {
+		c.TaskGuardGrace = 10 * time.Minute
 	}
 	if c.CacheSize == 0 {
 		c.CacheSize = 20000
@@ -333,6 +348,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			d.watchBacklog(watchCtx)
+		}()
+	}
+	if d.cfg.TaskGuardInterval > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.guardTasks(watchCtx)
 		}()
 	}
 	wg.Add(1)
@@ -708,7 +730,7 @@ func (d *Dispatcher) onChildStart(m *jetstream.Msg, def *workflow.Definition, p 
 	it := &item{
 		ev: workflow.Event{
 			Kind: workflow.EventStart, Instance: id, Workflow: def.Name, Version: def.Version,
-			EventKey: key, InputRef: ref, Parent: &parent, Trace: d.traceOf(m),
+			EventKey: key, InputRef: ref, Parent: &parent, TriggerSeq: m.StreamSeq(), Trace: d.traceOf(m),
 		},
 		msg:       m,
 		reconcile: m.Header(jetstream.HeaderReconcile),

@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"context"
 	"time"
 
 	"github.com/jetflow/jetflow/jetstream"
@@ -70,4 +71,10 @@ func WithLostAnswers(cfg Config, lose func(instance, what string) bool) Config {
 func WithDroppedPublishes(cfg Config, drop func(instance string, dec workflow.Decision) bool) Config {
 	cfg.dropPublish = drop
 	return cfg
+}
+
+// SweepTasks runs one sweep of the task guard over messages stored
+// before before.
+func SweepTasks(ctx context.Context, d *Dispatcher, before time.Time) error {
+	return d.sweepTasks(ctx, before)
 }

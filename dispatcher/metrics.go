@@ -133,17 +133,18 @@ func (c count) Add(n uint64) { c.c.Add(float64(n)) }
 // Dead-letter reasons: the reason label of jetflow_dead_letters_total
 // (the full reason is in the dead letter's Jetflow-Reason header).
 const (
-	reasonMalformed       = "malformed"        // cannot be decoded, or fields are missing
-	reasonMisrouted       = "misrouted"        // published on a subject that does not match it
-	reasonTooLarge        = "too_large"        // over the payload limit
-	reasonBadPayload      = "bad_payload"      // not one JSON value (or msgpack) within the limits
-	reasonUnknownWorkflow = "unknown_workflow" // no such definition (or version)
-	reasonNoBinding       = "no_binding"       // no definition is triggered by the subject
-	reasonEventKey        = "event_key"        // no event key could be taken, or too many runs
-	reasonUnknownInstance = "unknown_instance" // an event for an instance that does not exist
-	reasonPermanent       = "permanent_error"  // a stored value cannot be read or written, ever
-	reasonGaveUp          = "gave_up"          // failed transiently MaxDeliveries times
-	reasonTimerJunk       = "timer_junk"       // a message on a timer subject that is no jetflow timer
+	reasonMalformed       = "malformed"         // cannot be decoded, or fields are missing
+	reasonMisrouted       = "misrouted"         // published on a subject that does not match it
+	reasonTooLarge        = "too_large"         // over the payload limit
+	reasonBadPayload      = "bad_payload"       // not one JSON value (or msgpack) within the limits
+	reasonUnknownWorkflow = "unknown_workflow"  // no such definition (or version)
+	reasonNoBinding       = "no_binding"        // no definition is triggered by the subject
+	reasonEventKey        = "event_key"         // no event key could be taken, or too many runs
+	reasonUnknownInstance = "unknown_instance"  // an event for an instance that does not exist
+	reasonPermanent       = "permanent_error"   // a stored value cannot be read or written, ever
+	reasonGaveUp          = "gave_up"           // failed transiently MaxDeliveries times
+	reasonTimerJunk       = "timer_junk"        // a message on a timer subject that is no jetflow timer
+	reasonUnknownTaskType = "unknown_task_type" // a task of a type no definition uses (the task guard)
 )
 
 // Repair kinds: the kind label of jetflow_repairs_total.

@@ -59,17 +59,47 @@ func startWithLostTask(t *testing.T, key string) (*jftest.Env, *dispatcher.Dispa
 	return e, d, id
 }
 
-func TestDuplicateStartRepublishesOwedTask(t *testing.T) {
+// The start that created an instance comes back (its ack was lost) after
+// the messages its pass published were lost: it republishes the task.
+func TestRedeliveredStartRepublishesOwedTask(t *testing.T) {
 	t.Parallel()
-	e, d, id := startWithLostTask(t, "dup-start")
-	// A duplicate trigger with an id of its own: a first delivery.
-	_, err := e.Client.Publish(context.Background(), jetstream.StartSubject("two"), []byte(`{"x":1}`),
-		map[string]string{jetstream.HeaderEventKey: "dup-start", jetstream.HeaderMsgID: "another-id"})
-	require.NoError(t, err)
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(twoStepDef)
+	id := workflow.InstanceID("two", "redelivered-start")
+	var dropped, unacked atomic.Int32
+	drop := func(inst string, dec workflow.Decision) bool {
+		return inst == id && len(dec.Tasks) == 1 && dec.Tasks[0].Step == "a" && dropped.CompareAndSwap(0, 1)
+	}
+	cfg := dispatcher.WithDroppedPublishes(dispatcher.Config{StaleTask: time.Hour}, drop)
+	cfg = dispatcher.WithDroppedTriggerAcks(cfg, func(*jetstream.Msg) bool { return unacked.CompareAndSwap(0, 1) })
+	_, crashed := e.Dispatcher(nil, cfg)
+	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "two", EventKey: "redelivered-start", Payload: []byte(`{"x":1}`)}))
+	jftest.Eventually(t, 30*time.Second, func() bool { return dropped.Load() == 1 && unacked.Load() == 1 && e.Instance(id) != nil }, "the instance was not created")
+	// The dispatcher "crashed" with the server: it no longer knows what
+	// it published, and the trigger comes back after its ack wait.
+	require.NoError(t, crashed.Stop())
+	d, _ := e.Dispatcher(nil, dispatcher.Config{StaleTask: time.Hour})
+	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"work": echo})
 	inst := e.WaitTerminal(id, 60*time.Second)
 	require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
-	require.Equal(t, 1, inst.Steps["b"].Attempt, "the owed task was published again, not retried")
+	require.Equal(t, 1, inst.Steps["a"].Attempt, "the owed task was published again, not retried")
 	require.Positive(t, d.Stats().Republished)
+}
+
+// A duplicate trigger (another message, another stream sequence) finds
+// the instance but is not the message whose pass decided its work: it
+// republishes nothing, so a flood of duplicates never runs a task twice
+// (after a server restart the task stream forgets the ids of acked
+// tasks). The message that created the instance covers its own crash.
+func TestDuplicateTriggerRepublishesNothing(t *testing.T) {
+	t.Parallel()
+	e, d, id := startWithLostTask(t, "dup-trigger")
+	_, err := e.Client.Publish(context.Background(), jetstream.StartSubject("two"), []byte(`{"x":1}`),
+		map[string]string{jetstream.HeaderEventKey: "dup-trigger", jetstream.HeaderMsgID: "another-id"})
+	require.NoError(t, err)
+	jftest.Eventually(t, 30*time.Second, func() bool { return d.Stats().DuplicateTriggers == 1 }, "the duplicate was not applied")
+	require.Zero(t, d.Stats().Republished)
+	require.Equal(t, workflow.StatusRunning, e.Instance(id).Status)
 }
 
 func TestStaleResultRepublishesOwedTask(t *testing.T) {

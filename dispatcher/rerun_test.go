@@ -101,10 +101,22 @@ func TestRerunAfterEarlierRunEnded(t *testing.T) {
 	require.EqualValues(t, 1, d.Stats().Triggers)
 	require.NoError(t, e.Client.SetDuplicateWindow(ctx, jetstream.StreamTriggers, time.Second))
 
-	// After the window: re-publish every 100ms until the stream stores it.
-	// The one stored copy is the duplicate that reruns.
-	jftest.Eventually(t, 30*time.Second, func() bool { return !publishPlaced(t, e.Client, "K", 2, "evt-K") },
-		"the trigger stream still remembered evt-K")
+	// After the window: re-publish until the stream stores it. The one
+	// stored copy is the duplicate that reruns. (nats-server purges
+	// expired ids on a timer that a window update reschedules, but the
+	// purge can run before the new window is in place and then waits out
+	// the old one: each failed try updates the window again, between two
+	// short values, which reschedules the purge.)
+	windows := []time.Duration{2 * time.Second, time.Second}
+	tries := 0
+	jftest.Eventually(t, 60*time.Second, func() bool {
+		if !publishPlaced(t, e.Client, "K", 2, "evt-K") {
+			return true
+		}
+		tries++
+		require.NoError(t, e.Client.SetDuplicateWindow(ctx, jetstream.StreamTriggers, windows[tries%2]))
+		return false
+	}, "the trigger stream still remembered evt-K")
 	second := workflow.RunID(first, 2)
 	require.Equal(t, first+"-r2", second)
 	jftest.Eventually(t, 20*time.Second, func() bool {

@@ -603,7 +603,7 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 				}
 				continue
 			}
-			if res.inst != nil {
+			if res.inst != nil && !otherTrigger(res.inst, ev) {
 				res.foundApplied = true
 			}
 			continue
@@ -629,6 +629,18 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 		res.decided.Events = keep
 	}
 	return res, nil
+}
+
+// otherTrigger reports a start that is not the message that started inst
+// (another trigger stream sequence): a duplicate trigger. Only the
+// redelivery of the message that started an instance can find it without
+// the work its start decided (the pass died before publishing, or a
+// crashed server lost the ack); that message's own redelivery republishes
+// it. A duplicate from elsewhere republishes nothing: after a server
+// restart the task stream forgets the ids of tasks workers acked, and a
+// republished task whose result is still on its way would run twice.
+func otherTrigger(inst *workflow.Instance, ev workflow.Event) bool {
+	return ev.Kind == workflow.EventStart && inst.TriggerSeq != 0 && ev.TriggerSeq != 0 && ev.TriggerSeq != inst.TriggerSeq
 }
 
 // recountEpoch is how many recounts changed a bulk step's counts

@@ -241,7 +241,24 @@ var ErrNotStored = errors.New("no stream captures the subject")
 // the payload, with the whole payload's size and SHA-256 in headers. The
 // caller then terminates the original.
 func (c *Client) DeadLetter(ctx context.Context, source string, m *Msg, component, reason string) error {
-	data := m.Data()
+	r := rejected{data: m.Data(), subject: m.Subject(), header: m.m.Headers()}
+	if md, err := m.m.Metadata(); err == nil {
+		r.stream, r.seq, r.deliveries = md.Stream, md.Sequence.Stream, md.NumDelivered
+	}
+	return c.deadLetter(ctx, source, r, component, reason)
+}
+
+// rejected is a message on its way to the dead-letter stream: one a
+// consumer received, or one read from its stream.
+type rejected struct {
+	data            []byte
+	subject, stream string
+	header          nats.Header
+	seq, deliveries uint64
+}
+
+func (c *Client) deadLetter(ctx context.Context, source string, m rejected, component, reason string) error {
+	data := m.data
 	sum := sha256.Sum256(data)
 	dl := &nats.Msg{Subject: DLQSubject(source), Data: data, Header: nats.Header{}}
 	if len(data) > c.cfg.DLQMaxPayload {
@@ -252,22 +269,22 @@ func (c *Client) DeadLetter(ctx context.Context, source string, m *Msg, componen
 	dl.Header.Set(HeaderPayloadSHA256, hex.EncodeToString(sum[:]))
 	dl.Header.Set(HeaderReason, reason)
 	dl.Header.Set(HeaderComponent, component)
-	dl.Header.Set(HeaderSourceSubject, m.Subject())
-	if id := m.Header(HeaderMsgID); id != "" {
+	dl.Header.Set(HeaderSourceSubject, m.subject)
+	if id := m.header.Get(HeaderMsgID); id != "" {
 		dl.Header.Set(HeaderSourceMsgID, id)
 	}
-	if k := m.Header(HeaderEventKey); k != "" {
+	if k := m.header.Get(HeaderEventKey); k != "" {
 		dl.Header.Set(HeaderEventKey, k)
 	}
-	if md, err := m.m.Metadata(); err == nil {
-		dl.Header.Set(HeaderSourceStream, md.Stream)
-		dl.Header.Set(HeaderSourceSeq, strconv.FormatUint(md.Sequence.Stream, 10))
-		dl.Header.Set(HeaderDeliveries, strconv.FormatUint(md.NumDelivered, 10))
+	if m.stream != "" {
+		dl.Header.Set(HeaderSourceStream, m.stream)
+		dl.Header.Set(HeaderSourceSeq, strconv.FormatUint(m.seq, 10))
+		dl.Header.Set(HeaderDeliveries, strconv.FormatUint(m.deliveries, 10))
 		// The same stored message dead-lettered twice is recorded once.
-		dl.Header.Set(HeaderMsgID, "dlq/"+md.Stream+"/"+strconv.FormatUint(md.Sequence.Stream, 10))
+		dl.Header.Set(HeaderMsgID, "dlq/"+m.stream+"/"+strconv.FormatUint(m.seq, 10))
 	}
 	if _, err := c.publishMsg(ctx, dl); err != nil {
-		return fmt.Errorf("dead-letter message from %s: %w", m.Subject(), err)
+		return fmt.Errorf("dead-letter message from %s: %w", m.subject, err)
 	}
 	return nil
 }

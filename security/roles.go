@@ -199,8 +199,10 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// (jetstream.GuardTimerSubjects).
 			[]string{consumerInfo(tr, d), consumerNext(tr, d), ack(tr, d), consumerInfo(ev, d), consumerNext(ev, d), ack(ev, d)},
 			[]string{consumerInfo(ev, g), consumerNext(ev, g), ack(ev, g)},
-			// Erase a trigger it dead-lettered (the dead letter keeps it).
-			[]string{msgDelete(tr)},
+			// Erase a trigger it dead-lettered (the dead letter keeps it);
+			// read and remove tasks of task types no definition uses
+			// (the task guard).
+			[]string{msgDelete(tr), msgGet(jetstream.StreamTasks), msgDelete(jetstream.StreamTasks)},
 			// Instance state: read, create, compare-and-swap; the repair
 			// loop watches it.
 			[]string{jetstream.BucketSubjects(inst), msgGet(kvInst)}, watch(inst),
@@ -212,7 +214,7 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// What it publishes: tasks, its own events, timers (message
 			// schedules), bulk children, dead letters, completion notices.
 			[]string{jetstream.TaskSubjects, jetstream.EventSubjects, jetstream.TimerSubjects, jetstream.StartSubjects,
-				jetstream.DLQSubject("trigger"), jetstream.DLQSubject("event"), jetstream.DLQSubject("timer"), jetstream.DoneSubjects},
+				jetstream.DLQSubject("trigger"), jetstream.DLQSubject("event"), jetstream.DLQSubject("timer"), jetstream.DLQSubject("task"), jetstream.DoneSubjects},
 			// Its presence record (jetflow dispatchers), and the task
 			// queues it reads for jetflow_task_backlog.
 			bind(jetstream.BucketPresence), []string{announce(jetstream.PresenceDispatcher), consumerList(jetstream.StreamTasks)},

@@ -255,6 +255,20 @@ func (d *Definition) Step(name string) (*Step, bool) {
 	return s, ok
 }
 
+// TaskTypes lists the task types the definition's task steps use, each
+// once, in step order.
+func (d *Definition) TaskTypes() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range d.Steps {
+		if s.Kind == KindTask && !seen[s.Task] {
+			seen[s.Task] = true
+			out = append(out, s.Task)
+		}
+	}
+	return out
+}
+
 // StartStep returns the name of the first step.
 func (d *Definition) StartStep() string { return d.Start }
 
