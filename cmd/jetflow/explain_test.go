@@ -50,6 +50,7 @@ func TestExplain(t *testing.T) {
 		e.Worker(nil, worker.Config{}, map[string]worker.Handler{"echo": echo})
 		require.NoError(t, e.Client.PublishStart(ctx, jetstream.Start{Workflow: "pay", EventKey: "1"}))
 		id := workflow.InstanceID("pay", "1")
+		jftest.Eventually(t, 30*time.Second, func() bool { return e.Instance(id) != nil }, "no instance")
 		var x workflow.Explanation
 		jftest.Eventually(t, 30*time.Second, func() bool {
 			x = explainJSON(t, e.URL, id)
