@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jetflow/jetflow/dispatcher"
@@ -22,6 +23,26 @@ func explainJSON(t *testing.T, url, id string) workflow.Explanation {
 	var x workflow.Explanation
 	require.NoError(t, json.Unmarshal([]byte(out), &x), out)
 	return x
+}
+
+// bulkChildren reads jetflow_bulk_children{state} of a dispatcher.
+func bulkChildren(t *testing.T, d *dispatcher.Dispatcher, state string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(d.Collector()))
+	fams, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range fams {
+		if f.GetName() != "jetflow_bulk_children" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if m.GetLabel()[0].GetValue() == state {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return -1
 }
 
 func waitOn(t *testing.T, x workflow.Explanation, step string) workflow.Wait {
@@ -88,7 +109,7 @@ func TestExplain(t *testing.T) {
 		e := jftest.StartTCP(t, jetstream.Config{})
 		e.Register("name: mail\nversion: 1\nsteps:\n  - {name: send, kind: task, task: hold}\n")
 		e.Register("name: fan\nversion: 1\nsteps:\n  - {name: notify, kind: bulk, workflow: mail, items: input.to}\n")
-		e.Dispatcher(nil, dispatcher.Config{})
+		d, _ := e.Dispatcher(nil, dispatcher.Config{RepairInterval: 100 * time.Millisecond})
 		release := make(chan struct{})
 		e.Worker(nil, worker.Config{Concurrency: 4}, map[string]worker.Handler{"hold": func(ctx context.Context, _ *worker.Task) (any, error) {
 			select {
@@ -116,6 +137,10 @@ func TestExplain(t *testing.T) {
 		require.Equal(t, 3, w.Bulk.InFlight)
 		require.Empty(t, w.Bulk.Stuck)
 		require.False(t, w.RepairAt.IsZero(), "when the reconciliation runs")
+		// The repair loop's sweep counts them in jetflow_bulk_children.
+		jftest.Eventually(t, 30*time.Second, func() bool {
+			return bulkChildren(t, d, "running") == 3 && bulkChildren(t, d, "pending") == 0
+		}, "jetflow_bulk_children never showed three running")
 		// A child explains itself too: its task is held by a worker.
 		child := explainJSON(t, e.URL, w.Bulk.Running[0].ID)
 		cw := waitOn(t, child, "send")
