@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/workflow"
@@ -66,6 +67,21 @@ type Config struct {
 	// StatsInterval is how often counters are logged (0: default 30s,
 	// negative: never).
 	StatsInterval time.Duration
+	// Name identifies the dispatcher in `jetflow stats` and `jetflow
+	// dispatchers`. Default "<host>-<pid>".
+	Name string
+	// PresenceInterval is how often the dispatcher writes its presence
+	// record (jetflow dispatchers); it expires two intervals and a second
+	// after the last write. Default 2s; negative: never.
+	PresenceInterval time.Duration
+	// BacklogInterval is how often the task queues are read for the
+	// jetflow_task_backlog metrics. Default 5s; negative: never.
+	BacklogInterval time.Duration
+	// Tracer records the spans of workflow runs, steps and dispatcher
+	// passes (see the tracing package; make it with
+	// sdktrace.WithIDGenerator(tracing.IDs{})). Default nil: no spans; a
+	// trigger's traceparent is still carried to the tasks.
+	Tracer trace.TracerProvider
 	// Clock returns the current time. Default time.Now.
 	Clock func() time.Time
 	// Logger. Default: discarded.
@@ -147,6 +163,15 @@ func (c Config) WithDefaults() Config {
 	if c.StatsInterval == 0 {
 		c.StatsInterval = 30 * time.Second
 	}
+	if c.Name == "" {
+		c.Name = jetstream.DefaultProcessName()
+	}
+	if c.PresenceInterval == 0 {
+		c.PresenceInterval = 2 * time.Second
+	}
+	if c.BacklogInterval == 0 {
+		c.BacklogInterval = 5 * time.Second
+	}
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
@@ -178,7 +203,13 @@ type Dispatcher struct {
 	log    zerolog.Logger
 	defs   *registry
 	shards []*shard
-	stats  counters
+	stats  *metrics
+	// consuming is set while Run consumes triggers and events (Ready).
+	consuming atomic.Bool
+	// tracer is nil unless Config.Tracer is set; traceCtx is the
+	// context its spans start from.
+	tracer   trace.Tracer
+	traceCtx context.Context
 	// stopping is closed when Run begins shutting down; message handlers
 	// then NAK instead of queueing.
 	stopping chan struct{}
@@ -200,18 +231,36 @@ func New(client *jetstream.Client, cfg Config) (*Dispatcher, error) {
 		defs:     newRegistry(),
 		stopping: make(chan struct{}),
 	}
+	d.stats = newMetrics(client.PullStalls)
+	if cfg.Tracer != nil {
+		d.tracer, d.traceCtx = cfg.Tracer.Tracer(tracerName), context.Background()
+	}
 	for i := 0; i < cfg.Shards; i++ {
 		d.shards = append(d.shards, &shard{d: d, in: make(chan *item, cfg.BatchSize*2), cache: map[string]*cached{}, recounted: map[string]time.Time{}, scheduled: map[string]time.Time{}, owed: map[string]uint64{}})
 	}
 	return d, nil
 }
 
-// Stats returns the counters.
-func (d *Dispatcher) Stats() Stats {
-	s := d.stats.snapshot()
-	s.PullStalls = d.client.PullStalls()
-	return s
+// ErrNotReady matches what Ready reports while the dispatcher cannot do
+// its work.
+var ErrNotReady = errors.New("not ready")
+
+// Ready reports whether the dispatcher does its work now: Run has loaded
+// the definitions, bound the streams and consumers and consumes, and the
+// connection to NATS is up. Its error (matching ErrNotReady) says what is
+// missing. /readyz answers from it.
+func (d *Dispatcher) Ready() error {
+	switch {
+	case !d.consuming.Load():
+		return fmt.Errorf("%w: the dispatcher is not consuming (starting, loading definitions, or stopping)", ErrNotReady)
+	case !d.client.Connected():
+		return fmt.Errorf("%w: not connected to NATS", ErrNotReady)
+	}
+	return nil
 }
+
+// Stats returns the counters, summed over their labels.
+func (d *Dispatcher) Stats() Stats { return d.stats.stats() }
 
 // Run consumes triggers and events until ctx ends, then drains: it stops
 // fetching, finishes the events already queued and returns.
@@ -277,7 +326,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		subs = append(subs, sub)
 	}
 	guard, err := d.client.GuardTimerSubjects(ctx, func(subject, reason string) {
-		d.stats.deadLettered.Add(1)
+		d.stats.deadLetters.WithLabelValues(reasonTimerJunk).Inc()
 		d.log.Warn().Str("subject", subject).Str("reason", reason).Msg("message dead-lettered")
 	})
 	if err != nil {
@@ -285,6 +334,22 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return err
 	}
 	subs = append(subs, guard)
+	d.consuming.Store(true)
+	defer d.consuming.Store(false)
+	if d.cfg.PresenceInterval > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.announce(watchCtx)
+		}()
+	}
+	if d.cfg.BacklogInterval > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.watchBacklog(watchCtx)
+		}()
+	}
 	if d.cfg.TaskGuardInterval > 0 {
 		wg.Add(1)
 		go func() {
@@ -295,8 +360,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		name := fmt.Sprintf("%s-%d", hostname(), os.Getpid())
-		if err := d.client.ServeStats(watchCtx, name, func() any { return d.Stats() }); err != nil {
+		if err := d.client.ServeStats(watchCtx, d.cfg.Name, func() any { return d.Stats() }); err != nil {
 			d.log.Warn().Err(err).Msg("cannot serve stats")
 		}
 	}()
@@ -322,6 +386,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			d.log.Info().Msg("dispatcher draining")
+			d.consuming.Store(false)
 			stop()
 			d.log.Info().Object("stats", d.Stats()).Msg("dispatcher stopped")
 			return nil
@@ -390,6 +455,7 @@ type item struct {
 type outcome struct {
 	err    error // transient: retry later
 	reject string
+	class  string // the reject's reason class (jetflow_dead_letters_total)
 }
 
 func (d *Dispatcher) enqueue(it *item) bool {
@@ -409,22 +475,15 @@ func (d *Dispatcher) enqueue(it *item) bool {
 	}
 }
 
-func hostname() string {
-	h, err := os.Hostname()
-	if err != nil {
-		return "dispatcher"
-	}
-	return h
-}
-
 func shardOf(id string, n int) int {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(id))
 	return int(h.Sum32() % uint32(n))
 }
 
-// reject dead-letters a message with a reason and terminates it.
-func (d *Dispatcher) reject(source string, m *jetstream.Msg, reason string) {
+// reject dead-letters a message with a reason and terminates it; class
+// is the reason's label in jetflow_dead_letters_total.
+func (d *Dispatcher) reject(source string, m *jetstream.Msg, class, reason string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := d.client.DeadLetter(ctx, source, m, "dispatcher", reason); err != nil {
@@ -432,7 +491,7 @@ func (d *Dispatcher) reject(source string, m *jetstream.Msg, reason string) {
 		_ = m.Nak(d.cfg.RetryDelay)
 		return
 	}
-	d.stats.deadLettered.Add(1)
+	d.stats.deadLetters.WithLabelValues(class).Inc()
 	d.log.Warn().Str("subject", m.Subject()).Str("reason", reason).Msg("message dead-lettered")
 	_ = m.Term(reason)
 	if source == "trigger" {
@@ -448,10 +507,10 @@ func (d *Dispatcher) reject(source string, m *jetstream.Msg, reason string) {
 func (d *Dispatcher) settle(source string, m *jetstream.Msg, o outcome) {
 	switch {
 	case o.reject != "":
-		d.reject(source, m, o.reject)
+		d.reject(source, m, o.class, o.reject)
 	case o.err != nil:
 		if m.Deliveries() >= uint64(d.cfg.MaxDeliveries) {
-			d.reject(source, m, fmt.Sprintf("gave up after %d deliveries: %v", m.Deliveries(), o.err))
+			d.reject(source, m, reasonGaveUp, fmt.Sprintf("gave up after %d deliveries: %v", m.Deliveries(), o.err))
 			return
 		}
 		d.stats.retried.Add(1)
@@ -482,11 +541,11 @@ func (d *Dispatcher) onEvent(m *jetstream.Msg) {
 	d.stats.events.Add(1)
 	ev, err := jetstream.DecodeEvent(m.Data())
 	if err != nil {
-		d.reject("event", m, err.Error())
+		d.reject("event", m, reasonMalformed, err.Error())
 		return
 	}
 	if ev.Kind == workflow.EventStart {
-		d.reject("event", m, "start events are published on jetflow.start.<workflow>, not on the event subject")
+		d.reject("event", m, reasonMisrouted, "start events are published on jetflow.start.<workflow>, not on the event subject")
 		return
 	}
 	// An event is published on its instance's subject, or on the subject
@@ -494,7 +553,7 @@ func (d *Dispatcher) onEvent(m *jetstream.Msg) {
 	// NATS permissions allow that kind only: a worker may publish on
 	// ".result" subjects, which must then carry results.
 	if want := jetstream.EventSubject(ev.Instance); m.Subject() != want && m.Subject() != jetstream.EventKindSubject(ev.Instance, ev.Kind) {
-		d.reject("event", m, fmt.Sprintf("%s event for instance %s published on %s, expected %s or %s", ev.Kind, ev.Instance, m.Subject(), want, jetstream.EventKindSubject(ev.Instance, ev.Kind)))
+		d.reject("event", m, reasonMisrouted, fmt.Sprintf("%s event for instance %s published on %s, expected %s or %s", ev.Kind, ev.Instance, m.Subject(), want, jetstream.EventKindSubject(ev.Instance, ev.Kind)))
 		return
 	}
 	if d.cfg.redeliverEvent != nil && m.Deliveries() == 1 && d.cfg.redeliverEvent(m) {
@@ -510,7 +569,7 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 	d.stats.triggers.Add(1)
 	maxPayload := d.client.Config().MaxPayload
 	if len(m.Data()) > maxPayload {
-		d.reject("trigger", m, fmt.Sprintf("payload is %d bytes; the limit is %d (jetflow.max_payload)", len(m.Data()), maxPayload))
+		d.reject("trigger", m, reasonTooLarge, fmt.Sprintf("payload is %d bytes; the limit is %d (jetflow.max_payload)", len(m.Data()), maxPayload))
 		return
 	}
 	var defs []*workflow.Definition
@@ -530,7 +589,7 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 					return
 				}
 			}
-			d.reject("trigger", m, reason)
+			d.reject("trigger", m, reasonUnknownWorkflow, reason)
 			return
 		}
 		if parent, ok := parentOf(m); ok {
@@ -541,13 +600,13 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 	} else {
 		defs = d.defs.bound(m.Subject())
 		if len(defs) == 0 {
-			d.reject("trigger", m, fmt.Sprintf("no registered workflow is triggered by subject %q", m.Subject()))
+			d.reject("trigger", m, reasonNoBinding, fmt.Sprintf("no registered workflow is triggered by subject %q", m.Subject()))
 			return
 		}
 	}
 	input, err := payloadOf(m, maxPayload)
 	if err != nil {
-		d.reject("trigger", m, err.Error())
+		d.reject("trigger", m, reasonBadPayload, err.Error())
 		return
 	}
 	// The decoded payload only when a key is read from it.
@@ -585,6 +644,7 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 		ev := workflow.Event{
 			Kind: workflow.EventStart, Instance: id, Workflow: def.Name, Version: def.Version,
 			EventKey: key, InputRef: workflow.InputKey(id), InputDigest: digest, TriggerSeq: m.StreamSeq(),
+			Trace: d.traceOf(m),
 		}
 		if def.Reruns() && ev.TriggerSeq != 0 {
 			ev.InputRef = workflow.TriggerInputKey(id, ev.TriggerSeq)
@@ -595,7 +655,7 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 		items = append(items, &item{ev: ev, msg: m, input: input})
 	}
 	if len(items) == 0 {
-		d.reject("trigger", m, strings.Join(problems, "; "))
+		d.reject("trigger", m, reasonEventKey, strings.Join(problems, "; "))
 		return
 	}
 	// The message is settled when every start it caused is settled.
@@ -618,7 +678,7 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				_ = d.client.DeadLetter(ctx, "trigger", m, "dispatcher", strings.Join(problems, "; "))
 				cancel()
-				d.stats.deadLettered.Add(1)
+				d.stats.deadLetters.WithLabelValues(reasonEventKey).Inc()
 			}
 			if d.cfg.dropTriggerAck != nil && first.err == nil && first.reject == "" && d.cfg.dropTriggerAck(m) {
 				return // tests: as if the dispatcher died before the ack
@@ -662,7 +722,7 @@ func (d *Dispatcher) onChildStart(m *jetstream.Msg, def *workflow.Definition, p 
 	// Pointers of earlier versions also carry both; they must match.
 	sentRef, sentKey := m.Header(jetstream.HeaderInputRef), m.Header(jetstream.HeaderEventKey)
 	if p.Index < 0 || p.Step == "" || (sentRef != "" && sentRef != ref) || (sentKey != "" && sentKey != key) {
-		d.reject("trigger", m, fmt.Sprintf("malformed child start: parent %q step %q index %d, input %q, key %q", p.ID, p.Step, p.Index, sentRef, sentKey))
+		d.reject("trigger", m, reasonMalformed, fmt.Sprintf("malformed child start: parent %q step %q index %d, input %q, key %q", p.ID, p.Step, p.Index, sentRef, sentKey))
 		return
 	}
 	id := workflow.InstanceID(def.Name, key)
@@ -670,7 +730,7 @@ func (d *Dispatcher) onChildStart(m *jetstream.Msg, def *workflow.Definition, p 
 	it := &item{
 		ev: workflow.Event{
 			Kind: workflow.EventStart, Instance: id, Workflow: def.Name, Version: def.Version,
-			EventKey: key, InputRef: ref, Parent: &parent, TriggerSeq: m.StreamSeq(),
+			EventKey: key, InputRef: ref, Parent: &parent, TriggerSeq: m.StreamSeq(), Trace: d.traceOf(m),
 		},
 		msg:       m,
 		reconcile: m.Header(jetstream.HeaderReconcile),

@@ -44,6 +44,9 @@ type watched struct {
 	// instance is read again from the store.
 	update *jetstream.InstanceUpdate
 	due    time.Time
+	// bulk counts the children of the instance's running bulk steps as
+	// of the write a sweep last decoded (jetflow_bulk_children).
+	bulk bulkCounts
 }
 
 func (r *repairLoop) run(ctx context.Context) error {
@@ -160,6 +163,7 @@ func (r *repairLoop) sweep(ctx context.Context) {
 	}
 	r.mu.Unlock()
 	var events []workflow.OutEvent
+	defer r.countChildren()
 	for _, w := range snapshot {
 		in, err := r.load(ctx, w, now)
 		if err != nil {
@@ -175,6 +179,9 @@ func (r *repairLoop) sweep(ctx context.Context) {
 		if err != nil {
 			continue
 		}
+		r.mu.Lock()
+		w.bulk = bulkChildren(def, in)
+		r.mu.Unlock()
 		if !policy.Force {
 			due := workflow.NextRepair(def, in, policy)
 			r.mu.Lock()
@@ -212,6 +219,6 @@ func (r *repairLoop) sweep(ctx context.Context) {
 		seen[ev.MsgID] = true
 	}
 	r.mu.Unlock()
-	d.stats.repairsSent.Add(uint64(len(events)))
+	d.stats.repairsSent(events)
 	d.log.Debug().Int("repairs", len(events)).Msg("repairs sent")
 }

@@ -132,7 +132,9 @@ func (s *shard) run() {
 			groups[it.ev.Instance] = append(groups[it.ev.Instance], it)
 		}
 		for _, id := range order {
+			start := time.Now()
 			s.process(id, groups[id])
+			s.d.stats.applySeconds.Observe(sinceSeconds(start))
 		}
 	}
 }
@@ -151,6 +153,11 @@ func (s *shard) process(id string, items []*item) {
 	d := s.d
 	ctx, cancel := context.WithTimeout(context.Background(), processTimeout)
 	defer cancel()
+	var traced *workflow.Instance // the instance as the pass left it (tracing)
+	if d.tracer != nil {
+		start := time.Now()
+		defer func() { d.tracePass(id, traced, items, start) }()
+	}
 	settleAll := func(o outcome) {
 		for _, it := range items {
 			it.done(o)
@@ -180,6 +187,7 @@ func (s *shard) process(id string, items []*item) {
 			settleAll(outcome{err: err})
 			return
 		}
+		traced = res.inst
 		if (cached || assumeNew) && len(res.ignored) > 0 {
 			// The cache is stale when another dispatcher replica wrote the
 			// instance: ignore (and ack) an event only on the stored state.
@@ -459,12 +467,12 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 		case ev.Kind == workflow.EventStart:
 			def, err = d.definition(ctx, ev.Workflow, ev.Version)
 		default:
-			res.outcomes[i] = outcome{reject: fmt.Sprintf("%s event for unknown instance %s", ev.Kind, ev.Instance)}
+			res.outcomes[i] = outcome{reject: fmt.Sprintf("%s event for unknown instance %s", ev.Kind, ev.Instance), class: reasonUnknownInstance}
 			continue
 		}
 		if err != nil {
 			if errors.Is(err, workflow.ErrNotFound) {
-				res.outcomes[i] = outcome{reject: fmt.Sprintf("unknown workflow %s version %d", ev.Workflow, ev.Version)}
+				res.outcomes[i] = outcome{reject: fmt.Sprintf("unknown workflow %s version %d", ev.Workflow, ev.Version), class: reasonUnknownWorkflow}
 			} else {
 				res.outcomes[i] = outcome{err: err}
 			}
@@ -472,7 +480,7 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 		}
 		if ev.Kind == workflow.EventStart && res.inst == nil && it.input != nil {
 			if err := d.client.PutDataEncoded(ctx, ev.InputRef, it.input, nil); err != nil {
-				res.outcomes[i] = outcome{reject: fmt.Sprintf("cannot store input: %v", err)}
+				res.outcomes[i] = outcome{reject: fmt.Sprintf("cannot store input: %v", err), class: reasonPermanent}
 				if !isPermanent(err) {
 					res.outcomes[i] = outcome{err: err}
 				}
@@ -677,7 +685,7 @@ func isPermanent(err error) bool {
 // other is retried.
 func failure(err error) outcome {
 	if isPermanent(err) {
-		return outcome{reject: err.Error()}
+		return outcome{reject: err.Error(), class: reasonPermanent}
 	}
 	return outcome{err: err}
 }
@@ -703,12 +711,14 @@ func (s *shard) ignored(inst *workflow.Instance, it *item, why string) {
 
 func (s *shard) count(before *workflow.Instance, res *applied) {
 	d := s.d
+	d.stats.finishedSteps(before, res.inst)
+	d.traceCommit(before, res.inst)
 	if before == nil {
-		d.stats.started.Add(1)
+		d.stats.started.WithLabelValues(res.inst.Workflow).Inc()
 		d.log.Debug().Str("instance_id", res.inst.ID).Str("workflow", res.inst.Workflow).Msg("instance started")
 		if res.inst.Run > 1 {
 			// Counted here, where the run's create committed: exactly once.
-			d.stats.reruns.Add(1)
+			d.stats.reruns.WithLabelValues(res.inst.Workflow).Inc()
 			d.log.Info().Str("instance_id", res.inst.ID).Str("workflow", res.inst.Workflow).Str("event_key", res.inst.EventKey).
 				Int("run", res.inst.Run).Uint64("trigger_seq", res.inst.TriggerSeq).
 				Str("previous_run", workflow.RunID(workflow.InstanceID(res.inst.Workflow, res.inst.EventKey), res.inst.Run-1)).
@@ -716,14 +726,8 @@ func (s *shard) count(before *workflow.Instance, res *applied) {
 		}
 	}
 	if res.inst.Status.Terminal() && (before == nil || !before.Status.Terminal()) {
-		switch res.inst.Status {
-		case workflow.StatusCompleted:
-			d.stats.completed.Add(1)
-		case workflow.StatusFailed:
-			d.stats.failed.Add(1)
-		case workflow.StatusCancelled:
-			d.stats.cancelled.Add(1)
-		}
+		d.stats.finished.WithLabelValues(res.inst.Workflow, string(res.inst.Status)).Inc()
+		d.stats.observeDuration(res.inst)
 		d.log.Debug().Str("instance_id", res.inst.ID).Str("status", string(res.inst.Status)).Str("error", res.inst.Error).Msg("instance finished")
 	}
 }
@@ -740,7 +744,9 @@ func (s *shard) publish(ctx context.Context, dec workflow.Decision) error {
 		if err := c.PublishTasks(ctx, dec.Tasks); err != nil {
 			return err
 		}
-		s.d.stats.tasksPublished.Add(uint64(len(dec.Tasks)))
+		for _, t := range dec.Tasks {
+			s.d.stats.tasksPublished.WithLabelValues(t.Type).Inc()
+		}
 	}
 	if len(dec.Timers) > 0 {
 		if err := c.ScheduleTimers(ctx, dec.Timers); err != nil {

@@ -55,7 +55,7 @@ func (d *Dispatcher) sweepTasks(ctx context.Context, before time.Time) error {
 		}
 		reason := fmt.Sprintf("task type %q is used by no registered workflow definition: no worker would ever take this message", taskType)
 		removed, err := d.client.RemoveTasks(sctx, taskType, before, reason, taskGuardBatch)
-		d.stats.deadLettered.Add(uint64(removed))
+		d.stats.deadLetters.WithLabelValues(reasonUnknownTaskType).Add(float64(removed))
 		if removed > 0 {
 			d.log.Warn().Str("task_type", taskType).Int("removed", removed).Uint64("stored", n).Msg("task guard: messages of an unknown task type dead-lettered")
 		}

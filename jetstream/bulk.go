@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetflow/jetflow/tracing"
 	"github.com/jetflow/jetflow/workflow"
 )
 
@@ -104,6 +105,9 @@ func (c *Client) PublishChildren(ctx context.Context, children []workflow.Child)
 		m.Header.Set(HeaderParent, ch.Parent.ID)
 		m.Header.Set(HeaderParentStep, ch.Parent.Step)
 		m.Header.Set(HeaderParentIndex, strconv.Itoa(ch.Parent.Index))
+		if ch.Trace != "" {
+			m.Header.Set(tracing.Header, tracing.StepParent(ch.Trace, ch.Parent.ID, ch.Parent.Step))
+		}
 		f, err := c.js.PublishMsgAsync(m)
 		if err != nil {
 			return fmt.Errorf("start child %s: %w", ch.EventKey, err)

@@ -398,6 +398,9 @@ func (c *Client) provision(ctx context.Context) error {
 	if err := c.EnsureTriggerSubjects(ctx); err != nil {
 		return err
 	}
+	if err := c.provisionPresence(ctx); err != nil {
+		return err
+	}
 	for _, s := range []string{StreamTriggers, StreamEvents} {
 		cc := natsjs.ConsumerConfig{
 			Durable:       ConsumerDispatcher,

@@ -211,6 +211,7 @@ func encodeInstance(e *msgpack.Encoder, in *workflow.Instance) error {
 		}
 		w.uint64Omit("tseq", in.TriggerSeq)
 		w.intOmit("run", in.Run)
+		w.strOmit("tp", in.Trace)
 	}
 	return w.err
 }
@@ -288,6 +289,7 @@ func encodeEvent(e *msgpack.Encoder, ev *workflow.Event) error {
 		w.intOmit("cc", ev.Completed)
 		w.intOmit("cf", ev.Failed)
 		w.strOmit("rnd", ev.Round)
+		w.strOmit("tp", ev.Trace)
 	}
 	return w.err
 }
@@ -307,6 +309,7 @@ func encodeTask(e *msgpack.Encoder, t *workflow.Task) error {
 		w.intOmit("ma", t.MaxAttempts)
 		w.boolOmit("once", t.Once)
 		w.bytesOmit("inl", t.Input)
+		w.strOmit("tp", t.Trace)
 	}
 	return w.err
 }

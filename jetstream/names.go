@@ -41,6 +41,10 @@ const (
 	// value the msgpack-encoded claim, then outcome, of a step marked
 	// once: true. Written with Create, then one compare-and-swap.
 	BucketEffects = "jetflow_effects"
+	// BucketPresence: key "<kind>.<name>" (kind worker or dispatcher),
+	// value the JSON record of a running process (Presence), rewritten
+	// every few seconds with a per-message TTL. In memory.
+	BucketPresence = "jetflow_presence"
 )
 
 // Subjects.

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetflow/jetflow/tracing"
 	"github.com/jetflow/jetflow/workflow"
 )
 
@@ -31,6 +32,9 @@ func (c *Client) PublishTasks(ctx context.Context, tasks []workflow.Task) error 
 		}
 		m := &nats.Msg{Subject: TaskSubject(t.Type), Data: b, Header: nats.Header{}}
 		m.Header.Set(HeaderMsgID, workflow.TaskMsgID(t.Instance, t.Step, t.Attempt))
+		if t.Trace != "" {
+			m.Header.Set(tracing.Header, tracing.StepParent(t.Trace, t.Instance, t.Step))
+		}
 		f, err := c.js.PublishMsgAsync(m)
 		if err != nil {
 			return fmt.Errorf("publish task %s/%s/%d: %w", t.Instance, t.Step, t.Attempt, err)
@@ -172,6 +176,9 @@ type Start struct {
 	EventKey string
 	// Payload is the JSON input; empty means null.
 	Payload []byte
+	// TraceParent, when set, is a W3C traceparent: the instance's spans
+	// join that trace as children of that span.
+	TraceParent string
 }
 
 // PublishStart publishes an explicit start on jetflow.start.<workflow> with
@@ -191,6 +198,12 @@ func (c *Client) PublishStart(ctx context.Context, s Start) error {
 	m := &nats.Msg{Subject: StartSubject(s.Workflow), Data: s.Payload, Header: nats.Header{}}
 	m.Header.Set(HeaderEventKey, s.EventKey)
 	m.Header.Set(HeaderMsgID, TriggerMsgID(s.Workflow, s.EventKey))
+	if s.TraceParent != "" {
+		if !tracing.Valid(s.TraceParent) {
+			return fmt.Errorf("start of %s: %q is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)", s.Workflow, s.TraceParent)
+		}
+		m.Header.Set(tracing.Header, s.TraceParent)
+	}
 	if _, err := c.publishMsg(ctx, m); err != nil {
 		return fmt.Errorf("publish start of %s: %w", s.Workflow, err)
 	}

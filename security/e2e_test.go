@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jetflow/jetflow/dispatcher"
@@ -132,6 +133,35 @@ func TestRolesRunAWorkflow(t *testing.T) {
 	stats, err := oc.CollectStats(ctx, time.Second)
 	require.NoError(t, err)
 	require.Len(t, stats, 1, "the dispatcher answers the operator's stats request")
+	// Presence: the dispatcher and the worker announce themselves, the
+	// operator reads who is there and the task queues.
+	jftest.Eventually(t, 30*time.Second, func() bool {
+		ws, werr := oc.Present(ctx, jetstream.PresenceWorker)
+		ds, derr := oc.Present(ctx, jetstream.PresenceDispatcher)
+		return werr == nil && derr == nil && len(ws) == 1 && len(ds) == 1 && slices.Equal(ws[0].TaskTypes, []string{"echo"})
+	}, "the operator does not see the worker and the dispatcher")
+	queues, err := oc.TaskQueues(ctx)
+	require.NoError(t, err)
+	require.NotEmpty(t, queues)
+	_, err = oc.TaskQueue(ctx, "echo")
+	require.NoError(t, err)
+	// What jetflow explain reads besides: a task message, bulk barriers.
+	_, err = oc.FindTask(ctx, "echo", workflow.TaskMsgID(id, "check", 1))
+	require.NoError(t, err)
+	_, _, err = oc.BarrierIndexes(ctx, id, "notify")
+	require.NoError(t, err)
+	jftest.Eventually(t, 30*time.Second, func() bool {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(d.Collector())
+		fams, err := reg.Gather()
+		require.NoError(t, err)
+		for _, f := range fams {
+			if f.GetName() == "jetflow_task_backlog" {
+				return len(f.GetMetric()) > 0
+			}
+		}
+		return false
+	}, "the dispatcher never read the task queues")
 	require.NoError(t, oc.PublishStart(ctx, jetstream.Start{Workflow: "secure-child", EventKey: "manual", Payload: []byte(`{}`)}))
 	child := workflow.InstanceID("secure-child", "manual")
 	jftest.Eventually(t, 30*time.Second, func() bool {

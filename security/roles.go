@@ -150,6 +150,11 @@ func consumerNext(stream, consumer string) string {
 	return "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer
 }
 func ack(stream, consumer string) string { return "$JS.ACK." + stream + "." + consumer + ".>" }
+func consumerList(stream string) string  { return "$JS.API.CONSUMER.LIST." + stream }
+
+// announce is what writing a presence record of kind takes (the
+// record's key, and the PubAck on the role's inbox).
+func announce(kind string) string { return "$KV." + jetstream.BucketPresence + "." + kind + ".*" }
 
 // watch is what reading a bucket's keys (a KV watch or key listing)
 // takes: an ordered consumer on the bucket's stream, created, answered
@@ -210,6 +215,9 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// schedules), bulk children, dead letters, completion notices.
 			[]string{jetstream.TaskSubjects, jetstream.EventSubjects, jetstream.TimerSubjects, jetstream.StartSubjects,
 				jetstream.DLQSubject("trigger"), jetstream.DLQSubject("event"), jetstream.DLQSubject("timer"), jetstream.DLQSubject("task"), jetstream.DoneSubjects},
+			// Its presence record (jetflow dispatchers), and the task
+			// queues it reads for jetflow_task_backlog.
+			bind(jetstream.BucketPresence), []string{announce(jetstream.PresenceDispatcher), consumerList(jetstream.StreamTasks)},
 			// Answers to `jetflow stats`, which operators ask. Not
 			// allow_responses: that would let whoever may send a stats
 			// request choose any reply subject, such as
@@ -238,6 +246,8 @@ func For(role Role, scope Scope) (Permissions, error) {
 			[]string{jetstream.BucketSubjects(effs), msgGet(kvEffs)},
 			// Results, on the result subjects only, and dead letters.
 			[]string{jetstream.EventKindSubjects(workflow.EventResult), jetstream.DLQSubject("task")},
+			// Its presence record (jetflow workers).
+			[]string{announce(jetstream.PresenceWorker)},
 		)
 	case Producer:
 		if len(scope.TriggerSubjects) == 0 {
@@ -251,6 +261,10 @@ func For(role Role, scope Scope) (Permissions, error) {
 			[]string{msgGet(kvInst), msgGet(kvData), msgGet(kvDefs)}, watch(inst), watch(defs),
 			// Read dead letters.
 			[]string{streamInfo(jetstream.StreamDLQ), msgGet(jetstream.StreamDLQ)},
+			// Read who is connected (jetflow workers, dispatchers) and the
+			// task queues (jetflow explain).
+			bind(jetstream.BucketPresence), watch(jetstream.BucketPresence),
+			[]string{streamInfo(jetstream.StreamTasks), msgGet(jetstream.StreamTasks), consumerList(jetstream.StreamTasks), consumerInfo(jetstream.StreamTasks, "*")},
 			// Start, cancel, signal (the payload first, under its key:
 			// <instance>.signal.<name>.<id>, workflow.SignalKey), stats.
 			[]string{jetstream.StartSubjects, jetstream.EventKindSubjects(workflow.EventCancel), jetstream.EventKindSubjects(workflow.EventSignal),

@@ -25,15 +25,20 @@ const deadLetterTimeout = 30 * time.Second
 func (w *Worker) execute(ctx context.Context, h Handler, m *jetstream.Msg) {
 	t, err := jetstream.DecodeTask(m.Data())
 	if err != nil {
-		w.deadLetter(m, err.Error())
+		w.deadLetter(m, "malformed", err.Error())
 		return
 	}
 	log := w.log.With().Str("instance_id", t.Instance).Str("step", t.Step).Int("attempt", t.Attempt).Str("task_type", t.Type).Logger()
 	if want := jetstream.TaskSubject(t.Type); m.Subject() != want {
-		w.deadLetter(m, fmt.Sprintf("task of type %q published on %s, expected %s", t.Type, m.Subject(), want))
+		w.deadLetter(m, "misrouted", fmt.Sprintf("task of type %q published on %s, expected %s", t.Type, m.Subject(), want))
 		return
 	}
 	defer w.heartbeat(m)()
+	w.metrics.received(t.Type, m.Deliveries(), m.Stored())
+	ctx, span := w.traceTask(ctx, m, t)
+	if span != nil {
+		defer span.End()
+	}
 	if n := m.Deliveries(); n > uint64(w.cfg.MaxDeliveries) {
 		// Workers keep dying (or hanging past AckWait) on this task: report
 		// the attempt as failed instead of redelivering it forever.
@@ -130,15 +135,22 @@ func (w *Worker) run(ctx context.Context, h Handler, task *Task, timeout time.Du
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
+	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
 			w.log.Error().Str("instance_id", task.Instance).Str("step", task.Step).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("handler panicked")
-			out, err = nil, fmt.Errorf("handler panicked: %v", r)
+			out, err = nil, &panicError{value: r}
 		}
+		w.metrics.execution.WithLabelValues(task.Type).Observe(time.Since(start).Seconds())
 	}()
 	out, err = h(ctx, task)
-	if err == nil && ctx.Err() != nil && timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		err = fmt.Errorf("attempt exceeded its timeout of %s", timeout)
+	if timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		switch {
+		case err == nil:
+			err = &timeoutError{err: fmt.Errorf("attempt exceeded its timeout of %s", timeout)}
+		case errors.Is(err, context.DeadlineExceeded):
+			err = &timeoutError{err: err}
+		}
 	}
 	return out, err
 }
@@ -158,6 +170,8 @@ func (w *Worker) report(ctx context.Context, m *jetstream.Msg, t workflow.Task, 
 		w.giveBack(m, log, "cannot publish result", err)
 		return
 	}
+	w.metrics.reported(t.Type, herr)
+	traceOutcome(ctx, herr)
 	if err := m.Ack(); err != nil {
 		// The result is recorded; a redelivery will produce a duplicate
 		// result that the dispatcher ignores.
@@ -165,7 +179,7 @@ func (w *Worker) report(ctx context.Context, m *jetstream.Msg, t workflow.Task, 
 	}
 }
 
-func (w *Worker) deadLetter(m *jetstream.Msg, reason string) {
+func (w *Worker) deadLetter(m *jetstream.Msg, class, reason string) {
 	ctx, cancel := context.WithTimeout(context.Background(), deadLetterTimeout)
 	defer cancel()
 	err := w.retryIO(ctx, w.log, "dead-letter", func(ctx context.Context) error {
@@ -176,6 +190,7 @@ func (w *Worker) deadLetter(m *jetstream.Msg, reason string) {
 		_ = m.Nak(time.Second)
 		return
 	}
+	w.metrics.deadLetters.WithLabelValues(class).Inc()
 	w.log.Warn().Str("subject", m.Subject()).Str("reason", reason).Msg("task dead-lettered")
 	_ = m.Term(reason)
 }

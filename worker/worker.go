@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/workflow"
@@ -77,6 +79,18 @@ type Config struct {
 	// handler slots (their ack deadlines are kept alive while they wait).
 	// Default Concurrency/4 (at least 1).
 	Prefetch int
+	// Name identifies the worker in `jetflow workers`. Default
+	// "<host>-<pid>".
+	Name string
+	// PresenceInterval is how often the worker writes its presence record
+	// (jetflow workers); the record expires two intervals and a second
+	// after the last write. Default 2s; negative: never.
+	PresenceInterval time.Duration
+	// Tracer records a span for every task attempt, a child of the span
+	// of its step (see the tracing package). Default nil: no spans; the
+	// handler's ctx still carries the step's span context when the task
+	// has one.
+	Tracer trace.TracerProvider
 	// IOTimeout bounds one try of a NATS call around a task (load input,
 	// store output, publish result); failed tries are retried with backoff
 	// while the task's heartbeat runs, until the worker shuts down.
@@ -106,6 +120,12 @@ func (c Config) WithDefaults(ackWait time.Duration) Config {
 	if c.IOTimeout == 0 {
 		c.IOTimeout = 5 * time.Second
 	}
+	if c.Name == "" {
+		c.Name = jetstream.DefaultProcessName()
+	}
+	if c.PresenceInterval == 0 {
+		c.PresenceInterval = 2 * time.Second
+	}
 	return c
 }
 
@@ -131,6 +151,10 @@ type Worker struct {
 	log      zerolog.Logger
 	handlers map[string]Handler
 	sem      chan struct{}
+	metrics  *metrics
+	tracer   trace.Tracer // nil unless Config.Tracer is set
+	// fetching is set while Run pulls tasks (Ready).
+	fetching atomic.Bool
 }
 
 // New creates a worker on a client bound to jetflow's buckets.
@@ -139,12 +163,19 @@ func New(client *jetstream.Client, cfg Config) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("worker config: %w", err)
 	}
+	sem := make(chan struct{}, cfg.Concurrency)
+	var tracer trace.Tracer
+	if cfg.Tracer != nil {
+		tracer = cfg.Tracer.Tracer(tracerName)
+	}
 	return &Worker{
+		tracer:   tracer,
 		cfg:      cfg,
 		client:   client,
 		log:      cfg.Logger.With().Str("component", "worker").Logger(),
 		handlers: map[string]Handler{},
-		sem:      make(chan struct{}, cfg.Concurrency),
+		sem:      sem,
+		metrics:  newMetrics(sem),
 	}, nil
 }
 
@@ -157,6 +188,24 @@ func (w *Worker) Handle(taskType string, h Handler) error {
 		return fmt.Errorf("task type %q registered twice", taskType)
 	}
 	w.handlers[taskType] = h
+	return nil
+}
+
+// ErrNotReady matches what Ready reports while the worker cannot do its
+// work.
+var ErrNotReady = errors.New("not ready")
+
+// Ready reports whether the worker does its work now: Run has bound the
+// consumers of its task types and pulls, and the connection to NATS is
+// up. Its error (matching ErrNotReady) says what is missing. /readyz
+// answers from it.
+func (w *Worker) Ready() error {
+	switch {
+	case !w.fetching.Load():
+		return fmt.Errorf("%w: the worker is not pulling tasks (starting or stopping)", ErrNotReady)
+	case !w.client.Connected():
+		return fmt.Errorf("%w: not connected to NATS", ErrNotReady)
+	}
 	return nil
 }
 
@@ -196,7 +245,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		}()
 	}
 	w.log.Info().Strs("task_types", w.TaskTypes()).Int("concurrency", w.cfg.Concurrency).Msg("worker running")
+	w.fetching.Store(true)
+	stopPresence := w.announce()
+	defer stopPresence()
 	<-ctx.Done()
+	w.fetching.Store(false)
 	fetchers.Wait()
 	w.log.Info().Msg("worker draining")
 	done := make(chan struct{})

@@ -109,6 +109,7 @@ func childFor(inst *Instance, s *Step, i int) Child {
 		EventKey: ChildEventKey(inst.ID, s.Name, i),
 		InputRef: ChildInputKey(inst.ID, s.Name, i),
 		Parent:   ParentRef{ID: inst.ID, Step: s.Name, Index: i},
+		Trace:    inst.Trace,
 	}
 }
 

@@ -75,6 +75,8 @@ type Event struct {
 	// Round names a reconciliation round of a stale bulk step (a recount
 	// with Reason ReasonStaleBulk); its pokes carry it in their ids.
 	Round string `msgpack:"rnd,omitempty"`
+	// Trace (start): the instance's Instance.Trace.
+	Trace string `msgpack:"tp,omitempty"`
 }
 
 // Decision is the outcome of applying an event: the new instance and what
@@ -114,6 +116,9 @@ type Child struct {
 	// pointer's id derives from the child's instance id.
 	Reconcile string
 	MsgID     string
+	// Trace is the parent instance's Instance.Trace: the child's start
+	// message carries the traceparent of the bulk step's span.
+	Trace string
 }
 
 // OutEvent is an event to publish with a deterministic message id.
@@ -146,6 +151,9 @@ type Task struct {
 	// Input, when set, is an inline copy of the small encoded value under
 	// InputRef, so the worker need not read it. InputRef stays the truth.
 	Input []byte `msgpack:"inl,omitempty"`
+	// Trace is the instance's Instance.Trace; the task message carries
+	// the traceparent of its step's span, derived from it.
+	Trace string `msgpack:"tp,omitempty"`
 }
 
 // Timer asks for an EventTimer with ID to be delivered at At.

@@ -66,6 +66,12 @@ type Instance struct {
 	// rerun: 0 or 1 is the first run (id InstanceID(workflow, key)), n > 1
 	// the run with id RunID(first, n).
 	Run int `msgpack:"run,omitempty"`
+	// Trace is the W3C traceparent of the span that started the instance
+	// (a trigger's traceparent header, or a bulk step's span for a child),
+	// or a root the dispatcher made; empty when nobody traces. The
+	// tracing package derives the instance's and its steps' span ids
+	// from it.
+	Trace string `msgpack:"tp,omitempty"`
 }
 
 // RunNumber is the instance's run of its event key, from 1.

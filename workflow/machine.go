@@ -71,6 +71,7 @@ func start(def *Definition, ev Event, now time.Time, data Data) (Decision, error
 		Parent:      ev.Parent,
 		TriggerSeq:  ev.TriggerSeq,
 		Run:         ev.Run,
+		Trace:       ev.Trace,
 	}
 	t := &transition{def: def, inst: inst, now: now, data: data, changed: true}
 	if def.Deadline > 0 {
@@ -462,6 +463,7 @@ func taskFor(def *Definition, inst *Instance, s *Step, st *StepState) Task {
 		Once:        s.Once,
 		Timeout:     s.Timeout.D(),
 		MaxAttempts: s.Retry.withDefaults().MaxAttempts,
+		Trace:       inst.Trace,
 	}
 }
 

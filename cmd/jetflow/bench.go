@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +32,7 @@ func benchCmd(g *globals) *cobra.Command {
 		keep       bool
 		logLevel   string
 		separate   bool
+		metrics    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench throughput|latency|fanout",
@@ -52,11 +55,14 @@ with --external it uses the dispatchers and workers already running behind
 			if !external {
 				var cleanup func()
 				var err error
-				url, procs, cleanup, err = startSystem(ctx, separate, syncAlways, workers, workerConc, cpuProfile, keep, logLevel)
+				var scrape []string
+				url, procs, scrape, cleanup, err = startSystem(ctx, separate, syncAlways, workers, workerConc, cpuProfile, keep, logLevel, metrics)
 				if err != nil {
 					return err
 				}
 				defer cleanup()
+				stopScraping := scrapeEvery(ctx, time.Second, scrape)
+				defer stopScraping()
 			}
 			cfg := jetstream.Config{URL: url, Name: "jetflow-bench"}
 			if external {
@@ -103,6 +109,7 @@ with --external it uses the dispatchers and workers already running behind
 					res.Params["separate_server"] = separate
 					res.Params["workers"] = workers
 					res.Params["worker_concurrency"] = workerConc
+					res.Params["metrics"] = metrics
 				}
 				if len(procs) > 0 {
 					res.Processes = map[string]bench.Process{}
@@ -139,24 +146,40 @@ with --external it uses the dispatchers and workers already running behind
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write the dispatcher's CPU profile to this file")
 	f.BoolVar(&keep, "keep", false, "keep the temporary directory (store and system.log, the dispatcher's and workers' logs)")
 	f.StringVar(&logLevel, "system-log-level", "warn", "log level of the dispatcher and workers the bench starts (their log is system.log in the temporary directory; see --keep)")
+	f.BoolVar(&metrics, "metrics", false, "start the dispatcher and workers with --metrics-listen and scrape their /metrics every second during the run (the cost of metrics)")
 	f.BoolVar(&separate, "separate-server", false, "run the NATS server as its own process (TCP) instead of embedded in the dispatcher")
 	return cmd
 }
 
 // startSystem starts a dispatcher (with its embedded server) and workers as
 // separate processes of this binary.
-func startSystem(ctx context.Context, separate, syncAlways bool, workers, workerConc int, cpuProfile string, keep bool, logLevel string) (string, map[string]*exec.Cmd, func(), error) {
+func startSystem(ctx context.Context, separate, syncAlways bool, workers, workerConc int, cpuProfile string, keep bool, logLevel string, metrics bool) (string, map[string]*exec.Cmd, []string, func(), error) {
+	// With metrics, every process serves /metrics on a free port of its
+	// own; scrape lists them.
+	var scrape []string
+	metricsArgs := func() []string {
+		if !metrics {
+			return nil
+		}
+		p, err := freePort()
+		if err != nil {
+			return nil
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(p)
+		scrape = append(scrape, "http://"+addr+"/metrics")
+		return []string{"--metrics-listen", addr}
+	}
 	exe, err := os.Executable()
 	if err != nil {
-		return "", nil, nil, err
+		return "", nil, nil, nil, err
 	}
 	dir, err := os.MkdirTemp("", "jetflow-bench-")
 	if err != nil {
-		return "", nil, nil, err
+		return "", nil, nil, nil, err
 	}
 	port, err := freePort()
 	if err != nil {
-		return "", nil, nil, err
+		return "", nil, nil, nil, err
 	}
 	url := "nats://127.0.0.1:" + strconv.Itoa(port)
 	procs := map[string]*exec.Cmd{}
@@ -182,7 +205,7 @@ func startSystem(ctx context.Context, separate, syncAlways bool, workers, worker
 	}
 	logFile, err := os.Create(filepath.Join(dir, "system.log"))
 	if err != nil {
-		return "", nil, nil, err
+		return "", nil, nil, nil, err
 	}
 	start := func(name string, args ...string) error {
 		p := exec.Command(exe, args...)
@@ -204,7 +227,7 @@ func startSystem(ctx context.Context, separate, syncAlways bool, workers, worker
 		}
 		if err := start("server", sargs...); err != nil {
 			cleanup()
-			return "", nil, nil, err
+			return "", nil, nil, nil, err
 		}
 		dargs = []string{"dispatcher", "--nats-url", url, "--log-level", logLevel}
 	} else if syncAlways {
@@ -214,21 +237,23 @@ func startSystem(ctx context.Context, separate, syncAlways bool, workers, worker
 		abs, _ := filepath.Abs(cpuProfile)
 		dargs = append(dargs, "--cpu-profile", abs)
 	}
+	dargs = append(dargs, metricsArgs()...)
 	if err := start("dispatcher", dargs...); err != nil {
 		cleanup()
-		return "", nil, nil, err
+		return "", nil, nil, nil, err
 	}
 	for i := 0; i < workers; i++ {
 		name := "worker"
 		if workers > 1 {
 			name = "worker" + strconv.Itoa(i+1)
 		}
-		if err := start(name, "worker", "--nats-url", url, "--concurrency", strconv.Itoa(workerConc), "--log-level", logLevel); err != nil {
+		wargs := append([]string{"worker", "--nats-url", url, "--concurrency", strconv.Itoa(workerConc), "--log-level", logLevel}, metricsArgs()...)
+		if err := start(name, wargs...); err != nil {
 			cleanup()
-			return "", nil, nil, err
+			return "", nil, nil, nil, err
 		}
 	}
-	return url, procs, cleanup, nil
+	return url, procs, scrape, cleanup, nil
 }
 
 func freePort() (int, error) {
@@ -306,5 +331,41 @@ func processCmds() []*cobra.Command {
 			Short: "Run the reference worker (same flags as cmd/worker)",
 			RunE:  func(cmd *cobra.Command, args []string) error { return run.Worker(cmd.Context(), args) },
 		},
+	}
+}
+
+// scrapeEvery fetches each URL every interval until stop is called, as a
+// Prometheus server would (bench --metrics).
+func scrapeEvery(ctx context.Context, interval time.Duration, urls []string) (stop func()) {
+	if len(urls) == 0 {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			for _, u := range urls {
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+				if err != nil {
+					continue
+				}
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
 	}
 }

@@ -247,7 +247,7 @@ func publishCmd(g *globals) *cobra.Command {
 }
 
 func startCmd(g *globals) *cobra.Command {
-	var key string
+	var key, traceParent string
 	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "start WORKFLOW [JSON|@FILE|-]",
@@ -277,7 +277,7 @@ func startCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("%w %s (registered: %s)", errUnknownWorkflow, args[0], listOrNone(slices.Sorted(maps.Keys(latest(defs)))))
 			}
 			sent := time.Now()
-			if err := c.PublishStart(ctx, jetstream.Start{Workflow: args[0], EventKey: key, Payload: data}); err != nil {
+			if err := c.PublishStart(ctx, jetstream.Start{Workflow: args[0], EventKey: key, Payload: data, TraceParent: traceParent}); err != nil {
 				return err
 			}
 			id := workflow.InstanceID(args[0], key)
@@ -294,6 +294,7 @@ func startCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&key, "key", "", "event key (default: random); the same key never starts a second instance")
 	cmd.Flags().DurationVar(&wait, "wait", 0, "wait up to this long for the instance to finish and show it")
+	cmd.Flags().StringVar(&traceParent, "traceparent", "", "W3C traceparent: the instance's spans join that trace")
 	return cmd
 }
 

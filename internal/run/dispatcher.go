@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/internal/obs"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/tasks"
 	"github.com/jetflow/jetflow/worker"
@@ -49,6 +50,8 @@ func Dispatcher(ctx context.Context, args []string) error {
 		repairInt  = fs.Duration("repair-interval", 5*time.Second, "how often the repair loop looks for stalled instances; negative disables it")
 		staleTask  = fs.Duration("stale-task", 10*time.Minute, "a task attempt without a timeout and without a result for this long is presumed lost and retried")
 		maxPayload = fs.String("max-payload", Env("JETFLOW_MAX_PAYLOAD", "1MiB"), "largest trigger payload, input and output; a larger trigger is dead-lettered; at least 1KiB and at most the NATS server's max_payload (the embedded server's is 8MiB) (env JETFLOW_MAX_PAYLOAD)")
+		metricsAt  = metricsFlag(fs)
+		name       = nameFlag(fs, "dispatcher")
 		retention  = fs.String("instance-retention", Env("JETFLOW_INSTANCE_RETENTION", "0"), "remove an ended instance's key this long after it ended; 0 keeps instances forever; at least 24h (the trigger retention); a replay of the event key after that starts a new instance (env JETFLOW_INSTANCE_RETENTION)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -70,6 +73,15 @@ func Dispatcher(ctx context.Context, args []string) error {
 		return fmt.Errorf("--instance-retention (JETFLOW_INSTANCE_RETENTION): %w (use Go durations such as 720h)", err)
 	}
 
+	metrics, err := startMetrics(ctx, *metricsAt, log)
+	if err != nil {
+		return err
+	}
+	tracer, stopTracing, err := startTracing(ctx, "jetflow-dispatcher", log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	if *pprofAddr != "" {
 		if err := servePprof(*pprofAddr, log); err != nil {
 			return err
@@ -125,22 +137,31 @@ func Dispatcher(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	d, err := dispatcher.New(client, dispatcher.Config{Shards: *shards, RepairInterval: *repairInt, StaleTask: *staleTask, Logger: log})
+	d, err := dispatcher.New(client, dispatcher.Config{Name: *name, Tracer: tracer, Shards: *shards, RepairInterval: *repairInt, StaleTask: *staleTask, Logger: log})
 	if err != nil {
 		return err
 	}
+	if err := metrics.register(obs.ClientCollector(client), d.Collector()); err != nil {
+		return err
+	}
+	checks := []func() error{d.Ready}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.Run(gctx) })
 	if *withWorker {
-		w, err := worker.New(client, worker.Config{Logger: log})
+		w, err := worker.New(client, worker.Config{Tracer: tracer, Logger: log})
 		if err != nil {
 			return err
 		}
 		if err := tasks.Register(w); err != nil {
 			return err
 		}
+		if err := metrics.register(w.Collector()); err != nil {
+			return err
+		}
+		checks = append(checks, w.Ready)
 		g.Go(func() error { return w.Run(gctx) })
 	}
+	metrics.setReady(checks...)
 	return g.Wait()
 }
 

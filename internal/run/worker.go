@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/jetflow/jetflow/internal/obs"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/tasks"
 	"github.com/jetflow/jetflow/worker"
@@ -25,6 +26,8 @@ func Worker(ctx context.Context, args []string) error {
 		concurrency = fs.Int("concurrency", EnvInt("JETFLOW_CONCURRENCY", 16), "handlers running at once (env JETFLOW_CONCURRENCY)")
 		shutdown    = fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful stop waits for running handlers")
 		ackWait     = fs.Duration("ack-wait", EnvDuration("JETFLOW_WORKER_ACK_WAIT", 10*time.Second), "how soon a task held by a worker that died is redelivered, counted from its last heartbeat (every fifth of this); use the same value on every worker (env JETFLOW_WORKER_ACK_WAIT)")
+		metricsAt   = metricsFlag(fs)
+		name        = nameFlag(fs, "worker")
 		logFormat   = fs.String("log-format", Env("JETFLOW_LOG_FORMAT", "json"), "json or console (env JETFLOW_LOG_FORMAT)")
 		logLevel    = fs.String("log-level", Env("JETFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env JETFLOW_LOG_LEVEL)")
 	)
@@ -38,6 +41,15 @@ func Worker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	metrics, err := startMetrics(ctx, *metricsAt, log)
+	if err != nil {
+		return err
+	}
+	tracer, stopTracing, err := startTracing(ctx, "jetflow-worker", log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	c, err := conn.Resolve(jetstream.InboxPrefixWorker)
 	if err != nil {
 		return err
@@ -69,13 +81,17 @@ func Worker(ctx context.Context, args []string) error {
 		}
 		waited += wait
 	}
-	w, err := worker.New(client, worker.Config{Concurrency: *concurrency, ShutdownTimeout: *shutdown, Logger: log})
+	w, err := worker.New(client, worker.Config{Name: *name, Tracer: tracer, Concurrency: *concurrency, ShutdownTimeout: *shutdown, Logger: log})
 	if err != nil {
 		return err
 	}
 	if err := tasks.RegisterTypes(w, SplitList(*taskTypes)...); err != nil {
 		return err
 	}
+	if err := metrics.register(obs.ClientCollector(client), w.Collector()); err != nil {
+		return err
+	}
+	metrics.setReady(w.Ready)
 	if err := w.Run(ctx); errors.Is(err, jetstream.ErrPermissionDenied) {
 		return fmt.Errorf("%w (limit this worker with --task-types to the task types its NATS user may run)", err)
 	} else if err != nil {
