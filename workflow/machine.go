@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Apply is the transition function: it applies one event to an instance at
@@ -181,6 +182,7 @@ func (t *transition) result(ev Event) {
 	}
 	t.changed = true
 	delete(t.inst.Timers, timeoutTimer(s.Name, st.Attempt))
+	t.endAttempt(st, ev.Worker, ev.Error)
 	if ev.Error == "" {
 		st.Status = StepCompleted
 		st.OutputRef = ev.OutputRef
@@ -256,7 +258,9 @@ func (t *transition) timer(id string) {
 		}
 	case "timeout":
 		if st.Status == StepRunning && st.Attempt == attempt {
-			t.attemptFailed(s, st, fmt.Sprintf("attempt %d timed out after %s", attempt, s.Timeout), false, 0)
+			msg := fmt.Sprintf("attempt %d timed out after %s", attempt, s.Timeout)
+			t.endAttempt(st, "", msg)
+			t.attemptFailed(s, st, msg, false, 0)
 		}
 	case "sleep":
 		if st.Status == StepRunning {
@@ -340,7 +344,26 @@ func (t *transition) repair(ev Event) {
 	}
 	t.changed = true
 	delete(t.inst.Timers, timeoutTimer(s.Name, st.Attempt))
-	t.attemptFailed(s, st, fmt.Sprintf("attempt %d presumed lost: %s", st.Attempt, ev.Reason), false, 0)
+	msg := fmt.Sprintf("attempt %d presumed lost: %s", st.Attempt, ev.Reason)
+	t.endAttempt(st, "", msg)
+	t.attemptFailed(s, st, msg, false, 0)
+}
+
+// endAttempt records the running attempt of st as ended now, by worker
+// (if known), with error msg ("" on success).
+func (t *transition) endAttempt(st *StepState, worker, msg string) {
+	if len(msg) > MaxHistoryError {
+		msg = truncateUTF8(msg, MaxHistoryError)
+	}
+	st.History = append(st.History, AttemptRecord{Attempt: st.Attempt, Started: st.AttemptStarted, Ended: t.now, Worker: worker, Error: msg})
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character.
+func truncateUTF8(s string, n int) string {
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func parseTimer(id string) (kind, step string, attempt int, ok bool) {

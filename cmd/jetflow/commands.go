@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -418,7 +419,11 @@ func instancesCmd(g *globals) *cobra.Command {
 				rows = rows[:limit]
 			}
 			if g.json {
-				return printJSON(cmd.OutOrStdout(), rows)
+				views := make([]instanceView, 0, len(rows))
+				for _, in := range rows {
+					views = append(views, viewInstance(in))
+				}
+				return printJSON(cmd.OutOrStdout(), views)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tWORKFLOW\tSTATUS\tCREATED\tDURATION\tEVENT KEY")
@@ -490,15 +495,12 @@ func waitCmd(g *globals) *cobra.Command {
 }
 
 func showInstance(ctx context.Context, w io.Writer, c *jetstream.Client, in *workflow.Instance, asJSON bool) error {
-	var input, output any
-	if in.InputRef != "" {
-		input, _ = c.LoadData(ctx, in.InputRef)
-	}
-	if in.OutputRef != "" {
-		output, _ = c.LoadData(ctx, in.OutputRef)
+	v := viewInstance(in)
+	if err := withValues(ctx, c, &v); err != nil {
+		return err
 	}
 	if asJSON {
-		return printJSON(w, map[string]any{"instance": in, "input": input, "output": output})
+		return printJSON(w, v)
 	}
 	fmt.Fprintf(w, "instance  %s\nworkflow  %s version %d\nevent key %s\nstatus    %s\n", in.ID, in.Workflow, in.Version, in.EventKey, in.Status)
 	if in.RunNumber() > 1 {
@@ -514,47 +516,75 @@ func showInstance(ctx context.Context, w io.Writer, c *jetstream.Client, in *wor
 	if in.Error != "" {
 		fmt.Fprintf(w, "error     %s\n", in.Error)
 	}
-	fmt.Fprintf(w, "input     %s\n", compactJSON(input))
+	fmt.Fprintf(w, "input     %s\n", compactRaw(v.Input))
 	if in.Status == workflow.StatusCompleted {
-		fmt.Fprintf(w, "output    %s\n", compactJSON(output))
+		fmt.Fprintf(w, "output    %s\n", compactRaw(v.Output))
 	}
-	names := make([]string, 0, len(in.Steps))
-	for n := range in.Steps {
-		names = append(names, n)
-	}
-	sort.Slice(names, func(i, j int) bool { return in.Steps[names[i]].Started.Before(in.Steps[names[j]].Started) })
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nSTEP\tSTATUS\tATTEMPT\tTOOK\tPROGRESS\tERROR")
-	for _, n := range names {
-		st := in.Steps[n]
+	for _, st := range v.Steps {
 		took := "-"
 		if !st.Ended.IsZero() {
 			took = st.Ended.Sub(st.Started).Round(time.Millisecond).String()
 		}
 		progress := "-"
-		if st.Total > 0 || st.Cursor > 0 {
-			progress = fmt.Sprintf("bulk: %d dispatched, %d completed, %d failed of %d", st.Cursor, st.Done, st.ChildFailed, st.Total)
+		if b := st.Bulk; b != nil {
+			progress = fmt.Sprintf("bulk: %d dispatched, %d completed, %d failed of %d", b.Dispatched, b.Completed, b.Failed, b.Total)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", n, st.Status, st.Attempt, took, progress, st.Error)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", st.Name, st.Status, st.Attempt, took, progress, st.Error)
 	}
-	if len(in.Timers) > 0 {
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	printAttempts(w, v.Steps)
+	if len(v.Timers) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "\nTIMER\tDUE")
-		for id, at := range in.Timers {
-			fmt.Fprintf(tw, "%s\t%s\n", id, at.Local().Format(time.RFC3339))
+		for _, t := range v.Timers {
+			fmt.Fprintf(tw, "%s\t%s\n", t.ID, t.Due.Local().Format(time.RFC3339))
 		}
+		return tw.Flush()
 	}
-	return tw.Flush()
+	return nil
 }
 
-func compactJSON(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
+// printAttempts lists every attempt of every task step: when it started
+// and ended, the worker that ran it and why it failed.
+func printAttempts(w io.Writer, steps []stepView) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	header := false
+	for _, st := range steps {
+		for _, a := range st.Attempts {
+			if !header {
+				fmt.Fprintln(tw, "\nSTEP\tATTEMPT\tSTARTED\tENDED\tWORKER\tERROR")
+				header = true
+			}
+			ended, worker := "-", a.Worker
+			if !a.Ended.IsZero() {
+				ended = a.Ended.Local().Format("15:04:05.000") + " (" + a.Ended.Sub(a.Started).Round(time.Millisecond).String() + ")"
+			}
+			if worker == "" {
+				worker = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", st.Name, a.Attempt, a.Started.Local().Format(time.DateTime), ended, worker, a.Error)
+		}
 	}
-	if len(b) > 2000 {
-		return string(b[:2000]) + "…"
+	_ = tw.Flush()
+}
+
+// compactRaw prints a JSON value on one line, cut after 2000 bytes.
+func compactRaw(j json.RawMessage) string {
+	if len(j) == 0 {
+		return "null"
 	}
-	return string(b)
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, j); err != nil {
+		return string(j)
+	}
+	if buf.Len() > 2000 {
+		return string(buf.Bytes()[:2000]) + "…"
+	}
+	return buf.String()
 }
 
 func cancelCmd(g *globals) *cobra.Command {
@@ -619,20 +649,27 @@ func childrenCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(cmd.ErrOrStderr(), "children %d-%d of %d (dispatched %d, completed %d, failed %d)\n",
 				from, max(from, to-1), st.Total, st.Cursor, st.Done, st.ChildFailed)
 			type row struct {
-				Index  int    `json:"index"`
-				ID     string `json:"id"`
-				Status string `json:"status"`
-				Output any    `json:"output,omitempty"`
-				Error  string `json:"error,omitempty"`
+				Index  int             `json:"index"`
+				ID     string          `json:"id"`
+				Status string          `json:"status"`
+				Output json.RawMessage `json:"output,omitempty"`
+				Error  string          `json:"error,omitempty"`
 			}
 			var rows []row
 			for i := from; i < to; i++ {
 				id := workflow.ChildInstanceID(step.Workflow, parent.ID, step.Name, i)
 				r := row{Index: i, ID: id, Status: "not started"}
-				if ch, _, err := c.GetInstance(ctx, id); err == nil {
+				ch, _, err := c.GetInstance(ctx, id)
+				switch {
+				case errors.Is(err, workflow.ErrNotFound):
+				case err != nil:
+					return err
+				default:
 					r.Status, r.Error = string(ch.Status), ch.Error
 					if ch.OutputRef != "" {
-						r.Output, _ = c.LoadData(ctx, ch.OutputRef)
+						if r.Output, err = loadJSON(ctx, c, ch.OutputRef); err != nil {
+							return fmt.Errorf("output of %s: %w", id, err)
+						}
 					}
 				}
 				rows = append(rows, r)
@@ -643,7 +680,7 @@ func childrenCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "INDEX\tID\tSTATUS\tOUTPUT\tERROR")
 			for _, r := range rows {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Index, r.ID, r.Status, compactJSON(r.Output), r.Error)
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Index, r.ID, r.Status, compactRaw(r.Output), r.Error)
 			}
 			return tw.Flush()
 		},
@@ -737,7 +774,11 @@ func dlqCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if g.json {
-				return printJSON(cmd.OutOrStdout(), dls)
+				views := make([]deadLetterView, 0, len(dls))
+				for _, d := range dls {
+					views = append(views, viewDeadLetter(d))
+				}
+				return printJSON(cmd.OutOrStdout(), views)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SEQ\tTIME\tFROM\tSUBJECT\tSIZE\tREASON")

@@ -1,14 +1,10 @@
-// Package run holds what the binaries in cmd/ share: flag defaults from the
-// environment, logger setup and the connection or embedded server.
+// Package run holds what the commands share: connection flags, logger
+// setup, metrics and tracing, sizes and lists. It links no NATS server.
 package run
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -17,44 +13,6 @@ import (
 
 	"github.com/jetflow/jetflow/jetstream"
 )
-
-// Env returns the environment variable or def.
-func Env(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok && v != "" {
-		return v
-	}
-	return def
-}
-
-// EnvInt returns the environment variable as an int, or def.
-func EnvInt(name string, def int) int {
-	if v, ok := os.LookupEnv(name); ok && v != "" {
-		if n, err := strconv.Atoi(v); err == nil {
-			return n
-		}
-	}
-	return def
-}
-
-// EnvBool returns the environment variable as a bool, or def.
-func EnvBool(name string, def bool) bool {
-	if v, ok := os.LookupEnv(name); ok && v != "" {
-		if b, err := strconv.ParseBool(v); err == nil {
-			return b
-		}
-	}
-	return def
-}
-
-// EnvDuration returns the environment variable as a duration, or def.
-func EnvDuration(name string, def time.Duration) time.Duration {
-	if v, ok := os.LookupEnv(name); ok && v != "" {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
-	}
-	return def
-}
 
 // ParseSize reads a size in bytes: a plain number, or one with a KiB,
 // MiB or GiB suffix ("1MiB", "512KiB").
@@ -94,88 +52,18 @@ func Logger(w io.Writer, format, level, component string) (zerolog.Logger, error
 
 // Conn describes how to reach NATS.
 type Conn struct {
-	URL        string // empty: embedded server
-	StoreDir   string // embedded: JetStream store directory
-	Listen     string // embedded: host:port to listen on, "" for in-process only
-	SyncAlways bool   // embedded: fsync every write
-	Replicas   int
+	URL      string // empty: embedded server (the dispatcher's)
+	Replicas int
 	// Auth and InboxPrefix: credentials, TLS and reply subjects (also of
 	// the in-process connection to an embedded server with users).
 	Auth        jetstream.Auth
 	InboxPrefix string
 	// Context is the natscli context the settings came from ("" for none).
 	Context string
-	// ServerConfig is a NATS server config file for the embedded server.
-	ServerConfig string
-	// Insecure lets the embedded server listen beyond loopback without
-	// authentication.
-	Insecure bool
 }
 
-// serverConfig turns a listen address ("" for in-process only) into an
-// embedded server config.
-func serverConfig(listen string) (jetstream.ServerConfig, error) {
-	var sc jetstream.ServerConfig
-	if listen == "" {
-		sc.DontListen = true
-		return sc, nil
-	}
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return sc, fmt.Errorf("listen address %q: %w", listen, err)
-	}
-	p, err := strconv.Atoi(port)
-	if err != nil {
-		return sc, fmt.Errorf("listen port %q: %w", port, err)
-	}
-	sc.Host, sc.Port = host, p
-	return sc, nil
-}
-
-// Open connects to NATS, starting the embedded server when no URL is set.
-// close releases both.
-func Open(ctx context.Context, c Conn, cfg jetstream.Config, log zerolog.Logger) (client *jetstream.Client, srv *jetstream.Server, closeFn func(), err error) {
-	cfg.URL = c.URL
-	cfg.Replicas = c.Replicas
-	cfg.Logger = log
-	cfg.Auth, cfg.InboxPrefix = c.Auth, c.InboxPrefix
-	if c.URL == "" {
-		sc, err := serverConfig(c.Listen)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		sc.StoreDir, sc.SyncAlways = c.StoreDir, c.SyncAlways
-		sc.ConfigFile, sc.Insecure = c.ServerConfig, c.Insecure
-		slog := log.With().Str("component", "nats-server").Logger()
-		sc.Logger = &slog
-		srv, err = jetstream.StartServer(sc)
-		if errors.Is(err, jetstream.ErrStoreLocked) {
-			return nil, nil, nil, fmt.Errorf("%w (a dispatcher started with `go run` keeps running when `go run` itself is sent SIGTERM or SIGKILL; see README \"Run it\")", err)
-		}
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		cfg.Server = srv
-		log.Info().Str("store_dir", c.StoreDir).Str("listen", c.Listen).Bool("sync_always", c.SyncAlways).Str("server_config", c.ServerConfig).Msg("embedded NATS server started")
-	}
-	client, err = jetstream.Connect(ctx, cfg)
-	if err != nil {
-		if srv != nil {
-			srv.Shutdown()
-		}
-		return nil, nil, nil, err
-	}
-	logConnected(log, c)
-	return client, srv, func() {
-		client.Close()
-		if srv != nil {
-			srv.Shutdown()
-		}
-	}, nil
-}
-
-// logConnected logs where and how a process connected, without secrets.
-func logConnected(log zerolog.Logger, c Conn) {
+// LogConnected logs where and how a process connected, without secrets.
+func LogConnected(log zerolog.Logger, c Conn) {
 	url := jetstream.RedactURL(c.URL)
 	if url == "" {
 		url = "embedded (in-process)"
