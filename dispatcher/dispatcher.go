@@ -374,7 +374,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	d.log.Info().Int("shards", d.cfg.Shards).Dur("repair_interval", d.cfg.RepairInterval).Msg("dispatcher running")
+	d.log.Info().Int("shards", d.cfg.Shards).Stringer("repair_interval", d.cfg.RepairInterval).Msg("dispatcher running")
 	var tick <-chan time.Time
 	if d.cfg.StatsInterval > 0 {
 		t := time.NewTicker(d.cfg.StatsInterval)
@@ -515,7 +515,7 @@ func (d *Dispatcher) settle(source string, m *jetstream.Msg, o outcome) {
 		}
 		d.stats.retried.Add(1)
 		delay := retryBackoff(d.cfg.RetryDelay, m.Deliveries())
-		d.log.Warn().Err(o.err).Str("subject", m.Subject()).Uint64("delivery", m.Deliveries()).Dur("retry_in", delay).Msg("event will be retried")
+		d.log.Warn().Err(o.err).Str("subject", m.Subject()).Uint64("delivery", m.Deliveries()).Stringer("retry_in", delay).Msg("event will be retried")
 		_ = m.Nak(delay)
 	default:
 		_ = m.Ack()

@@ -91,7 +91,7 @@ func (w *Worker) execute(ctx context.Context, h Handler, m *jetstream.Msg) {
 			}
 		}
 	}
-	log.Debug().Dur("took", time.Since(start)).AnErr("error", herr).Msg("task done")
+	log.Debug().Stringer("took", time.Since(start)).AnErr("error", herr).Msg("task done")
 	w.report(ctx, m, t, outRef, herr, log)
 }
 

@@ -231,15 +231,25 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer hardCancel()
 	var fetchers, running sync.WaitGroup
 	errs := make(chan error, len(w.handlers))
+	// Fetchers run under fetchCtx, so a start that fails stops those that
+	// started.
+	fetchCtx, stopFetchers := context.WithCancel(ctx)
+	defer stopFetchers()
 	for _, tt := range w.TaskTypes() {
 		tc, err := w.client.EnsureTaskConsumer(ctx, tt)
+		if ctx.Err() != nil {
+			break // stopped while starting: a clean stop, drained below
+		}
 		if err != nil {
+			stopFetchers()
+			fetchers.Wait()
+			running.Wait()
 			return err
 		}
 		fetchers.Add(1)
 		go func() {
 			defer fetchers.Done()
-			if err := w.fetchLoop(ctx, hardCtx, tt, tc, &running); err != nil {
+			if err := w.fetchLoop(fetchCtx, hardCtx, tt, tc, &running); err != nil {
 				errs <- err
 			}
 		}()
@@ -260,7 +270,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-time.After(w.cfg.ShutdownTimeout):
-		w.log.Warn().Dur("timeout", w.cfg.ShutdownTimeout).Msg("handlers still running at shutdown timeout; cancelling them")
+		w.log.Warn().Stringer("timeout", w.cfg.ShutdownTimeout).Msg("handlers still running at shutdown timeout; cancelling them")
 		hardCancel()
 		<-done
 	}

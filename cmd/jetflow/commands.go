@@ -152,6 +152,28 @@ func definitionsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if g.json {
+				type trigger struct {
+					Subject     string `json:"subject"`
+					Key         string `json:"key"`
+					OnDuplicate string `json:"on_duplicate,omitempty"`
+				}
+				type definition struct {
+					Name    string   `json:"name"`
+					Version int      `json:"version"`
+					Steps   int      `json:"steps"`
+					Trigger *trigger `json:"trigger,omitempty"`
+				}
+				out := make([]definition, 0, len(defs))
+				for _, d := range defs {
+					v := definition{Name: d.Name, Version: d.Version, Steps: len(d.Steps)}
+					if d.Trigger != nil {
+						v.Trigger = &trigger{Subject: d.Trigger.Subject, Key: d.Trigger.Key, OnDuplicate: string(d.Trigger.OnDuplicate)}
+					}
+					out = append(out, v)
+				}
+				return printJSON(cmd.OutOrStdout(), out)
+			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tVERSION\tSTEPS\tTRIGGER")
 			for _, d := range defs {
@@ -386,11 +408,11 @@ func waitFor(ctx context.Context, c *jetstream.Client, id string, timeout time.D
 }
 
 func instancesCmd(g *globals) *cobra.Command {
-	var status, wf, key string
+	var status, wf, key, after string
 	var limit int
 	cmd := &cobra.Command{
 		Use:   "instances",
-		Short: "List instances",
+		Short: "List instances, newest first, a page at a time (--limit, --after)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -406,39 +428,80 @@ func instancesCmd(g *globals) *cobra.Command {
 			var rows []*workflow.Instance
 			for _, id := range ids {
 				inst, _, err := c.GetInstance(ctx, id)
+				if errors.Is(err, workflow.ErrNotFound) {
+					continue // removed since it was listed (retention)
+				}
 				if err != nil {
-					continue
+					return err
 				}
 				if (status != "" && string(inst.Status) != status) || (wf != "" && inst.Workflow != wf) || (key != "" && inst.EventKey != key) {
 					continue
 				}
 				rows = append(rows, inst)
 			}
-			sort.Slice(rows, func(i, j int) bool { return rows[i].Created.After(rows[j].Created) })
-			if limit > 0 && len(rows) > limit {
-				rows = rows[:limit]
+			page, more, err := pageOf(rows, after, limit)
+			if err != nil {
+				return err
+			}
+			next := ""
+			if more {
+				next = page[len(page)-1].ID
 			}
 			if g.json {
-				views := make([]instanceView, 0, len(rows))
-				for _, in := range rows {
-					views = append(views, viewInstance(in))
+				out := struct {
+					Instances []instanceView `json:"instances"`
+					More      bool           `json:"more"`
+					NextAfter string         `json:"next_after,omitempty"`
+				}{Instances: make([]instanceView, 0, len(page)), More: more, NextAfter: next}
+				for _, in := range page {
+					out.Instances = append(out.Instances, viewInstance(in))
 				}
-				return printJSON(cmd.OutOrStdout(), views)
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tWORKFLOW\tSTATUS\tCREATED\tDURATION\tEVENT KEY")
-			for _, in := range rows {
+			for _, in := range page {
 				fmt.Fprintf(tw, "%s\t%s@%d\t%s\t%s\t%s\t%s\n", in.ID, in.Workflow, in.Version, in.Status,
 					in.Created.Local().Format(time.DateTime), duration(in), in.EventKey)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if more {
+				fmt.Fprintf(cmd.ErrOrStderr(), "more instances: next page with --after %s\n", next)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&status, "status", "", "only this status (running, completed, failed, cancelled)")
 	cmd.Flags().StringVar(&wf, "workflow", "", "only this workflow")
 	cmd.Flags().StringVar(&key, "key", "", "only this event key (every run of it, under on_duplicate: rerun)")
-	cmd.Flags().IntVar(&limit, "limit", 50, "most recent N (0: all)")
+	cmd.Flags().IntVar(&limit, "limit", 50, "at most this many instances (0: all); when more exist, the last line (stderr) or next_after (--json) names the --after of the next page")
+	cmd.Flags().StringVar(&after, "after", "", "start after this instance id (the previous page's last)")
 	return cmd
+}
+
+// pageOf orders instances newest first (then by id) and returns at most
+// limit (0: all) of those after the instance with id after, and whether
+// more follow. An after that is not among them is an error.
+func pageOf(rows []*workflow.Instance, after string, limit int) ([]*workflow.Instance, bool, error) {
+	sort.Slice(rows, func(i, j int) bool {
+		if !rows[i].Created.Equal(rows[j].Created) {
+			return rows[i].Created.After(rows[j].Created)
+		}
+		return rows[i].ID < rows[j].ID
+	})
+	if after != "" {
+		i := slices.IndexFunc(rows, func(in *workflow.Instance) bool { return in.ID == after })
+		if i < 0 {
+			return nil, false, fmt.Errorf("--after %s: no such instance among those listed (with these filters)", after)
+		}
+		rows = rows[i+1:]
+	}
+	if limit > 0 && len(rows) > limit {
+		return rows[:limit], true, nil
+	}
+	return rows, false, nil
 }
 
 func duration(in *workflow.Instance) string {
@@ -709,16 +772,33 @@ func statsCmd(g *globals) *cobra.Command {
 			if len(answers) == 0 {
 				return errors.New("no dispatcher answered on jetflow.stats")
 			}
+			type answer struct {
+				Dispatcher string            `json:"dispatcher"`
+				Stats      map[string]uint64 `json:"stats"`
+			}
+			all := make([]answer, 0, len(answers))
 			for _, a := range answers {
-				var v any
+				var v answer
 				if err := json.Unmarshal(a, &v); err != nil {
-					return err
+					return fmt.Errorf("a dispatcher's answer on %s: %w", jetstream.StatsSubject, err)
 				}
-				if err := printJSON(cmd.OutOrStdout(), v); err != nil {
-					return err
+				all = append(all, v)
+			}
+			sort.Slice(all, func(i, j int) bool { return all[i].Dispatcher < all[j].Dispatcher })
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), all)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			for i, a := range all {
+				if i > 0 {
+					fmt.Fprintln(tw)
+				}
+				fmt.Fprintf(tw, "dispatcher %s\n", a.Dispatcher)
+				for _, k := range slices.Sorted(maps.Keys(a.Stats)) {
+					fmt.Fprintf(tw, "  %s\t%d\n", k, a.Stats[k])
 				}
 			}
-			return nil
+			return tw.Flush()
 		},
 	}
 }

@@ -30,11 +30,10 @@ func newRoot() *cobra.Command {
 		Long: `jetflow: workflows on NATS JetStream.
 
 The client commands connect to NATS as natscli does (--nats-url, --context,
-credentials); every flag of theirs that is shared (the connection, --json,
---connect-timeout, flags given before or after the command) and every flag of dispatcher, worker and server can also
-be set by an environment variable: JETFLOW_ and the flag's name in upper case
-with dashes as underscores (--nats-url: JETFLOW_NATS_URL).`,
-		Args: cobra.NoArgs,
+credentials). Their shared flags (the connection, --json, --connect-timeout;
+before or after the command's name) and every flag of dispatcher, worker,
+server and provision can also be set by an environment variable: JETFLOW_
+and the flag's name in upper case with dashes as underscores (--nats-url: JETFLOW_NATS_URL).`,
 	}
 	pf := root.PersistentFlags()
 	g.conn.Register(pf, run.ConnOptions{DefaultURL: "nats://127.0.0.1:4222", URLHelp: "default nats://127.0.0.1:4222 or the NATS context's", UseSelected: true})

@@ -138,13 +138,13 @@ func Setup(cmd *cobra.Command) *cobra.Command {
 	cmd.Version = Version()
 	cmd.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	cmd.SilenceUsage, cmd.SilenceErrors = true, true
-	if cmd.Args == nil {
-		cmd.Args = cobra.NoArgs
-	}
 	if !cmd.HasSubCommands() {
 		// A leaf: as a subcommand it shows no inherited flags. (A root
 		// keeps cobra's template, whose Global Flags its subcommands
-		// show.)
+		// show, and its check of unknown commands.)
+		if cmd.Args == nil {
+			cmd.Args = noArgs
+		}
 		cmd.SetUsageTemplate(usageTemplate)
 	}
 	BindEnv(cmd.LocalFlags())
@@ -154,8 +154,9 @@ func Setup(cmd *cobra.Command) *cobra.Command {
 			return ApplyEnv(c.Flags())
 		}
 		var err error
-		c.InheritedFlags().Visit(func(f *pflag.Flag) {
-			if err == nil && c.LocalFlags().Lookup(f.Name) == nil {
+		local := c.LocalFlags()
+		c.InheritedFlags().VisitAll(func(f *pflag.Flag) {
+			if err == nil && f.Changed && local.Lookup(f.Name) == nil {
 				err = fmt.Errorf("unknown flag: --%s", f.Name)
 			}
 		})
@@ -165,6 +166,15 @@ func Setup(cmd *cobra.Command) *cobra.Command {
 		return ApplyEnv(c.LocalFlags())
 	}
 	return cmd
+}
+
+// noArgs rejects positional arguments (a flag after one would otherwise
+// be easy to miss).
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("%s takes no arguments, got %q (flags start with --; see --help)", cmd.CommandPath(), args)
+	}
+	return nil
 }
 
 // usageTemplate is cobra's, without the flags inherited from parents.

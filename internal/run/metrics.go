@@ -19,7 +19,7 @@ func MetricsFlag(fs *pflag.FlagSet) *string {
 
 // NameFlag registers --name.
 func NameFlag(fs *pflag.FlagSet, what string) *string {
-	return fs.String("name", "", "this "+what+"'s name in `jetflow "+what+"s`; default <host>-<pid>")
+	return fs.String("name", "", "this "+what+"'s name in the list of jetflow "+what+"s; default <host>-<pid>")
 }
 
 // Exposure is a process's metrics listener; a nil exposure (no

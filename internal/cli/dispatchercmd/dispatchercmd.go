@@ -72,7 +72,7 @@ JETFLOW_REPAIR_INTERVAL). A flag on the command line wins over its variable.`,
 	fs := cmd.Flags()
 	o.conn.Register(fs, run.ConnOptions{URLHelp: "empty starts an embedded server"})
 	o.server.Register(fs, "embedded server: ")
-	fs.BoolVar(&o.noProvision, "no-provision", false, "never create or update streams and consumers, only check they exist (what `jetflow provision` made); automatic when the NATS user may not provision")
+	fs.BoolVar(&o.noProvision, "no-provision", false, "never create or update streams and consumers, only check they exist (what jetflow provision made); automatic when the NATS user may not provision")
 	fs.IntVar(&o.replicas, "replicas", 1, "replicas of streams and buckets (3 on a cluster)")
 	fs.IntVar(&o.shards, "shards", 64, "event-applying goroutines")
 	fs.DurationVar(&o.ackWait, "ack-wait", 30*time.Second, "how soon events held by a crashed dispatcher are redelivered")

@@ -52,7 +52,7 @@ JETFLOW_TASK_TYPES). A flag on the command line wins over its variable.`,
 	}
 	fs := cmd.Flags()
 	o.conn.Register(fs, run.ConnOptions{DefaultURL: "nats://127.0.0.1:4222", URLHelp: "default nats://127.0.0.1:4222 or the NATS context's", UseSelected: true})
-	fs.BoolVar(&o.noProvision, "no-provision", false, "never create or update task consumers, only bind the ones `jetflow provision` made; automatic when the NATS user may not create them")
+	fs.BoolVar(&o.noProvision, "no-provision", false, "never create or update task consumers, only bind the ones jetflow provision made; automatic when the NATS user may not create them")
 	fs.StringVar(&o.taskTypes, "task-types", "", "comma-separated built-in task types to run (echo, noop, sleep, fail, http); default all")
 	fs.IntVar(&o.concurrency, "concurrency", 16, "handlers running at once")
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 30*time.Second, "how long a graceful stop waits for running handlers")
