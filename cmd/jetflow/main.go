@@ -15,6 +15,8 @@ import (
 	"github.com/jetflow/jetflow/internal/run"
 )
 
+//go:generate go test -run TestGeneratedDocs -update-docs .
+
 func main() { cli.Main(newRoot()) }
 
 // newRoot builds the command tree. cobra (spf13/cobra) gives subcommands,
