@@ -14,7 +14,7 @@ import (
 // The JSON the read commands print (--json), and `jetflow decode` for an
 // instance record. Field names are snake_case and stable; user values
 // (inputs, outputs, dead-lettered payloads that are JSON) are embedded as
-// JSON. docs/cli-json.md documents them.
+// JSON. docs/output.md documents them.
 
 // instanceView is an instance as show, wait, start --wait, instances and
 // decode print it.
