@@ -321,7 +321,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		sub, err := d.client.ConsumeDispatcher(ctx, spec.stream, d.cfg.Buffer, spec.fn)
 		if err != nil {
 			stop()
-			return err
+			return stoppedWhileStarting(ctx, err)
 		}
 		subs = append(subs, sub)
 	}
@@ -331,7 +331,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	})
 	if err != nil {
 		stop()
-		return err
+		return stoppedWhileStarting(ctx, err)
 	}
 	subs = append(subs, guard)
 	d.consuming.Store(true)
@@ -812,4 +812,13 @@ func eventKey(def *workflow.Definition, m *jetstream.Msg, payload func() (any, e
 		return "", fmt.Errorf("event key field %q %v", spec, err)
 	}
 	return k, nil
+}
+
+// stoppedWhileStarting is nil when ctx ended while Run was starting (a
+// clean stop, whatever the start then failed with), else err.
+func stoppedWhileStarting(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
