@@ -260,7 +260,10 @@ type rejected struct {
 func (c *Client) deadLetter(ctx context.Context, source string, m rejected, component, reason string) error {
 	data := m.data
 	sum := sha256.Sum256(data)
-	dl := &nats.Msg{Subject: DLQSubject(source), Data: data, Header: nats.Header{}}
+	dl := &nats.Msg{Subject: DLQSubject(source), Data: data, Header: ownHeaders(m.header)}
+	if dl.Header == nil {
+		dl.Header = nats.Header{}
+	}
 	if len(data) > c.cfg.DLQMaxPayload {
 		dl.Data = data[:c.cfg.DLQMaxPayload]
 		dl.Header.Set(HeaderPayloadTruncated, "true")
@@ -272,9 +275,6 @@ func (c *Client) deadLetter(ctx context.Context, source string, m rejected, comp
 	dl.Header.Set(HeaderSourceSubject, m.subject)
 	if id := m.header.Get(HeaderMsgID); id != "" {
 		dl.Header.Set(HeaderSourceMsgID, id)
-	}
-	if k := m.header.Get(HeaderEventKey); k != "" {
-		dl.Header.Set(HeaderEventKey, k)
 	}
 	if m.stream != "" {
 		dl.Header.Set(HeaderSourceStream, m.stream)
