@@ -311,3 +311,13 @@ func (c *Client) Signal(ctx context.Context, instance, name string, payload []by
 	return c.PublishEvent(ctx, workflow.Event{Kind: workflow.EventSignal, Instance: instance, Signal: name, OutputRef: ref},
 		"signal/"+instance+"/"+name+"/"+id)
 }
+
+// Retry asks the dispatchers to continue a failed or cancelled instance
+// (workflow.EventRetry) from its failed step, or from the step named by
+// from. inst is the instance as the caller read it: the retry is
+// applied only if no other retry was applied since (its Retries), and
+// once however often it is published.
+func (c *Client) Retry(ctx context.Context, inst *workflow.Instance, from string) error {
+	ev := workflow.Event{Kind: workflow.EventRetry, Instance: inst.ID, Step: from, Attempt: inst.Retries}
+	return c.PublishEvent(ctx, ev, workflow.RetryMsgID(inst.ID, inst.Retries+1))
+}

@@ -270,9 +270,10 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// task queues (jetflow explain).
 			bind(jetstream.BucketPresence), watch(jetstream.BucketPresence),
 			[]string{streamInfo(jetstream.StreamTasks), msgGet(jetstream.StreamTasks), consumerList(jetstream.StreamTasks), consumerInfo(jetstream.StreamTasks, "*")},
-			// Start, cancel, signal (the payload first, under its key:
+			// Start, cancel, retry, signal (the payload first, under its key:
 			// <instance>.signal.<name>.<id>, workflow.SignalKey), stats.
 			[]string{jetstream.StartSubjects, jetstream.EventKindSubjects(workflow.EventCancel), jetstream.EventKindSubjects(workflow.EventSignal),
+				jetstream.EventKindSubjects(workflow.EventRetry),
 				"$KV." + data + ".*.signal.*.*", jetstream.StatsSubject},
 		)
 		p.Subscribe = append(p.Subscribe, jetstream.DoneSubjects)
