@@ -1,6 +1,7 @@
 package workflow_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -60,4 +61,24 @@ func TestAttemptHistoryPresumedLost(t *testing.T) {
 	h.apply(workflow.Event{Kind: workflow.EventRepair, Step: "a", Attempt: 1, Reason: "no result"})
 	a := h.step("a")
 	require.Equal(t, []workflow.AttemptRecord{{Attempt: 1, Started: t0, Ended: h.now, Error: "attempt 1 presumed lost: no result"}}, a.History)
+}
+
+// TestAttemptHistoryOutlivesAnOperatorRetry: a step an operator's retry
+// activates again keeps the attempts it had, and adds the new ones.
+func TestAttemptHistoryOutlivesAnOperatorRetry(t *testing.T) {
+	t.Parallel()
+	h := setup(t, operatorRetryDef, map[string]any{})
+	h.start()
+	h.ok("a", 1, "A")
+	h.fail("b", 1, "boom")
+	h.fire("retry.b.2")
+	h.fail("b", 2, "boom again")
+	require.Equal(t, workflow.StatusFailed, h.inst.Status)
+	h.retry("", 0)
+	h.ok("b", 3, "B")
+	var got []string
+	for _, a := range h.step("b").History {
+		got = append(got, fmt.Sprintf("%d:%s", a.Attempt, a.Error))
+	}
+	require.Equal(t, []string{"1:boom", "2:boom again", "3:"}, got)
 }

@@ -43,7 +43,7 @@ and the flag's name in upper case with dashes as underscores (--nats-url: JETFLO
 	pf.DurationVar(&g.connectTimeout, "connect-timeout", 2*time.Second, "give up when no NATS server answers within this long")
 	root.AddCommand(
 		validateCmd(), registerCmd(g), definitionsCmd(g), publishCmd(g), startCmd(g),
-		instancesCmd(g), showCmd(g), waitCmd(g), cancelCmd(g), signalCmd(g), childrenCmd(g), statsCmd(g), dlqCmd(g), benchCmd(g),
+		instancesCmd(g), showCmd(g), waitCmd(g), cancelCmd(g), signalCmd(g), childrenCmd(g), statsCmd(g), dlqCmd(g), retryCmd(g), benchCmd(g),
 		workersCmd(g), dispatchersCmd(g), explainCmd(g), decodeCmd(),
 		provisionCmd(g), securityCmd(),
 	)
