@@ -1,5 +1,6 @@
 // Package run holds what the commands share: connection flags, logger
-// setup, metrics and tracing, sizes and lists. It links no NATS server.
+// setup, metrics and tracing, sizes and lists; the embedded server is
+// servercmd's.
 package run
 
 import (
