@@ -17,6 +17,26 @@ type Msg struct {
 	m natsjs.Msg
 }
 
+// Delivery is a message as a consumer of the dispatcher receives it: what
+// it reads and how it settles it. *Msg implements it. A type that embeds
+// a Delivery implements it too, and may override what it reads or how it
+// settles (tests wrap messages this way to withhold an ack); the adapter
+// always reaches the received message underneath (DeadLetter, Erase).
+type Delivery interface {
+	Data() []byte
+	Subject() string
+	Header(key string) string
+	Deliveries() uint64
+	StreamSeq() uint64
+	Ack() error
+	Nak(delay time.Duration) error
+	Term(reason string) error
+	// received is the message as the consumer received it.
+	received() *Msg
+}
+
+func (m *Msg) received() *Msg { return m }
+
 // Data is the payload.
 func (m *Msg) Data() []byte { return m.m.Data() }
 
@@ -67,8 +87,8 @@ func (m *Msg) Term(reason string) error { return m.m.TermWithReason(reason) }
 // dispatcher erases a trigger it dead-lettered: the dead letter keeps
 // what an operator needs, and the trigger stream (limits retention, kept
 // for TriggerRetention) need not keep the whole payload again.
-func (c *Client) Erase(ctx context.Context, m *Msg) error {
-	md, err := m.m.Metadata()
+func (c *Client) Erase(ctx context.Context, d Delivery) error {
+	md, err := d.received().m.Metadata()
 	if err != nil {
 		return fmt.Errorf("erase message: %w", err)
 	}
@@ -131,8 +151,8 @@ func (s *Subscription) Stop() { s.cc.Stop() }
 
 // ConsumeDispatcher delivers messages of the dispatcher consumer on stream
 // (StreamTriggers or StreamEvents) to handler, keeping at most buffer
-// messages in flight in the client.
-func (c *Client) ConsumeDispatcher(ctx context.Context, stream string, buffer int, handler func(*Msg)) (*Subscription, error) {
+// messages in flight in the client. Each delivery is a *Msg.
+func (c *Client) ConsumeDispatcher(ctx context.Context, stream string, buffer int, handler func(Delivery)) (*Subscription, error) {
 	gctx, done := c.guard(ctx, jsAPI)
 	cons, err := c.js.Consumer(gctx, stream, ConsumerDispatcher)
 	if err = done(err); err != nil {
