@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jetflow/jetflow/dispatcher"
 	"github.com/jetflow/jetflow/jetstream"
@@ -164,16 +163,4 @@ func decisionInstance(dec workflow.Decision) string {
 		return dec.Events[0].Event.Instance
 	}
 	return ""
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
 }
