@@ -166,7 +166,7 @@ func TestPullsWaitingCountsReadyWorkers(t *testing.T) {
 				if err != nil {
 					return
 				}
-				for range b {
+				for range b.Messages() {
 				}
 			}
 		}()
