@@ -18,7 +18,7 @@ import (
 // A server that crashes after acknowledging messages can lose them and
 // roll back its consumers' acks: the event that decided them comes back
 // as a first delivery (a delivery count of 1). These tests lose the
-// messages of one committed pass (WithDroppedPublishes: the pass acks its
+// messages of one committed pass (faulty.dropPublish: the pass acks its
 // event as if they had been published) and then deliver an event the
 // instance has already applied, as a first delivery: it must republish
 // what the instance owes. The step has no timeout and StaleTask is an
