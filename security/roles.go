@@ -269,6 +269,9 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// <instance>.signal.<name>.<id>, workflow.SignalKey), stats.
 			[]string{jetstream.StartSubjects, jetstream.EventKindSubjects(workflow.EventCancel), jetstream.EventKindSubjects(workflow.EventSignal),
 				"$KV." + data + ".*.signal.*.*", jetstream.StatsSubject},
+			// Ask the server what it may publish (the console shows an
+			// action only when its subject is allowed).
+			[]string{jetstream.UserInfoSubject},
 		)
 		p.Subscribe = append(p.Subscribe, jetstream.DoneSubjects)
 	default:

@@ -1,0 +1,212 @@
+package console
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// capabilities are the actions the console offers.
+type capabilities struct {
+	Cancel, Signal bool
+	// Why says why actions are not offered (read-only, or what the
+	// server said about the credentials).
+	Why string
+}
+
+// capsTTL is how long the console trusts what the server said about its
+// credentials.
+const capsTTL = time.Minute
+
+// capabilities asks the server what the console's credentials may
+// publish (once a minute at most) and returns the actions they allow.
+func (cs *Console) capabilities(ctx context.Context) capabilities {
+	if cs.cfg.ReadOnly {
+		return capabilities{Why: "read-only console"}
+	}
+	cs.capMu.Lock()
+	defer cs.capMu.Unlock()
+	now := cs.cfg.Now()
+	if cs.capsLoaded && now.Sub(cs.capsAt) < capsTTL {
+		return cs.caps
+	}
+	rules, err := cs.c.PublishPermissions(ctx, 2*time.Second)
+	var caps capabilities
+	if err != nil {
+		caps.Why = "actions hidden: " + err.Error()
+	} else {
+		const probe = "_"
+		caps.Cancel = rules.May(jetstream.EventKindSubject(probe, workflow.EventCancel))
+		caps.Signal = rules.May(jetstream.EventKindSubject(probe, workflow.EventSignal)) &&
+			rules.May("$KV."+jetstream.BucketData+"."+workflow.SignalKey(probe, probe, probe))
+		if !caps.Cancel && !caps.Signal {
+			caps.Why = "actions hidden: these NATS credentials may not cancel or signal (the operator role may)"
+		}
+	}
+	cs.caps, cs.capsAt, cs.capsLoaded = caps, now, true
+	return caps
+}
+
+// csrfCookie holds the console's anti-forgery token (double submit: a
+// form must carry the cookie's value, which another site cannot read;
+// the cookie is SameSite=Strict, so another site's form does not even
+// send it).
+const csrfCookie = "jetflow_csrf"
+
+// csrfToken returns the browser's token, setting a new one when it has
+// none.
+func csrfToken(w http.ResponseWriter, r *http.Request) string {
+	if c, err := r.Cookie(csrfCookie); err == nil && len(c.Value) == 64 {
+		return c.Value
+	}
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	tok := hex.EncodeToString(b)
+	http.SetCookie(w, &http.Cookie{Name: csrfCookie, Value: tok, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	return tok
+}
+
+// errForbidden is an action refused before it was tried.
+var errForbidden = errors.New("forbidden")
+
+// checkPost refuses a POST that does not carry the browser's token or
+// comes from another origin.
+func checkPost(r *http.Request) error {
+	if o := r.Header.Get("Origin"); o != "" && o != "null" {
+		u, err := url.Parse(o)
+		if err != nil || u.Host != r.Host {
+			return fmt.Errorf("%w: request from another origin (%s)", errForbidden, o)
+		}
+	}
+	c, err := r.Cookie(csrfCookie)
+	if err != nil || c.Value == "" {
+		return fmt.Errorf("%w: no anti-forgery cookie (load the page again)", errForbidden)
+	}
+	if subtle.ConstantTimeCompare([]byte(c.Value), []byte(r.PostFormValue("csrf"))) != 1 {
+		return fmt.Errorf("%w: the anti-forgery token does not match (load the page again)", errForbidden)
+	}
+	return nil
+}
+
+type confirmPage struct {
+	basePage
+	Instance *workflow.Instance
+	Action   string
+	CSRF     string
+	Reason   string
+	Signal   string
+	Payload  string
+	Waits    []string // signal names the instance's wait steps wait for
+}
+
+func (cs *Console) confirmCancel(w http.ResponseWriter, r *http.Request) {
+	cs.confirm(w, r, "cancel")
+}
+
+func (cs *Console) confirmSignal(w http.ResponseWriter, r *http.Request) {
+	cs.confirm(w, r, "signal")
+}
+
+func (cs *Console) confirm(w http.ResponseWriter, r *http.Request, action string) {
+	ctx := r.Context()
+	caps := cs.capabilities(ctx)
+	if (action == "cancel" && !caps.Cancel) || (action == "signal" && !caps.Signal) {
+		cs.fail(w, r, http.StatusForbidden, fmt.Errorf("%w: %s is not offered (%s)", errForbidden, action, caps.Why))
+		return
+	}
+	inst, _, err := cs.c.GetInstance(ctx, r.PathValue("id"))
+	if err != nil {
+		cs.failRead(w, r, err)
+		return
+	}
+	p := confirmPage{basePage: cs.base(r, "Confirm "+action, "instances"), Instance: inst, Action: action, CSRF: csrfToken(w, r),
+		Reason: "cancelled from the console", Signal: r.URL.Query().Get("name"), Payload: "{}"}
+	if def, err := cs.c.Definition(ctx, inst.Workflow, inst.Version); err == nil {
+		for _, s := range def.Steps {
+			if s.Kind == workflow.KindWait {
+				p.Waits = append(p.Waits, s.Signal)
+			}
+		}
+	}
+	cs.render(w, r, "confirm", &p)
+}
+
+func (cs *Console) doCancel(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if err := checkPost(r); err != nil {
+		cs.fail(w, r, http.StatusForbidden, err)
+		return
+	}
+	if !cs.capabilities(ctx).Cancel {
+		cs.fail(w, r, http.StatusForbidden, fmt.Errorf("%w: cancel is not offered", errForbidden))
+		return
+	}
+	id := r.PathValue("id")
+	inst, _, err := cs.c.GetInstance(ctx, id)
+	if err != nil {
+		cs.failRead(w, r, err)
+		return
+	}
+	if inst.Status.Terminal() {
+		cs.fail(w, r, http.StatusConflict, fmt.Errorf("instance %s is already %s", inst.ID, inst.Status))
+		return
+	}
+	reason := strings.TrimSpace(r.PostFormValue("reason"))
+	if reason == "" {
+		reason = "cancelled from the console"
+	}
+	if err := cs.c.PublishEvent(ctx, workflow.Event{Kind: workflow.EventCancel, Instance: inst.ID, Reason: reason}, "cancel/"+inst.ID); err != nil {
+		cs.fail(w, r, http.StatusBadGateway, err)
+		return
+	}
+	cs.log.Info().Str("instance_id", inst.ID).Str("reason", reason).Msg("cancel requested from the console")
+	http.Redirect(w, r, "/instances/"+url.PathEscape(inst.ID)+"?done="+url.QueryEscape("cancel requested"), http.StatusSeeOther)
+}
+
+func (cs *Console) doSignal(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if err := checkPost(r); err != nil {
+		cs.fail(w, r, http.StatusForbidden, err)
+		return
+	}
+	if !cs.capabilities(ctx).Signal {
+		cs.fail(w, r, http.StatusForbidden, fmt.Errorf("%w: signal is not offered", errForbidden))
+		return
+	}
+	id := r.PathValue("id")
+	name := strings.TrimSpace(r.PostFormValue("name"))
+	payload := strings.TrimSpace(r.PostFormValue("payload"))
+	if payload == "" {
+		payload = "{}"
+	}
+	sid := r.PostFormValue("signal_id")
+	if sid == "" {
+		b := make([]byte, 8)
+		_, _ = rand.Read(b)
+		sid = hex.EncodeToString(b)
+	}
+	if _, _, err := cs.c.GetInstance(ctx, id); err != nil {
+		cs.failRead(w, r, err)
+		return
+	}
+	if err := cs.c.Signal(ctx, id, name, []byte(payload), sid); err != nil {
+		status := http.StatusBadRequest
+		if errors.Is(err, jetstream.ErrPermissionDenied) {
+			status = http.StatusForbidden
+		}
+		cs.fail(w, r, status, err)
+		return
+	}
+	cs.log.Info().Str("instance_id", id).Str("signal", name).Msg("signal sent from the console")
+	http.Redirect(w, r, "/instances/"+url.PathEscape(id)+"?done="+url.QueryEscape("signal "+name+" sent"), http.StatusSeeOther)
+}
