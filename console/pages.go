@@ -30,7 +30,7 @@ type basePage struct {
 }
 
 func (cs *Console) base(r *http.Request, title, nav string) basePage {
-	return basePage{Title: title, Nav: nav, Now: cs.cfg.Now(), Done: r.URL.Query().Get("done")}
+	return basePage{Title: title, Nav: nav, Now: cs.cfg.Now(), Done: r.URL.Query().Get("done"), Caps: cs.capabilities(r.Context())}
 }
 
 func (cs *Console) refreshMS() int {
@@ -449,7 +449,6 @@ func (cs *Console) instance(w http.ResponseWriter, r *http.Request) {
 	} else if !inst.Ended.IsZero() {
 		p.Duration = inst.Ended.Sub(inst.Created).Round(time.Millisecond).String()
 	}
-	p.Caps = cs.capabilities(ctx)
 	p.CanCancel = p.Caps.Cancel && !inst.Status.Terminal()
 	p.CanSignal = p.Caps.Signal && !inst.Status.Terminal()
 	if inst.Parent != nil {

@@ -33,8 +33,8 @@ var funcs = template.FuncMap{
 		}
 		return d.Round(time.Second).String() + " ago"
 	},
-	"rate": func(v float64) string { return fmt.Sprintf("%.1f/s", v) },
-	"path": url.PathEscape,
+	"rate":  func(v float64) string { return fmt.Sprintf("%.1f/s", v) },
+	"path":  url.PathEscape,
 	"query": url.QueryEscape,
 	"join":  strings.Join,
 	"add":   func(a, b int) int { return a + b },
