@@ -740,17 +740,22 @@ func dlqCmd(g *globals) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), dls)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tTIME\tFROM\tSUBJECT\tSIZE\tREASON")
+			fmt.Fprintln(tw, "SEQ\tTIME\tFROM\tSUBJECT\tSIZE\tREPLAYED\tREASON")
 			for _, d := range dls {
 				size := strconv.Itoa(d.Size)
 				if d.Truncated {
 					size += " (kept " + strconv.Itoa(len(d.Data)) + ")"
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", d.Seq, d.Time.Local().Format(time.DateTime), d.Component, d.SourceSubject, size, d.Reason)
+				replayed := "-"
+				if d.Replayed {
+					replayed = "yes"
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Seq, d.Time.Local().Format(time.DateTime), d.Component, d.SourceSubject, size, replayed, d.Reason)
 			}
 			return tw.Flush()
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", 100, "most messages to show")
+	cmd.AddCommand(dlqReplayCmd(g), dlqPurgeCmd(g))
 	return cmd
 }
