@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 
 // capabilities are the actions the console offers.
 type capabilities struct {
-	Cancel, Signal bool
+	Cancel, Signal, Retry bool
 	// Why says why actions are not offered (read-only, or what the
 	// server said about the credentials).
 	Why string
@@ -49,8 +50,9 @@ func (cs *Console) capabilities(ctx context.Context) capabilities {
 		caps.Cancel = rules.May(jetstream.EventKindSubject(probe, workflow.EventCancel))
 		caps.Signal = rules.May(jetstream.EventKindSubject(probe, workflow.EventSignal)) &&
 			rules.May("$KV."+jetstream.BucketData+"."+workflow.SignalKey(probe, probe, probe))
-		if !caps.Cancel && !caps.Signal {
-			caps.Why = "actions hidden: these NATS credentials may not cancel or signal (the operator role may)"
+		caps.Retry = rules.May(jetstream.EventKindSubject(probe, workflow.EventRetry))
+		if !caps.Cancel && !caps.Signal && !caps.Retry {
+			caps.Why = "actions hidden: these NATS credentials may not cancel, signal or retry (the operator role may)"
 		}
 	}
 	cs.caps, cs.capsAt, cs.capsLoaded = caps, now, true
@@ -107,6 +109,11 @@ type confirmPage struct {
 	Signal   string
 	Payload  string
 	Waits    []string // signal names the instance's wait steps wait for
+	// Retry: the steps a retry resumes, the steps one may name instead,
+	// and the retry count the confirmation was made for.
+	RetrySteps []string
+	StepNames  []string
+	Retries    int
 }
 
 func (cs *Console) confirmCancel(w http.ResponseWriter, r *http.Request) {
@@ -117,10 +124,14 @@ func (cs *Console) confirmSignal(w http.ResponseWriter, r *http.Request) {
 	cs.confirm(w, r, "signal")
 }
 
+func (cs *Console) confirmRetry(w http.ResponseWriter, r *http.Request) {
+	cs.confirm(w, r, "retry")
+}
+
 func (cs *Console) confirm(w http.ResponseWriter, r *http.Request, action string) {
 	ctx := r.Context()
 	caps := cs.capabilities(ctx)
-	if (action == "cancel" && !caps.Cancel) || (action == "signal" && !caps.Signal) {
+	if (action == "cancel" && !caps.Cancel) || (action == "signal" && !caps.Signal) || (action == "retry" && !caps.Retry) {
 		cs.fail(w, r, http.StatusForbidden, fmt.Errorf("%w: %s is not offered (%s)", errForbidden, action, caps.Why))
 		return
 	}
@@ -131,12 +142,24 @@ func (cs *Console) confirm(w http.ResponseWriter, r *http.Request, action string
 	}
 	p := confirmPage{basePage: cs.base(r, "Confirm "+action, "instances"), Instance: inst, Action: action, CSRF: csrfToken(w, r),
 		Reason: "cancelled from the console", Signal: r.URL.Query().Get("name"), Payload: "{}"}
-	if def, err := cs.c.Definition(ctx, inst.Workflow, inst.Version); err == nil {
-		for _, s := range def.Steps {
-			if s.Kind == workflow.KindWait {
-				p.Waits = append(p.Waits, s.Signal)
-			}
+	def, err := cs.c.Definition(ctx, inst.Workflow, inst.Version)
+	if err != nil {
+		cs.failRead(w, r, err)
+		return
+	}
+	for _, s := range def.Steps {
+		if s.Kind == workflow.KindWait {
+			p.Waits = append(p.Waits, s.Signal)
 		}
+		p.StepNames = append(p.StepNames, s.Name)
+	}
+	if action == "retry" {
+		steps, why := retryable(def, inst, "")
+		if !retryOffered(inst) {
+			cs.fail(w, r, http.StatusConflict, fmt.Errorf("instance %s cannot be retried: %s", inst.ID, why))
+			return
+		}
+		p.RetrySteps, p.Retries = steps, inst.Retries
 	}
 	cs.render(w, r, "confirm", &p)
 }
@@ -209,4 +232,70 @@ func (cs *Console) doSignal(w http.ResponseWriter, r *http.Request) {
 	}
 	cs.log.Info().Str("instance_id", id).Str("signal", name).Msg("signal sent from the console")
 	http.Redirect(w, r, "/instances/"+url.PathEscape(id)+"?done="+url.QueryEscape("signal "+name+" sent"), http.StatusSeeOther)
+}
+
+// retryOffered reports whether the console offers to retry inst: it
+// failed or was cancelled, and is not a bulk child. (Which steps it
+// resumes, or that one must be named, the confirmation says.)
+func retryOffered(inst *workflow.Instance) bool {
+	return (inst.Status == workflow.StatusFailed || inst.Status == workflow.StatusCancelled) && inst.Parent == nil
+}
+
+// retryable says which steps a retry of inst resumes (from: that step),
+// or why it cannot be retried: the checks the dispatcher's transition
+// makes (workflow.RetrySteps and the instance's status).
+func retryable(def *workflow.Definition, inst *workflow.Instance, from string) ([]string, string) {
+	switch {
+	case inst.Status == workflow.StatusRunning:
+		return nil, "it is running"
+	case inst.Status == workflow.StatusCompleted:
+		return nil, "it completed"
+	case inst.Parent != nil:
+		return nil, fmt.Sprintf("it is a child of bulk step %s of %s: retry the parent", inst.Parent.Step, inst.Parent.ID)
+	}
+	return workflow.RetrySteps(def, inst, from)
+}
+
+func (cs *Console) doRetry(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if err := checkPost(r); err != nil {
+		cs.fail(w, r, http.StatusForbidden, err)
+		return
+	}
+	if !cs.capabilities(ctx).Retry {
+		cs.fail(w, r, http.StatusForbidden, fmt.Errorf("%w: retry is not offered", errForbidden))
+		return
+	}
+	inst, _, err := cs.c.GetInstance(ctx, r.PathValue("id"))
+	if err != nil {
+		cs.failRead(w, r, err)
+		return
+	}
+	// The confirmation was for the instance as it was then: a form sent
+	// twice, or after someone else retried it, does nothing.
+	if seen, err := strconv.Atoi(r.PostFormValue("retries")); err != nil || seen != inst.Retries {
+		cs.fail(w, r, http.StatusConflict, fmt.Errorf("instance %s changed since the confirmation (retried %d times now): look at it again", inst.ID, inst.Retries))
+		return
+	}
+	def, err := cs.c.Definition(ctx, inst.Workflow, inst.Version)
+	if err != nil {
+		cs.failRead(w, r, err)
+		return
+	}
+	from := strings.TrimSpace(r.PostFormValue("from"))
+	steps, why := retryable(def, inst, from)
+	if why != "" {
+		cs.fail(w, r, http.StatusConflict, fmt.Errorf("instance %s cannot be retried: %s", inst.ID, why))
+		return
+	}
+	if err := cs.c.Retry(ctx, inst, from); err != nil {
+		status := http.StatusBadGateway
+		if errors.Is(err, jetstream.ErrPermissionDenied) {
+			status = http.StatusForbidden
+		}
+		cs.fail(w, r, status, err)
+		return
+	}
+	cs.log.Info().Str("instance_id", inst.ID).Strs("steps", steps).Msg("retry requested from the console")
+	http.Redirect(w, r, "/instances/"+url.PathEscape(inst.ID)+"?done="+url.QueryEscape("retry requested from "+strings.Join(steps, ", ")), http.StatusSeeOther)
 }

@@ -80,7 +80,7 @@ func (p *pageErrors) list() []string {
 
 // TestConsoleInABrowser drives a real Chromium through the console: the
 // overview (updating itself), the instances filter, an instance's
-// timeline with its steps, and a cancel confirmed end to end. It saves a
+// timeline with its steps, and a cancel and a retry confirmed end to end. It saves a
 // screenshot of each under the test's temporary directory and fails on
 // any error the page reports. With JETFLOW_UPDATE_SCREENSHOT=1 it
 // writes the instance page to docs/console.png; JETFLOW_SCREENSHOT_DIR
@@ -102,6 +102,8 @@ func TestConsoleInABrowser(t *testing.T) {
 		return in != nil && in.Steps["ship"] != nil
 	}, "the order does not reach its wait step")
 	hold := e.start("hold", "h-1", `{}`)
+	failed := e.start("gate", "g-1", `{"amount":7}`)
+	require.Equal(t, workflow.StatusFailed, e.WaitTerminal(failed, 30*time.Second).Status)
 	fan := e.start("fan", "f-1", `{"to":["a","b","c"]}`)
 	e.WaitTerminal(fan, 30*time.Second)
 
@@ -214,6 +216,23 @@ func TestConsoleInABrowser(t *testing.T) {
 	waitText("#status", "cancelled")
 	require.Equal(t, workflow.StatusCancelled, e.Instance(hold).Status)
 	shot("cancelled")
+
+	// Retry, end to end: the failed instance continues from its failed
+	// step once confirmed, and the page shows it completing by itself.
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(e.srv.URL+"/instances/"+failed), chromedp.WaitVisible(chromedp.ID("action-retry"))))
+	_, err = chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID("action-retry")))
+	require.NoError(t, err)
+	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.ID("confirm"))))
+	require.Contains(t, text("#retry-from"), "its failed or interrupted steps: pay")
+	e.gate.Store(true)
+	_, err = chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID("confirm")))
+	require.NoError(t, err)
+	require.Contains(t, text("#notice"), "retry requested from pay")
+	waitText("#status", "completed")
+	in := e.Instance(failed)
+	require.Equal(t, workflow.StatusCompleted, in.Status)
+	require.Equal(t, 1, in.Retries)
+	shot("retried")
 
 	// Dead letters and workflows render without errors too.
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(e.srv.URL+"/workflows"), chromedp.WaitVisible(chromedp.ID("wf-route"))))

@@ -32,7 +32,7 @@ type Config struct {
 	// Client reads (and, for actions, publishes) through the console's
 	// NATS credentials. Required.
 	Client *jetstream.Client
-	// ReadOnly hides and refuses every action (cancel, signal). Default
+	// ReadOnly hides and refuses every action (cancel, signal, retry). Default
 	// false: actions are offered when the credentials allow them.
 	ReadOnly bool
 	// Refresh is how often an open overview or running instance page
@@ -127,6 +127,8 @@ func (cs *Console) Handler() http.Handler {
 	mux.HandleFunc("POST /instances/{id}/cancel", cs.doCancel)
 	mux.HandleFunc("GET /instances/{id}/signal", cs.confirmSignal)
 	mux.HandleFunc("POST /instances/{id}/signal", cs.doSignal)
+	mux.HandleFunc("GET /instances/{id}/retry", cs.confirmRetry)
+	mux.HandleFunc("POST /instances/{id}/retry", cs.doRetry)
 	return securityHeaders(mux)
 }
 

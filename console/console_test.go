@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,12 +66,15 @@ steps:
 	mailDef = "name: mail\nversion: 1\nsteps:\n  - {name: send, kind: task, task: echo}\n"
 	fanDef  = "name: fan\nversion: 1\nsteps:\n  - {name: notify, kind: bulk, workflow: mail, items: input.to}\n"
 	holdDef = "name: hold\nversion: 1\nsteps:\n  - {name: block, kind: wait, signal: go}\n"
+	// gate: a task that fails for good until the test opens the gate.
+	gateDef = "name: gate\nversion: 1\nsteps:\n  - {name: pay, kind: task, task: gate, retry: {max_attempts: 1}, next: done}\n  - {name: done, kind: task, task: echo}\n"
 )
 
 type env struct {
 	*jftest.Env
-	srv *httptest.Server
-	cs  *console.Console
+	srv  *httptest.Server
+	cs   *console.Console
+	gate *atomic.Bool // the gate task succeeds once set
 }
 
 // setup starts a server with a dispatcher and a worker (echo; flaky,
@@ -78,7 +82,7 @@ type env struct {
 func setup(t *testing.T, cfg console.Config) *env {
 	t.Helper()
 	e := jftest.Start(t, jetstream.Config{})
-	for _, d := range []string{orderDef, routeDef, mailDef, fanDef, holdDef} {
+	for _, d := range []string{orderDef, routeDef, mailDef, fanDef, holdDef, gateDef} {
 		e.Register(d)
 	}
 	e.Dispatcher(nil, dispatcher.Config{Name: "d1", RepairInterval: 200 * time.Millisecond})
@@ -89,13 +93,20 @@ func setup(t *testing.T, cfg console.Config) *env {
 		}
 		return map[string]any{"charged": true, "attempt": t.Attempt}, nil
 	}
-	e.Worker(nil, worker.Config{Name: "w1", Concurrency: 8}, map[string]worker.Handler{"echo": echo, "flaky": flaky})
+	gate := &atomic.Bool{}
+	gated := func(_ context.Context, t *worker.Task) (any, error) {
+		if !gate.Load() {
+			return nil, errors.New("gate closed")
+		}
+		return map[string]any{"paid": true}, nil
+	}
+	e.Worker(nil, worker.Config{Name: "w1", Concurrency: 8}, map[string]worker.Handler{"echo": echo, "flaky": flaky, "gate": gated})
 	cfg.Client = e.Client
 	cs, err := console.New(cfg)
 	require.NoError(t, err)
 	srv := httptest.NewServer(cs.Handler())
 	t.Cleanup(srv.Close)
-	return &env{Env: e, srv: srv, cs: cs}
+	return &env{Env: e, srv: srv, cs: cs, gate: gate}
 }
 
 func (e *env) start(wf, key, payload string) string {
@@ -368,6 +379,48 @@ func TestSignalFromTheConsole(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode, string(b))
 	require.Equal(t, workflow.StatusRunning, e.Instance(id).Status)
+}
+
+// TestRetryFromTheConsole: a failed instance offers Retry; the
+// confirmed retry continues it from its failed step with the same id and
+// it completes; the same form sent again does nothing.
+func TestRetryFromTheConsole(t *testing.T) {
+	t.Parallel()
+	e := setup(t, console.Config{})
+	id := e.start("gate", "g1", `{}`)
+	require.Equal(t, workflow.StatusFailed, e.WaitTerminal(id, 30*time.Second).Status)
+	body := e.page("/instances/" + id)
+	require.Contains(t, body, `id="action-retry"`)
+	require.NotContains(t, body, `id="action-cancel"`)
+
+	jar, _ := cookiejar.New(nil)
+	c := noRedirect(jar)
+	_, form := get(t, c, e.srv.URL+"/instances/"+id+"/retry")
+	require.Contains(t, form, "its failed or interrupted steps: pay")
+	require.Contains(t, form, `name="retries" value="0"`)
+	vals := url.Values{"csrf": {csrfOf(t, form)}, "retries": {"0"}}
+	e.gate.Store(true)
+	resp, err := c.PostForm(e.srv.URL+"/instances/"+id+"/retry", vals)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Contains(t, resp.Header.Get("Location"), url.QueryEscape("retry requested from pay"))
+	in := e.WaitTerminal(id, 30*time.Second)
+	jftest.Eventually(t, 30*time.Second, func() bool {
+		in = e.Instance(id)
+		return in.Status == workflow.StatusCompleted
+	}, "the retried instance does not complete: %+v", in)
+	require.Equal(t, 1, in.Retries)
+	require.Equal(t, workflow.StepCompleted, in.Steps["done"].Status)
+
+	// The same confirmation again: refused, nothing sent.
+	resp, err = c.PostForm(e.srv.URL+"/instances/"+id+"/retry", vals)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusConflict, resp.StatusCode)
+	require.Equal(t, 1, e.Instance(id).Retries)
+	body = e.page("/instances/" + id)
+	require.NotContains(t, body, `id="action-retry"`, "no retry for a completed instance")
 }
 
 // TestReadOnlyOffersNoAction: --read-only hides the actions and refuses

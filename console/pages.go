@@ -426,6 +426,7 @@ type instancePage struct {
 	Waits       []string
 	CanCancel   bool
 	CanSignal   bool
+	CanRetry    bool
 	ParentURL   string
 }
 
@@ -464,6 +465,7 @@ func (cs *Console) instance(w http.ResponseWriter, r *http.Request) {
 		status[n] = string(st.Status)
 	}
 	if defErr == nil {
+		p.CanRetry = p.Caps.Retry && retryOffered(inst)
 		p.Graph = graphSVG(def, status, "g-instance")
 		for _, s := range def.Steps {
 			if s.Kind == workflow.KindWait {
