@@ -382,8 +382,9 @@ func TestSignalFromTheConsole(t *testing.T) {
 }
 
 // TestRetryFromTheConsole: a failed instance offers Retry; the
-// confirmed retry continues it from its failed step with the same id and
-// it completes; the same form sent again does nothing.
+// confirmed retry continues it from its failed step with the same id; a
+// confirmation sent again after that retry (the instance failed again
+// meanwhile) is refused; a new one completes it.
 func TestRetryFromTheConsole(t *testing.T) {
 	t.Parallel()
 	e := setup(t, console.Config{})
@@ -395,32 +396,44 @@ func TestRetryFromTheConsole(t *testing.T) {
 
 	jar, _ := cookiejar.New(nil)
 	c := noRedirect(jar)
-	_, form := get(t, c, e.srv.URL+"/instances/"+id+"/retry")
-	require.Contains(t, form, "its failed or interrupted steps: pay")
-	require.Contains(t, form, `name="retries" value="0"`)
-	vals := url.Values{"csrf": {csrfOf(t, form)}, "retries": {"0"}}
-	e.gate.Store(true)
-	resp, err := c.PostForm(e.srv.URL+"/instances/"+id+"/retry", vals)
-	require.NoError(t, err)
-	resp.Body.Close()
+	retry := func(form string) *http.Response {
+		t.Helper()
+		m := regexp.MustCompile(`name="retries" value="([0-9]+)"`).FindStringSubmatch(form)
+		require.NotNil(t, m)
+		resp, err := c.PostForm(e.srv.URL+"/instances/"+id+"/retry", url.Values{"csrf": {csrfOf(t, form)}, "retries": {m[1]}})
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp
+	}
+	_, first := get(t, c, e.srv.URL+"/instances/"+id+"/retry")
+	require.Contains(t, first, "its failed or interrupted steps: pay")
+	require.Contains(t, first, `name="retries" value="0"`)
+	resp := retry(first)
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	require.Contains(t, resp.Header.Get("Location"), url.QueryEscape("retry requested from pay"))
-	in := e.WaitTerminal(id, 30*time.Second)
+	var in *workflow.Instance
+	jftest.Eventually(t, 30*time.Second, func() bool {
+		in = e.Instance(id)
+		return in.Retries == 1 && in.Status == workflow.StatusFailed
+	}, "the retried instance does not fail again (gate closed): %+v", in)
+
+	// The first confirmation again: refused, nothing sent.
+	require.Equal(t, http.StatusConflict, retry(first).StatusCode)
+	require.Equal(t, 1, e.Instance(id).Retries)
+
+	// A new confirmation, the gate open: it completes.
+	e.gate.Store(true)
+	_, second := get(t, c, e.srv.URL+"/instances/"+id+"/retry")
+	require.Equal(t, http.StatusSeeOther, retry(second).StatusCode)
 	jftest.Eventually(t, 30*time.Second, func() bool {
 		in = e.Instance(id)
 		return in.Status == workflow.StatusCompleted
 	}, "the retried instance does not complete: %+v", in)
-	require.Equal(t, 1, in.Retries)
+	require.Equal(t, 2, in.Retries)
 	require.Equal(t, workflow.StepCompleted, in.Steps["done"].Status)
-
-	// The same confirmation again: refused, nothing sent.
-	resp, err = c.PostForm(e.srv.URL+"/instances/"+id+"/retry", vals)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusConflict, resp.StatusCode)
-	require.Equal(t, 1, e.Instance(id).Retries)
 	body = e.page("/instances/" + id)
 	require.NotContains(t, body, `id="action-retry"`, "no retry for a completed instance")
+	require.Equal(t, http.StatusConflict, retry(second).StatusCode)
 }
 
 // TestReadOnlyOffersNoAction: --read-only hides the actions and refuses

@@ -29,6 +29,7 @@ func TestRolesKnowWhatTheyMayPublish(t *testing.T) {
 	require.NotEmpty(t, rules.Allow, "the operator's permissions are an allow list")
 	require.True(t, rules.May(cancelSubject))
 	require.True(t, rules.May(jetstream.EventKindSubject("x", workflow.EventSignal)))
+	require.True(t, rules.May(jetstream.EventKindSubject("x", workflow.EventRetry)))
 	require.False(t, rules.May(jetstream.EventKindSubject("x", workflow.EventResult)), "the operator may not publish results")
 	require.False(t, rules.May("$JS.API.STREAM.DELETE."+jetstream.StreamEvents))
 
