@@ -19,10 +19,18 @@ import (
 
 // capabilities are the actions the console offers.
 type capabilities struct {
-	Cancel, Signal, Retry bool
+	Cancel, Signal, Retry, Replay bool
 	// Why says why actions are not offered (read-only, or what the
 	// server said about the credentials).
 	Why string
+	// rules are what the credentials may publish (a replay needs the
+	// dead letter's own subject too).
+	rules jetstream.PublishRules
+}
+
+// mayReplay reports whether the console offers to replay d.
+func (c capabilities) mayReplay(d jetstream.DeadLetter) bool {
+	return c.Replay && !d.Replayed && !d.Truncated && d.SourceSubject != "" && c.rules.May(d.SourceSubject)
 }
 
 // capsTTL is how long the console trusts what the server said about its
@@ -51,8 +59,10 @@ func (cs *Console) capabilities(ctx context.Context) capabilities {
 		caps.Signal = rules.May(jetstream.EventKindSubject(probe, workflow.EventSignal)) &&
 			rules.May("$KV."+jetstream.BucketData+"."+workflow.SignalKey(probe, probe, probe))
 		caps.Retry = rules.May(jetstream.EventKindSubject(probe, workflow.EventRetry))
-		if !caps.Cancel && !caps.Signal && !caps.Retry {
-			caps.Why = "actions hidden: these NATS credentials may not cancel, signal or retry (the operator role may)"
+		caps.Replay = rules.May(strings.TrimSuffix(jetstream.DLQReplayedSubjects, "*") + "1")
+		caps.rules = rules
+		if !caps.Cancel && !caps.Signal && !caps.Retry && !caps.Replay {
+			caps.Why = "actions hidden: these NATS credentials may not cancel, signal, retry or replay (the operator role may)"
 		}
 	}
 	cs.caps, cs.capsAt, cs.capsLoaded = caps, now, true
@@ -298,4 +308,70 @@ func (cs *Console) doRetry(w http.ResponseWriter, r *http.Request) {
 	}
 	cs.log.Info().Str("instance_id", inst.ID).Strs("steps", steps).Msg("retry requested from the console")
 	http.Redirect(w, r, "/instances/"+url.PathEscape(inst.ID)+"?done="+url.QueryEscape("retry requested from "+strings.Join(steps, ", ")), http.StatusSeeOther)
+}
+
+type replayPage struct {
+	basePage
+	Letter deadLetterView
+	CSRF   string
+}
+
+// deadLetterFor reads the dead letter the path names.
+func (cs *Console) deadLetterFor(w http.ResponseWriter, r *http.Request) (jetstream.DeadLetter, bool) {
+	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
+	if err != nil || seq == 0 {
+		cs.fail(w, r, http.StatusBadRequest, fmt.Errorf("dead letter %q: not a stream sequence", r.PathValue("seq")))
+		return jetstream.DeadLetter{}, false
+	}
+	d, err := cs.c.DeadLetterAt(r.Context(), seq)
+	if errors.Is(err, jetstream.ErrNoDeadLetter) {
+		cs.fail(w, r, http.StatusNotFound, err)
+		return d, false
+	}
+	if err != nil {
+		cs.failRead(w, r, err)
+		return d, false
+	}
+	return d, true
+}
+
+func (cs *Console) confirmReplay(w http.ResponseWriter, r *http.Request) {
+	d, ok := cs.deadLetterFor(w, r)
+	if !ok {
+		return
+	}
+	if caps := cs.capabilities(r.Context()); !caps.mayReplay(d) {
+		cs.fail(w, r, http.StatusForbidden, fmt.Errorf("%w: replay of dead letter %d is not offered (replayed already: %t, payload cut: %t; %s)", errForbidden, d.Seq, d.Replayed, d.Truncated, caps.Why))
+		return
+	}
+	p := replayPage{basePage: cs.base(r, "Confirm replay", "dlq"), Letter: viewOf(d), CSRF: csrfToken(w, r)}
+	cs.render(w, r, "replay", &p)
+}
+
+func (cs *Console) doReplay(w http.ResponseWriter, r *http.Request) {
+	if err := checkPost(r); err != nil {
+		cs.fail(w, r, http.StatusForbidden, err)
+		return
+	}
+	d, ok := cs.deadLetterFor(w, r)
+	if !ok {
+		return
+	}
+	if caps := cs.capabilities(r.Context()); !caps.Replay || !caps.rules.May(d.SourceSubject) {
+		cs.fail(w, r, http.StatusForbidden, fmt.Errorf("%w: replay is not offered", errForbidden))
+		return
+	}
+	if err := cs.c.ReplayDeadLetter(r.Context(), d); err != nil {
+		status := http.StatusBadGateway
+		switch {
+		case errors.Is(err, jetstream.ErrAlreadyReplayed), errors.Is(err, jetstream.ErrNotReplayable):
+			status = http.StatusConflict
+		case errors.Is(err, jetstream.ErrPermissionDenied):
+			status = http.StatusForbidden
+		}
+		cs.fail(w, r, status, err)
+		return
+	}
+	cs.log.Info().Uint64("dlq_seq", d.Seq).Str("subject", d.SourceSubject).Msg("dead letter replayed from the console")
+	http.Redirect(w, r, "/dlq?done="+url.QueryEscape(fmt.Sprintf("dead letter %d replayed on %s", d.Seq, d.SourceSubject)), http.StatusSeeOther)
 }

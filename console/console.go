@@ -32,7 +32,7 @@ type Config struct {
 	// Client reads (and, for actions, publishes) through the console's
 	// NATS credentials. Required.
 	Client *jetstream.Client
-	// ReadOnly hides and refuses every action (cancel, signal, retry). Default
+	// ReadOnly hides and refuses every action (cancel, signal, retry, replay). Default
 	// false: actions are offered when the credentials allow them.
 	ReadOnly bool
 	// Refresh is how often an open overview or running instance page
@@ -129,6 +129,8 @@ func (cs *Console) Handler() http.Handler {
 	mux.HandleFunc("POST /instances/{id}/signal", cs.doSignal)
 	mux.HandleFunc("GET /instances/{id}/retry", cs.confirmRetry)
 	mux.HandleFunc("POST /instances/{id}/retry", cs.doRetry)
+	mux.HandleFunc("GET /dlq/{seq}/replay", cs.confirmReplay)
+	mux.HandleFunc("POST /dlq/{seq}/replay", cs.doReplay)
 	return securityHeaders(mux)
 }
 

@@ -301,6 +301,50 @@ func TestDeadLetters(t *testing.T) {
 	require.Contains(t, body, `&#34;no_id&#34;: true`, "the payload, indented")
 }
 
+// TestReplayFromTheConsole: a start for a workflow nobody registered is
+// dead-lettered; once the definition is registered, the confirmed replay
+// starts exactly one instance; the dead letter is then marked replayed
+// and a second replay is refused.
+func TestReplayFromTheConsole(t *testing.T) {
+	t.Parallel()
+	e := setup(t, console.Config{})
+	ctx := context.Background()
+	require.NoError(t, e.Client.PublishStart(ctx, jetstream.Start{Workflow: "later", EventKey: "k1", Payload: []byte(`{"x":1}`)}))
+	var dls []jetstream.DeadLetter
+	jftest.Eventually(t, 30*time.Second, func() bool {
+		var err error
+		dls, err = e.Client.DeadLetters(ctx, 10)
+		return err == nil && len(dls) == 1
+	}, "the start was not dead-lettered")
+	seq := fmt.Sprint(dls[0].Seq)
+	body := e.page("/dlq")
+	require.Contains(t, body, `id="replay-`+seq+`"`)
+	e.Register("name: later\nversion: 1\nsteps:\n  - {name: a, kind: task, task: echo}\n")
+
+	jar, _ := cookiejar.New(nil)
+	c := noRedirect(jar)
+	_, form := get(t, c, e.srv.URL+"/dlq/"+seq+"/replay")
+	require.Contains(t, form, "jetflow.start.later")
+	vals := url.Values{"csrf": {csrfOf(t, form)}}
+	resp, err := c.PostForm(e.srv.URL+"/dlq/"+seq+"/replay", vals)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	id := workflow.InstanceID("later", "k1")
+	require.Equal(t, workflow.StatusCompleted, e.WaitTerminal(id, 30*time.Second).Status)
+
+	resp, err = c.PostForm(e.srv.URL+"/dlq/"+seq+"/replay", vals)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusConflict, resp.StatusCode, "a second replay is refused")
+	body = e.page("/dlq")
+	require.NotContains(t, body, `id="replay-`+seq+`"`)
+	require.Contains(t, body, `<span class="tag">replayed</span>`)
+	require.Contains(t, e.page("/"), `id="dead-letters">1<`, "replay marks are not counted as dead letters")
+	status, _ := get(t, nil, e.srv.URL+"/dlq/999/replay")
+	require.Equal(t, http.StatusNotFound, status)
+}
+
 // csrfOf reads the anti-forgery token from a confirmation form.
 func csrfOf(t *testing.T, body string) string {
 	t.Helper()

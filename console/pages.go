@@ -113,10 +113,8 @@ func (cs *Console) overview(w http.ResponseWriter, r *http.Request) {
 	if p.Queues, err = cs.c.TaskQueues(ctx); err != nil {
 		p.QueuesErr = err.Error()
 	}
-	if u, err := cs.c.StreamState(ctx, jetstream.StreamDLQ); err != nil {
+	if p.DeadLetters, err = cs.c.DeadLetterCount(ctx); err != nil {
 		p.DLQErr = err.Error()
-	} else {
-		p.DeadLetters = u.Msgs
 	}
 	if p.Dispatchers, err = cs.c.Present(ctx, jetstream.PresenceDispatcher); err == nil {
 		p.Workers, err = cs.c.Present(ctx, jetstream.PresenceWorker)
@@ -622,8 +620,15 @@ func (cs *Console) children(w http.ResponseWriter, r *http.Request) {
 
 type deadLetterView struct {
 	jetstream.DeadLetter
-	Preview string
-	Binary  bool
+	Preview   string
+	Binary    bool
+	CanReplay bool
+}
+
+func viewOf(d jetstream.DeadLetter) deadLetterView {
+	v := deadLetterView{DeadLetter: d}
+	v.Preview, v.Binary = preview(d.Data)
+	return v
 }
 
 type dlqPage struct {
@@ -649,13 +654,12 @@ func (cs *Console) deadLetters(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := dlqPage{basePage: cs.base(r, "Dead letters", "dlq"), Limit: limit}
-	if u, err := cs.c.StreamState(ctx, jetstream.StreamDLQ); err == nil {
-		p.Count = u.Msgs
+	if n, err := cs.c.DeadLetterCount(ctx); err == nil {
+		p.Count = n
 	}
 	for i := len(dls) - 1; i >= 0; i-- { // newest first
-		d := dls[i]
-		v := deadLetterView{DeadLetter: d}
-		v.Preview, v.Binary = preview(d.Data)
+		v := viewOf(dls[i])
+		v.CanReplay = p.Caps.mayReplay(dls[i])
 		p.Rows = append(p.Rows, v)
 	}
 	cs.render(w, r, "dlq", &p)

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-var pageNames = []string{"overview", "workflows", "definition", "instances", "instance", "children", "dlq", "confirm", "error"}
+var pageNames = []string{"overview", "workflows", "definition", "instances", "instance", "children", "dlq", "confirm", "replay", "error"}
 
 var funcs = template.FuncMap{
 	"time": func(t time.Time) string {

@@ -2,6 +2,7 @@ package security_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ func TestRolesKnowWhatTheyMayPublish(t *testing.T) {
 	require.True(t, rules.May(cancelSubject))
 	require.True(t, rules.May(jetstream.EventKindSubject("x", workflow.EventSignal)))
 	require.True(t, rules.May(jetstream.EventKindSubject("x", workflow.EventRetry)))
+	require.True(t, rules.May(strings.TrimSuffix(jetstream.DLQReplayedSubjects, "*")+"7"), "the operator may mark dead letters replayed")
 	require.False(t, rules.May(jetstream.EventKindSubject("x", workflow.EventResult)), "the operator may not publish results")
 	require.False(t, rules.May("$JS.API.STREAM.DELETE."+jetstream.StreamEvents))
 

@@ -53,7 +53,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 		metricsAt  = metricsFlag(fs)
 		name       = nameFlag(fs, "dispatcher")
 		uiListen   = fs.String("ui-listen", Env("JETFLOW_DISPATCHER_UI_LISTEN", ""), "also serve the web console (jetflow ui) on this address, e.g. 127.0.0.1:8233, with the dispatcher's connection; empty: off (env JETFLOW_DISPATCHER_UI_LISTEN)")
-		uiReadOnly = fs.Bool("ui-read-only", EnvBool("JETFLOW_DISPATCHER_UI_READ_ONLY", false), "with --ui-listen: offer no action (cancel, signal, retry) (env JETFLOW_DISPATCHER_UI_READ_ONLY)")
+		uiReadOnly = fs.Bool("ui-read-only", EnvBool("JETFLOW_DISPATCHER_UI_READ_ONLY", false), "with --ui-listen: offer no action (cancel, signal, retry, replay) (env JETFLOW_DISPATCHER_UI_READ_ONLY)")
 		uiRemote   = fs.Bool("ui-allow-remote", EnvBool("JETFLOW_DISPATCHER_UI_ALLOW_REMOTE", false), "with --ui-listen: listen beyond loopback (the console has no login; put an authenticating proxy in front) (env JETFLOW_DISPATCHER_UI_ALLOW_REMOTE)")
 		retention  = fs.String("instance-retention", Env("JETFLOW_INSTANCE_RETENTION", "0"), "remove an ended instance's key this long after it ended; 0 keeps instances forever; at least 24h (the trigger retention); a replay of the event key after that starts a new instance (env JETFLOW_INSTANCE_RETENTION)")
 	)
