@@ -321,3 +321,9 @@ func (c *Client) Retry(ctx context.Context, inst *workflow.Instance, from string
 	ev := workflow.Event{Kind: workflow.EventRetry, Instance: inst.ID, Step: from, Attempt: inst.Retries}
 	return c.PublishEvent(ctx, ev, workflow.RetryMsgID(inst.ID, inst.Retries+1))
 }
+
+// Cancel asks the dispatchers to cancel a running instance, recording
+// reason as its error; cancelling again changes nothing.
+func (c *Client) Cancel(ctx context.Context, instance, reason string) error {
+	return c.PublishEvent(ctx, workflow.Event{Kind: workflow.EventCancel, Instance: instance, Reason: reason}, "cancel/"+instance)
+}

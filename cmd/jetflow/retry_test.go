@@ -109,3 +109,49 @@ func waitStatus(t *testing.T, e *jftest.Env, id string, status workflow.Status) 
 	}, "instance %s never reached %s (now %v)", id, status, in)
 	return in
 }
+
+// TestBulkCancelOfRunningInstances: `jetflow cancel --workflow` cancels
+// every running instance of the workflow, with progress on stderr, and
+// none of another workflow.
+func TestBulkCancelOfRunningInstances(t *testing.T) {
+	t.Parallel()
+	n := 1000
+	if testing.Short() {
+		n = 200
+	}
+	e := jftest.StartTCP(t, jetstream.Config{})
+	e.Register("name: hold\nversion: 1\ntrigger: {subject: hold.*, key: id}\nsteps:\n  - {name: a, kind: sleep, duration: 1h}\n")
+	e.Register("name: other\nversion: 1\ntrigger: {subject: other.*, key: id}\nsteps:\n  - {name: a, kind: sleep, duration: 1h}\n")
+	_, _ = e.Dispatcher(e.NewClient(), dispatcher.Config{})
+	ctx := context.Background()
+	for i := range n {
+		_, err := e.Client.Publish(ctx, "hold.new", []byte(`{"id":"h`+strconv.Itoa(i)+`"}`), nil)
+		require.NoError(t, err)
+	}
+	_, err := e.Client.Publish(ctx, "other.new", []byte(`{"id":"o"}`), nil)
+	require.NoError(t, err)
+	other := workflow.InstanceID("other", "o")
+	last := workflow.InstanceID("hold", "h"+strconv.Itoa(n-1))
+	waitStatus(t, e, other, workflow.StatusRunning)
+	jftest.Eventually(t, 60*time.Second, func() bool {
+		for i := range n {
+			if in := e.Instance(workflow.InstanceID("hold", "h"+strconv.Itoa(i))); in == nil || in.Steps["a"] == nil {
+				return false
+			}
+		}
+		return true
+	}, "not every instance started (last %s: %v)", last, e.Instance(last))
+
+	out, _, err := jetflow(t, "--nats-url", e.URL, "cancel", "--workflow", "hold", "--dry-run")
+	require.NoError(t, err)
+	require.Contains(t, out, "would cancel "+strconv.Itoa(n)+" running instances of hold")
+	out, stderr, err := jetflow(t, "--nats-url", e.URL, "cancel", "--workflow", "hold", "--reason", "incident 42")
+	require.NoError(t, err)
+	require.Contains(t, out, "cancel requested for "+strconv.Itoa(n)+" running instances of hold")
+	require.Contains(t, stderr, "cancel: "+strconv.Itoa(n)+"/"+strconv.Itoa(n))
+	for i := range n {
+		in := waitStatus(t, e, workflow.InstanceID("hold", "h"+strconv.Itoa(i)), workflow.StatusCancelled)
+		require.Equal(t, "incident 42", in.Error)
+	}
+	require.Equal(t, workflow.StatusRunning, e.Instance(other).Status, "another workflow's instance is left alone")
+}
