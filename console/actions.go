@@ -198,7 +198,7 @@ func (cs *Console) doCancel(w http.ResponseWriter, r *http.Request) {
 	if reason == "" {
 		reason = "cancelled from the console"
 	}
-	if err := cs.c.PublishEvent(ctx, workflow.Event{Kind: workflow.EventCancel, Instance: inst.ID, Reason: reason}, "cancel/"+inst.ID); err != nil {
+	if err := cs.c.Cancel(ctx, inst.ID, reason); err != nil {
 		cs.fail(w, r, http.StatusBadGateway, err)
 		return
 	}
