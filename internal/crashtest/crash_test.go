@@ -40,6 +40,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/embedded"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/worker"
 	"github.com/jetflow/jetflow/workflow"
@@ -107,7 +108,7 @@ func runChild(raw string) int {
 }
 
 func child(ctx context.Context, cfg childConfig, log zerolog.Logger) error {
-	srv, err := jetstream.StartServer(jetstream.ServerConfig{StoreDir: cfg.StoreDir, Port: cfg.Port})
+	srv, err := embedded.Start(embedded.Config{StoreDir: cfg.StoreDir, Port: cfg.Port})
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/embedded"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/worker"
 	"github.com/jetflow/jetflow/workflow"
@@ -22,7 +23,7 @@ import (
 type Env struct {
 	T      testing.TB
 	Dir    string
-	Server *jetstream.Server
+	Server *embedded.Server
 	Client *jetstream.Client
 	Config jetstream.Config
 	Log    zerolog.Logger
@@ -71,11 +72,11 @@ func start(t testing.TB, cfg jetstream.Config, tcp bool) *Env {
 
 func (e *Env) start() {
 	t := e.T
-	sc := jetstream.ServerConfig{StoreDir: e.Dir, DontListen: true}
+	sc := embedded.Config{StoreDir: e.Dir, DontListen: true}
 	if e.tcp {
-		sc = jetstream.ServerConfig{StoreDir: e.Dir, Host: "127.0.0.1", Port: -1}
+		sc = embedded.Config{StoreDir: e.Dir, Host: "127.0.0.1", Port: -1}
 	}
-	srv, err := jetstream.StartServer(sc)
+	srv, err := embedded.Start(sc)
 	require.NoError(t, err)
 	e.URL = srv.ClientURL()
 	cfg := e.Config

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/jetflow/jetflow/embedded"
 	"github.com/jetflow/jetflow/jetstream"
 )
 
@@ -114,8 +115,8 @@ type Conn struct {
 
 // serverConfig turns a listen address ("" for in-process only) into an
 // embedded server config.
-func serverConfig(listen string) (jetstream.ServerConfig, error) {
-	var sc jetstream.ServerConfig
+func serverConfig(listen string) (embedded.Config, error) {
+	var sc embedded.Config
 	if listen == "" {
 		sc.DontListen = true
 		return sc, nil
@@ -134,7 +135,7 @@ func serverConfig(listen string) (jetstream.ServerConfig, error) {
 
 // Open connects to NATS, starting the embedded server when no URL is set.
 // close releases both.
-func Open(ctx context.Context, c Conn, cfg jetstream.Config, log zerolog.Logger) (client *jetstream.Client, srv *jetstream.Server, closeFn func(), err error) {
+func Open(ctx context.Context, c Conn, cfg jetstream.Config, log zerolog.Logger) (client *jetstream.Client, srv *embedded.Server, closeFn func(), err error) {
 	cfg.URL = c.URL
 	cfg.Replicas = c.Replicas
 	cfg.Logger = log
@@ -148,8 +149,8 @@ func Open(ctx context.Context, c Conn, cfg jetstream.Config, log zerolog.Logger)
 		sc.ConfigFile, sc.Insecure = c.ServerConfig, c.Insecure
 		slog := log.With().Str("component", "nats-server").Logger()
 		sc.Logger = &slog
-		srv, err = jetstream.StartServer(sc)
-		if errors.Is(err, jetstream.ErrStoreLocked) {
+		srv, err = embedded.Start(sc)
+		if errors.Is(err, embedded.ErrStoreLocked) {
 			return nil, nil, nil, fmt.Errorf("%w (a dispatcher started with `go run` keeps running when `go run` itself is sent SIGTERM or SIGKILL; see README \"Run it\")", err)
 		}
 		if err != nil {

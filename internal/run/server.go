@@ -6,7 +6,7 @@ import (
 	"flag"
 	"os"
 
-	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/embedded"
 )
 
 // Server runs only an embedded NATS server with JetStream until ctx ends,
@@ -39,7 +39,7 @@ func Server(ctx context.Context, args []string) error {
 	sc.ConfigFile, sc.Insecure = *config, *insecure
 	slog := log.With().Str("component", "nats-server").Logger()
 	sc.Logger = &slog
-	srv, err := jetstream.StartServer(sc)
+	srv, err := embedded.Start(sc)
 	if err != nil {
 		return err
 	}
