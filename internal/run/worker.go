@@ -26,8 +26,8 @@ func Worker(ctx context.Context, args []string) error {
 		concurrency = fs.Int("concurrency", EnvInt("JETFLOW_CONCURRENCY", 16), "handlers running at once (env JETFLOW_CONCURRENCY)")
 		shutdown    = fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful stop waits for running handlers")
 		ackWait     = fs.Duration("ack-wait", EnvDuration("JETFLOW_WORKER_ACK_WAIT", 10*time.Second), "how soon a task held by a worker that died is redelivered, counted from its last heartbeat (every fifth of this); use the same value on every worker (env JETFLOW_WORKER_ACK_WAIT)")
-		metricsAt   = metricsFlag(fs)
-		name        = nameFlag(fs, "worker")
+		metricsAt   = MetricsFlag(fs)
+		name        = NameFlag(fs, "worker")
 		logFormat   = fs.String("log-format", Env("JETFLOW_LOG_FORMAT", "json"), "json or console (env JETFLOW_LOG_FORMAT)")
 		logLevel    = fs.String("log-level", Env("JETFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env JETFLOW_LOG_LEVEL)")
 	)
@@ -41,11 +41,11 @@ func Worker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	metrics, err := startMetrics(ctx, *metricsAt, log)
+	metrics, err := StartMetrics(ctx, *metricsAt, log)
 	if err != nil {
 		return err
 	}
-	tracer, stopTracing, err := startTracing(ctx, "jetflow-worker", log)
+	tracer, stopTracing, err := StartTracing(ctx, "jetflow-worker", log)
 	if err != nil {
 		return err
 	}
@@ -59,7 +59,7 @@ func Worker(ctx context.Context, args []string) error {
 		return err
 	}
 	defer client.Close()
-	logConnected(log, c)
+	LogConnected(log, c)
 	// Wait for a dispatcher to provision jetflow on this server: soon
 	// after it, when both start together (100 ms, doubling up to 2 s), and
 	// logged once a second has passed.
@@ -88,10 +88,10 @@ func Worker(ctx context.Context, args []string) error {
 	if err := tasks.RegisterTypes(w, SplitList(*taskTypes)...); err != nil {
 		return err
 	}
-	if err := metrics.register(obs.ClientCollector(client), w.Collector()); err != nil {
+	if err := metrics.Register(obs.ClientCollector(client), w.Collector()); err != nil {
 		return err
 	}
-	metrics.setReady(w.Ready)
+	metrics.SetReady(w.Ready)
 	if err := w.Run(ctx); errors.Is(err, jetstream.ErrPermissionDenied) {
 		return fmt.Errorf("%w (limit this worker with --task-types to the task types its NATS user may run)", err)
 	} else if err != nil {

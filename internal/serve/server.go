@@ -1,4 +1,4 @@
-package run
+package serve
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/jetflow/jetflow/embedded"
+	"github.com/jetflow/jetflow/internal/run"
 )
 
 // Server runs only an embedded NATS server with JetStream until ctx ends,
@@ -27,7 +28,7 @@ func Server(ctx context.Context, args []string) error {
 		}
 		return err
 	}
-	log, err := Logger(os.Stderr, "json", "warn", "server")
+	log, err := run.Logger(os.Stderr, "json", "warn", "server")
 	if err != nil {
 		return err
 	}
