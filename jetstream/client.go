@@ -93,6 +93,9 @@ type Config struct {
 	// name what is missing (ErrNotProvisioned). A client whose NATS user
 	// is denied provisioning switches to this by itself. Default false.
 	NoProvision bool
+	// NATSOptions are applied by Connect after jetflow's own connection
+	// options (so they may override them). Default: none.
+	NATSOptions []nats.Option
 	// Logger. Default: discarded.
 	Logger zerolog.Logger
 }
@@ -258,6 +261,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		}),
 	}
 	opts = append(opts, authOpts...)
+	opts = append(opts, cfg.NATSOptions...)
 	if cfg.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
@@ -506,6 +510,9 @@ func (c *Client) Bind(ctx context.Context) error {
 func (c *Client) bind(ctx context.Context) error {
 	var err error
 	if c.inst, err = c.bindBucket(ctx, BucketInstances); err != nil {
+		if errors.Is(err, natsjs.ErrBucketNotFound) {
+			err = fmt.Errorf("%w: %w", ErrNotProvisioned, err)
+		}
 		return fmt.Errorf("bucket %s: %w (has a dispatcher provisioned jetflow on this server?)", BucketInstances, err)
 	}
 	if c.data, err = c.bindBucket(ctx, BucketData); err != nil {

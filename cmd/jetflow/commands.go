@@ -570,17 +570,10 @@ func cancelCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			inst, _, err := c.GetInstance(ctx, args[0])
-			if err != nil {
+			if err := c.Cancel(ctx, args[0], reason); err != nil {
 				return err
 			}
-			if inst.Status.Terminal() {
-				return fmt.Errorf("instance %s is already %s", inst.ID, inst.Status)
-			}
-			if err := c.PublishEvent(ctx, workflow.Event{Kind: workflow.EventCancel, Instance: inst.ID, Reason: reason}, "cancel/"+inst.ID); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "cancel requested for %s\n", inst.ID)
+			fmt.Fprintf(cmd.OutOrStdout(), "cancel requested for %s\n", args[0])
 			return nil
 		},
 	}

@@ -41,6 +41,7 @@ import (
 
 	"github.com/jetflow/jetflow/dispatcher"
 	"github.com/jetflow/jetflow/embedded"
+	"github.com/jetflow/jetflow/internal/jftest"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/worker"
 	"github.com/jetflow/jetflow/workflow"
@@ -137,7 +138,7 @@ func child(ctx context.Context, cfg childConfig, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(client, worker.Config{Concurrency: 32, Logger: log})
+	w, err := worker.New(jftest.App(client), worker.Config{Concurrency: 32, Logger: log})
 	if err != nil {
 		return err
 	}

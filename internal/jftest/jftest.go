@@ -12,8 +12,10 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/jetflow/jetflow"
 	"github.com/jetflow/jetflow/dispatcher"
 	"github.com/jetflow/jetflow/embedded"
+	"github.com/jetflow/jetflow/internal/link"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/worker"
 	"github.com/jetflow/jetflow/workflow"
@@ -118,6 +120,10 @@ func (e *Env) NewClient() *jetstream.Client {
 	return c
 }
 
+// App is the *jetflow.Client on an adapter client that is bound (the
+// clients Start and NewClient return are).
+func App(c *jetstream.Client) *jetflow.Client { return link.Client(c).(*jetflow.Client) }
+
 // Register parses and stores a definition.
 func (e *Env) Register(src string) *workflow.Definition {
 	e.T.Helper()
@@ -181,7 +187,7 @@ func (e *Env) Worker(client *jetstream.Client, cfg worker.Config, handlers map[s
 		client = e.Client
 	}
 	cfg.Logger = e.Log
-	w, err := worker.New(client, cfg)
+	w, err := worker.New(App(client), cfg)
 	require.NoError(e.T, err)
 	for name, h := range handlers {
 		require.NoError(e.T, w.Handle(name, h))

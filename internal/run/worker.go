@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/jetflow/jetflow"
+	"github.com/jetflow/jetflow/internal/link"
 	"github.com/jetflow/jetflow/internal/obs"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/tasks"
@@ -60,28 +62,8 @@ func Worker(ctx context.Context, args []string) error {
 	}
 	defer client.Close()
 	LogConnected(log, c)
-	// Wait for a dispatcher to provision jetflow on this server: soon
-	// after it, when both start together (100 ms, doubling up to 2 s), and
-	// logged once a second has passed.
-	for wait, waited := 100*time.Millisecond, time.Duration(0); ; wait = min(2*wait, 2*time.Second) {
-		err := client.Bind(ctx)
-		if err == nil {
-			break
-		}
-		if errors.Is(err, jetstream.ErrPermissionDenied) {
-			return err
-		}
-		if waited >= time.Second {
-			log.Warn().Err(err).Msg("waiting for jetflow to be provisioned")
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-		waited += wait
-	}
-	w, err := worker.New(client, worker.Config{Name: *name, Tracer: tracer, Concurrency: *concurrency, ShutdownTimeout: *shutdown, Logger: log})
+	// Run waits for a dispatcher to provision jetflow on this server.
+	w, err := worker.New(link.Client(client).(*jetflow.Client), worker.Config{Name: *name, Tracer: tracer, Concurrency: *concurrency, ShutdownTimeout: *shutdown, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,9 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/jetflow/jetflow"
 	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/internal/link"
 	"github.com/jetflow/jetflow/internal/obs"
 	"github.com/jetflow/jetflow/internal/run"
 	"github.com/jetflow/jetflow/jetstream"
@@ -149,7 +151,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.Run(gctx) })
 	if *withWorker {
-		w, err := worker.New(client, worker.Config{Tracer: tracer, Logger: log})
+		w, err := worker.New(link.Client(client).(*jetflow.Client), worker.Config{Tracer: tracer, Logger: log})
 		if err != nil {
 			return err
 		}
