@@ -60,6 +60,16 @@ func (t *Task) Input() (any, error) { return jetstream.DecodeValue(t.input) }
 // than the payload limit, fails the attempt permanently.
 func (t *Task) Bind(v any) error { return jetstream.DecodeInto(t.input, v) }
 
+func init() {
+	// jetflowtest.NewTask makes tasks the way the worker does.
+	link.Task = func(f link.TaskFields, input []byte) any {
+		return &Task{
+			Instance: f.Instance, Workflow: f.Workflow, Step: f.Step, Type: f.Type,
+			Attempt: f.Attempt, MaxAttempts: f.MaxAttempts, EffectKey: f.EffectKey, input: input,
+		}
+	}
+}
+
 // Config configures a worker.
 type Config struct {
 	// Concurrency is the most handlers running at once, over all task
