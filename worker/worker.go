@@ -49,7 +49,7 @@ func (t *Task) Input() (any, error) { return jetstream.DecodeValue(t.input) }
 // *big.Int; numbers in an `any` become float64 (bind into json.Number,
 // int64, uint64 or *big.Int to keep large integers exact, or into
 // json.RawMessage for the input's bytes). An input jetflow cannot decode
-// matches jetstream.ErrMalformed; a type mismatch is encoding/json's
+// matches jetflow.ErrMalformed; a type mismatch is encoding/json's
 // error.
 //
 // The handler's output is encoded as encoding/json.Marshal would
