@@ -2,6 +2,7 @@ package jetflow
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -212,18 +213,32 @@ func (c *Client) ready(ctx context.Context) error {
 // before anything is sent, one over the payload limit with ErrTooLarge. A
 // start for a workflow no dispatcher knows is dead-lettered (`jetflow
 // dlq`), and its instance never appears.
-func (c *Client) Start(ctx context.Context, workflowName, eventKey string, input any) (string, error) {
+func (c *Client) Start(ctx context.Context, workflowName, eventKey string, input any, opts ...StartOption) (string, error) {
 	if err := c.ready(ctx); err != nil {
 		return "", err
 	}
-	b, err := jetstream.EncodeValue(input)
+	b, err := encode(input)
 	if err != nil {
 		return "", fmt.Errorf("start %s: input: %w", workflowName, err)
 	}
-	if err := c.a.PublishStart(ctx, jetstream.Start{Workflow: workflowName, EventKey: eventKey, Payload: b}); err != nil {
+	st := jetstream.Start{Workflow: workflowName, EventKey: eventKey, Payload: b}
+	for _, o := range opts {
+		o(&st)
+	}
+	if err := c.a.PublishStart(ctx, st); err != nil {
 		return "", err
 	}
 	return workflow.InstanceID(workflowName, eventKey), nil
+}
+
+// StartOption sets an attribute of a start.
+type StartOption func(*jetstream.Start)
+
+// WithTraceParent makes the instance's spans children of a W3C
+// traceparent ("00-<trace id>-<span id>-<flags>"), such as the one of
+// the request that starts it. An invalid one fails Start.
+func WithTraceParent(traceparent string) StartOption {
+	return func(s *jetstream.Start) { s.TraceParent = traceparent }
 }
 
 // PublishOption sets a header of an event Publish sends.
@@ -251,7 +266,7 @@ func (c *Client) Publish(ctx context.Context, subject string, event any, opts ..
 	if err := c.ready(ctx); err != nil {
 		return err
 	}
-	b, err := jetstream.EncodeValue(event)
+	b, err := encode(event)
 	if err != nil {
 		return fmt.Errorf("publish on %s: %w", subject, err)
 	}
@@ -274,7 +289,7 @@ func (c *Client) Signal(ctx context.Context, instance, name string, payload any,
 	if err := c.ready(ctx); err != nil {
 		return err
 	}
-	b, err := jetstream.EncodeValue(payload)
+	b, err := encode(payload)
 	if err != nil {
 		return fmt.Errorf("signal %s to %s: payload: %w", name, instance, err)
 	}
@@ -369,6 +384,16 @@ func (c *Client) result(ctx context.Context, inst *workflow.Instance, out any) e
 		return fmt.Errorf("output of %s: %w", inst.ID, err)
 	}
 	return nil
+}
+
+// encode encodes a user value as encoding/json.Marshal would; a
+// json.RawMessage is kept byte for byte, as a published payload is (the
+// adapter checks it is one JSON value within the limits).
+func encode(v any) ([]byte, error) {
+	if raw, ok := v.(json.RawMessage); ok {
+		return raw, nil
+	}
+	return jetstream.EncodeValue(v)
 }
 
 // ListOptions selects instances for List; zero fields select all.

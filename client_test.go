@@ -152,6 +152,16 @@ func TestStartAndWaitHaveJSONSemantics(t *testing.T) {
 	require.NotContains(t, generic, "gift")
 	require.NotContains(t, generic, "Secret")
 
+	// A traceparent given to Start is the instance's trace.
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	tid, err := e.Client.Start(ctx, "echo", "traced", nil, jetflow.WithTraceParent(tp))
+	require.NoError(t, err)
+	traced, err := e.Client.Wait(ctx, tid, nil)
+	require.NoError(t, err)
+	require.Equal(t, tp, traced.Trace)
+	_, err = e.Client.Start(ctx, "echo", "bad-trace", nil, jetflow.WithTraceParent("nope"))
+	require.Error(t, err)
+
 	// Starting the same key again starts nothing and names the same
 	// instance.
 	again, err := e.Client.Start(ctx, "echo", "k1", map[string]any{"other": true})

@@ -30,6 +30,7 @@ type order struct {
 type seen struct {
 	input any
 	bound order
+	raw   json.RawMessage
 	key   string
 }
 
@@ -40,6 +41,9 @@ func look(t *worker.Task) (seen, error) {
 		return s, err
 	}
 	s.key = t.EffectKey
+	if err := t.Bind(&s.raw); err != nil {
+		return s, err
+	}
 	return s, t.Bind(&s.bound)
 }
 

@@ -1,6 +1,7 @@
 package jetflowtest
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/jetflow/jetflow/internal/link"
@@ -60,9 +61,10 @@ func WithEffectKey(key string) TaskOption {
 
 // NewTask returns a task whose input is input, for calling a handler
 // directly in a unit test, without NATS. The input is encoded as
-// encoding/json.Marshal would (pass a json.RawMessage to give the JSON
-// text itself) and stored as the dispatcher stores a task's input, so
-// Task.Bind and Task.Input return exactly what they return in production.
+// encoding/json.Marshal would, or taken byte for byte when it is a
+// json.RawMessage (as a published trigger payload is), and checked and
+// stored as the dispatcher stores a task's input, so Task.Bind and
+// Task.Input return exactly what they return in production.
 //
 // NewTask panics when input is not a value a workflow could pass (JSON
 // cannot hold it, or it is larger than the default payload limit of
@@ -75,7 +77,13 @@ func NewTask(input any, opts ...TaskOption) *worker.Task {
 	if f.EffectKey == "" {
 		f.EffectKey = workflow.EffectKey(f.Instance, f.Step)
 	}
-	b, err := jetstream.EncodeValue(input)
+	var b []byte
+	var err error
+	if raw, ok := input.(json.RawMessage); ok {
+		b = raw // as a published payload: kept byte for byte
+	} else {
+		b, err = jetstream.EncodeValue(input)
+	}
 	if err == nil {
 		b, err = jetstream.CheckPayload(b, maxPayload)
 	}

@@ -281,6 +281,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	errs := make(chan error, len(w.handlers))
 	for _, tt := range w.TaskTypes() {
 		tc, err := w.client.EnsureTaskConsumer(ctx, tt)
+		if err != nil && ctx.Err() != nil {
+			break // stopped while starting: drain what started
+		}
 		if err != nil {
 			return err
 		}
