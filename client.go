@@ -35,7 +35,7 @@ var (
 	// registered definition's trigger has it).
 	ErrNotStored = jetstream.ErrNotStored
 	// ErrEnded: Cancel of an instance that already ended.
-	ErrEnded = jetstream.ErrEnded
+	ErrEnded = errors.New("instance already ended")
 	// ErrFailed: Wait saw the instance fail; the error carries its reason.
 	ErrFailed = errors.New("instance failed")
 	// ErrCancelled: Wait saw the instance cancelled.
@@ -303,7 +303,15 @@ func (c *Client) Cancel(ctx context.Context, instance, reason string) error {
 	if err := c.ready(ctx); err != nil {
 		return err
 	}
-	return c.a.Cancel(ctx, instance, reason)
+	inst, _, err := c.a.GetInstance(ctx, instance)
+	if err != nil {
+		return err
+	}
+	if inst.Status.Terminal() {
+		return fmt.Errorf("cancel %s: %w (%s)", inst.ID, ErrEnded, inst.Status)
+	}
+	// Cancels of one instance share a message id: a repeat is absorbed.
+	return c.a.Cancel(ctx, inst.ID, reason)
 }
 
 // Get reads an instance: its status, steps, error and timings. It fails

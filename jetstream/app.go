@@ -3,29 +3,10 @@ package jetstream
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sort"
 
 	"github.com/jetflow/jetflow/workflow"
 )
-
-// ErrEnded matches a cancel of an instance that already ended.
-var ErrEnded = errors.New("instance already ended")
-
-// Cancel asks the dispatchers to cancel a running instance; reason is
-// recorded as its error. An instance that does not exist fails with
-// workflow.ErrNotFound, one that already ended with ErrEnded. Cancels of
-// one instance share a message id, so a repeated cancel is absorbed.
-func (c *Client) Cancel(ctx context.Context, id, reason string) error {
-	inst, _, err := c.GetInstance(ctx, id)
-	if err != nil {
-		return err
-	}
-	if inst.Status.Terminal() {
-		return fmt.Errorf("cancel %s: %w (%s)", inst.ID, ErrEnded, inst.Status)
-	}
-	return c.PublishEvent(ctx, workflow.Event{Kind: workflow.EventCancel, Instance: inst.ID, Reason: reason}, "cancel/"+inst.ID)
-}
 
 // InstanceFilter selects instances for Instances; zero fields select all.
 type InstanceFilter struct {

@@ -21,13 +21,12 @@ import (
 )
 
 // TestReadmeWorkerBindsAndItsOutputIsReadByName runs the README's worker
-// (runWorker and chargeCard in example_test.go, the README's code word for
-// word) on its own NATS connection against a real embedded server: a
-// trigger event {"amount":1250,"orderId":"o-1"} binds into its input
-// struct (an untagged field by its name in any case, a tagged one by its
-// tag), and its output fields tagged `json:"charged"` and
-// `json:"paymentId"` are steps.charge.output.charged and
-// steps.charge.output.paymentId in the following steps' expressions.
+// (runWorker in example_test.go, the README's code word for word) on its
+// own NATS connection against a real embedded server: a trigger event
+// {"amount":1250,"orderId":"o-1"} binds into its input struct (an
+// untagged field by its name in any case, a tagged one by its tag), and
+// its output fields are steps.charge.output.charged and
+// steps.charge.output.orderId in the following steps' expressions.
 func TestReadmeWorkerBindsAndItsOutputIsReadByName(t *testing.T) {
 	t.Parallel()
 	e := jftest.StartTCP(t, jetstream.Config{})
@@ -44,12 +43,12 @@ steps:
   - name: receipt
     kind: task
     task: receipt
-    input: '{"charged": steps.charge.output.charged, "payment": steps.charge.output.paymentId}'
+    input: '{"charged": steps.charge.output.charged, "order": steps.charge.output.orderId}'
 `)
 	e.Dispatcher(nil, dispatcher.Config{})
 	type receipt struct {
 		Charged int64  `json:"charged"`
-		Payment string `json:"payment"`
+		Order   string `json:"order"`
 	}
 	var mu sync.Mutex
 	var got receipt
@@ -69,11 +68,14 @@ steps:
 	require.NoError(t, err)
 	defer nc.Close()
 	ctx, stop := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() { stopped <- runWorker(ctx, nc) }()
+	stopped := make(chan struct{})
+	go func() {
+		runWorker(ctx, nc)
+		close(stopped)
+	}()
 	defer func() {
 		stop()
-		require.NoError(t, <-stopped)
+		<-stopped
 	}()
 	_, err = e.Client.Publish(context.Background(), "orders.created", []byte(`{"amount":1250,"orderId":"o-1"}`), nil)
 	require.NoError(t, err)
@@ -82,15 +84,15 @@ steps:
 	require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
 	raw, err := e.Client.DataRaw(context.Background(), inst.Steps["charge"].OutputRef)
 	require.NoError(t, err)
-	require.JSONEq(t, `{"charged":1250,"paymentId":"pay-o-1-1250"}`, string(raw), "Amount and OrderID were bound; nats kv get shows the output as JSON")
+	require.JSONEq(t, `{"charged":1250,"orderId":"o-1"}`, string(raw), "Amount and OrderID were bound; nats kv get shows the output as JSON")
 	require.NotNil(t, inst.Steps["receipt"], "the switch on steps.charge.output.charged did not take the case")
 	mu.Lock()
 	defer mu.Unlock()
-	require.Equal(t, receipt{Charged: 1250, Payment: "pay-o-1-1250"}, got)
+	require.Equal(t, receipt{Charged: 1250, Order: "o-1"}, got)
 }
 
-// TestReadmeShowsTheWorkerExample: the README's "Writing a worker" code
-// is the README region of example_test.go, word for word, so the README
+// TestReadmeShowsTheWorkerExample: the README's "A worker in Go" code is
+// the README region of example_test.go, word for word, so the README
 // shows code that compiles and runs.
 func TestReadmeShowsTheWorkerExample(t *testing.T) {
 	t.Parallel()
@@ -100,13 +102,18 @@ func TestReadmeShowsTheWorkerExample(t *testing.T) {
 	require.True(t, ok)
 	region, _, ok = strings.Cut(region, "// README end")
 	require.True(t, ok)
+	// The region is indented one tab in its function.
+	lines := strings.Split(strings.TrimRight(region, "\t\n"), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimPrefix(l, "\t")
+	}
 	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
 	require.NoError(t, err)
-	_, section, ok := strings.Cut(string(readme), "## Writing a worker\n\n```go\n")
-	require.True(t, ok, "README has no Writing a worker section with Go code")
+	_, section, ok := strings.Cut(string(readme), "## A worker in Go\n\n```go\n")
+	require.True(t, ok, "README has no 'A worker in Go' section with Go code")
 	code, _, ok := strings.Cut(section, "```")
 	require.True(t, ok)
-	require.Equal(t, strings.TrimSpace(region), strings.TrimSpace(code), "README's worker differs from worker/example_test.go")
+	require.Equal(t, strings.Join(lines, "\n")+"\n", code, "README's worker differs from worker/example_test.go")
 }
 
 // TestOutputJSONCannotHoldFailsTheStepAtOnce: a handler output that

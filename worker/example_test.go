@@ -3,7 +3,6 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -14,57 +13,28 @@ import (
 	"github.com/jetflow/jetflow/worker"
 )
 
-// The README's "Writing a worker" is the code between the README markers,
-// word for word (TestReadmeShowsTheWorkerExample).
+// The README's "A worker in Go" is the code between the README markers,
+// word for word (TestReadmeShowsTheWorkerExample); docs/go-sdk.md has
+// more.
 
-// README begin
-func runWorker(ctx context.Context, nc *nats.Conn) error {
-	client, err := jetflow.New(nc) // or jetflow.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	w, err := worker.New(client, worker.Config{Concurrency: 16})
-	if err != nil {
-		return err
-	}
-	if err := w.Handle("charge-card", chargeCard); err != nil {
-		return err
-	}
-	return w.Run(ctx) // graceful drain when ctx ends
+// runWorker runs the README's worker on nc until ctx ends.
+func runWorker(ctx context.Context, nc *nats.Conn) {
+	// README begin
+	client, _ := jetflow.New(nc) // your *nats.Conn
+	w, _ := worker.New(client, worker.Config{Concurrency: 16})
+	w.Handle("charge-card", func(ctx context.Context, t *worker.Task) (any, error) {
+		var in struct {
+			Amount  int64
+			OrderID string `json:"orderId"`
+		}
+		if err := t.Bind(&in); err != nil { // encoding/json semantics
+			return nil, worker.Permanent(err) // do not retry
+		}
+		return map[string]any{"charged": in.Amount, "orderId": in.OrderID}, nil // steps.<step>.output.charged
+	})
+	_ = w.Run(ctx) // drains on ctx end
+	// README end
 }
-
-func chargeCard(ctx context.Context, t *worker.Task) (any, error) {
-	var in struct {
-		Amount  int64  // {"amount":1250}: untagged fields match in any case
-		OrderID string `json:"orderId"`
-	}
-	if err := t.Bind(&in); err != nil {
-		return nil, worker.Permanent(err) // do not retry
-	}
-	id, err := payments.Charge(ctx, in.OrderID, in.Amount, t.EffectKey) // same key on every attempt
-	if errors.Is(err, payments.ErrRateLimited) {
-		return nil, worker.RetryAfter(10*time.Second, err)
-	}
-	if err != nil {
-		return nil, err // retried under the step's retry policy
-	}
-	return struct {
-		Charged int64  `json:"charged"` // a later step reads steps.<step>.output.charged
-		Payment string `json:"paymentId"`
-	}{in.Amount, id}, nil
-}
-
-// README end
-
-// paymentService stands for the system a handler calls.
-type paymentService struct{ ErrRateLimited error }
-
-// Charge returns a payment id made of the order and the amount.
-func (paymentService) Charge(_ context.Context, order string, amount int64, idempotencyKey string) (string, error) {
-	return fmt.Sprintf("pay-%s-%d", order, amount), nil
-}
-
-var payments = paymentService{ErrRateLimited: errors.New("rate limited")}
 
 // orderWorkflow charges the card and makes the instance output from the
 // charge step's output fields, by their JSON names.
@@ -74,7 +44,7 @@ version: 1
 trigger: {subject: orders.created, key: orderId}
 steps:
   - {name: charge, kind: task, task: charge-card}
-output: '{"charged": steps.charge.output.charged, "payment": steps.charge.output.paymentId}'
+output: '{"charged": steps.charge.output.charged, "order": steps.charge.output.orderId}'
 `
 
 // A worker on your own NATS connection, against a real engine started by
@@ -93,8 +63,11 @@ func Example() {
 	}
 	defer nc.Close()
 	wctx, stop := context.WithCancel(ctx)
-	stopped := make(chan error, 1)
-	go func() { stopped <- runWorker(wctx, nc) }()
+	stopped := make(chan struct{})
+	go func() {
+		runWorker(wctx, nc)
+		close(stopped)
+	}()
 
 	id, err := engine.Client.Start(ctx, "order", "o-1", json.RawMessage(`{"amount":1250,"orderId":"o-1"}`))
 	if err != nil {
@@ -102,15 +75,13 @@ func Example() {
 	}
 	var out struct {
 		Charged int64
-		Payment string
+		Order   string
 	}
 	if _, err := engine.Client.Wait(ctx, id, &out); err != nil {
 		panic(err)
 	}
-	fmt.Println(out.Charged, out.Payment)
+	fmt.Println(out.Charged, out.Order)
 	stop()
-	fmt.Println("worker stopped:", <-stopped)
-	// Output:
-	// 1250 pay-o-1-1250
-	// worker stopped: <nil>
+	<-stopped
+	// Output: 1250 o-1
 }
