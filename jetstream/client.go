@@ -334,7 +334,10 @@ func New(nc *nats.Conn, cfg Config) (*Client, error) {
 func newClient(nc *nats.Conn, cfg Config, perms *violations, reconnects *atomic.Uint64) (*Client, error) {
 	if srvMax := nc.MaxPayload(); srvMax > 0 && int64(cfg.MaxPayload) > srvMax {
 		where := RedactURL(nc.ConnectedUrl())
-		if cfg.Server != nil || where == "" {
+		switch {
+		case cfg.Server != nil:
+			where = "embedded"
+		case where == "":
 			where = "in-process"
 		}
 		return nil, fmt.Errorf("%w: %d bytes is more than the NATS server (%s) accepts (max_payload %d bytes); lower --max-payload (JETFLOW_MAX_PAYLOAD) or raise the server's max_payload",
