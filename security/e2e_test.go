@@ -16,6 +16,7 @@ import (
 	"github.com/jetflow/jetflow/internal/jftest"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/security"
+	"github.com/jetflow/jetflow/tasktoken"
 	"github.com/jetflow/jetflow/worker"
 	"github.com/jetflow/jetflow/workflow"
 )
@@ -71,7 +72,11 @@ func TestRolesRunAWorkflow(t *testing.T) {
 
 	dc, dispatcherLog := s.connect(security.Dispatcher, jetstream.Config{})
 	require.NoError(t, dc.Provision(ctx), "a dispatcher binds what the admin provisioned")
-	d, err := dispatcher.New(dc, dispatcher.Config{StatsInterval: -1, RetryDelay: 200 * time.Millisecond, Logger: jftest.Logger(t)})
+	key, err := tasktoken.NewKey()
+	require.NoError(t, err)
+	tokens, err := tasktoken.Static(tasktoken.KeySet{Keys: []tasktoken.Key{key}})
+	require.NoError(t, err)
+	d, err := dispatcher.New(dc, dispatcher.Config{StatsInterval: -1, RetryDelay: 200 * time.Millisecond, Logger: jftest.Logger(t), TaskTokens: tokens})
 	require.NoError(t, err)
 	runInBackground(t, d.Run)
 
@@ -169,12 +174,16 @@ func TestRolesRunAWorkflow(t *testing.T) {
 		return err == nil && in.Status == workflow.StatusCompleted
 	}, "explicitly started %s did not finish", child)
 	require.NoError(t, oc.PublishEvent(ctx, workflow.Event{Kind: workflow.EventCancel, Instance: child, Reason: "late"}, "cancel/"+child))
+	// The worker role may publish results, but only with the task's token
+	// (task tokens): one it makes up is dead-lettered.
+	require.NoError(t, wc.PublishEvent(ctx, workflow.Event{Kind: workflow.EventResult, Instance: child, Step: "one", Attempt: 1, Token: "00000000.AAAAAAAAAAAAAAAAAAAAAA"}, "forged"))
 	var dls []jetstream.DeadLetter
 	jftest.Eventually(t, 30*time.Second, func() bool {
 		dls, err = oc.DeadLetters(ctx, 10)
-		return err == nil && len(dls) == 2
-	}, "want the bad trigger and the bad task dead-lettered, got %v (%v)", dls, err)
-	require.ElementsMatch(t, []string{"dispatcher", "worker"}, []string{dls[0].Component, dls[1].Component})
+		return err == nil && len(dls) == 3
+	}, "want the bad trigger, the bad task and the forged result dead-lettered, got %v (%v)", dls, err)
+	require.ElementsMatch(t, []string{"dispatcher", "worker", "dispatcher"}, []string{dls[0].Component, dls[1].Component, dls[2].Component})
+	require.True(t, slices.ContainsFunc(dls, func(dl jetstream.DeadLetter) bool { return strings.HasPrefix(dl.Reason, "forged result") }), "%v", dls)
 
 	for _, l := range []*roleLog{adminLog, dispatcherLog, producerLog, operatorLog} {
 		require.Empty(t, l.violations(), "%s was denied something it needs:\n%s", l.role, l)
