@@ -175,6 +175,7 @@ func securityInitCmd() *cobra.Command {
 		tlsHosts string
 		account  string
 		force    bool
+		srvDir   string
 	)
 	cmd := &cobra.Command{
 		Use:   "init --dir DIR",
@@ -188,7 +189,7 @@ func securityInitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := security.Init(security.InitConfig{Dir: dir, Account: account, Scope: sc, TLS: withTLS, TLSHosts: run.SplitList(tlsHosts), Force: force})
+			res, err := security.Init(security.InitConfig{Dir: dir, ServerDir: srvDir, Account: account, Scope: sc, TLS: withTLS, TLSHosts: run.SplitList(tlsHosts), Force: force})
 			if err != nil {
 				return err
 			}
@@ -227,6 +228,7 @@ Next:
 	cmd.Flags().BoolVar(&withTLS, "tls", false, "also write a CA, a server certificate and a client certificate per role, and require verified client certificates")
 	cmd.Flags().StringVar(&tlsHosts, "tls-hosts", "", "comma-separated host names and addresses of the server certificate (default localhost,127.0.0.1,::1)")
 	cmd.Flags().StringVar(&account, "account", "JETFLOW", "NATS account that holds jetflow")
+	cmd.Flags().StringVar(&srvDir, "server-dir", "", "where the NATS server finds these files, for the paths in nats-server.conf (e.g. where a container mounts --dir); default --dir")
 	cmd.Flags().BoolVar(&force, "force", false, "replace existing files (new keys: every process needs its new seed)")
 	return cmd
 }
