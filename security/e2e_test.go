@@ -183,7 +183,19 @@ func TestRolesRunAWorkflow(t *testing.T) {
 		return err == nil && len(dls) == 3
 	}, "want the bad trigger, the bad task and the forged result dead-lettered, got %v (%v)", dls, err)
 	require.ElementsMatch(t, []string{"dispatcher", "worker", "dispatcher"}, []string{dls[0].Component, dls[1].Component, dls[2].Component})
-	require.True(t, slices.ContainsFunc(dls, func(dl jetstream.DeadLetter) bool { return strings.HasPrefix(dl.Reason, "forged result") }), "%v", dls)
+	forged := slices.IndexFunc(dls, func(dl jetstream.DeadLetter) bool { return strings.HasPrefix(dl.Reason, "forged result") })
+	require.GreaterOrEqual(t, forged, 0, "%v", dls)
+	// Operators replay and remove dead letters (jetflow dlq replay,
+	// purge): the bad trigger goes back on orders.created (and is
+	// rejected again), once.
+	trigIdx := slices.IndexFunc(dls, func(dl jetstream.DeadLetter) bool {
+		return dl.Component == "dispatcher" && !strings.HasPrefix(dl.Reason, "forged result")
+	})
+	require.GreaterOrEqual(t, trigIdx, 0, "%v", dls)
+	trig := dls[trigIdx]
+	require.NoError(t, oc.ReplayDeadLetter(ctx, trig))
+	require.ErrorIs(t, oc.ReplayDeadLetter(ctx, trig), jetstream.ErrAlreadyReplayed)
+	require.NoError(t, oc.PurgeDeadLetter(ctx, trig.Seq))
 
 	for _, l := range []*roleLog{adminLog, dispatcherLog, producerLog, operatorLog} {
 		require.Empty(t, l.violations(), "%s was denied something it needs:\n%s", l.role, l)
