@@ -29,6 +29,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"os"
 	"strings"
 	"sync"
@@ -89,6 +90,55 @@ func NewKey() (Key, error) {
 // KeySet is the content of a key file.
 type KeySet struct {
 	Keys []Key
+	// prep caches what signing and checking need per key (ids, HMAC
+	// states); set by prepare, for the sets a Keyring holds.
+	prep []prepared
+}
+
+type prepared struct {
+	id   string
+	macs *sync.Pool // of hash.Hash: HMAC-SHA256 keyed with the secret
+}
+
+// prepare returns s with its per-key cache filled.
+func (s KeySet) prepare() KeySet {
+	s.prep = make([]prepared, len(s.Keys))
+	for i, k := range s.Keys {
+		secret := k.Secret
+		s.prep[i] = prepared{id: k.ID(), macs: &sync.Pool{New: func() any { return hmac.New(sha256.New, secret) }}}
+	}
+	return s
+}
+
+// id is the id of key i.
+func (s KeySet) id(i int) string {
+	if len(s.prep) == len(s.Keys) {
+		return s.prep[i].id
+	}
+	return s.Keys[i].ID()
+}
+
+// mac is the token's MAC of (instance, step, attempt) under key i.
+func (s KeySet) mac(i int, instance, step string, attempt int) []byte {
+	var h hash.Hash
+	if len(s.prep) == len(s.Keys) {
+		h = s.prep[i].macs.Get().(hash.Hash)
+		defer s.prep[i].macs.Put(h)
+		h.Reset()
+	} else {
+		h = hmac.New(sha256.New, s.Keys[i].Secret)
+	}
+	var buf [binary.MaxVarintLen64]byte
+	field := func(s string) {
+		h.Write(buf[:binary.PutUvarint(buf[:], uint64(len(s)))])
+		h.Write([]byte(s))
+	}
+	field(domain)
+	field(instance)
+	field(step)
+	h.Write(buf[:binary.PutVarint(buf[:], int64(attempt))])
+	var sum [sha256.Size]byte
+	return h.Sum(sum[:0])[:macSize]
 }
 
 // Validate reports a set that cannot sign: no keys, too many, a short
@@ -126,7 +176,7 @@ func (s KeySet) Validate() error {
 // not-before that has come, among the keys not retired; when none (a
 // file whose only open key starts later and whose others are retired),
 // the one with the earliest not-before among the open keys.
-func (s KeySet) signer(now time.Time) Key {
+func (s KeySet) signer(now time.Time) int {
 	best := -1
 	for i, k := range s.Keys {
 		if k.NotBefore.After(now) || (!k.NotAfter.IsZero() && !now.Before(k.NotAfter)) {
@@ -137,14 +187,14 @@ func (s KeySet) signer(now time.Time) Key {
 		}
 	}
 	if best >= 0 {
-		return s.Keys[best]
+		return best
 	}
 	for i, k := range s.Keys {
 		if k.NotAfter.IsZero() && (best < 0 || k.NotBefore.Before(s.Keys[best].NotBefore)) {
 			best = i
 		}
 	}
-	return s.Keys[best]
+	return best
 }
 
 // Marshal writes the set in the key file format that Parse reads:
@@ -244,26 +294,11 @@ func Rotate(s KeySet, now time.Time, lead, grace time.Duration) (KeySet, error) 
 	return out, out.Validate()
 }
 
-// mac is the token's MAC of (instance, step, attempt) under secret.
-func mac(secret []byte, instance, step string, attempt int) []byte {
-	h := hmac.New(sha256.New, secret)
-	var buf [binary.MaxVarintLen64]byte
-	field := func(s string) {
-		h.Write(buf[:binary.PutUvarint(buf[:], uint64(len(s)))])
-		h.Write([]byte(s))
-	}
-	field(domain)
-	field(instance)
-	field(step)
-	h.Write(buf[:binary.PutVarint(buf[:], int64(attempt))])
-	return h.Sum(nil)[:macSize]
-}
-
 // Sign returns the token of (instance, step, attempt) under the key set's
 // signing key at now: "<key id>.<MAC, base64url>".
 func (s KeySet) Sign(instance, step string, attempt int, now time.Time) string {
-	k := s.signer(now)
-	return k.ID() + "." + base64.RawURLEncoding.EncodeToString(mac(k.Secret, instance, step, attempt))
+	i := s.signer(now)
+	return s.id(i) + "." + base64.RawURLEncoding.EncodeToString(s.mac(i, instance, step, attempt))
 }
 
 // Verify checks that token is the token of (instance, step, attempt)
@@ -277,14 +312,14 @@ func (s KeySet) Verify(instance, step string, attempt int, token string, now tim
 	if !ok || err != nil || len(got) != macSize || len(id) != 2*idSize {
 		return fmt.Errorf("%w: malformed task token", ErrForged)
 	}
-	for _, k := range s.Keys {
-		if k.ID() != id {
+	for i, k := range s.Keys {
+		if s.id(i) != id {
 			continue
 		}
 		if !k.NotAfter.IsZero() && !now.Before(k.NotAfter) {
 			return fmt.Errorf("%w: task token signed with key %s, retired at %s", ErrForged, id, k.NotAfter.UTC().Format(time.RFC3339))
 		}
-		if !hmac.Equal(got, mac(k.Secret, instance, step, attempt)) {
+		if !hmac.Equal(got, s.mac(i, instance, step, attempt)) {
 			return fmt.Errorf("%w: the task token is not that of instance %s step %s attempt %d", ErrForged, instance, step, attempt)
 		}
 		return nil
@@ -328,6 +363,7 @@ func Load(path string) (*Keyring, error) {
 		return nil, err
 	}
 	k := &Keyring{path: path, stamp: fileStamp{st.ModTime(), st.Size()}}
+	s = s.prepare()
 	k.set.Store(&s)
 	return k, nil
 }
@@ -338,6 +374,7 @@ func Static(s KeySet) (*Keyring, error) {
 		return nil, err
 	}
 	k := &Keyring{}
+	s = s.prepare()
 	k.set.Store(&s)
 	return k, nil
 }
@@ -378,6 +415,7 @@ func (k *Keyring) keys(now time.Time) *KeySet {
 		s, err = readFile(k.path)
 	}
 	if err == nil {
+		s = s.prepare()
 		k.set.Store(&s)
 		k.stamp = fileStamp{st.ModTime(), st.Size()}
 	}

@@ -176,3 +176,28 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+func benchRing(b *testing.B) *tasktoken.Keyring {
+	r, err := tasktoken.Static(tasktoken.KeySet{Keys: []tasktoken.Key{{Secret: []byte(strings.Repeat("k", 32))}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return r
+}
+
+func BenchmarkSign(b *testing.B) {
+	s := benchRing(b)
+	for i := 0; i < b.N; i++ {
+		_ = s.Sign("order-0123456789abcdef", "charge", 1, t0)
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	s := benchRing(b)
+	tok := s.Sign("order-0123456789abcdef", "charge", 1, t0)
+	for i := 0; i < b.N; i++ {
+		if err := s.Verify("order-0123456789abcdef", "charge", 1, tok, t0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
