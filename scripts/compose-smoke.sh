@@ -220,8 +220,7 @@ wait_for 120 "jetflow provisioned (as admin)" provision
 log "starting dispatcher x$DISPATCHERS and worker x$WORKERS"
 timeout 120 "${DC[@]}" up -d --scale "dispatcher=$DISPATCHERS" --scale "worker=$WORKERS" >"$WORK/up.log" 2>&1 ||
   { cat "$WORK/up.log" >&2; fail "compose up (jetflow services) failed"; }
-# Two dispatchers provisioning a fresh cluster at once take up to ~1 min
-# (racing creates of one stream each wait out a 5 s API timeout, then retry).
+# Dispatchers and workers only bind what provision made (--no-provision).
 wait_for 150 "dispatchers and workers bound, all services running" ready "$DISPATCHERS" "$WORKERS"
 
 # --- denials ---------------------------------------------------------------------------
