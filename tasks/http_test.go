@@ -79,7 +79,7 @@ func fetch(t *testing.T, allow []string, urls ...string) []*workflow.Instance {
 	e := jftest.Start(t, jetstream.Config{})
 	e.Register(fetchDef)
 	e.Dispatcher(nil, dispatcher.Config{})
-	w, err := worker.New(e.Client, worker.Config{Logger: e.Log})
+	w, err := worker.New(jftest.App(e.Client), worker.Config{Logger: e.Log})
 	require.NoError(t, err)
 	require.NoError(t, tasks.RegisterWith(w, tasks.Options{HTTPAllow: allow}))
 	ctx, cancel := context.WithCancel(context.Background())

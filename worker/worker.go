@@ -12,6 +12,8 @@ import (
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/jetflow/jetflow"
+	"github.com/jetflow/jetflow/internal/link"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/workflow"
 )
@@ -47,7 +49,7 @@ func (t *Task) Input() (any, error) { return jetstream.DecodeValue(t.input) }
 // *big.Int; numbers in an `any` become float64 (bind into json.Number,
 // int64, uint64 or *big.Int to keep large integers exact, or into
 // json.RawMessage for the input's bytes). An input jetflow cannot decode
-// matches jetstream.ErrMalformed; a type mismatch is encoding/json's
+// matches jetflow.ErrMalformed; a type mismatch is encoding/json's
 // error.
 //
 // The handler's output is encoded as encoding/json.Marshal would
@@ -57,6 +59,16 @@ func (t *Task) Input() (any, error) { return jetstream.DecodeValue(t.input) }
 // channel) or that is nested deeper than workflow.MaxDepth, or larger
 // than the payload limit, fails the attempt permanently.
 func (t *Task) Bind(v any) error { return jetstream.DecodeInto(t.input, v) }
+
+func init() {
+	// jetflowtest.NewTask makes tasks the way the worker does.
+	link.Task = func(f link.TaskFields, input []byte) any {
+		return &Task{
+			Instance: f.Instance, Workflow: f.Workflow, Step: f.Step, Type: f.Type,
+			Attempt: f.Attempt, MaxAttempts: f.MaxAttempts, EffectKey: f.EffectKey, input: input,
+		}
+	}
+}
 
 // Config configures a worker.
 type Config struct {
@@ -147,7 +159,8 @@ func (c Config) Validate() error {
 // Worker runs handlers for the task types registered with Handle.
 type Worker struct {
 	cfg      Config
-	client   *jetstream.Client
+	app      *jetflow.Client
+	client   *jetstream.Client // app's adapter
 	log      zerolog.Logger
 	handlers map[string]Handler
 	sem      chan struct{}
@@ -157,9 +170,14 @@ type Worker struct {
 	fetching atomic.Bool
 }
 
-// New creates a worker on a client bound to jetflow's buckets.
-func New(client *jetstream.Client, cfg Config) (*Worker, error) {
-	cfg = cfg.WithDefaults(client.Config().WorkerAckWait)
+// New creates a worker on client. Run binds to jetflow's buckets, waiting
+// for a dispatcher to provision them.
+func New(client *jetflow.Client, cfg Config) (*Worker, error) {
+	if client == nil {
+		return nil, errors.New("worker: nil *jetflow.Client")
+	}
+	adapter := link.Adapter(client)
+	cfg = cfg.WithDefaults(adapter.Config().WorkerAckWait)
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("worker config: %w", err)
 	}
@@ -171,7 +189,8 @@ func New(client *jetstream.Client, cfg Config) (*Worker, error) {
 	return &Worker{
 		tracer:   tracer,
 		cfg:      cfg,
-		client:   client,
+		app:      client,
+		client:   adapter,
 		log:      cfg.Logger.With().Str("component", "worker").Logger(),
 		handlers: map[string]Handler{},
 		sem:      sem,
@@ -219,12 +238,41 @@ func (w *Worker) TaskTypes() []string {
 	return out
 }
 
-// Run pulls and runs tasks until ctx ends, then drains: it stops pulling,
+// bind binds the client to jetflow's buckets, waiting for a dispatcher to
+// provision them: soon after it when both start together (100 ms,
+// doubling up to 2 s), logged once a second has passed. It returns nil
+// when ctx ends first, and at once when the NATS user may not bind.
+func (w *Worker) bind(ctx context.Context) error {
+	for wait, waited := 100*time.Millisecond, time.Duration(0); ; wait = min(2*wait, 2*time.Second) {
+		err := link.Ready(ctx, w.app)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, jetstream.ErrPermissionDenied) {
+			return err
+		}
+		if waited >= time.Second {
+			w.log.Warn().Err(err).Msg("waiting for jetflow to be provisioned")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		waited += wait
+	}
+}
+
+// Run binds the client (waiting for jetflow to be provisioned), then
+// pulls and runs tasks until ctx ends, then drains: it stops pulling,
 // waits up to ShutdownTimeout for running handlers, then cancels them and
 // returns their tasks for redelivery.
 func (w *Worker) Run(ctx context.Context) error {
 	if len(w.handlers) == 0 {
 		return errors.New("worker has no handlers; register task types with Handle")
+	}
+	if err := w.bind(ctx); err != nil || ctx.Err() != nil {
+		return err
 	}
 	// Handlers run under hardCtx, which outlives ctx by ShutdownTimeout.
 	hardCtx, hardCancel := context.WithCancel(context.Background())
@@ -233,6 +281,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	errs := make(chan error, len(w.handlers))
 	for _, tt := range w.TaskTypes() {
 		tc, err := w.client.EnsureTaskConsumer(ctx, tt)
+		if err != nil && ctx.Err() != nil {
+			break // stopped while starting: drain what started
+		}
 		if err != nil {
 			return err
 		}
