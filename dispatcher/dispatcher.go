@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/tasktoken"
 	"github.com/jetflow/jetflow/workflow"
 )
 
@@ -82,6 +83,15 @@ type Config struct {
 	// sdktrace.WithIDGenerator(tracing.IDs{})). Default nil: no spans; a
 	// trigger's traceparent is still carried to the tasks.
 	Tracer trace.TracerProvider
+	// TaskTokens signs every task with a token bound to its instance,
+	// step and attempt, and accepts a result only with that token (the
+	// worker echoes it): a forged result is dead-lettered with reason
+	// "forged result". Every dispatcher of a deployment must use the same
+	// keys. Default nil: tasks carry no token and any result on an
+	// instance's result subject is accepted, so a NATS user allowed to
+	// publish results (the worker role) can complete any step of any
+	// instance.
+	TaskTokens *tasktoken.Keyring
 	// Clock returns the current time. Default time.Now.
 	Clock func() time.Time
 	// Logger. Default: discarded.
@@ -660,6 +670,14 @@ func (d *Dispatcher) onEvent(ctx context.Context, m jetstream.Delivery) {
 	if want := jetstream.EventSubject(ev.Instance); m.Subject() != want && m.Subject() != jetstream.EventKindSubject(ev.Instance, ev.Kind) {
 		d.reject(ctx, "event", m, reasonMisrouted, fmt.Sprintf("%s event for instance %s published on %s, expected %s or %s", ev.Kind, ev.Instance, m.Subject(), want, jetstream.EventKindSubject(ev.Instance, ev.Kind)))
 		return
+	}
+	if ev.Kind == workflow.EventResult && d.cfg.TaskTokens != nil {
+		if err := d.cfg.TaskTokens.Verify(ev.Instance, ev.Step, ev.Attempt, ev.Token, d.cfg.Clock()); err != nil {
+			// Changes nothing: only the worker that received the attempt
+			// holds its token.
+			d.reject(ctx, "event", m, reasonForged, err.Error())
+			return
+		}
 	}
 	if !d.enqueue(&item{ev: ev, msg: m, done: func(o outcome) { d.settle(ctx, "event", m, o) }}) {
 		_ = m.Nak(0)

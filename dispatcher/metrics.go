@@ -146,6 +146,7 @@ const (
 	reasonGaveUp          = "gave_up"           // failed transiently MaxDeliveries times
 	reasonTimerJunk       = "timer_junk"        // a message on a timer subject that is no jetflow timer
 	reasonUnknownTaskType = "unknown_task_type" // a task of a type no definition uses (the task guard)
+	reasonForged          = "forged_result"     // a result without a valid task token (Config.TaskTokens)
 )
 
 // Repair kinds: the kind label of jetflow_repairs_total.

@@ -708,9 +708,15 @@ func (s *shard) count(before *workflow.Instance, res *applied) {
 func (s *shard) publish(ctx context.Context, dec workflow.Decision) error {
 	c := s.d.client
 	if len(dec.Tasks) > 0 {
+		tokens := s.d.cfg.TaskTokens
+		now := s.d.cfg.Clock()
 		for i := range dec.Tasks {
-			if raw, ok := c.InlineData(dec.Tasks[i].InputRef); ok {
-				dec.Tasks[i].Input = raw
+			t := &dec.Tasks[i]
+			if raw, ok := c.InlineData(t.InputRef); ok {
+				t.Input = raw
+			}
+			if tokens != nil {
+				t.Token = tokens.Sign(t.Instance, t.Step, t.Attempt, now)
 			}
 		}
 		if err := c.PublishTasks(ctx, dec.Tasks); err != nil {

@@ -25,6 +25,7 @@ func Worker(ctx context.Context, args []string) error {
 	var (
 		noProvision = fs.Bool("no-provision", EnvBool("JETFLOW_NO_PROVISION", false), "never create or update task consumers, only bind the ones `jetflow provision` made; automatic when the NATS user may not create them (env JETFLOW_NO_PROVISION)")
 		taskTypes   = fs.String("task-types", Env("JETFLOW_TASK_TYPES", ""), "comma-separated built-in task types to run (echo, noop, sleep, fail, http); default all (env JETFLOW_TASK_TYPES)")
+		httpAllow   = fs.String("http-allow", Env("JETFLOW_HTTP_ALLOW", ""), "hosts the built-in http task may call, comma-separated: names, *.domain, IP addresses, CIDR prefixes, or * for any; loopback is always allowed, nothing else by default (a definition or an input could otherwise send data to any URL or reach internal addresses) (env JETFLOW_HTTP_ALLOW)")
 		concurrency = fs.Int("concurrency", EnvInt("JETFLOW_CONCURRENCY", 16), "handlers running at once (env JETFLOW_CONCURRENCY)")
 		shutdown    = fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful stop waits for running handlers")
 		ackWait     = fs.Duration("ack-wait", EnvDuration("JETFLOW_WORKER_ACK_WAIT", 10*time.Second), "how soon a task held by a worker that died is redelivered, counted from its last heartbeat (every fifth of this); use the same value on every worker (env JETFLOW_WORKER_ACK_WAIT)")
@@ -67,7 +68,7 @@ func Worker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := tasks.RegisterTypes(w, SplitList(*taskTypes)...); err != nil {
+	if err := tasks.RegisterWith(w, tasks.Options{HTTPAllow: SplitList(*httpAllow)}, SplitList(*taskTypes)...); err != nil {
 		return err
 	}
 	if err := metrics.Register(obs.ClientCollector(client), w.Collector()); err != nil {

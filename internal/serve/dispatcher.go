@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetflow/jetflow"
@@ -20,6 +21,7 @@ import (
 	"github.com/jetflow/jetflow/internal/run"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/tasks"
+	"github.com/jetflow/jetflow/tasktoken"
 	"github.com/jetflow/jetflow/worker"
 	"github.com/jetflow/jetflow/workflow"
 )
@@ -33,6 +35,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 	var (
 		noProvision  = fs.Bool("no-provision", run.EnvBool("JETFLOW_NO_PROVISION", false), "never create or update streams and consumers, only check they exist (what `jetflow provision` made); automatic when the NATS user may not provision (env JETFLOW_NO_PROVISION)")
 		serverConfig = fs.String("server-config", run.Env("JETFLOW_SERVER_CONFIG", ""), "embedded server: NATS server config file (accounts, users, TLS), e.g. from jetflow security init (env JETFLOW_SERVER_CONFIG)")
+		tokenKeys    = fs.String("task-token-key-file", run.Env("JETFLOW_TASK_TOKEN_KEY_FILE", ""), "sign tasks and accept only results that echo their token, with the keys in this file (jetflow security token-key); every dispatcher must read the same file; re-read when it changes; empty: off, any NATS user allowed to publish results can complete any step (env JETFLOW_TASK_TOKEN_KEY_FILE)")
 		insecure     = fs.Bool("insecure", run.EnvBool("JETFLOW_INSECURE", false), "embedded server: allow listening beyond loopback without authentication (env JETFLOW_INSECURE)")
 	)
 	var (
@@ -45,6 +48,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 		workerAck  = fs.Duration("worker-ack-wait", run.EnvDuration("JETFLOW_WORKER_ACK_WAIT", 10*time.Second), "with --worker: how soon a task held by a worker that died is redelivered, counted from its last heartbeat (every fifth of this); use the same value on every worker (env JETFLOW_WORKER_ACK_WAIT)")
 		reqTimeout = fs.Duration("request-timeout", 5*time.Second, "give up on a NATS request (a KV read or write, a publish's ack) unanswered this long, e.g. one sent to a stream leader that just died; its events are retried")
 		defsDir    = fs.String("definitions", run.Env("JETFLOW_DEFINITIONS", ""), "register every *.yaml, *.yml and *.json definition in this directory at start (env JETFLOW_DEFINITIONS)")
+		httpAllow  = fs.String("http-allow", run.Env("JETFLOW_HTTP_ALLOW", ""), "with --worker: hosts the built-in http task may call, comma-separated: names, *.domain, IP addresses, CIDR prefixes, or * for any; loopback is always allowed, nothing else by default (a definition or an input could otherwise send data to any URL or reach internal addresses) (env JETFLOW_HTTP_ALLOW)")
 		withWorker = fs.Bool("worker", run.EnvBool("JETFLOW_WORKER", false), "also run the built-in task types (echo, noop, sleep, fail, http) in this process (env JETFLOW_WORKER)")
 		logFormat  = fs.String("log-format", run.Env("JETFLOW_LOG_FORMAT", "json"), "json or console (env JETFLOW_LOG_FORMAT)")
 		logLevel   = fs.String("log-level", run.Env("JETFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env JETFLOW_LOG_LEVEL)")
@@ -104,6 +108,10 @@ func Dispatcher(ctx context.Context, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	tokens, err := loadTaskTokens(*tokenKeys, log)
+	if err != nil {
+		return err
+	}
 	c, err := conn.Resolve(jetstream.InboxPrefixDispatcher)
 	if err != nil {
 		return err
@@ -143,7 +151,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	d, err := dispatcher.New(client, dispatcher.Config{Name: *name, Tracer: tracer, Shards: *shards, RepairInterval: *repairInt, StaleTask: *staleTask, Logger: log})
+	d, err := dispatcher.New(client, dispatcher.Config{Name: *name, Tracer: tracer, TaskTokens: tokens, Shards: *shards, RepairInterval: *repairInt, StaleTask: *staleTask, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -158,7 +166,7 @@ func Dispatcher(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := tasks.Register(w); err != nil {
+		if err := tasks.RegisterWith(w, tasks.Options{HTTPAllow: run.SplitList(*httpAllow)}); err != nil {
 			return err
 		}
 		if err := metrics.Register(w.Collector()); err != nil {
@@ -207,4 +215,33 @@ func RegisterDir(ctx context.Context, client *jetstream.Client, dir string) erro
 		}
 	}
 	return nil
+}
+
+// loadTaskTokens reads the task token key file (nil when path is empty)
+// and logs which keys are in use, never the secrets.
+func loadTaskTokens(path string, log zerolog.Logger) (*tasktoken.Keyring, error) {
+	if path == "" {
+		log.Info().Msg("task tokens off (--task-token-key-file): results are accepted without a token")
+		return nil, nil
+	}
+	ring, err := tasktoken.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("--task-token-key-file (JETFLOW_TASK_TOKEN_KEY_FILE): %w", err)
+	}
+	ids := func() []string {
+		var ids []string
+		for _, k := range ring.Keys().Keys {
+			ids = append(ids, k.ID())
+		}
+		return ids
+	}
+	ring.OnReload = func(err error) {
+		if err != nil {
+			log.Error().Err(err).Str("file", path).Msg("task token key file changed but cannot be read; keeping the keys in use")
+			return
+		}
+		log.Info().Str("file", path).Strs("key_ids", ids()).Msg("task token keys reloaded")
+	}
+	log.Info().Str("file", path).Strs("key_ids", ids()).Msg("task tokens on")
+	return ring, nil
 }
