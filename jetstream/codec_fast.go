@@ -303,6 +303,7 @@ func encodeEvent(e *msgpack.Encoder, ev *workflow.Event) error {
 		w.intOmit("a", ev.Attempt)
 		w.strOmit("out", ev.OutputRef)
 		w.strOmit("err", ev.Error)
+		w.strOmit("tok", ev.Token)
 		w.boolOmit("perm", ev.Permanent)
 		w.int64Omit("ra", int64(ev.RetryAfter))
 		w.strOmit("w", ev.Worker)
@@ -336,6 +337,7 @@ func encodeTask(e *msgpack.Encoder, t *workflow.Task) error {
 		w.boolOmit("once", t.Once)
 		w.bytesOmit("inl", t.Input)
 		w.strOmit("tp", t.Trace)
+		w.strOmit("tok", t.Token)
 	}
 	return w.err
 }

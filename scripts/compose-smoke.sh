@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Compose smoke test: the whole fleet under a fan-out benchmark, with faults.
+# Compose smoke test: the whole secured fleet under a fan-out benchmark, with
+# faults, and the denials of its NATS permissions.
 #
 #   scripts/compose-smoke.sh                 # full run (builds images first)
 #   scripts/compose-smoke.sh --cluster-only  # only: build nats image, 3-node cluster up, check, down
 #
 # Steps:
-#  1. build images and bin/jetflow (scripts/build-images.sh);
-#  2. start nats1..3, wait for a 3-node JetStream meta cluster;
-#  3. start 2 dispatchers + 3 workers, wait until every one of them logs that
-#     it is running (dispatchers provision streams/buckets/consumers first);
-#  4. run on the host
+#  1. build images and bin/jetflow (scripts/build-images.sh), the fleet's
+#     secrets (scripts/fleet-secrets.sh: TLS, one NATS user per role, task
+#     token key) and the denial test (go test -c -tags compose ./security);
+#  2. start nats1..3, wait for a 3-node JetStream meta cluster; provision
+#     streams, buckets and consumers from the host as admin;
+#  3. start 2 dispatchers + 3 workers (each with its role's credentials and
+#     --no-provision), wait until every one of them logs that it is running;
+#     run the denial test against the cluster (TestFleetDenials: each role's
+#     forbidden operations are refused as permission violations; no client
+#     without a certificate of the CA connects);
+#  4. run on the host, as admin
 #       bin/jetflow bench fanout --nats-url <all three host ports> --n N --external
 #     and, once a share of the children has finished, find the NATS node that
 #     LEADS the instance bucket's stream (KV_jetflow_instances) and
@@ -48,7 +55,9 @@ WORKERS=3
 DISPATCHERS=2
 SCALED_WORKERS=5
 CLI=${JETFLOW_SMOKE_CLI:-$ROOT/bin/jetflow}
-HOST_URLS=nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224
+HOST_URLS=tls://127.0.0.1:4222,tls://127.0.0.1:4223,tls://127.0.0.1:4224
+SECRETS=$ROOT/deploy/secrets
+DENIALS=$ROOT/bin/fleet-denials.test
 PROBE=$ROOT/scripts/fleet-probe.py
 LEADER_STREAM=KV_jetflow_instances
 T_START=$SECONDS
@@ -178,6 +187,16 @@ if [ $cluster_only = 0 ] && [ ! -x "$CLI" ]; then
   (cd "$ROOT" && CGO_ENABLED=0 go build -o "$CLI" ./cmd/jetflow) || fail "go build ./cmd/jetflow failed"
 fi
 
+log "fleet secrets: scripts/fleet-secrets.sh"
+JETFLOW_CLI=$CLI "$ROOT/scripts/fleet-secrets.sh" || fail "scripts/fleet-secrets.sh failed"
+# The host's jetflow CLI connects as admin (bench, provision, dlq), with
+# replies on the operator's inbox so that dispatchers may answer its stats.
+export NATS_NKEY=$SECRETS/admin.nk NATS_CA=$SECRETS/ca.pem NATS_CERT=$SECRETS/admin.pem NATS_KEY=$SECRETS/admin-key.pem
+if [ $cluster_only = 0 ]; then
+  log "building the denial test: go test -c -tags compose ./security"
+  (cd "$ROOT" && go test -c -tags compose -o "$DENIALS" ./security) || fail "go test -c -tags compose ./security failed"
+fi
+
 # --- NATS cluster --------------------------------------------------------------
 log "starting nats1 nats2 nats3"
 timeout 120 "${DC[@]}" up -d nats1 nats2 nats3 >"$WORK/up.log" 2>&1 ||
@@ -189,20 +208,34 @@ if [ $cluster_only = 1 ]; then
   exit 0
 fi
 
+# --- provisioning, as admin ----------------------------------------------------------
+# A cluster that just formed answers some requests with timeouts: retry.
+provision() {
+  timeout 120 "$CLI" provision --nats-url "$HOST_URLS" --replicas 3 --worker-ack-wait 10s \
+    --task-types echo,noop,sleep,fail,http --connect-timeout 10s
+}
+wait_for 120 "jetflow provisioned (as admin)" provision
+
 # --- jetflow services ------------------------------------------------------------
 log "starting dispatcher x$DISPATCHERS and worker x$WORKERS"
 timeout 120 "${DC[@]}" up -d --scale "dispatcher=$DISPATCHERS" --scale "worker=$WORKERS" >"$WORK/up.log" 2>&1 ||
   { cat "$WORK/up.log" >&2; fail "compose up (jetflow services) failed"; }
-# Two dispatchers provisioning a fresh cluster at once take up to ~1 min
-# (racing creates of one stream each wait out a 5 s API timeout, then retry).
-wait_for 150 "dispatchers provisioned, all services running" ready "$DISPATCHERS" "$WORKERS"
+# Dispatchers and workers only bind what provision made (--no-provision).
+wait_for 150 "dispatchers and workers bound, all services running" ready "$DISPATCHERS" "$WORKERS"
+
+# --- denials ---------------------------------------------------------------------------
+log "denials: $DENIALS -test.run TestFleetDenials (each role's forbidden operations; mTLS)"
+JETFLOW_FLEET_SECRETS=$SECRETS JETFLOW_FLEET_URL=tls://127.0.0.1:4222 \
+  timeout 300 "$DENIALS" -test.run TestFleetDenials -test.count 1 -test.v >"$WORK/denials.out" 2>&1 ||
+  { tail -n 40 "$WORK/denials.out" >&2; fail "a role may do what it must not (TestFleetDenials)"; }
+log "denials: ok ($(grep -c -- '--- PASS' "$WORK/denials.out" || true) checks passed, list in the test output)"
 
 # --- benchmark with faults ---------------------------------------------------------
 log "bench: jetflow bench fanout --nats-url $HOST_URLS --n $N --external --timeout ${BENCH_TIMEOUT}s"
 : >"$WORK/bench.err"
 # The bench gives up after --timeout and still verifies and prints its JSON;
 # the outer timeout only guards against a hang.
-timeout --kill-after=10 $((BENCH_TIMEOUT + 120)) "$CLI" bench fanout \
+timeout --kill-after=10 $((BENCH_TIMEOUT + 120)) "$CLI" bench fanout --inbox-prefix _INBOX_jetflow_operator \
   --nats-url "$HOST_URLS" --n "$N" --external --timeout "${BENCH_TIMEOUT}s" >"$WORK/bench.out" 2>"$WORK/bench.err" &
 BENCH_PID=$!
 T_BENCH=$SECONDS
@@ -281,7 +314,7 @@ if [ "$SCALE_N" -gt 0 ]; then
     docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}} {{.Name}}' "$id"
   done >"$WORK/workers.txt"
   "$PROBE" conns jetflow-worker >"$WORK/conns0.json"
-  timeout 300 "$CLI" bench fanout --nats-url "$HOST_URLS" --n "$SCALE_N" --external \
+  timeout 300 "$CLI" bench fanout --inbox-prefix _INBOX_jetflow_operator --nats-url "$HOST_URLS" --n "$SCALE_N" --external \
     >"$WORK/scale.out" 2>"$WORK/scale.err" || { cat "$WORK/scale.err" >&2; fail "scale bench failed"; }
   "$PROBE" conns jetflow-worker >"$WORK/conns1.json"
   python3 - "$WORK/workers.txt" "$WORK/conns0.json" "$WORK/conns1.json" "$WORK/scale.out" "$SCALED_WORKERS" "$SCALE_N" <<'EOF' || exit 1

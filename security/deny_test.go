@@ -200,6 +200,14 @@ func TestForbiddenOperationsAreDenied(t *testing.T) {
 				requireRawDenied(t, errs, req.subject)
 			}
 		})
+		t.Run(string(r)+" sniffs jetflow traffic", func(t *testing.T) {
+			for _, subject := range []string{"jetflow.>", "$KV.jetflow_data.>", ">"} {
+				nc, errs := s.raw(r)
+				_, err := nc.SubscribeSync(subject)
+				require.NoError(t, err)
+				requireRawDenied(t, errs, subject)
+			}
+		})
 		t.Run(string(r)+" creates a consumer on the task stream", func(t *testing.T) {
 			nc, errs := s.raw(r)
 			subject := "$JS.API.CONSUMER.CREATE." + jetstream.StreamTasks + ".thief." + jetstream.TaskSubjects

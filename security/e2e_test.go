@@ -16,6 +16,7 @@ import (
 	"github.com/jetflow/jetflow/internal/jftest"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/security"
+	"github.com/jetflow/jetflow/tasktoken"
 	"github.com/jetflow/jetflow/worker"
 	"github.com/jetflow/jetflow/workflow"
 )
@@ -71,13 +72,17 @@ func TestRolesRunAWorkflow(t *testing.T) {
 
 	dc, dispatcherLog := s.connect(security.Dispatcher, jetstream.Config{})
 	require.NoError(t, dc.Provision(ctx), "a dispatcher binds what the admin provisioned")
-	d, err := dispatcher.New(dc, dispatcher.Config{StatsInterval: -1, RetryDelay: 200 * time.Millisecond, Logger: jftest.Logger(t)})
+	key, err := tasktoken.NewKey()
+	require.NoError(t, err)
+	tokens, err := tasktoken.Static(tasktoken.KeySet{Keys: []tasktoken.Key{key}})
+	require.NoError(t, err)
+	d, err := dispatcher.New(dc, dispatcher.Config{StatsInterval: -1, RetryDelay: 200 * time.Millisecond, Logger: jftest.Logger(t), TaskTokens: tokens})
 	require.NoError(t, err)
 	runInBackground(t, d.Run)
 
 	wc, workerLog := s.connect(security.Worker, jetstream.Config{})
 	require.NoError(t, wc.Bind(ctx))
-	w, err := worker.New(wc, worker.Config{Logger: jftest.Logger(t)})
+	w, err := worker.New(jftest.App(wc), worker.Config{Logger: jftest.Logger(t)})
 	require.NoError(t, err)
 	require.NoError(t, w.Handle("echo", echo))
 	runInBackground(t, w.Run)
@@ -169,19 +174,25 @@ func TestRolesRunAWorkflow(t *testing.T) {
 		return err == nil && in.Status == workflow.StatusCompleted
 	}, "explicitly started %s did not finish", child)
 	require.NoError(t, oc.PublishEvent(ctx, workflow.Event{Kind: workflow.EventCancel, Instance: child, Reason: "late"}, "cancel/"+child))
+	// The worker role may publish results, but only with the task's token
+	// (task tokens): one it makes up is dead-lettered.
+	require.NoError(t, wc.PublishEvent(ctx, workflow.Event{Kind: workflow.EventResult, Instance: child, Step: "one", Attempt: 1, Token: "00000000.AAAAAAAAAAAAAAAAAAAAAA"}, "forged"))
 	var dls []jetstream.DeadLetter
 	jftest.Eventually(t, 30*time.Second, func() bool {
 		dls, err = oc.DeadLetters(ctx, 10)
-		return err == nil && len(dls) == 2
-	}, "want the bad trigger and the bad task dead-lettered, got %v (%v)", dls, err)
-	require.ElementsMatch(t, []string{"dispatcher", "worker"}, []string{dls[0].Component, dls[1].Component})
+		return err == nil && len(dls) == 3
+	}, "want the bad trigger, the bad task and the forged result dead-lettered, got %v (%v)", dls, err)
+	require.ElementsMatch(t, []string{"dispatcher", "worker", "dispatcher"}, []string{dls[0].Component, dls[1].Component, dls[2].Component})
+	forged := slices.IndexFunc(dls, func(dl jetstream.DeadLetter) bool { return strings.HasPrefix(dl.Reason, "forged result") })
+	require.GreaterOrEqual(t, forged, 0, "%v", dls)
 	// Operators replay and remove dead letters (jetflow dlq replay,
 	// purge): the bad trigger goes back on orders.created (and is
 	// rejected again), once.
-	trig := dls[0]
-	if trig.Component != "dispatcher" {
-		trig = dls[1]
-	}
+	trigIdx := slices.IndexFunc(dls, func(dl jetstream.DeadLetter) bool {
+		return dl.Component == "dispatcher" && !strings.HasPrefix(dl.Reason, "forged result")
+	})
+	require.GreaterOrEqual(t, trigIdx, 0, "%v", dls)
+	trig := dls[trigIdx]
 	require.NoError(t, oc.ReplayDeadLetter(ctx, trig))
 	require.ErrorIs(t, oc.ReplayDeadLetter(ctx, trig), jetstream.ErrAlreadyReplayed)
 	require.NoError(t, oc.PurgeDeadLetter(ctx, trig.Seq))

@@ -18,6 +18,10 @@ import (
 type InitConfig struct {
 	// Dir receives the files. Required; created if missing.
 	Dir string
+	// ServerDir is where the server will find the files, for the paths
+	// written into the server config (a container that mounts Dir
+	// elsewhere). Default: Dir, absolute.
+	ServerDir string
 	// Account is the NATS account that holds jetflow. Default "JETFLOW".
 	Account string
 	// Scope limits the worker user to task types and gives the producer
@@ -110,6 +114,10 @@ func Init(cfg InitConfig) (*Result, error) {
 		return nil, fmt.Errorf("security init: %w", err)
 	}
 	res := &Result{Dir: dir, Users: map[Role]string{}}
+	serverDir := dir
+	if cfg.ServerDir != "" {
+		serverDir = cfg.ServerDir
+	}
 	w := writer{dir: dir, force: cfg.Force, res: res}
 	if !cfg.Force {
 		// Refuse before writing anything: a half-replaced set of keys
@@ -166,7 +174,7 @@ func Init(cfg InitConfig) (*Result, error) {
 # With nats-server: add listen and jetstream { store_dir } as needed.
 
 jetstream: enabled
-`, cfg.Account, filepath.Join(dir, ServerConfigFile))
+`, cfg.Account, filepath.Join(serverDir, ServerConfigFile))
 
 	if cfg.TLS {
 		if err := w.tls(cfg, users); err != nil {
@@ -180,7 +188,7 @@ tls {
   ca_file: %s
   verify: true
 }
-`, strconv.Quote(filepath.Join(dir, ServerCertFile)), strconv.Quote(filepath.Join(dir, ServerKeyFile)), strconv.Quote(filepath.Join(dir, CAFile)))
+`, strconv.Quote(filepath.Join(serverDir, ServerCertFile)), strconv.Quote(filepath.Join(serverDir, ServerKeyFile)), strconv.Quote(filepath.Join(serverDir, CAFile)))
 	}
 	fmt.Fprintf(&b, "\naccounts {\n  %s {\n    jetstream: enabled\n    users: [\n", cfg.Account)
 	for _, u := range users {

@@ -61,14 +61,16 @@ func NewCA(name string, now time.Time, validity time.Duration) (*CA, error) {
 }
 
 // ServerCert issues a server certificate for hosts (DNS names or IP
-// addresses), valid from notBefore until notAfter.
+// addresses), valid from notBefore until notAfter. It also authenticates
+// the server as a client, as a cluster route does when it connects to
+// another node with TLS verify on.
 func (ca *CA) ServerCert(name string, hosts []string, notBefore, notAfter time.Time) (*Certificate, error) {
 	if len(hosts) == 0 {
 		return nil, errors.New("a server certificate needs at least one host name or address")
 	}
 	tmpl := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: name, Organization: []string{"jetflow"}},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {

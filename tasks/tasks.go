@@ -8,34 +8,48 @@
 //	       input.permanent), then returns its input
 //	http   calls input.url with input.method (GET) and input.body;
 //	       returns {status, body}; 5xx and network errors are retried,
-//	       4xx fail permanently
+//	       4xx fail permanently. Only hosts on an allowlist
+//	       (Options.HTTPAllow; default: loopback only) are called.
 package tasks
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"time"
 
 	"github.com/jetflow/jetflow/worker"
 )
 
-// Register adds every built-in task type to w.
+// Options configures the built-in task types.
+type Options struct {
+	// HTTPAllow lists the hosts the http task may call (see NewHTTP).
+	// Default: none but loopback.
+	HTTPAllow []string
+}
+
+// Register adds every built-in task type to w, with default Options.
 func Register(w *worker.Worker) error { return RegisterTypes(w) }
 
 // RegisterTypes adds the named built-in task types to w (every one when
-// none is named), e.g. for a worker whose NATS user may handle only some.
+// none is named), with default Options.
 func RegisterTypes(w *worker.Worker, types ...string) error {
+	return RegisterWith(w, Options{}, types...)
+}
+
+// RegisterWith adds the named built-in task types to w (every one when
+// none is named), e.g. for a worker whose NATS user may handle only some.
+func RegisterWith(w *worker.Worker, o Options, types ...string) error {
+	httpTask, err := NewHTTP(o.HTTPAllow)
+	if err != nil {
+		return err
+	}
 	builtins := map[string]worker.Handler{
 		"echo":  Echo,
 		"noop":  Noop,
 		"sleep": Sleep,
 		"fail":  Fail,
-		"http":  HTTP,
+		"http":  httpTask,
 	}
 	if len(types) == 0 {
 		for name := range builtins {
@@ -121,47 +135,4 @@ func Fail(_ context.Context, t *worker.Task) (any, error) {
 		return nil, err
 	}
 	return in, nil
-}
-
-var httpClient = &http.Client{Timeout: 30 * time.Second}
-
-// HTTP performs an HTTP request.
-func HTTP(ctx context.Context, t *worker.Task) (any, error) {
-	_, m, err := field(t, "url")
-	if err != nil {
-		return nil, err
-	}
-	url, _ := m["url"].(string)
-	if url == "" {
-		return nil, worker.Permanent(errors.New("http task: input.url is required"))
-	}
-	method, _ := m["method"].(string)
-	if method == "" {
-		method = http.MethodGet
-	}
-	var body io.Reader
-	if b, ok := m["body"].(string); ok {
-		body = bytes.NewBufferString(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, body)
-	if err != nil {
-		return nil, worker.Permanent(fmt.Errorf("http task: %w", err))
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("http task: %w", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<10))
-	if err != nil {
-		return nil, fmt.Errorf("http task: read body: %w", err)
-	}
-	out := map[string]any{"status": int64(resp.StatusCode), "body": string(b)}
-	switch {
-	case resp.StatusCode >= 500:
-		return nil, fmt.Errorf("http task: %s returned %d", url, resp.StatusCode)
-	case resp.StatusCode >= 400:
-		return nil, worker.Permanent(fmt.Errorf("http task: %s returned %d", url, resp.StatusCode))
-	}
-	return out, nil
 }

@@ -54,6 +54,10 @@ type Event struct {
 	OutputRef string `msgpack:"out,omitempty"`
 	// Error is empty on success.
 	Error string `msgpack:"err,omitempty"`
+	// Token is the task token of the attempt (Task.Token), echoed by the
+	// worker; a dispatcher with task tokens configured accepts a result
+	// only with a valid one.
+	Token string `msgpack:"tok,omitempty"`
 	// Permanent failures are not retried.
 	Permanent bool `msgpack:"perm,omitempty"`
 	// RetryAfter overrides the retry policy's delay when positive.
@@ -162,6 +166,11 @@ type Task struct {
 	// Trace is the instance's Instance.Trace; the task message carries
 	// the traceparent of its step's span, derived from it.
 	Trace string `msgpack:"tp,omitempty"`
+	// Token binds the result to this (instance, step, attempt): set by a
+	// dispatcher with task tokens configured when it publishes the task
+	// (package tasktoken), echoed by the worker in Event.Token. Empty
+	// without task tokens.
+	Token string `msgpack:"tok,omitempty"`
 }
 
 // Timer asks for an EventTimer with ID to be delivered at At.

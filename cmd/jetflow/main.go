@@ -4,6 +4,7 @@
 package main
 
 import (
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -44,7 +45,7 @@ and the flag's name in upper case with dashes as underscores (--nats-url: JETFLO
 	root.AddCommand(
 		validateCmd(), registerCmd(g), definitionsCmd(g), publishCmd(g), startCmd(g),
 		instancesCmd(g), showCmd(g), waitCmd(g), cancelCmd(g), signalCmd(g), childrenCmd(g), statsCmd(g), dlqCmd(g), retryCmd(g), benchCmd(g),
-		workersCmd(g), dispatchersCmd(g), explainCmd(g), decodeCmd(),
+		workersCmd(g), dispatchersCmd(g), explainCmd(g), decodeCmd(), uiCmd(g),
 		provisionCmd(g), securityCmd(),
 	)
 	// The long-running commands have flags of their own, and none of the
@@ -52,4 +53,21 @@ and the flag's name in upper case with dashes as underscores (--nats-url: JETFLO
 	root.AddCommand(dispatchercmd.New(), workercmd.New(), servercmd.New())
 	root.DisableAutoGenTag = true
 	return cli.Setup(root)
+}
+
+// envDuration and envOr read the variables of `jetflow ui`, whose flags
+// (--listen, --read-only) are named for that command alone and so take
+// JETFLOW_UI_ variables rather than the JETFLOW_<FLAG> rule.
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }

@@ -3,15 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/jetflow/jetflow/security"
+	"github.com/jetflow/jetflow/tasktoken"
 )
 
 // runCLI runs the CLI with args and returns stdout and stderr.
@@ -90,4 +93,47 @@ func TestSecurityInitCommand(t *testing.T) {
 	require.ErrorContains(t, err, "--force")
 	_, _, err = runCLI(t, "security", "init", "--dir", dir, "--force")
 	require.NoError(t, err)
+}
+
+// TestSecurityTokenKeyCommand writes a private key file, refuses to
+// overwrite it, and rotates it: the new file holds the old key, retired
+// after lead + grace, and a new one; no secret is printed.
+func TestSecurityTokenKeyCommand(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "task-token.keys")
+	out, _, err := runCLI(t, "security", "token-key", "--file", file)
+	require.NoError(t, err)
+	st, err := os.Stat(file)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "the key file is private")
+	first, err := tasktoken.Load(file)
+	require.NoError(t, err)
+	require.Len(t, first.Keys().Keys, 1)
+	_, _, err = runCLI(t, "security", "token-key", "--file", file)
+	require.ErrorContains(t, err, "--rotate")
+
+	out2, _, err := runCLI(t, "security", "token-key", "--file", file, "--rotate", "--lead", "1m", "--grace", "2h")
+	require.NoError(t, err)
+	rotated, err := tasktoken.Load(file)
+	require.NoError(t, err)
+	keys := rotated.Keys().Keys
+	require.Len(t, keys, 2)
+	old := first.Keys().Keys[0]
+	require.Equal(t, old.Secret, keys[0].Secret)
+	require.Equal(t, 2*time.Hour, keys[0].NotAfter.Sub(keys[1].NotBefore), "the old key is accepted for the grace after the new one signs")
+	for _, k := range keys {
+		require.NotContains(t, out+out2, base64.RawURLEncoding.EncodeToString(k.Secret))
+		require.Contains(t, out2, k.ID())
+	}
+}
+
+// TestSecurityInitServerDir: --server-dir sets the paths the server
+// config names.
+func TestSecurityInitServerDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sec")
+	_, _, err := runCLI(t, "security", "init", "--dir", dir, "--trigger-subjects", "a.b", "--tls", "--server-dir", "/etc/nats/secrets")
+	require.NoError(t, err)
+	conf, err := os.ReadFile(filepath.Join(dir, security.ServerConfigFile))
+	require.NoError(t, err)
+	require.Contains(t, string(conf), `cert_file: "/etc/nats/secrets/server.pem"`)
+	require.NotContains(t, string(conf), dir)
 }

@@ -13,8 +13,10 @@ import (
 
 	"github.com/jetflow/jetflow/internal/cli"
 	"github.com/jetflow/jetflow/internal/run"
+	"github.com/jetflow/jetflow/internal/serve"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/security"
+	"github.com/jetflow/jetflow/tasktoken"
 	"github.com/jetflow/jetflow/workflow"
 )
 
@@ -54,7 +56,7 @@ definitions with new trigger subjects or task types.`,
 				jetstream.StreamTriggers, jetstream.StreamEvents, jetstream.StreamTasks, jetstream.StreamDLQ,
 				jetstream.BucketDefinitions, jetstream.BucketInstances, jetstream.BucketData, jetstream.BucketEffects)
 			if defsDir != "" {
-				if err := run.RegisterDir(ctx, c, defsDir); err != nil {
+				if err := serve.RegisterDir(ctx, c, defsDir); err != nil {
 					return err
 				}
 			}
@@ -114,7 +116,7 @@ func securityCmd() *cobra.Command {
 task types), producer (publishes on trigger subjects only) and operator (the
 CLI's reads, plus start, cancel and signal). See docs/security.md.`,
 	}
-	cmd.AddCommand(securityInitCmd(), securityPermissionsCmd())
+	cmd.AddCommand(securityInitCmd(), securityPermissionsCmd(), securityTokenKeyCmd())
 	return cmd
 }
 
@@ -177,6 +179,7 @@ func securityInitCmd() *cobra.Command {
 		tlsHosts string
 		account  string
 		force    bool
+		srvDir   string
 	)
 	cmd := &cobra.Command{
 		Use:   "init --dir DIR",
@@ -190,7 +193,7 @@ func securityInitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := security.Init(security.InitConfig{Dir: dir, Account: account, Scope: sc, TLS: withTLS, TLSHosts: run.SplitList(tlsHosts), Force: force})
+			res, err := security.Init(security.InitConfig{Dir: dir, ServerDir: srvDir, Account: account, Scope: sc, TLS: withTLS, TLSHosts: run.SplitList(tlsHosts), Force: force})
 			if err != nil {
 				return err
 			}
@@ -229,6 +232,7 @@ Next:
 	cmd.Flags().BoolVar(&withTLS, "tls", false, "also write a CA, a server certificate and a client certificate per role, and require verified client certificates")
 	cmd.Flags().StringVar(&tlsHosts, "tls-hosts", "", "comma-separated host names and addresses of the server certificate (default localhost,127.0.0.1,::1)")
 	cmd.Flags().StringVar(&account, "account", "JETFLOW", "NATS account that holds jetflow")
+	cmd.Flags().StringVar(&srvDir, "server-dir", "", "where the NATS server finds these files, for the paths in nats-server.conf (e.g. where a container mounts --dir); default --dir")
 	cmd.Flags().BoolVar(&force, "force", false, "replace existing files (new keys: every process needs its new seed)")
 	return cmd
 }
@@ -292,5 +296,86 @@ lists them. Clients of the role must take replies under its inbox prefix
 	cmd.Flags().StringVar(&format, "format", "conf", "conf, nsc or json")
 	cmd.Flags().StringVar(&account, "account", "JETFLOW", "account name (nsc)")
 	cmd.Flags().StringVar(&user, "nsc-user", "", "user name (nsc; default jetflow-ROLE)")
+	return cmd
+}
+
+func securityTokenKeyCmd() *cobra.Command {
+	var (
+		file        string
+		rotate      bool
+		lead, grace time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "token-key --file FILE",
+		Short: "Write (or rotate) the task token key file the dispatchers share",
+		Long: `Writes a key file for --task-token-key-file (JETFLOW_TASK_TOKEN_KEY_FILE):
+dispatchers sign every task with it and accept only results that echo the
+task's token. Every dispatcher must read the same file.
+
+--rotate adds a new key to an existing file: it is accepted at once, signs
+tasks from --lead on (time for every dispatcher to read the new file; they
+re-read it when it changes), and the old key is refused --grace after that
+(give it longer than a task can wait in the queue and run). Copy the file
+to every dispatcher within the lead. See docs/security.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("--file is required")
+			}
+			var set tasktoken.KeySet
+			if rotate {
+				ring, err := tasktoken.Load(file)
+				if err != nil {
+					return err
+				}
+				if set, err = tasktoken.Rotate(ring.Keys(), time.Now(), lead, grace); err != nil {
+					return err
+				}
+			} else {
+				if _, err := os.Stat(file); err == nil {
+					return fmt.Errorf("%s exists; use --rotate to add a key to it", file)
+				}
+				k, err := tasktoken.NewKey()
+				if err != nil {
+					return err
+				}
+				set = tasktoken.KeySet{Keys: []tasktoken.Key{k}}
+			}
+			// Write a new file and rename it over the old one, so that a
+			// dispatcher never reads half of it.
+			tmp, err := os.CreateTemp(filepath.Dir(file), ".task-token-*")
+			if err != nil {
+				return err
+			}
+			defer os.Remove(tmp.Name())
+			if _, err := tmp.Write(set.Marshal()); err != nil {
+				tmp.Close()
+				return err
+			}
+			if err := tmp.Close(); err != nil {
+				return err
+			}
+			if err := os.Rename(tmp.Name(), file); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "wrote %s (mode 0600)\n", file)
+			for _, k := range set.Keys {
+				fmt.Fprintf(out, "  key %s", k.ID())
+				if !k.NotBefore.IsZero() {
+					fmt.Fprintf(out, " signs from %s", k.NotBefore.Format(time.RFC3339))
+				}
+				if !k.NotAfter.IsZero() {
+					fmt.Fprintf(out, " refused from %s", k.NotAfter.Format(time.RFC3339))
+				}
+				fmt.Fprintln(out)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&file, "file", "", "key file to write")
+	cmd.Flags().BoolVar(&rotate, "rotate", false, "add a new key to the existing file and retire its current key")
+	cmd.Flags().DurationVar(&lead, "lead", 5*time.Minute, "with --rotate: the new key signs tasks from this long after now")
+	cmd.Flags().DurationVar(&grace, "grace", 24*time.Hour, "with --rotate: the old key's tokens are accepted this long after the lead")
 	return cmd
 }

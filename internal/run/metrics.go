@@ -22,7 +22,7 @@ func NameFlag(fs *pflag.FlagSet, what string) *string {
 	return fs.String("name", "", "this "+what+"'s name in the list of jetflow "+what+"s; default <host>-<pid>")
 }
 
-// Exposure is a process's metrics listener; a nil exposure (no
+// Exposure is a process's metrics listener; a nil Exposure (no
 // --metrics-listen) does nothing.
 type Exposure struct {
 	reg   *prometheus.Registry
@@ -30,7 +30,7 @@ type Exposure struct {
 }
 
 // StartMetrics serves /metrics, /healthz and /readyz on addr until ctx
-// ends; /readyz answers 503 until SetReady. Empty addr: nil, off.
+// ends; /readyz answers 503 until setReady. Empty addr: nil, off.
 func StartMetrics(ctx context.Context, addr string, log zerolog.Logger) (*Exposure, error) {
 	if addr == "" {
 		return nil, nil
@@ -60,6 +60,9 @@ func (e *Exposure) SetReady(checks ...func() error) {
 	}
 }
 
+// traceFlushTimeout bounds the flush of buffered spans at exit.
+const traceFlushTimeout = 5 * time.Second
+
 // StartTracing sets up OTLP tracing from the OTEL_* variables (nil
 // provider: off). stop flushes what is buffered.
 func StartTracing(ctx context.Context, service string, log zerolog.Logger) (trace.TracerProvider, func(), error) {
@@ -71,7 +74,8 @@ func StartTracing(ctx context.Context, service string, log zerolog.Logger) (trac
 		log.Info().Msg("exporting traces over OTLP (OTEL_EXPORTER_OTLP_*)")
 	}
 	return tp, func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// At exit ctx has ended: keep its values, not its cancellation.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), traceFlushTimeout)
 		defer cancel()
 		if err := shutdown(sctx); err != nil {
 			log.Warn().Err(err).Msg("flushing traces failed")

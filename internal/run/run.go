@@ -1,11 +1,12 @@
 // Package run holds what the commands share: connection flags, logger
 // setup, metrics and tracing, sizes and lists; the embedded server is
-// servercmd's.
+// package serve's.
 package run
 
 import (
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +15,44 @@ import (
 
 	"github.com/jetflow/jetflow/jetstream"
 )
+
+// Env returns the environment variable or def.
+func Env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// EnvInt returns the environment variable as an int, or def.
+func EnvInt(name string, def int) int {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+	}
+	return def
+}
+
+// EnvBool returns the environment variable as a bool, or def.
+func EnvBool(name string, def bool) bool {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		if b, err := strconv.ParseBool(v); err == nil {
+			return b
+		}
+	}
+	return def
+}
+
+// EnvDuration returns the environment variable as a duration, or def.
+func EnvDuration(name string, def time.Duration) time.Duration {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return def
+}
 
 // ParseSize reads a size in bytes: a plain number, or one with a KiB,
 // MiB or GiB suffix ("1MiB", "512KiB").
@@ -53,14 +92,22 @@ func Logger(w io.Writer, format, level, component string) (zerolog.Logger, error
 
 // Conn describes how to reach NATS.
 type Conn struct {
-	URL      string // empty: embedded server (the dispatcher's)
-	Replicas int
+	URL        string // empty: embedded server
+	StoreDir   string // embedded: JetStream store directory
+	Listen     string // embedded: host:port to listen on, "" for in-process only
+	SyncAlways bool   // embedded: fsync every write
+	Replicas   int
 	// Auth and InboxPrefix: credentials, TLS and reply subjects (also of
 	// the in-process connection to an embedded server with users).
 	Auth        jetstream.Auth
 	InboxPrefix string
 	// Context is the natscli context the settings came from ("" for none).
 	Context string
+	// ServerConfig is a NATS server config file for the embedded server.
+	ServerConfig string
+	// Insecure lets the embedded server listen beyond loopback without
+	// authentication.
+	Insecure bool
 }
 
 // LogConnected logs where and how a process connected, without secrets.

@@ -2,6 +2,8 @@ package dispatchercmd
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -9,6 +11,7 @@ import (
 
 	"github.com/jetflow/jetflow/internal/jftest"
 	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/tasktoken"
 )
 
 // TestMaxPayloadIsValidatedAtStart: --max-payload and JETFLOW_MAX_PAYLOAD
@@ -65,4 +68,18 @@ func TestMaxPayloadIsValidatedAtStart(t *testing.T) {
 	err := Run(sctx, []string{"--store-dir", t.TempDir(), "--listen", "", "--log-level", "error", "--max-payload", "9MiB"})
 	require.ErrorIs(t, err, jetstream.ErrMaxPayload)
 	require.ErrorContains(t, err, "(embedded) accepts (max_payload 8388608 bytes)")
+}
+
+// TestTaskTokenKeyFileIsCheckedAtStart: a missing or broken task token
+// key file stops the dispatcher before it connects, naming the flag.
+func TestTaskTokenKeyFileIsCheckedAtStart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	broken := filepath.Join(dir, "broken.keys")
+	require.NoError(t, os.WriteFile(broken, []byte("key tooshort\n"), 0o600))
+	for _, path := range []string{filepath.Join(dir, "missing.keys"), broken} {
+		err := Run(context.Background(), []string{"--nats-url", "nats://127.0.0.1:1", "--log-level", "error", "--task-token-key-file", path})
+		require.ErrorContains(t, err, "--task-token-key-file")
+		require.ErrorIs(t, err, tasktoken.ErrKeyFile)
+	}
 }

@@ -9,10 +9,11 @@ import (
 	"os"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/jetflow/jetflow"
 	"github.com/jetflow/jetflow/internal/cli"
+	"github.com/jetflow/jetflow/internal/link"
 	"github.com/jetflow/jetflow/internal/obs"
 	"github.com/jetflow/jetflow/internal/run"
 	"github.com/jetflow/jetflow/jetstream"
@@ -25,6 +26,7 @@ type options struct {
 	conn        run.ConnFlags
 	noProvision bool
 	taskTypes   string
+	httpAllow   string
 	concurrency int
 	shutdown    time.Duration
 	ackWait     time.Duration
@@ -54,6 +56,7 @@ JETFLOW_TASK_TYPES). A flag on the command line wins over its variable.`,
 	o.conn.Register(fs, run.ConnOptions{DefaultURL: "nats://127.0.0.1:4222", URLHelp: "default nats://127.0.0.1:4222 or the NATS context's", UseSelected: true})
 	fs.BoolVar(&o.noProvision, "no-provision", false, "never create or update task consumers, only bind the ones jetflow provision made; automatic when the NATS user may not create them")
 	fs.StringVar(&o.taskTypes, "task-types", "", "comma-separated built-in task types to run (echo, noop, sleep, fail, http); default all")
+	fs.StringVar(&o.httpAllow, "http-allow", "", "hosts the built-in http task may call, comma-separated: names, *.domain, IP addresses, CIDR prefixes, or * for any; loopback is always allowed, nothing else by default (a definition or an input could otherwise send data to any URL or reach internal addresses)")
 	fs.IntVar(&o.concurrency, "concurrency", 16, "handlers running at once")
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 30*time.Second, "how long a graceful stop waits for running handlers")
 	fs.DurationVar(&o.ackWait, "worker-ack-wait", 10*time.Second, "how soon a task held by a worker that died is redelivered, counted from its last heartbeat (every fifth of this); use the same value on every worker and on a dispatcher --worker")
@@ -101,14 +104,12 @@ func (o *options) run(ctx context.Context) error {
 	}
 	defer client.Close()
 	run.LogConnected(log, c)
-	if err := waitBound(ctx, client, log); err != nil || ctx.Err() != nil {
-		return err // nil when stopped while waiting
-	}
-	w, err := worker.New(client, worker.Config{Name: *o.name, Tracer: tracer, Concurrency: o.concurrency, ShutdownTimeout: o.shutdown, Logger: log})
+	// Run waits for a dispatcher to provision jetflow on this server.
+	w, err := worker.New(link.Client(client).(*jetflow.Client), worker.Config{Name: *o.name, Tracer: tracer, Concurrency: o.concurrency, ShutdownTimeout: o.shutdown, Logger: log})
 	if err != nil {
 		return err
 	}
-	if err := tasks.RegisterTypes(w, run.SplitList(o.taskTypes)...); err != nil {
+	if err := tasks.RegisterWith(w, tasks.Options{HTTPAllow: run.SplitList(o.httpAllow)}, run.SplitList(o.taskTypes)...); err != nil {
 		return err
 	}
 	if err := metrics.Register(obs.ClientCollector(client), w.Collector()); err != nil {
@@ -121,29 +122,4 @@ func (o *options) run(ctx context.Context) error {
 		return err
 	}
 	return nil
-}
-
-// waitBound waits for a dispatcher to provision jetflow on this server:
-// soon after it, when both start together (100 ms, doubling up to 2 s),
-// and logged once a second has passed. It returns nil when ctx ends
-// first.
-func waitBound(ctx context.Context, client *jetstream.Client, log zerolog.Logger) error {
-	for wait, waited := 100*time.Millisecond, time.Duration(0); ; wait = min(2*wait, 2*time.Second) {
-		err := client.Bind(ctx)
-		if err == nil {
-			return nil
-		}
-		if errors.Is(err, jetstream.ErrPermissionDenied) {
-			return err
-		}
-		if waited >= time.Second {
-			log.Warn().Err(err).Msg("waiting for jetflow to be provisioned")
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-		waited += wait
-	}
 }

@@ -1,4 +1,4 @@
-package run
+package serve
 
 import (
 	"fmt"
@@ -9,9 +9,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// ServePprof serves the runtime profiles on addr until the process exits
+// servePprof serves the runtime profiles on addr until the process exits
 // (go tool pprof http://ADDR/debug/pprof/heap).
-func ServePprof(addr string, log zerolog.Logger) error {
+func servePprof(addr string, log zerolog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("pprof listener: %w", err)

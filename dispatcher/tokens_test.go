@@ -1,0 +1,243 @@
+package dispatcher_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/internal/jftest"
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/tasktoken"
+	"github.com/jetflow/jetflow/worker"
+	"github.com/jetflow/jetflow/workflow"
+)
+
+const heldDef = `
+name: held
+version: 1
+steps:
+  - {name: a, kind: task, task: hold}
+`
+
+// fakeClock is the dispatcher's clock in the token tests.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(time.Now().UnixNano())
+	return c
+}
+func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// holder is a task handler that returns its instance's id once released.
+type holder struct {
+	mu      sync.Mutex
+	release map[string]chan struct{}
+	started sync.Map // instance id -> true
+}
+
+func (h *holder) gate(id string) chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.release == nil {
+		h.release = map[string]chan struct{}{}
+	}
+	if h.release[id] == nil {
+		h.release[id] = make(chan struct{})
+	}
+	return h.release[id]
+}
+
+func (h *holder) handle(ctx context.Context, t *worker.Task) (any, error) {
+	h.started.Store(t.Instance, true)
+	select {
+	case <-h.gate(t.Instance):
+		return "ran " + t.Instance, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (h *holder) waitStarted(t *testing.T, id string) {
+	t.Helper()
+	jftest.Eventually(t, 20*time.Second, func() bool { _, ok := h.started.Load(id); return ok }, "task of %s never reached the worker", id)
+}
+
+// deadLettersByReason reads jetflow_dead_letters_total{reason}.
+func deadLettersByReason(t *testing.T, d *dispatcher.Dispatcher, reason string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(d.Collector())
+	fams, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range fams {
+		if f.GetName() != "jetflow_dead_letters_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+func forgedDeadLetters(t *testing.T, c *jetstream.Client, want int) []jetstream.DeadLetter {
+	t.Helper()
+	var forged []jetstream.DeadLetter
+	jftest.Eventually(t, 20*time.Second, func() bool {
+		dls, err := c.DeadLetters(context.Background(), 100)
+		if err != nil {
+			return false
+		}
+		forged = forged[:0]
+		for _, dl := range dls {
+			if strings.HasPrefix(dl.Reason, "forged result") {
+				forged = append(forged, dl)
+			}
+		}
+		return len(forged) >= want
+	}, "want %d dead letters with reason 'forged result'", want)
+	return forged
+}
+
+func keyFile(t *testing.T, s tasktoken.KeySet) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "task-token.keys")
+	require.NoError(t, os.WriteFile(path, s.Marshal(), 0o600))
+	return path
+}
+
+// TestForgedResultsChangeNothing: with task tokens, a result for the
+// right instance, step and attempt but without the task's token (none, a
+// token of another key, the token of another attempt or instance)
+// changes nothing and is dead-lettered as "forged result" and counted;
+// the worker's real result, which echoes the token, completes the step.
+func TestForgedResultsChangeNothing(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(heldDef)
+	k, err := tasktoken.NewKey()
+	require.NoError(t, err)
+	keys := tasktoken.KeySet{Keys: []tasktoken.Key{k}}
+	ring, err := tasktoken.Load(keyFile(t, keys))
+	require.NoError(t, err)
+	d, _ := e.Dispatcher(nil, dispatcher.Config{TaskTokens: ring, RepairInterval: -1})
+	h := &holder{}
+	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"hold": h.handle})
+	ctx := context.Background()
+
+	id := start(t, e.Client, "held", "victim")
+	h.waitStarted(t, id)
+	other, err := tasktoken.NewKey()
+	require.NoError(t, err)
+	now := time.Now()
+	forgeries := map[string]string{
+		"none":          "",
+		"garbage":       "not-a-token",
+		"other key":     tasktoken.KeySet{Keys: []tasktoken.Key{other}}.Sign(id, "a", 1, now),
+		"other attempt": keys.Sign(id, "a", 2, now),
+		"other step":    keys.Sign(id, "b", 1, now),
+	}
+	for name, tok := range forgeries {
+		require.NoError(t, e.Client.PublishEvent(ctx, workflow.Event{
+			Kind: workflow.EventResult, Instance: id, Step: "a", Attempt: 1, Token: tok,
+		}, "forged-"+name), name)
+	}
+	forged := forgedDeadLetters(t, e.Client, len(forgeries))
+	require.Len(t, forged, len(forgeries))
+	for _, dl := range forged {
+		require.Equal(t, "dispatcher", dl.Component)
+	}
+	require.Equal(t, float64(len(forgeries)), deadLettersByReason(t, d, "forged_result"))
+	inst := e.Instance(id)
+	require.Equal(t, workflow.StatusRunning, inst.Status, "a forged result completed the step")
+	require.Equal(t, 1, inst.Steps["a"].Attempt)
+	require.Zero(t, d.Stats().StaleEvents, "forged results never reach the state machine")
+
+	close(h.gate(id))
+	inst = e.WaitTerminal(id, 20*time.Second)
+	require.Equal(t, workflow.StatusCompleted, inst.Status)
+	out, err := e.Client.LoadData(ctx, inst.OutputRef)
+	require.NoError(t, err)
+	require.Equal(t, "ran "+id, out)
+	require.Equal(t, float64(len(forgeries)), deadLettersByReason(t, d, "forged_result"), "the real result is not dead-lettered")
+}
+
+// TestTokenKeyRotation: after the key file is rotated (read again by the
+// running dispatcher), a task signed with the previous key is accepted
+// during the grace period and refused as forged after it, while new tasks
+// are signed with the new key. The dispatcher's clock is injected.
+func TestTokenKeyRotation(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(heldDef)
+	k1, err := tasktoken.NewKey()
+	require.NoError(t, err)
+	path := keyFile(t, tasktoken.KeySet{Keys: []tasktoken.Key{k1}})
+	ring, err := tasktoken.Load(path)
+	require.NoError(t, err)
+	clock := newFakeClock()
+	d, _ := e.Dispatcher(nil, dispatcher.Config{TaskTokens: ring, RepairInterval: -1, Clock: clock.Now})
+	h := &holder{}
+	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"hold": h.handle})
+
+	inGrace := start(t, e.Client, "held", "in-grace")
+	late := start(t, e.Client, "held", "late")
+	h.waitStarted(t, inGrace)
+	h.waitStarted(t, late) // both tasks signed with k1
+
+	rotated, err := tasktoken.Rotate(ring.Keys(), clock.Now(), time.Minute, time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, rotated.Marshal(), 0o600))
+	clock.Advance(2 * time.Minute) // past the lead: the new key signs
+
+	close(h.gate(inGrace))
+	require.Equal(t, workflow.StatusCompleted, e.WaitTerminal(inGrace, 20*time.Second).Status, "previous key refused within the grace period")
+	require.Len(t, ring.Keys().Keys, 2, "the dispatcher read the rotated file")
+
+	clock.Advance(time.Hour) // past lead + grace: k1 is retired
+	close(h.gate(late))
+	forged := forgedDeadLetters(t, e.Client, 1)
+	require.Contains(t, forged[0].Reason, "retired")
+	inst := e.Instance(late)
+	require.Equal(t, workflow.StatusRunning, inst.Status, "a result signed with a retired key completed the step")
+
+	// New tasks carry the new key's token: they complete.
+	fresh := start(t, e.Client, "held", "fresh")
+	h.waitStarted(t, fresh)
+	close(h.gate(fresh))
+	require.Equal(t, workflow.StatusCompleted, e.WaitTerminal(fresh, 20*time.Second).Status)
+	require.Equal(t, float64(1), deadLettersByReason(t, d, "forged_result"))
+}
+
+// TestWithoutTaskTokensAnyResultIsAccepted documents the default: without
+// keys, a result with no token completes the step.
+func TestWithoutTaskTokensAnyResultIsAccepted(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(heldDef)
+	e.Dispatcher(nil, dispatcher.Config{RepairInterval: -1})
+	h := &holder{}
+	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"hold": h.handle})
+	id := start(t, e.Client, "held", "open")
+	h.waitStarted(t, id)
+	require.NoError(t, e.Client.PublishEvent(context.Background(), workflow.Event{
+		Kind: workflow.EventResult, Instance: id, Step: "a", Attempt: 1,
+	}, "unsigned"))
+	require.Equal(t, workflow.StatusCompleted, e.WaitTerminal(id, 20*time.Second).Status)
+	close(h.gate(id))
+}

@@ -1,0 +1,236 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/jetflow/jetflow"
+	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/internal/link"
+	"github.com/jetflow/jetflow/internal/obs"
+	"github.com/jetflow/jetflow/internal/run"
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/tasks"
+	"github.com/jetflow/jetflow/tasktoken"
+	"github.com/jetflow/jetflow/worker"
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// DispatcherOptions configure a dispatcher process (the flags of the
+// dispatcher command, internal/cli/dispatchercmd).
+type DispatcherOptions struct {
+	Conn          run.ConnFlags
+	StoreDir      string
+	Listen        string
+	SyncAlways    bool
+	ServerConfig  string
+	Insecure      bool
+	NoProvision   bool
+	TokenKeys     string
+	Replicas      int
+	Shards        int
+	AckWait       time.Duration
+	WorkerAckWait time.Duration
+	ReqTimeout    time.Duration
+	DefsDir       string
+	HTTPAllow     string
+	WithWorker    bool
+	LogFormat     string
+	LogLevel      string
+	CPUProfile    string
+	PprofAddr     string
+	RepairInt     time.Duration
+	StaleTask     time.Duration
+	MaxPayload    string
+	MetricsAt     string
+	Name          string
+	UIListen      string
+	UIReadOnly    bool
+	UIRemote      bool
+	Retention     time.Duration
+}
+
+// RunDispatcher runs a dispatcher as o says until ctx ends.
+func RunDispatcher(ctx context.Context, o DispatcherOptions) error {
+	conn := o.Conn
+	log, err := run.Logger(os.Stderr, o.LogFormat, o.LogLevel, "dispatcher")
+	if err != nil {
+		return err
+	}
+	maxPayloadBytes, err := run.ParseSize(o.MaxPayload)
+	if err != nil {
+		return fmt.Errorf("--max-payload (JETFLOW_MAX_PAYLOAD): %w", err)
+	}
+	instanceRetention := o.Retention
+
+	metrics, err := run.StartMetrics(ctx, o.MetricsAt, log)
+	if err != nil {
+		return err
+	}
+	tracer, stopTracing, err := run.StartTracing(ctx, "jetflow-dispatcher", log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	if o.PprofAddr != "" {
+		if err := servePprof(o.PprofAddr, log); err != nil {
+			return err
+		}
+	}
+	if o.CPUProfile != "" {
+		f, err := os.Create(o.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	tokens, err := loadTaskTokens(o.TokenKeys, log)
+	if err != nil {
+		return err
+	}
+	c, err := conn.Resolve(jetstream.InboxPrefixDispatcher)
+	if err != nil {
+		return err
+	}
+	c.StoreDir, c.Listen, c.SyncAlways, c.Replicas = o.StoreDir, o.Listen, o.SyncAlways, o.Replicas
+	c.ServerConfig, c.Insecure = o.ServerConfig, o.Insecure
+	client, _, closeFn, err := Open(ctx, c,
+		jetstream.Config{Name: "jetflow-dispatcher", MaxPayload: maxPayloadBytes, DispatcherAckWait: o.AckWait, WorkerAckWait: o.WorkerAckWait,
+			InstanceRetention: instanceRetention, RequestTimeout: o.ReqTimeout, NoProvision: o.NoProvision}, log)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	// A cluster that is still forming answers provisioning requests with
+	// timeouts for a while: retry for up to a minute.
+	for attempt := 1; ; attempt++ {
+		err := client.Provision(ctx)
+		if errors.Is(err, jetstream.ErrPermissionDenied) && !client.NoProvision() {
+			log.Warn().Err(err).Msg("this NATS user may not provision jetflow; checking that it was provisioned (by jetflow provision, as admin)")
+			err = client.Verify(ctx)
+		}
+		if err == nil {
+			break
+		}
+		if attempt >= 30 || ctx.Err() != nil || errors.Is(err, jetstream.ErrPermissionDenied) {
+			return err
+		}
+		log.Warn().Err(err).Int("attempt", attempt).Msg("provisioning failed; retrying")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+		}
+	}
+	if o.DefsDir != "" {
+		if err := RegisterDir(ctx, client, o.DefsDir); err != nil {
+			return err
+		}
+	}
+	d, err := dispatcher.New(client, dispatcher.Config{Name: o.Name, Tracer: tracer, TaskTokens: tokens, Shards: o.Shards, RepairInterval: o.RepairInt, StaleTask: o.StaleTask, Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := metrics.Register(obs.ClientCollector(client), d.Collector()); err != nil {
+		return err
+	}
+	checks := []func() error{d.Ready}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.Run(gctx) })
+	if o.WithWorker {
+		w, err := worker.New(link.Client(client).(*jetflow.Client), worker.Config{Tracer: tracer, Logger: log})
+		if err != nil {
+			return err
+		}
+		if err := tasks.RegisterWith(w, tasks.Options{HTTPAllow: run.SplitList(o.HTTPAllow)}); err != nil {
+			return err
+		}
+		if err := metrics.Register(w.Collector()); err != nil {
+			return err
+		}
+		checks = append(checks, w.Ready)
+		g.Go(func() error { return w.Run(gctx) })
+	}
+	if o.UIListen != "" {
+		if err := serveConsole(gctx, g, o.UIListen, o.UIReadOnly, o.UIRemote, client, log); err != nil {
+			return err
+		}
+	}
+	metrics.SetReady(checks...)
+	return g.Wait()
+}
+
+// RegisterDir validates and stores every *.yaml, *.yml and *.json definition
+// in dir, and makes the trigger stream capture their trigger subjects.
+func RegisterDir(ctx context.Context, client *jetstream.Client, dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("definitions: %w", err)
+	}
+	for _, e := range entries {
+		ext := strings.ToLower(filepath.Ext(e.Name()))
+		if e.IsDir() || (ext != ".yaml" && ext != ".yml" && ext != ".json") {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		def, err := workflow.Parse(path, src)
+		if err != nil {
+			return err
+		}
+		if err := client.PutDefinition(ctx, def, src); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if def.Trigger != nil {
+			if err := client.EnsureTriggerSubjects(ctx, def.Trigger.Subject); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+		}
+	}
+	return nil
+}
+
+// loadTaskTokens reads the task token key file (nil when path is empty)
+// and logs which keys are in use, never the secrets.
+func loadTaskTokens(path string, log zerolog.Logger) (*tasktoken.Keyring, error) {
+	if path == "" {
+		log.Info().Msg("task tokens off (--task-token-key-file): results are accepted without a token")
+		return nil, nil
+	}
+	ring, err := tasktoken.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("--task-token-key-file (JETFLOW_TASK_TOKEN_KEY_FILE): %w", err)
+	}
+	ids := func() []string {
+		var ids []string
+		for _, k := range ring.Keys().Keys {
+			ids = append(ids, k.ID())
+		}
+		return ids
+	}
+	ring.OnReload = func(err error) {
+		if err != nil {
+			log.Error().Err(err).Str("file", path).Msg("task token key file changed but cannot be read; keeping the keys in use")
+			return
+		}
+		log.Info().Str("file", path).Strs("key_ids", ids()).Msg("task token keys reloaded")
+	}
+	log.Info().Str("file", path).Strs("key_ids", ids()).Msg("task tokens on")
+	return ring, nil
+}
