@@ -78,3 +78,16 @@ func WithDroppedPublishes(cfg Config, drop func(instance string, dec workflow.De
 func SweepTasks(ctx context.Context, d *Dispatcher, before time.Time) error {
 	return d.sweepTasks(ctx, before)
 }
+
+// WithCommitHook returns cfg with fn called with every instance state the
+// dispatcher commits and its revision (the KV stream sequence, so
+// revisions of all instances are in one order), right after the CAS.
+func WithCommitHook(cfg Config, fn func(inst *workflow.Instance, rev uint64)) Config {
+	cfg.onCommit = fn
+	return cfg
+}
+
+// ReconcileSlots runs one pass of the repair loop's slot reconciliation.
+func ReconcileSlots(ctx context.Context, d *Dispatcher) {
+	(&repairLoop{d: d}).reconcileSlots(ctx)
+}

@@ -212,6 +212,8 @@ func encodeInstance(e *msgpack.Encoder, in *workflow.Instance) error {
 		w.uint64Omit("tseq", in.TriggerSeq)
 		w.intOmit("run", in.Run)
 		w.strOmit("tp", in.Trace)
+		w.strOmit("slot", in.Slot)
+		w.strOmit("gate", in.Gate)
 	}
 	return w.err
 }
@@ -258,6 +260,10 @@ func encodeStepState(e *msgpack.Encoder, st *workflow.StepState) error {
 		w.intOmit("cfail", st.ChildFailed)
 		w.intOmit("rc", st.Recounts)
 		w.timeOmit("mv", st.Moved)
+		w.strOmit("slot", st.Slot)
+		w.strOmit("rate", st.Rate)
+		w.strOmit("gate", st.Gate)
+		w.timeOmit("gs", st.GateSince)
 	}
 	return w.err
 }
@@ -290,6 +296,9 @@ func encodeEvent(e *msgpack.Encoder, ev *workflow.Event) error {
 		w.intOmit("cf", ev.Failed)
 		w.strOmit("rnd", ev.Round)
 		w.strOmit("tp", ev.Trace)
+		w.strOmit("g", ev.Gate)
+		w.boolOmit("den", ev.Denied)
+		w.timeOmit("gat", ev.GateAt)
 	}
 	return w.err
 }

@@ -15,6 +15,9 @@ const (
 	StatusCompleted Status = "completed"
 	StatusFailed    Status = "failed"
 	StatusCancelled Status = "cancelled"
+	// StatusSkipped: the workflow's concurrency limit was reached and
+	// its on_limit is skip; no step ran.
+	StatusSkipped Status = "skipped"
 )
 
 // Terminal reports whether no event can change the instance any more.
@@ -72,6 +75,12 @@ type Instance struct {
 	// tracing package derives the instance's and its steps' span ids
 	// from it.
 	Trace string `msgpack:"tp,omitempty"`
+	// Slot is the key of the concurrency slot record the instance holds
+	// or waits for under its workflow's concurrency limit (SlotKey);
+	// empty without a limit. Gate is GateSlot while it waits (no step
+	// has started), empty once granted.
+	Slot string `msgpack:"slot,omitempty"`
+	Gate string `msgpack:"gate,omitempty"`
 }
 
 // RunNumber is the instance's run of its event key, from 1.
@@ -119,6 +128,16 @@ type StepState struct {
 	// that has not moved for StaleBulk, whatever else changes the
 	// instance (RepairPolicy).
 	Moved time.Time `msgpack:"mv,omitempty"`
+
+	// Flow control (task steps with concurrency or rate_limit): Slot and
+	// Rate are the keys of the step's slot and rate records (SlotKey,
+	// RateKey); Gate is what the current attempt waits for before its
+	// task is published (GateSlot, GateRate; empty: published), since
+	// GateSince.
+	Slot      string    `msgpack:"slot,omitempty"`
+	Rate      string    `msgpack:"rate,omitempty"`
+	Gate      string    `msgpack:"gate,omitempty"`
+	GateSince time.Time `msgpack:"gs,omitempty"`
 }
 
 // InFlight is the number of dispatched children not yet terminal.
