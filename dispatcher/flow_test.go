@@ -398,3 +398,230 @@ func TestConcurrencyOnLimitSkip(t *testing.T) {
 	require.Equal(t, workflow.StatusCompleted, e.WaitTerminal(c, 10*time.Second).Status)
 	requireNoSlotRecords(t, e, 10*time.Second)
 }
+
+const ratedDef = `
+name: rated
+version: 1
+steps:
+  - {name: call, kind: task, task: api, rate_limit: {key: input.account, limit: 10, per: 1s}}
+`
+
+// attemptStarts are the start times of the attempts of a step, as
+// committed: the first committed state in which each instance's attempt
+// had passed its gates.
+func (l *commitLog) attemptStarts(step string) []time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	seen := map[string]bool{}
+	var out []time.Time
+	for _, c := range l.commits {
+		st := c.inst.Steps[step]
+		if st == nil || st.Gate != "" || st.AttemptStarted.IsZero() {
+			continue
+		}
+		k := fmt.Sprintf("%s/%d", c.inst.ID, st.Attempt)
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, st.AttemptStarted)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Before(out[j]) })
+	return out
+}
+
+func TestRateLimitSpreadsStartsAndDropsNone(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(ratedDef)
+	log := &commitLog{}
+	e.Dispatcher(nil, dispatcher.WithCommitHook(dispatcher.Config{}, log.hook))
+	var mu sync.Mutex
+	var handled []time.Time
+	e.Worker(nil, worker.Config{Concurrency: 64}, map[string]worker.Handler{"api": func(_ context.Context, t *worker.Task) (any, error) {
+		mu.Lock()
+		handled = append(handled, time.Now())
+		mu.Unlock()
+		return "ok", nil
+	}})
+	var ids []string
+	for i := 0; i < 100; i++ {
+		key := fmt.Sprintf("r%d", i)
+		ids = append(ids, workflow.InstanceID("rated", key))
+		require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "rated", EventKey: key, Payload: []byte(`{"account": "acme"}`)}))
+	}
+	counts := waitAllTerminal(t, e, ids, 120*time.Second)
+	require.Equal(t, 100, counts[workflow.StatusCompleted], "%v", counts)
+
+	starts := log.attemptStarts("call")
+	require.Len(t, starts, 100, "every attempt started once")
+	// No window of 1 s holds more than 10 starts: any 11 consecutive
+	// starts span at least 1 s.
+	for i := 0; i+10 < len(starts); i++ {
+		require.GreaterOrEqual(t, starts[i+10].Sub(starts[i]), time.Second,
+			"starts %d..%d (%s .. %s) fall within one second", i, i+10, starts[i].Format(time.StampMilli), starts[i+10].Format(time.StampMilli))
+	}
+	require.GreaterOrEqual(t, starts[99].Sub(starts[0]), 9*time.Second, "100 starts at 10 per second")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, handled, 100)
+	t.Logf("starts span %s; handlers ran over %s", starts[99].Sub(starts[0]), handled[len(handled)-1].Sub(handled[0]))
+}
+
+const kidDef = `
+name: kid
+version: 1
+steps:
+  - {name: do, kind: task, task: kidwork}
+`
+
+const momDef = `
+name: mom
+version: 1
+steps:
+  - name: call
+    kind: workflow
+    workflow: kid
+    input: '{"n": input.n, "fail": input.fail, "block": input.block}'
+    next: after
+    on_failure: recover
+  - {name: after, kind: task, task: echo, input: 'steps.call.output'}
+  - {name: recover, kind: task, task: echo, input: '{"recovered": steps.call.error}'}
+`
+
+// kidWork doubles n, fails permanently on fail, and on block waits until
+// the test lets its instance go (g).
+func kidWork(g *gateHandler) worker.Handler {
+	return func(ctx context.Context, t *worker.Task) (any, error) {
+		in, err := t.Input()
+		if err != nil {
+			return nil, err
+		}
+		m := in.(map[string]any)
+		if m["block"] == true {
+			if _, err := g.handle(ctx, t); err != nil {
+				return nil, err
+			}
+		}
+		if m["fail"] == true {
+			return nil, worker.Permanent(fmt.Errorf("kid says no"))
+		}
+		return map[string]any{"twice": m["n"].(int64) * 2}, nil
+	}
+}
+
+func setupChildren(t *testing.T, cfg dispatcher.Config) (*jftest.Env, *gateHandler, *jftest.Running) {
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(kidDef)
+	e.Register(momDef)
+	_, run := e.Dispatcher(nil, cfg)
+	g := newGateHandler()
+	e.Worker(nil, worker.Config{Concurrency: 8}, map[string]worker.Handler{"kidwork": kidWork(g), "echo": echo})
+	return e, g, run
+}
+
+func startMom(t *testing.T, e *jftest.Env, key, payload string) (parent, child string) {
+	t.Helper()
+	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "mom", EventKey: key, Payload: []byte(payload)}))
+	parent = workflow.InstanceID("mom", key)
+	return parent, workflow.ChildInstanceID("kid", parent, "call", 1)
+}
+
+func TestChildWorkflowCompletesWithItsOutput(t *testing.T) {
+	t.Parallel()
+	e, _, _ := setupChildren(t, dispatcher.Config{})
+	parent, child := startMom(t, e, "ok", `{"n": 21}`)
+	p := e.WaitTerminal(parent, 20*time.Second)
+	require.Equal(t, workflow.StatusCompleted, p.Status, p.Error)
+	out, err := e.Client.LoadData(context.Background(), p.OutputRef)
+	require.NoError(t, err)
+	require.Equal(t, map[string]any{"twice": int64(42)}, out)
+	c := e.Instance(child)
+	require.NotNil(t, c, "the child's id derives from (parent, step, attempt)")
+	require.Equal(t, workflow.StatusCompleted, c.Status)
+	require.Equal(t, &workflow.ParentRef{ID: parent, Step: "call", Index: 1}, c.Parent)
+	ids, err := e.Client.ListInstanceIDs(context.Background())
+	require.NoError(t, err)
+	require.Len(t, ids, 2, "one child")
+}
+
+func TestChildWorkflowFailureFailsTheStep(t *testing.T) {
+	t.Parallel()
+	e, _, _ := setupChildren(t, dispatcher.Config{})
+	parent, child := startMom(t, e, "bad", `{"n": 1, "fail": true}`)
+	p := e.WaitTerminal(parent, 20*time.Second)
+	require.Equal(t, workflow.StatusCompleted, p.Status, p.Error)
+	require.Equal(t, workflow.StepFailed, p.Steps["call"].Status)
+	require.Contains(t, p.Steps["call"].Error, "child workflow kid failed")
+	require.Contains(t, p.Steps["call"].Error, "kid says no")
+	require.Equal(t, workflow.StepCompleted, p.Steps["recover"].Status, "on_failure ran")
+	require.Nil(t, p.Steps["after"])
+	require.Equal(t, workflow.StatusFailed, e.Instance(child).Status)
+}
+
+func TestChildWorkflowMissingFailsTheStep(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(`
+name: orphan
+version: 1
+steps:
+  - {name: call, kind: workflow, workflow: ghost, on_failure: recover}
+  - {name: recover, kind: task, task: echo}
+`)
+	e.Dispatcher(nil, dispatcher.Config{})
+	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"echo": echo})
+	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "orphan", EventKey: "o", Payload: []byte(`{}`)}))
+	p := e.WaitTerminal(workflow.InstanceID("orphan", "o"), 20*time.Second)
+	require.Equal(t, workflow.StatusCompleted, p.Status, p.Error)
+	require.Equal(t, workflow.StepFailed, p.Steps["call"].Status)
+	require.Contains(t, p.Steps["call"].Error, "ghost")
+}
+
+func TestChildWorkflowCancelledWithItsParent(t *testing.T) {
+	t.Parallel()
+	e, g, _ := setupChildren(t, dispatcher.Config{})
+	parent, child := startMom(t, e, "cancel", `{"n": 1, "block": true}`)
+	require.Equal(t, child, <-g.started)
+	cancel(t, e, parent)
+	require.Equal(t, workflow.StatusCancelled, e.WaitTerminal(parent, 10*time.Second).Status)
+	c := e.WaitTerminal(child, 10*time.Second)
+	require.Equal(t, workflow.StatusCancelled, c.Status)
+	require.Contains(t, c.Error, "parent")
+	close(g.ch(child))
+}
+
+func TestChildWorkflowSurvivesDispatcherRestart(t *testing.T) {
+	t.Parallel()
+	e, g, run := setupChildren(t, dispatcher.Config{})
+	parent, child := startMom(t, e, "restart", `{"n": 5, "block": true}`)
+	require.Equal(t, child, <-g.started)
+	require.NoError(t, run.Stop()) // between the child's start and its completion
+	close(g.ch(child))
+	e.Dispatcher(e.NewClient(), dispatcher.Config{})
+	p := e.WaitTerminal(parent, 30*time.Second)
+	require.Equal(t, workflow.StatusCompleted, p.Status, p.Error)
+	out, err := e.Client.LoadData(context.Background(), p.OutputRef)
+	require.NoError(t, err)
+	require.Equal(t, map[string]any{"twice": int64(10)}, out)
+}
+
+func TestChildWorkflowLostNoticeIsReconciled(t *testing.T) {
+	t.Parallel()
+	// The child's final commit is published nowhere: its notice to the
+	// parent is lost, as when the process dies after the child's CAS.
+	var dropped atomic.Int64
+	cfg := dispatcher.WithDroppedPublishes(dispatcher.Config{RepairInterval: 200 * time.Millisecond, StaleBulk: time.Second},
+		func(_ string, dec workflow.Decision) bool {
+			for _, ev := range dec.Events {
+				if ev.Event.Kind == workflow.EventChildDone && dropped.Add(1) == 1 {
+					return true
+				}
+			}
+			return false
+		})
+	e, _, _ := setupChildren(t, cfg)
+	parent, _ := startMom(t, e, "lost", `{"n": 3}`)
+	p := e.WaitTerminal(parent, 30*time.Second)
+	require.Equal(t, workflow.StatusCompleted, p.Status, p.Error)
+	require.GreaterOrEqual(t, dropped.Load(), int64(1), "the notice was dropped")
+}
