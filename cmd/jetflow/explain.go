@@ -51,6 +51,7 @@ writes. The repair settings are the dispatchers' defaults unless given.`,
 	f.DurationVar(&policy.StaleTask, "stale-task", 10*time.Minute, "the dispatchers' --stale-task")
 	f.DurationVar(&policy.TimerGrace, "timer-grace", 5*time.Second, "how far past due the dispatchers' repair loop fires a timer")
 	f.DurationVar(&policy.StaleBulk, "stale-bulk", 30*time.Second, "how long a bulk step may stand still before the repair loop reconciles it")
+	f.DurationVar(&policy.StaleGate, "stale-gate", time.Minute, "the dispatchers' stale gate time: after it a wait for a slot or rate start is sent again")
 	f.IntVar(&children, "children", 50, "read at most this many uncounted children of each bulk step")
 	return cmd
 }
@@ -70,6 +71,20 @@ func explain(ctx context.Context, c *jetstream.Client, id string, policy workflo
 		Now: time.Now(), Policy: policy,
 		Tasks: map[string]workflow.TaskFacts{}, Attempts: map[string]workflow.AttemptFacts{},
 		Children: map[string][]workflow.ChildFacts{}, Workers: map[string][]string{},
+		Slots: map[string]workflow.SlotRecord{}, Child: map[string]workflow.ChildFacts{},
+	}
+	readSlot := func(key string) {
+		if key == "" || inst.Status.Terminal() {
+			return
+		}
+		if rec, err := c.GetSlot(ctx, key); err == nil {
+			f.Slots[key] = rec
+		} else {
+			fmt.Fprintf(warn, "cannot read slot record %s: %v\n", key, err)
+		}
+	}
+	if inst.Gate == workflow.GateSlot {
+		readSlot(inst.Slot)
 	}
 	if !inst.Status.Terminal() {
 		readPresence(ctx, c, &f, warn)
@@ -89,6 +104,13 @@ func explain(ctx context.Context, c *jetstream.Client, id string, policy workflo
 					fmt.Fprintf(warn, "cannot read the %s task queue: %v\n", s.Task, err)
 				}
 			}
+			if st.Gate == workflow.GateSlot {
+				readSlot(st.Slot)
+				continue
+			}
+			if st.Gate != "" {
+				continue
+			}
 			if st.Status == workflow.StepRunning {
 				m, err := c.FindTask(ctx, s.Task, workflow.TaskMsgID(inst.ID, name, st.Attempt))
 				if err != nil {
@@ -97,6 +119,16 @@ func explain(ctx context.Context, c *jetstream.Client, id string, policy workflo
 				}
 				f.Attempts[name] = workflow.AttemptFacts{Searched: true, Found: m.Found, Stored: m.Stored, Delivered: m.Delivered, Ahead: m.Ahead}
 			}
+		case workflow.KindWorkflow:
+			cf := workflow.ChildFacts{Index: st.Attempt, ID: workflow.ChildInstanceID(s.Workflow, inst.ID, name, st.Attempt)}
+			child, _, err := c.GetInstance(ctx, cf.ID)
+			switch {
+			case err == nil:
+				cf.Status, cf.Updated, cf.Error = child.Status, child.Updated, child.Error
+			case !errors.Is(err, workflow.ErrNotFound):
+				return workflow.Explanation{}, err
+			}
+			f.Child[name] = cf
 		case workflow.KindBulk:
 			ok, failed, err := c.BarrierIndexes(ctx, inst.ID, name)
 			if err != nil {
