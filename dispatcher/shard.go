@@ -255,6 +255,12 @@ func (s *shard) process(id string, items []*item) {
 			err = fmt.Errorf("tests: answer of the publish lost: %w", jetstream.ErrRequestTimeout)
 		}
 		if err != nil {
+			// A flow record that cannot be decoded (something other than
+			// jetflow wrote it) fails every retry the same: dead-letter.
+			if errors.Is(err, jetstream.ErrMalformed) {
+				settleAll(failure(fmt.Errorf("publish after commit: %w", err)))
+				return
+			}
 			settleAll(outcome{err: fmt.Errorf("publish after commit: %w", err)})
 			return
 		}

@@ -107,7 +107,8 @@ func (c *Client) UpdateSlot(ctx context.Context, key string, fn func(workflow.Sl
 	err := c.updateFlow(ctx, key, func(cur []byte) ([]byte, bool, error) {
 		var r workflow.SlotRecord
 		if cur != nil {
-			if err := decode(cur, &r); err != nil {
+			var err error
+			if r, err = DecodeSlotRecord(cur); err != nil {
 				return nil, false, fmt.Errorf("slot record %s: %w", key, err)
 			}
 		}
@@ -130,7 +131,8 @@ func (c *Client) UpdateRate(ctx context.Context, key string, fn func(workflow.Ra
 	return c.updateFlow(ctx, key, func(cur []byte) ([]byte, bool, error) {
 		var r workflow.RateRecord
 		if cur != nil {
-			if err := decode(cur, &r); err != nil {
+			var err error
+			if r, err = DecodeRateRecord(cur); err != nil {
 				return nil, false, fmt.Errorf("rate record %s: %w", key, err)
 			}
 		}
@@ -156,8 +158,32 @@ func (c *Client) GetSlot(ctx context.Context, key string) (workflow.SlotRecord, 
 	case err != nil:
 		return r, fmt.Errorf("read slot record %s: %w", key, translate(err))
 	}
-	if err := decode(e.Value(), &r); err != nil {
+	if r, err = DecodeSlotRecord(e.Value()); err != nil {
 		return r, fmt.Errorf("slot record %s: %w", key, err)
+	}
+	return r, nil
+}
+
+// DecodeSlotRecord decodes a slot record; bytes that are not one give an
+// error matching ErrMalformed.
+func DecodeSlotRecord(b []byte) (workflow.SlotRecord, error) {
+	var r workflow.SlotRecord
+	if err := decode(b, &r); err != nil {
+		return workflow.SlotRecord{}, err
+	}
+	for _, h := range append(append([]workflow.Holder{}, r.Holders...), r.Waiters...) {
+		if h.Instance == "" {
+			return workflow.SlotRecord{}, fmt.Errorf("%w: slot record lists a holder without an instance", ErrMalformed)
+		}
+	}
+	return r, nil
+}
+
+// DecodeRateRecord decodes a rate record, as DecodeSlotRecord.
+func DecodeRateRecord(b []byte) (workflow.RateRecord, error) {
+	var r workflow.RateRecord
+	if err := decode(b, &r); err != nil {
+		return workflow.RateRecord{}, err
 	}
 	return r, nil
 }

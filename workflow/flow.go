@@ -321,7 +321,18 @@ func (r *SlotRecord) promote(limit int) []Holder {
 		r.Holders = append(r.Holders, h)
 		p = append(p, h)
 	}
+	r.norm()
 	return p
+}
+
+// norm makes empty lists nil, so equal records compare equal.
+func (r *SlotRecord) norm() {
+	if len(r.Holders) == 0 {
+		r.Holders = nil
+	}
+	if len(r.Waiters) == 0 {
+		r.Waiters = nil
+	}
 }
 
 func (r SlotRecord) clone() SlotRecord {
