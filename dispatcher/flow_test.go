@@ -297,12 +297,24 @@ func (g *gateHandler) ch(id string) chan struct{} {
 }
 
 func (g *gateHandler) handle(ctx context.Context, t *worker.Task) (any, error) {
-	g.started <- t.Instance
+	g.started <- t.Instance // nextStarted: the test takes it
 	select {
 	case <-g.ch(t.Instance):
 		return "ok", nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// nextStarted is the instance of the next task the gate handler started.
+func nextStarted(t *testing.T, g *gateHandler) string {
+	t.Helper()
+	select {
+	case id := <-g.started:
+		return id
+	case <-time.After(20 * time.Second):
+		t.Fatal("no task started within 20s")
+		return ""
 	}
 }
 
@@ -315,7 +327,8 @@ func TestConcurrencySlotOfCancelledInstanceIsReleased(t *testing.T) {
 	t.Parallel()
 	e := jftest.Start(t, jetstream.Config{})
 	e.Register(fmt.Sprintf(blockingLimitedDef, "queue"))
-	e.Dispatcher(nil, dispatcher.Config{})
+	// No repair loop: the release itself must free the slot.
+	e.Dispatcher(nil, dispatcher.Config{RepairInterval: -1})
 	g := newGateHandler()
 	e.Worker(nil, worker.Config{Concurrency: 8}, map[string]worker.Handler{"block": g.handle})
 	start := func(key string) string {
@@ -323,7 +336,7 @@ func TestConcurrencySlotOfCancelledInstanceIsReleased(t *testing.T) {
 		return workflow.InstanceID("held", key)
 	}
 	x := start("x")
-	require.Equal(t, x, <-g.started)
+	require.Equal(t, x, nextStarted(t, g))
 	y := start("y")
 	z := start("z")
 	jftest.Eventually(t, 10*time.Second, func() bool {
@@ -339,7 +352,7 @@ func TestConcurrencySlotOfCancelledInstanceIsReleased(t *testing.T) {
 	cancel(t, e, x) // the holder's slot goes to the next in line
 	require.Equal(t, workflow.StatusCancelled, e.WaitTerminal(x, 10*time.Second).Status)
 	close(g.ch(x)) // x's handler was never told; its result is stale
-	require.Equal(t, y, <-g.started)
+	require.Equal(t, y, nextStarted(t, g))
 	close(g.ch(y))
 	require.Equal(t, workflow.StatusCompleted, e.WaitTerminal(y, 10*time.Second).Status)
 	requireNoSlotRecords(t, e, 10*time.Second)
@@ -367,7 +380,7 @@ func TestConcurrencyLeakedSlotIsReconciled(t *testing.T) {
 		return err == nil && len(rec.Waiters) == 1
 	}, "w does not wait")
 	dispatcher.ReconcileSlots(context.Background(), d)
-	require.Equal(t, w, <-g.started)
+	require.Equal(t, w, nextStarted(t, g))
 	close(g.ch(w))
 	require.Equal(t, workflow.StatusCompleted, e.WaitTerminal(w, 10*time.Second).Status)
 	requireNoSlotRecords(t, e, 10*time.Second)
@@ -382,7 +395,7 @@ func TestConcurrencyOnLimitSkip(t *testing.T) {
 	e.Worker(nil, worker.Config{Concurrency: 8}, map[string]worker.Handler{"block": g.handle})
 	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "held", EventKey: "a", Payload: []byte(`{"k": 1}`)}))
 	a := workflow.InstanceID("held", "a")
-	require.Equal(t, a, <-g.started)
+	require.Equal(t, a, nextStarted(t, g))
 	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "held", EventKey: "b", Payload: []byte(`{"k": 1}`)}))
 	b := e.WaitTerminal(workflow.InstanceID("held", "b"), 10*time.Second)
 	require.Equal(t, workflow.StatusSkipped, b.Status)
@@ -391,7 +404,7 @@ func TestConcurrencyOnLimitSkip(t *testing.T) {
 	// Another key is not limited by this one.
 	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "held", EventKey: "c", Payload: []byte(`{"k": 2}`)}))
 	c := workflow.InstanceID("held", "c")
-	require.Equal(t, c, <-g.started)
+	require.Equal(t, c, nextStarted(t, g))
 	close(g.ch(a))
 	close(g.ch(c))
 	require.Equal(t, workflow.StatusCompleted, e.WaitTerminal(a, 10*time.Second).Status)
@@ -581,7 +594,7 @@ func TestChildWorkflowCancelledWithItsParent(t *testing.T) {
 	t.Parallel()
 	e, g, _ := setupChildren(t, dispatcher.Config{})
 	parent, child := startMom(t, e, "cancel", `{"n": 1, "block": true}`)
-	require.Equal(t, child, <-g.started)
+	require.Equal(t, child, nextStarted(t, g))
 	cancel(t, e, parent)
 	require.Equal(t, workflow.StatusCancelled, e.WaitTerminal(parent, 10*time.Second).Status)
 	c := e.WaitTerminal(child, 10*time.Second)
@@ -594,7 +607,7 @@ func TestChildWorkflowSurvivesDispatcherRestart(t *testing.T) {
 	t.Parallel()
 	e, g, run := setupChildren(t, dispatcher.Config{})
 	parent, child := startMom(t, e, "restart", `{"n": 5, "block": true}`)
-	require.Equal(t, child, <-g.started)
+	require.Equal(t, child, nextStarted(t, g))
 	require.NoError(t, run.Stop()) // between the child's start and its completion
 	close(g.ch(child))
 	e.Dispatcher(e.NewClient(), dispatcher.Config{})
