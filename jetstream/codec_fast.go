@@ -214,6 +214,10 @@ func encodeInstance(e *msgpack.Encoder, in *workflow.Instance) error {
 		w.strOmit("tp", in.Trace)
 		w.strOmit("slot", in.Slot)
 		w.strOmit("gate", in.Gate)
+		if len(in.Resume) > 0 && w.key("res") {
+			w.err = e.Encode(in.Resume)
+		}
+		w.intOmit("rt", in.Retries)
 	}
 	return w.err
 }

@@ -7,7 +7,8 @@ import "fmt"
 // input goes to a write-once key, the child is started by a pointer
 // message after the parent's CAS, its id derives from (parent, step,
 // attempt) (ChildInstanceID with the attempt as the index; a workflow
-// step has one attempt), and it tells its parent that it ended with the
+// step has one attempt, and one more per operator retry that reaches
+// it), and it tells its parent that it ended with the
 // same completion notice (parentNotice). A single completion needs no
 // barrier: it moves the step out of running, so a second copy of the
 // notice finds the step ended and changes nothing. A lost notice or a
@@ -16,7 +17,7 @@ import "fmt"
 // child answers from its own state (ReconcileChild).
 
 func (t *transition) activateChild(s *Step, st *StepState) {
-	st.Attempt = 1
+	st.Attempt++ // 1; an operator's retry starts a new child (jetflow retry)
 	st.Moved = t.now
 	var in any
 	if s.Input != "" {

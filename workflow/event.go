@@ -27,6 +27,11 @@ const (
 	// EventGrant: the outcome of a gate (a concurrency slot or a rate
 	// limit start) the instance or one of its attempts waits for.
 	EventGrant EventKind = "grant"
+	// EventRetry: an operator continues a failed or cancelled instance
+	// (jetflow retry) from its failed step, or from Step when set.
+	// Attempt holds the instance's Retries the operator saw, so a retry
+	// is applied once.
+	EventRetry EventKind = "retry"
 )
 
 // Event is the input of the transition function. Only the fields of its

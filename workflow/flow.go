@@ -576,6 +576,13 @@ func (t *transition) grant(ev Event) {
 			return
 		}
 		t.inst.Gate = ""
+		if resume := t.inst.Resume; len(resume) > 0 {
+			t.inst.Resume = nil
+			for _, name := range resume {
+				t.activate(name)
+			}
+			return
+		}
 		t.activate(t.def.Start)
 		return
 	}

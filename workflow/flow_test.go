@@ -502,3 +502,38 @@ steps:
 	require.Contains(t, x.Waits[0].Detail, "waits for its rate limit (at most 2 starts per 1s per key value)")
 	require.Contains(t, x.Waits[0].Detail, "tries again at")
 }
+
+// TestRetryWaitsForTheSlotAgain: an operator's retry of an instance under
+// a workflow concurrency limit takes a slot again before it resumes (it
+// gave its slot back when it ended), then resumes the failed step, not
+// the start step; a retried workflow step starts a new child.
+func TestRetryWaitsForTheSlotAgain(t *testing.T) {
+	t.Parallel()
+	h := setup(t, fmt.Sprintf(simDef, 1), map[string]any{"k": "acme"})
+	h.apply(workflow.Event{Kind: workflow.EventStart, Instance: h.id, InputRef: workflow.InputKey(h.id)})
+	h.apply(workflow.GrantEvent(workflow.GateSlot, workflow.Holder{Instance: h.id}, false, time.Time{}).Event)
+	h.data["out"] = "ok"
+	h.apply(workflow.Event{Kind: workflow.EventResult, Step: "a", Attempt: 1, OutputRef: "out"})
+	h.apply(workflow.GrantEvent(workflow.GateSlot, workflow.Holder{Instance: h.id, Step: "b", Attempt: 1}, false, time.Time{}).Event)
+	failed := h.apply(workflow.Event{Kind: workflow.EventResult, Step: "b", Attempt: 1, Error: "no", Permanent: true})
+	require.Equal(t, workflow.StatusFailed, h.inst.Status)
+	require.Len(t, failed.Gates, 2, "the instance's and the attempt's slots are released")
+
+	retried := h.apply(workflow.Event{Kind: workflow.EventRetry, Attempt: 0})
+	require.Equal(t, workflow.StatusRunning, h.inst.Status)
+	require.Equal(t, workflow.GateSlot, h.inst.Gate)
+	require.Empty(t, retried.Tasks, "nothing runs before the slot is granted")
+	require.Equal(t, []workflow.GateOp{{Kind: workflow.OpAcquire, Key: h.inst.Slot, Holder: workflow.Holder{Instance: h.id}, Limit: 1, Queue: true}}, retried.Gates)
+	granted := h.apply(workflow.GrantEvent(workflow.GateSlot, workflow.Holder{Instance: h.id}, false, time.Time{}).Event)
+	require.Empty(t, h.inst.Resume)
+	require.Equal(t, workflow.StepCompleted, h.inst.Steps["a"].Status, "step a is not run again")
+	require.Equal(t, 2, h.inst.Steps["b"].Attempt)
+	require.Equal(t, workflow.OpAcquire, granted.Gates[0].Kind, "step b's attempt 2 waits for its own slot")
+
+	m := setup(t, childStepDef, map[string]any{"n": int64(2)})
+	m.apply(workflow.Event{Kind: workflow.EventStart, Instance: m.id, InputRef: workflow.InputKey(m.id)})
+	m.apply(workflow.Event{Kind: workflow.EventCancel})
+	again := m.apply(workflow.Event{Kind: workflow.EventRetry, Attempt: 0})
+	require.Len(t, again.Children, 1)
+	require.Equal(t, 2, again.Children[0].Parent.Index, "a new child: (parent, step, attempt 2)")
+}

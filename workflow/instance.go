@@ -2,6 +2,7 @@ package workflow
 
 import (
 	"maps"
+	"slices"
 	"time"
 )
 
@@ -81,6 +82,12 @@ type Instance struct {
 	// has started), empty once granted.
 	Slot string `msgpack:"slot,omitempty"`
 	Gate string `msgpack:"gate,omitempty"`
+	// Resume names the steps an operator's retry resumes once the
+	// instance has its slot again (empty: the start step).
+	Resume []string `msgpack:"res,omitempty"`
+	// Retries counts the operator retries applied (jetflow retry): a
+	// retry event names the count it expects, so each is applied once.
+	Retries int `msgpack:"rt,omitempty"`
 }
 
 // RunNumber is the instance's run of its event key, from 1.
@@ -156,6 +163,7 @@ func (in *Instance) Clone() *Instance {
 		out.Steps[k] = &c
 	}
 	out.Timers = maps.Clone(in.Timers)
+	out.Resume = slices.Clone(in.Resume)
 	out.Signals = maps.Clone(in.Signals)
 	if in.Parent != nil {
 		p := *in.Parent
