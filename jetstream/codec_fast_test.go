@@ -62,6 +62,14 @@ func fill(r *rand.Rand, v reflect.Value) {
 	case reflect.Bool:
 		v.SetBool(true)
 	case reflect.Slice:
+		if v.Type().Elem().Kind() == reflect.String { // Instance.Resume
+			list := make([]string, 1+r.IntN(3))
+			for i := range list {
+				list[i] = fmt.Sprintf("s%d", r.IntN(1000))
+			}
+			v.Set(reflect.ValueOf(list))
+			return
+		}
 		b := make([]byte, 1+r.IntN(40))
 		for i := range b {
 			b[i] = byte(r.IntN(256))
