@@ -167,7 +167,7 @@ func TestPullsWaitingCountsReadyWorkers(t *testing.T) {
 				if err != nil {
 					return
 				}
-				for range b {
+				for range b.Messages() {
 				}
 			}
 		}()

@@ -275,7 +275,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	// Handlers run under hardCtx, which outlives ctx by ShutdownTimeout.
-	hardCtx, hardCancel := context.WithCancel(context.Background())
+	hardCtx, hardCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer hardCancel()
 	var fetchers, running sync.WaitGroup
 	errs := make(chan error, len(w.handlers))
@@ -324,6 +324,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
+// pullBackoffMax caps the wait after a failed pull.
+const pullBackoffMax = 30 * time.Second
+
 // fetchLoop pulls tasks of one type and starts each as a handler slot
 // (shared by all task types) frees up. It holds at most Prefetch tasks
 // that have not started, asks the server for no more than that, and
@@ -331,20 +334,36 @@ func (w *Worker) Run(ctx context.Context) error {
 // worker holds is never redelivered to another worker while this one is
 // alive, however long the handlers ahead of it run, and a task held by a
 // worker that died is redelivered one ack wait after its last heartbeat.
+//
+// A pull that fails (the consumer was deleted, the stream is gone, the
+// server refuses) is counted in jetflow_worker_pull_failures_total and
+// retried after a backoff (100ms doubling up to 30s while pulls keep
+// failing), binding the task type's consumer again first (creating it
+// when this worker may), so the loop never stops serving its type and
+// never spins on a failing pull.
 func (w *Worker) fetchLoop(ctx, hardCtx context.Context, taskType string, tc *jetstream.TaskConsumer, running *sync.WaitGroup) error {
 	h := w.handlers[taskType]
 	var (
-		queue []*jetstream.Msg      // arrived, not started; heartbeated
-		batch <-chan *jetstream.Msg // the pull request in flight, if any
-		retry <-chan time.Time      // set after a failed pull
+		queue   []*jetstream.Msg     // arrived, not started; heartbeated
+		batch   *jetstream.TaskBatch // the pull request in flight, if any
+		retry   <-chan time.Time     // set after a failed pull
+		backoff time.Duration        // the wait after the last failed pull
+		rebind  bool                 // bind the consumer again before the next pull
 	)
+	pullFailed := func(err error) {
+		w.metrics.pullFailures.WithLabelValues(taskType).Inc()
+		backoff = min(max(2*backoff, 100*time.Millisecond), pullBackoffMax)
+		w.log.Warn().Err(err).Str("task_type", taskType).Dur("retry_in", backoff).Msg("pull failed; binding the consumer again and retrying")
+		retry = time.After(backoff)
+		rebind = true
+	}
 	tick := time.NewTicker(w.cfg.HeartbeatInterval)
 	defer tick.Stop()
 	defer func() {
 		// Hand back what arrived but did not start, so other workers get
 		// it at once.
 		if batch != nil {
-			for m := range batch {
+			for m := range batch.Messages() {
 				queue = append(queue, m)
 			}
 		}
@@ -353,23 +372,46 @@ func (w *Worker) fetchLoop(ctx, hardCtx context.Context, taskType string, tc *je
 		}
 	}()
 	for {
+		if rebind && retry == nil {
+			bctx, cancel := context.WithTimeout(ctx, w.cfg.IOTimeout)
+			c, err := w.client.EnsureTaskConsumer(bctx, taskType)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				pullFailed(err)
+			} else {
+				tc, rebind = c, false
+			}
+		}
 		if batch == nil && retry == nil && len(queue) < w.cfg.Prefetch {
 			b, err := tc.Fetch(ctx, w.cfg.Prefetch-len(queue))
 			if err != nil {
-				w.log.Warn().Err(err).Str("task_type", taskType).Msg("pull failed; retrying")
-				retry = time.After(time.Second)
+				pullFailed(err)
 			} else {
 				batch = b
 			}
+		}
+		var msgs <-chan *jetstream.Msg
+		if batch != nil {
+			msgs = batch.Messages()
 		}
 		var slot chan<- struct{}
 		if len(queue) > 0 {
 			slot = w.sem
 		}
 		select {
-		case m, ok := <-batch:
+		case m, ok := <-msgs:
 			if !ok {
+				err := batch.Err()
 				batch = nil
+				switch {
+				case err != nil && ctx.Err() == nil:
+					pullFailed(err)
+				case err == nil:
+					backoff = 0
+				}
 				continue
 			}
 			queue = append(queue, m)

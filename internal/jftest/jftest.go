@@ -161,8 +161,9 @@ func background(t testing.TB, fn func(ctx context.Context) error) *Running {
 	return r
 }
 
-// Dispatcher runs a dispatcher on client (e.Client when nil).
-func (e *Env) Dispatcher(client *jetstream.Client, cfg dispatcher.Config) (*dispatcher.Dispatcher, *Running) {
+// Dispatcher runs a dispatcher on client (e.Client when nil): a
+// *jetstream.Client, or a test's wrapper of one that injects faults.
+func (e *Env) Dispatcher(client dispatcher.Backend, cfg dispatcher.Config) (*dispatcher.Dispatcher, *Running) {
 	e.T.Helper()
 	if client == nil {
 		client = e.Client

@@ -60,6 +60,9 @@ func (e *Exposure) SetReady(checks ...func() error) {
 	}
 }
 
+// traceFlushTimeout bounds the flush of buffered spans at exit.
+const traceFlushTimeout = 5 * time.Second
+
 // StartTracing sets up OTLP tracing from the OTEL_* variables (nil
 // provider: off). stop flushes what is buffered.
 func StartTracing(ctx context.Context, service string, log zerolog.Logger) (trace.TracerProvider, func(), error) {
@@ -71,7 +74,8 @@ func StartTracing(ctx context.Context, service string, log zerolog.Logger) (trac
 		log.Info().Msg("exporting traces over OTLP (OTEL_EXPORTER_OTLP_*)")
 	}
 	return tp, func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// At exit ctx has ended: keep its values, not its cancellation.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), traceFlushTimeout)
 		defer cancel()
 		if err := shutdown(sctx); err != nil {
 			log.Warn().Err(err).Msg("flushing traces failed")

@@ -59,6 +59,9 @@ func Dispatcher(ctx context.Context, args []string) error {
 		maxPayload = fs.String("max-payload", run.Env("JETFLOW_MAX_PAYLOAD", "1MiB"), "largest trigger payload, input and output; a larger trigger is dead-lettered; at least 1KiB and at most the NATS server's max_payload (the embedded server's is 8MiB) (env JETFLOW_MAX_PAYLOAD)")
 		metricsAt  = run.MetricsFlag(fs)
 		name       = run.NameFlag(fs, "dispatcher")
+		uiListen   = fs.String("ui-listen", run.Env("JETFLOW_DISPATCHER_UI_LISTEN", ""), "also serve the web console (jetflow ui) on this address, e.g. 127.0.0.1:8233, with the dispatcher's connection; empty: off (env JETFLOW_DISPATCHER_UI_LISTEN)")
+		uiReadOnly = fs.Bool("ui-read-only", run.EnvBool("JETFLOW_DISPATCHER_UI_READ_ONLY", false), "with --ui-listen: offer no action (cancel, signal, retry, replay) (env JETFLOW_DISPATCHER_UI_READ_ONLY)")
+		uiRemote   = fs.Bool("ui-allow-remote", run.EnvBool("JETFLOW_DISPATCHER_UI_ALLOW_REMOTE", false), "with --ui-listen: listen beyond loopback (the console has no login; put an authenticating proxy in front) (env JETFLOW_DISPATCHER_UI_ALLOW_REMOTE)")
 		retention  = fs.String("instance-retention", run.Env("JETFLOW_INSTANCE_RETENTION", "0"), "remove an ended instance's key this long after it ended; 0 keeps instances forever; at least 24h (the trigger retention); a replay of the event key after that starts a new instance (env JETFLOW_INSTANCE_RETENTION)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -171,6 +174,11 @@ func Dispatcher(ctx context.Context, args []string) error {
 		}
 		checks = append(checks, w.Ready)
 		g.Go(func() error { return w.Run(gctx) })
+	}
+	if *uiListen != "" {
+		if err := serveConsole(gctx, g, *uiListen, *uiReadOnly, *uiRemote, client, log); err != nil {
+			return err
+		}
 	}
 	metrics.SetReady(checks...)
 	return g.Wait()
