@@ -45,7 +45,12 @@ func TestLostAnswersNeitherStallNorRepeatSteps(t *testing.T) {
 		k := seen[id+" "+what]
 		return (what == "commit" && (k == 1 || k == 3)) || (what == "publish" && k == 1)
 	}
-	d, _ := e.Dispatcher(nil, dispatcher.WithLostAnswers(dispatcher.Config{RetryDelay: 100 * time.Millisecond}, lose))
+	backend := &faulty{
+		Backend:     e.Client,
+		loseCommit:  func(in *workflow.Instance) bool { return lose(in.ID, "commit") },
+		losePublish: func(dec workflow.Decision) bool { return lose(decisionInstance(dec), "publish") },
+	}
+	d, _ := e.Dispatcher(backend, dispatcher.Config{RetryDelay: 100 * time.Millisecond})
 	l := newEffectLedger()
 	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"lstep": l.handler("w")})
 

@@ -53,9 +53,6 @@ func (b *backlogCollector) set(qs []jetstream.TaskQueue) {
 	b.mu.Unlock()
 }
 
-// backlogReadTimeout bounds one read of the task queues.
-const backlogReadTimeout = 5 * time.Second
-
 // watchBacklog reads the task queues every BacklogInterval until ctx ends.
 // A failed read keeps the last values (and is logged once until a read
 // succeeds again).
@@ -64,7 +61,7 @@ func (d *Dispatcher) watchBacklog(ctx context.Context) {
 	defer t.Stop()
 	failing := false
 	for {
-		rctx, cancel := context.WithTimeout(ctx, backlogReadTimeout)
+		rctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
 		qs, err := d.client.TaskQueues(rctx)
 		cancel()
 		switch {

@@ -137,7 +137,7 @@ func requireFanOutDone(t *testing.T, e *jftest.Env, l *ledger, inst *workflow.In
 }
 
 // isChildDone matches event messages that carry a child's completion.
-func isChildDone(m *jetstream.Msg) bool {
+func isChildDone(m jetstream.Delivery) bool {
 	ev, err := jetstream.DecodeEvent(m.Data())
 	return err == nil && ev.Kind == workflow.EventChildDone
 }
@@ -383,8 +383,8 @@ func TestBulkRedeliveredCompletionAfterARecountIsCounted(t *testing.T) {
 	// recount still throttles. That takes milliseconds; 3s was too close
 	// for a loaded machine, where the test then took the other path. The
 	// deferred recounts (children 1 and 2) run 5s after the one before.
-	cfg := dispatcher.WithRecountEvery(dispatcher.Config{StaleBulk: time.Hour}, 5*time.Second)
-	d, _ := e.Dispatcher(nil, dispatcher.WithRedeliveredEvents(cfg, isChildDone))
+	cfg := dispatcher.Config{StaleBulk: time.Hour, RecountInterval: 5 * time.Second}
+	d, _ := e.Dispatcher(&faulty{Backend: e.Client, redeliverEvent: isChildDone}, cfg)
 	id := startWaitingParent(t, e, d, "lost", 3)
 	lostCommit := func(i int) {
 		// The barrier passed, the parent's CAS never happened; the
@@ -486,8 +486,8 @@ func TestBulkRecountDoesNotCountAPendingCompletionTwice(t *testing.T) {
 	e := jftest.Start(t, jetstream.Config{})
 	e.Register(childDef)
 	e.Register(parentDef(0, "wait_all"))
-	cfg := dispatcher.WithBatchDelay(dispatcher.Config{StaleBulk: time.Hour}, 300*time.Millisecond)
-	d, _ := e.Dispatcher(nil, dispatcher.WithRedeliveredEvents(cfg, isChildDone))
+	cfg := dispatcher.Config{StaleBulk: time.Hour, BatchWait: 300 * time.Millisecond}
+	d, _ := e.Dispatcher(&faulty{Backend: e.Client, redeliverEvent: isChildDone}, cfg)
 	id := startWaitingParent(t, e, d, "pending", 3)
 	// Child 0: barrier passed, parent's CAS lost.
 	_, err := e.Client.CreateBarrier(context.Background(), workflow.ChildBarrierKey(id, "fan", 0, true))
@@ -527,8 +527,8 @@ func TestBulkRecountsRacingIncrementsCountEachChildOnce(t *testing.T) {
 	parent := workflow.InstanceID("parent", "race")
 	var mu sync.Mutex
 	rng := rand.New(rand.NewPCG(1, 2))
-	fail := func(id string) bool {
-		if id != parent {
+	fail := func(in *workflow.Instance) bool {
+		if in.ID != parent {
 			return false
 		}
 		mu.Lock()
@@ -537,8 +537,8 @@ func TestBulkRecountsRacingIncrementsCountEachChildOnce(t *testing.T) {
 	}
 	var ds []*dispatcher.Dispatcher
 	for k := 0; k < 2; k++ {
-		cfg := dispatcher.Config{StaleBulk: time.Hour, RetryDelay: 50 * time.Millisecond}
-		d, _ := e.Dispatcher(nil, dispatcher.WithFailedCommits(dispatcher.WithRecountEvery(cfg, 20*time.Millisecond), fail))
+		cfg := dispatcher.Config{StaleBulk: time.Hour, RetryDelay: 50 * time.Millisecond, RecountInterval: 20 * time.Millisecond}
+		d, _ := e.Dispatcher(&faulty{Backend: e.Client, failCommit: fail}, cfg)
 		ds = append(ds, d)
 	}
 	l := &ledger{runs: map[int]int{}}
@@ -587,14 +587,14 @@ func TestBulkChunkNotPublishedAfterCommitIsRepublished(t *testing.T) {
 	n := 3 * workflow.BulkChunk
 	parent := workflow.InstanceID("parent", "lostchunk")
 	var dropped atomic.Int32
-	drop := func(id string, dec workflow.Decision) bool {
+	drop := func(dec workflow.Decision) bool {
 		// The second chunk, once, and only when its pass also counts
 		// completions of the first.
-		return id == parent && len(dec.Children) > 0 && dec.Children[0].Parent.Index == workflow.BulkChunk &&
+		return decisionInstance(dec) == parent && len(dec.Children) > 0 && dec.Children[0].Parent.Index == workflow.BulkChunk &&
 			dropped.CompareAndSwap(0, 1)
 	}
-	cfg := dispatcher.WithBatchDelay(dispatcher.Config{StaleBulk: time.Hour}, 50*time.Millisecond)
-	d, _ := e.Dispatcher(nil, dispatcher.WithFailedPublishes(cfg, drop))
+	cfg := dispatcher.Config{StaleBulk: time.Hour, BatchWait: 50 * time.Millisecond}
+	d, _ := e.Dispatcher(&faulty{Backend: e.Client, failPublish: drop}, cfg)
 	l := &ledger{runs: map[int]int{}}
 	e.Worker(nil, worker.Config{Concurrency: 32}, map[string]worker.Handler{"work": l.slowHandler(-1, 20*time.Millisecond)})
 	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "lostchunk", Payload: items(n)}))
@@ -616,15 +616,15 @@ func TestBulkLostChunkUnderAWindowIsRepublishedByRepair(t *testing.T) {
 	n := 200
 	parent := workflow.InstanceID("parent", "window")
 	var dropped atomic.Int32
-	drop := func(id string, dec workflow.Decision) bool {
-		return id == parent && len(dec.Children) > 0 && dec.Children[0].Parent.Index >= 100 && dropped.CompareAndSwap(0, 1)
+	drop := func(dec workflow.Decision) bool {
+		return decisionInstance(dec) == parent && len(dec.Children) > 0 && dec.Children[0].Parent.Index >= 100 && dropped.CompareAndSwap(0, 1)
 	}
 	// The failed pass's events come back only after 30s (RetryDelay), far
 	// beyond the 2s of quiet after which the repair republishes the lost
 	// chunk: the repair must be what finishes the fan-out, however slowly
 	// the other children complete.
 	cfg := dispatcher.Config{StaleBulk: 2 * time.Second, RepairInterval: 200 * time.Millisecond, RetryDelay: 30 * time.Second}
-	d, _ := e.Dispatcher(nil, dispatcher.WithFailedPublishes(cfg, drop))
+	d, _ := e.Dispatcher(&faulty{Backend: e.Client, failPublish: drop}, cfg)
 	l := &ledger{runs: map[int]int{}}
 	e.Worker(nil, worker.Config{Concurrency: 16}, map[string]worker.Handler{"work": l.handler(-1)})
 	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "window", Payload: items(n)}))

@@ -97,43 +97,34 @@ type Config struct {
 	Clock func() time.Time
 	// Logger. Default: discarded.
 	Logger zerolog.Logger
-
-	// dropTriggerAck (tests, see export_test.go): when it returns true for
-	// a trigger message whose starts were applied, the message is not
-	// acked, as if the dispatcher died first; NATS redelivers it after the
-	// ack wait.
-	dropTriggerAck func(*jetstream.Msg) bool
-	// redeliverEvent (tests): when it returns true for the first delivery
-	// of an event message, the message is NAKed unprocessed, so it comes
-	// back at once as a redelivery.
-	redeliverEvent func(*jetstream.Msg) bool
-	// recountEvery (tests): see defaultRecountEvery.
-	recountEvery time.Duration
-	// batchDelay (tests): how long a shard waits after the first event of
-	// a batch before it takes the rest, so events published together are
-	// applied in one pass.
-	batchDelay time.Duration
-	// failCommit (tests): when it returns true for an instance about to
-	// be written, the pass fails before its CAS, after its barriers and
-	// data writes, as if the stream leader had died; its events are
-	// retried with backoff.
-	failCommit func(instance string) bool
-	// failPublish (tests): when it returns true for a committed decision,
-	// the pass fails before publishing it, as if the connection dropped.
-	failPublish func(instance string, dec workflow.Decision) bool
-	// dropPublish (tests): when it returns true for a committed decision,
-	// its messages are not published and the pass goes on as if they
-	// were: what a server that crashed after acknowledging them leaves.
-	dropPublish func(instance string, dec workflow.Decision) bool
-	// onCommit (tests): called with every instance state this dispatcher
-	// committed and its revision, right after the CAS.
-	onCommit func(inst *workflow.Instance, rev uint64)
-	// loseAnswer (tests): when it returns true for an instance whose CAS
-	// ("commit") or publish of a committed decision ("publish") just
-	// succeeded, the pass fails as
-	// if the answer never came (jetstream.ErrRequestTimeout): the write
-	// took effect and the dispatcher does not know it.
-	loseAnswer func(instance, what string) bool
+	// PassTimeout bounds one pass over an instance's events, requests
+	// included; its events are then retried with backoff. Each request
+	// within the pass has its own, shorter bound
+	// (jetstream.Config.RequestTimeout): a request sent to a stream
+	// leader that just died is given up after that, so the shard, which
+	// holds every instance hashed to it, is not held for the whole pass.
+	// Default 15s.
+	PassTimeout time.Duration
+	// OpTimeout bounds an operation on a message outside a pass:
+	// dead-lettering it, finding the run a trigger starts, reading a
+	// definition, capturing a trigger subject, a read of the repair loop
+	// or of the task queues. Default 10s.
+	OpTimeout time.Duration
+	// ShutdownTimeout is how long Run, once its context ended, waits for
+	// the events already queued to be applied; then it cancels the passes
+	// still running, and their events are redelivered. Default 30s.
+	ShutdownTimeout time.Duration
+	// RecountInterval is the least time between two recounts of one bulk
+	// step caused by redelivered completions whose barrier exists (after
+	// a restart many arrive at once, and one recount covers every barrier
+	// that existed when it started); a completion that arrives sooner
+	// schedules a recount for when the interval has passed. Default 2s.
+	RecountInterval time.Duration
+	// BatchWait is how long a shard waits after the first event of a
+	// batch before it takes the rest, so events published together are
+	// applied in one pass (fewer writes of a busy instance, at the cost of
+	// latency). Default 0: a shard takes what is queued at once.
+	BatchWait time.Duration
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.
@@ -195,8 +186,17 @@ func (c Config) WithDefaults() Config {
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
-	if c.recountEvery == 0 {
-		c.recountEvery = defaultRecountEvery
+	if c.PassTimeout == 0 {
+		c.PassTimeout = 15 * time.Second
+	}
+	if c.OpTimeout == 0 {
+		c.OpTimeout = 10 * time.Second
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.RecountInterval == 0 {
+		c.RecountInterval = defaultRecountInterval
 	}
 	return c
 }
@@ -212,6 +212,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("batch size must be positive, got %d", c.BatchSize)
 	case c.MaxDeliveries < 1:
 		return fmt.Errorf("max deliveries must be positive, got %d", c.MaxDeliveries)
+	case c.PassTimeout < 0 || c.OpTimeout < 0 || c.ShutdownTimeout < 0:
+		return fmt.Errorf("pass, op and shutdown timeouts must be positive, got %s, %s, %s", c.PassTimeout, c.OpTimeout, c.ShutdownTimeout)
+	case c.RecountInterval < 0:
+		return fmt.Errorf("recount interval must not be negative, got %s", c.RecountInterval)
+	case c.BatchWait < 0:
+		return fmt.Errorf("batch wait must not be negative, got %s", c.BatchWait)
 	}
 	return nil
 }
@@ -219,13 +225,15 @@ func (c Config) Validate() error {
 // Dispatcher drives workflow instances.
 type Dispatcher struct {
 	cfg    Config
-	client *jetstream.Client
+	client Backend
 	log    zerolog.Logger
 	defs   *registry
 	shards []*shard
 	stats  *metrics
 	// consuming is set while Run consumes triggers and events (Ready).
 	consuming atomic.Bool
+	// ran is set by the first call of Run.
+	ran atomic.Bool
 	// tracer is nil unless Config.Tracer is set; traceCtx is the
 	// context its spans start from.
 	tracer   trace.Tracer
@@ -241,8 +249,8 @@ type Dispatcher struct {
 	slots atomic.Bool
 }
 
-// New creates a dispatcher on a provisioned client.
-func New(client *jetstream.Client, cfg Config) (*Dispatcher, error) {
+// New creates a dispatcher on a provisioned backend (a *jetstream.Client).
+func New(client Backend, cfg Config) (*Dispatcher, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("dispatcher config: %w", err)
@@ -285,24 +293,56 @@ func (d *Dispatcher) Ready() error {
 // Stats returns the counters, summed over their labels.
 func (d *Dispatcher) Stats() Stats { return d.stats.stats() }
 
+// ErrRunTwice is what a second call of Run returns: a Dispatcher runs
+// once; make a new one to run again.
+var ErrRunTwice = errors.New("dispatcher: Run was already called; a Dispatcher runs once")
+
 // Run consumes triggers and events until ctx ends, then drains: it stops
-// fetching, finishes the events already queued and returns.
+// fetching, finishes the events already queued (for at most
+// ShutdownTimeout, then cancels the passes still running, whose events are
+// redelivered) and returns. It returns an error when it cannot start (the
+// definitions cannot be watched, a consumer cannot be bound), and
+// ErrRunTwice when called a second time. A background loop that fails
+// once running (the definitions watch, the repair loop, the stats
+// responder) is restarted with backoff and counted in
+// jetflow_loop_restarts_total.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	watchCtx, stopWatch := context.WithCancel(context.Background())
+	if !d.ran.CompareAndSwap(false, true) {
+		return ErrRunTwice
+	}
+	// Requests run under hardCtx: it keeps ctx's values, outlives ctx by
+	// at most ShutdownTimeout (the drain), and ends when Run returns.
+	hardCtx, hardCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer hardCancel()
+	watchCtx, stopWatch := context.WithCancel(hardCtx)
 	defer stopWatch()
 	ready := make(chan struct{})
 	var readyOnce sync.Once
+	markReady := func() { readyOnce.Do(func() { close(ready) }) }
+	addDefinition := func(def *workflow.Definition) { d.addDefinition(watchCtx, def) }
 	var wg sync.WaitGroup
 	watchErr := make(chan error, 1)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		watchErr <- d.client.WatchDefinitions(watchCtx, d.addDefinition, func() { readyOnce.Do(func() { close(ready) }) })
+		err := d.client.WatchDefinitions(watchCtx, addDefinition, markReady)
+		select {
+		case <-ready:
+		default:
+			watchErr <- err // Run cannot start
+			return
+		}
+		d.supervise(watchCtx, loopDefinitions, err, func(ctx context.Context) error {
+			return d.client.WatchDefinitions(ctx, addDefinition, func() {})
+		})
 	}()
 	select {
 	case <-ready:
 	case err := <-watchErr:
-		return err
+		if err == nil {
+			err = errors.New("the definitions watch ended before it delivered the stored definitions")
+		}
+		return fmt.Errorf("watch definitions: %w", err)
 	case <-ctx.Done():
 		stopWatch()
 		wg.Wait()
@@ -319,7 +359,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		shardWG.Add(1)
 		go func() {
 			defer shardWG.Done()
-			s.run()
+			s.run(hardCtx)
 		}()
 	}
 	subs := make([]*jetstream.Subscription, 0, 2)
@@ -329,26 +369,39 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			s.Stop()
 		}
 		d.gate.Lock() // no handler is enqueueing any more
-		defer d.gate.Unlock()
 		for _, s := range d.shards {
 			close(s.in)
 		}
-		shardWG.Wait()
+		d.gate.Unlock()
+		drained := make(chan struct{})
+		go func() {
+			shardWG.Wait()
+			close(drained)
+		}()
+		t := time.NewTimer(d.cfg.ShutdownTimeout)
+		defer t.Stop()
+		select {
+		case <-drained:
+		case <-t.C:
+			d.log.Warn().Dur("timeout", d.cfg.ShutdownTimeout).Msg("events still queued at the shutdown timeout; cancelling their passes (they are redelivered)")
+			hardCancel()
+			<-drained
+		}
 		stopWatch()
 		wg.Wait()
 	}
 	for _, spec := range []struct {
 		stream string
-		fn     func(*jetstream.Msg)
+		fn     func(context.Context, jetstream.Delivery)
 	}{{jetstream.StreamTriggers, d.onTrigger}, {jetstream.StreamEvents, d.onEvent}} {
-		sub, err := d.client.ConsumeDispatcher(ctx, spec.stream, d.cfg.Buffer, spec.fn)
+		sub, err := d.client.ConsumeDispatcher(ctx, spec.stream, d.cfg.Buffer, func(m jetstream.Delivery) { spec.fn(hardCtx, m) })
 		if err != nil {
 			stop()
 			return err
 		}
 		subs = append(subs, sub)
 	}
-	guard, err := d.client.GuardTimerSubjects(ctx, func(subject, reason string) {
+	guard, err := d.client.GuardTimerSubjects(hardCtx, func(subject, reason string) {
 		d.stats.deadLetters.WithLabelValues(reasonTimerJunk).Inc()
 		d.log.Warn().Str("subject", subject).Str("reason", reason).Msg("message dead-lettered")
 	})
@@ -383,18 +436,17 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := d.client.ServeStats(watchCtx, d.cfg.Name, func() any { return d.Stats() }); err != nil {
-			d.log.Warn().Err(err).Msg("cannot serve stats")
-		}
+		d.supervise(watchCtx, loopStats, nil, func(ctx context.Context) error {
+			return d.client.ServeStats(ctx, d.cfg.Name, func() any { return d.Stats() })
+		})
 	}()
 	if d.cfg.RepairInterval > 0 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := &repairLoop{d: d}
-			if err := r.run(watchCtx); err != nil {
-				d.log.Error().Err(err).Msg("repair loop stopped")
-			}
+			d.supervise(watchCtx, loopRepair, nil, func(ctx context.Context) error {
+				return (&repairLoop{d: d}).run(ctx)
+			})
 		}()
 	}
 	d.log.Info().Int("shards", d.cfg.Shards).Dur("repair_interval", d.cfg.RepairInterval).Msg("dispatcher running")
@@ -422,14 +474,64 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 }
 
-func (d *Dispatcher) addDefinition(def *workflow.Definition) {
+// Background loops that Run restarts when they fail: the loop label of
+// jetflow_loop_restarts_total.
+const (
+	loopDefinitions = "definitions" // the watch of the definitions bucket
+	loopRepair      = "repair"      // the repair loop (and its watch of instance writes)
+	loopStats       = "stats"       // the responder of jetflow stats
+)
+
+// errLoopEnded is the failure of a loop that returned nil before its
+// context ended.
+var errLoopEnded = errors.New("the loop ended on its own")
+
+// supervise runs loop until ctx ends. Whenever loop fails (failed, when
+// not nil, is its failure before supervise was called), the failure is
+// logged and counted in jetflow_loop_restarts_total{loop=name}, and loop
+// is started again after RetryDelay, doubling up to 30s while it keeps
+// failing at once.
+func (d *Dispatcher) supervise(ctx context.Context, name string, failed error, loop func(context.Context) error) {
+	delay := d.cfg.RetryDelay
+	for {
+		if failed == nil {
+			start := time.Now()
+			failed = loop(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if failed == nil {
+				failed = errLoopEnded
+			}
+			if time.Since(start) > maxRetryDelay {
+				delay = d.cfg.RetryDelay // it had been running well
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		d.stats.loopRestarts.WithLabelValues(name).Inc()
+		d.log.Error().Err(failed).Str("loop", name).Dur("restart_in", delay).Msg("background loop failed; restarting it")
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(2*delay, maxRetryDelay)
+		failed = nil
+	}
+}
+
+func (d *Dispatcher) addDefinition(ctx context.Context, def *workflow.Definition) {
 	d.defs.add(def)
 	if def.UsesSlots() {
 		d.slots.Store(true)
 	}
 	d.log.Info().Str("workflow", def.Name).Int("version", def.Version).Msg("definition loaded")
 	if def.Trigger != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
 		defer cancel()
 		if err := d.client.EnsureTriggerSubjects(ctx, def.Trigger.Subject); err != nil {
 			d.log.Error().Err(err).Str("workflow", def.Name).Msg("cannot capture trigger subject")
@@ -457,7 +559,7 @@ func (d *Dispatcher) definition(ctx context.Context, name string, version int) (
 // item is one event on its way through a shard.
 type item struct {
 	ev  workflow.Event
-	msg *jetstream.Msg
+	msg jetstream.Delivery
 	// reconcile is set on a bulk child's start that is a poke of a
 	// reconciliation round (workflow.ReconcileChild).
 	reconcile string
@@ -512,8 +614,8 @@ func shardOf(id string, n int) int {
 
 // reject dead-letters a message with a reason and terminates it; class
 // is the reason's label in jetflow_dead_letters_total.
-func (d *Dispatcher) reject(source string, m *jetstream.Msg, class, reason string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+func (d *Dispatcher) reject(ctx context.Context, source string, m jetstream.Delivery, class, reason string) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
 	defer cancel()
 	if err := d.client.DeadLetter(ctx, source, m, "dispatcher", reason); err != nil {
 		d.log.Error().Err(err).Str("subject", m.Subject()).Str("reason", reason).Msg("dead-letter failed; will retry")
@@ -533,13 +635,13 @@ func (d *Dispatcher) reject(source string, m *jetstream.Msg, class, reason strin
 }
 
 // settle acks, retries or rejects a message according to its outcome.
-func (d *Dispatcher) settle(source string, m *jetstream.Msg, o outcome) {
+func (d *Dispatcher) settle(ctx context.Context, source string, m jetstream.Delivery, o outcome) {
 	switch {
 	case o.reject != "":
-		d.reject(source, m, o.class, o.reject)
+		d.reject(ctx, source, m, o.class, o.reject)
 	case o.err != nil:
 		if m.Deliveries() >= uint64(d.cfg.MaxDeliveries) {
-			d.reject(source, m, reasonGaveUp, fmt.Sprintf("gave up after %d deliveries: %v", m.Deliveries(), o.err))
+			d.reject(ctx, source, m, reasonGaveUp, fmt.Sprintf("gave up after %d deliveries: %v", m.Deliveries(), o.err))
 			return
 		}
 		d.stats.retried.Add(1)
@@ -566,15 +668,15 @@ func retryBackoff(base time.Duration, n uint64) time.Duration {
 	return min(d, maxRetryDelay)
 }
 
-func (d *Dispatcher) onEvent(m *jetstream.Msg) {
+func (d *Dispatcher) onEvent(ctx context.Context, m jetstream.Delivery) {
 	d.stats.events.Add(1)
 	ev, err := jetstream.DecodeEvent(m.Data())
 	if err != nil {
-		d.reject("event", m, reasonMalformed, err.Error())
+		d.reject(ctx, "event", m, reasonMalformed, err.Error())
 		return
 	}
 	if ev.Kind == workflow.EventStart {
-		d.reject("event", m, reasonMisrouted, "start events are published on jetflow.start.<workflow>, not on the event subject")
+		d.reject(ctx, "event", m, reasonMisrouted, "start events are published on jetflow.start.<workflow>, not on the event subject")
 		return
 	}
 	// An event is published on its instance's subject, or on the subject
@@ -582,60 +684,56 @@ func (d *Dispatcher) onEvent(m *jetstream.Msg) {
 	// NATS permissions allow that kind only: a worker may publish on
 	// ".result" subjects, which must then carry results.
 	if want := jetstream.EventSubject(ev.Instance); m.Subject() != want && m.Subject() != jetstream.EventKindSubject(ev.Instance, ev.Kind) {
-		d.reject("event", m, reasonMisrouted, fmt.Sprintf("%s event for instance %s published on %s, expected %s or %s", ev.Kind, ev.Instance, m.Subject(), want, jetstream.EventKindSubject(ev.Instance, ev.Kind)))
+		d.reject(ctx, "event", m, reasonMisrouted, fmt.Sprintf("%s event for instance %s published on %s, expected %s or %s", ev.Kind, ev.Instance, m.Subject(), want, jetstream.EventKindSubject(ev.Instance, ev.Kind)))
 		return
 	}
-	if d.cfg.redeliverEvent != nil && m.Deliveries() == 1 && d.cfg.redeliverEvent(m) {
-		_ = m.Nak(0) // tests: as if the first delivery's pass had failed
-		return
-	}
-	if !d.enqueue(&item{ev: ev, msg: m, done: func(o outcome) { d.settle("event", m, o) }}) {
+	if !d.enqueue(&item{ev: ev, msg: m, done: func(o outcome) { d.settle(ctx, "event", m, o) }}) {
 		_ = m.Nak(0)
 	}
 }
 
-func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
+func (d *Dispatcher) onTrigger(ctx context.Context, m jetstream.Delivery) {
 	d.stats.triggers.Add(1)
 	maxPayload := d.client.Config().MaxPayload
 	if len(m.Data()) > maxPayload {
-		d.reject("trigger", m, reasonTooLarge, fmt.Sprintf("payload is %d bytes; the limit is %d (jetflow.max_payload)", len(m.Data()), maxPayload))
+		d.reject(ctx, "trigger", m, reasonTooLarge, fmt.Sprintf("payload is %d bytes; the limit is %d (jetflow.max_payload)", len(m.Data()), maxPayload))
 		return
 	}
 	var defs []*workflow.Definition
 	if name, ok := strings.CutPrefix(m.Subject(), "jetflow.start."); ok {
 		def := d.defs.latestOf(name)
 		if def == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			def = d.latestFromStore(ctx, name)
+			lctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
+			def = d.latestFromStore(lctx, name)
 			cancel()
 		}
 		if def == nil {
 			reason := fmt.Sprintf("unknown workflow %q: no definition is registered under that name", name)
 			if parent, ok := parentOf(m); ok {
 				// A bulk parent must not wait for a child that cannot start.
-				if err := d.failChild(m, parent, reason); err != nil {
+				if err := d.failChild(ctx, m, parent, reason); err != nil {
 					_ = m.Nak(d.cfg.RetryDelay)
 					return
 				}
 			}
-			d.reject("trigger", m, reasonUnknownWorkflow, reason)
+			d.reject(ctx, "trigger", m, reasonUnknownWorkflow, reason)
 			return
 		}
 		if parent, ok := parentOf(m); ok {
-			d.onChildStart(m, def, parent)
+			d.onChildStart(ctx, m, def, parent)
 			return
 		}
 		defs = append(defs, def)
 	} else {
 		defs = d.defs.bound(m.Subject())
 		if len(defs) == 0 {
-			d.reject("trigger", m, reasonNoBinding, fmt.Sprintf("no registered workflow is triggered by subject %q", m.Subject()))
+			d.reject(ctx, "trigger", m, reasonNoBinding, fmt.Sprintf("no registered workflow is triggered by subject %q", m.Subject()))
 			return
 		}
 	}
 	input, err := payloadOf(m, maxPayload)
 	if err != nil {
-		d.reject("trigger", m, reasonBadPayload, err.Error())
+		d.reject(ctx, "trigger", m, reasonBadPayload, err.Error())
 		return
 	}
 	// The decoded payload only when a key is read from it.
@@ -658,15 +756,15 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 			problems = append(problems, fmt.Sprintf("workflow %s: %v", def.Name, err))
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		target, err := d.chooseRun(ctx, def, workflow.InstanceID(def.Name, key), m, digest)
+		cctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
+		target, err := d.chooseRun(cctx, def, workflow.InstanceID(def.Name, key), m, digest)
 		cancel()
 		if errors.Is(err, workflow.ErrTooManyRuns) {
 			problems = append(problems, fmt.Sprintf("workflow %s: event key %q: %v", def.Name, key, err))
 			continue
 		}
 		if err != nil {
-			d.settle("trigger", m, outcome{err: err})
+			d.settle(ctx, "trigger", m, outcome{err: err})
 			return
 		}
 		id := target.id
@@ -684,7 +782,7 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 		items = append(items, &item{ev: ev, msg: m, input: input})
 	}
 	if len(items) == 0 {
-		d.reject("trigger", m, reasonEventKey, strings.Join(problems, "; "))
+		d.reject(ctx, "trigger", m, reasonEventKey, strings.Join(problems, "; "))
 		return
 	}
 	// The message is settled when every start it caused is settled.
@@ -704,15 +802,12 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 			}
 			if first.err == nil && first.reject == "" && len(problems) > 0 {
 				// Some bindings started; record the ones that could not.
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				_ = d.client.DeadLetter(ctx, "trigger", m, "dispatcher", strings.Join(problems, "; "))
+				dctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
+				_ = d.client.DeadLetter(dctx, "trigger", m, "dispatcher", strings.Join(problems, "; "))
 				cancel()
 				d.stats.deadLetters.WithLabelValues(reasonEventKey).Inc()
 			}
-			if d.cfg.dropTriggerAck != nil && first.err == nil && first.reject == "" && d.cfg.dropTriggerAck(m) {
-				return // tests: as if the dispatcher died before the ack
-			}
-			d.settle("trigger", m, first)
+			d.settle(ctx, "trigger", m, first)
 		}
 		if !d.enqueue(it) {
 			_ = m.Nak(0)
@@ -722,7 +817,7 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 }
 
 // parentOf reads the parent of a bulk child's start message.
-func parentOf(m *jetstream.Msg) (workflow.ParentRef, bool) {
+func parentOf(m jetstream.Delivery) (workflow.ParentRef, bool) {
 	id := m.Header(jetstream.HeaderParent)
 	if id == "" {
 		return workflow.ParentRef{}, false
@@ -734,8 +829,8 @@ func parentOf(m *jetstream.Msg) (workflow.ParentRef, bool) {
 	return workflow.ParentRef{ID: id, Step: m.Header(jetstream.HeaderParentStep), Index: idx}, true
 }
 
-func (d *Dispatcher) failChild(m *jetstream.Msg, p workflow.ParentRef, reason string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+func (d *Dispatcher) failChild(ctx context.Context, m jetstream.Delivery, p workflow.ParentRef, reason string) error {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
 	defer cancel()
 	return d.client.PublishEvents(ctx, []workflow.OutEvent{{
 		Event: workflow.Event{Kind: workflow.EventChildDone, Instance: p.ID, Step: p.Step, Index: p.Index, ChildStatus: workflow.StatusFailed, Error: reason},
@@ -745,13 +840,13 @@ func (d *Dispatcher) failChild(m *jetstream.Msg, p workflow.ParentRef, reason st
 
 // onChildStart starts a bulk child from its pointer message: the parent
 // already wrote the input under a key derived from (parent, step, index).
-func (d *Dispatcher) onChildStart(m *jetstream.Msg, def *workflow.Definition, p workflow.ParentRef) {
+func (d *Dispatcher) onChildStart(ctx context.Context, m jetstream.Delivery, def *workflow.Definition, p workflow.ParentRef) {
 	ref := workflow.ChildInputKey(p.ID, p.Step, p.Index)
 	key := workflow.ChildEventKey(p.ID, p.Step, p.Index)
 	// Pointers of earlier versions also carry both; they must match.
 	sentRef, sentKey := m.Header(jetstream.HeaderInputRef), m.Header(jetstream.HeaderEventKey)
 	if p.Index < 0 || p.Step == "" || (sentRef != "" && sentRef != ref) || (sentKey != "" && sentKey != key) {
-		d.reject("trigger", m, reasonMalformed, fmt.Sprintf("malformed child start: parent %q step %q index %d, input %q, key %q", p.ID, p.Step, p.Index, sentRef, sentKey))
+		d.reject(ctx, "trigger", m, reasonMalformed, fmt.Sprintf("malformed child start: parent %q step %q index %d, input %q, key %q", p.ID, p.Step, p.Index, sentRef, sentKey))
 		return
 	}
 	id := workflow.InstanceID(def.Name, key)
@@ -763,7 +858,7 @@ func (d *Dispatcher) onChildStart(m *jetstream.Msg, def *workflow.Definition, p 
 		},
 		msg:       m,
 		reconcile: m.Header(jetstream.HeaderReconcile),
-		done:      func(o outcome) { d.settle("trigger", m, o) },
+		done:      func(o outcome) { d.settle(ctx, "trigger", m, o) },
 	}
 	if !d.enqueue(it) {
 		_ = m.Nak(0)
@@ -787,7 +882,7 @@ func (d *Dispatcher) latestFromStore(ctx context.Context, name string) *workflow
 // maxPayload bytes; empty means null), or the JSON of a msgpack payload
 // when the Content-Type header says so. Whatever it accepts decodes
 // later; whatever it rejects is dead-lettered with its error as reason.
-func payloadOf(m *jetstream.Msg, maxPayload int) ([]byte, error) {
+func payloadOf(m jetstream.Delivery, maxPayload int) ([]byte, error) {
 	data := m.Data()
 	if strings.EqualFold(m.Header(jetstream.HeaderContentType), "application/msgpack") {
 		j, err := jetstream.MsgpackToJSON(data)
@@ -806,7 +901,7 @@ func payloadOf(m *jetstream.Msg, maxPayload int) ([]byte, error) {
 // eventKey takes the event key from where the definition says: a
 // header as it is, or a payload field in its canonical form
 // (workflow.EventKey: a string as it is, an integer as its digits).
-func eventKey(def *workflow.Definition, m *jetstream.Msg, payload func() (any, error)) (string, error) {
+func eventKey(def *workflow.Definition, m jetstream.Delivery, payload func() (any, error)) (string, error) {
 	if def.Trigger == nil || strings.HasPrefix(m.Subject(), "jetflow.start.") {
 		if k := m.Header(jetstream.HeaderEventKey); k != "" {
 			return k, nil

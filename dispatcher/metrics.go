@@ -49,6 +49,7 @@ type Stats struct {
 	TimersFired       uint64 `json:"timers_fired" metric:"jetflow_timers_fired_total"`
 	Signals           uint64 `json:"signals" metric:"jetflow_signals_applied_total"`
 	PullStalls        uint64 `json:"pull_stalls" metric:"jetflow_pull_stalls_total"`
+	LoopRestarts      uint64 `json:"loop_restarts" metric:"jetflow_loop_restarts_total"`
 }
 
 // statField is one field of Stats: where it is, its key, and what it sums.
@@ -175,6 +176,7 @@ type metrics struct {
 	tasksPublished                                    *prometheus.CounterVec // task_type
 	deadLetters                                       *prometheus.CounterVec // reason
 	repairs                                           *prometheus.CounterVec // kind, outcome
+	loopRestarts                                      *prometheus.CounterVec // loop
 	applySeconds                                      prometheus.Histogram
 	bulkChildren                                      *prometheus.GaugeVec // state
 	backlog                                           *backlogCollector
@@ -226,6 +228,7 @@ func newMetrics(pullStalls func() uint64) *metrics {
 	m.repairs = vec("jetflow_repairs_total", "Repairs by kind (task, timer, bulk) and outcome: sent by the repair loop; applied or lost (the work had finished) for task repairs.", "kind", "outcome")
 	m.repairsApplied = count{m.repairs.WithLabelValues(repairTask, "applied")}
 	m.repairsLost = count{m.repairs.WithLabelValues(repairTask, "lost")}
+	m.loopRestarts = vec("jetflow_loop_restarts_total", "Background loops of the dispatcher that failed and were restarted, by loop: definitions (the watch of the definitions bucket), repair (the repair loop), stats (the jetflow stats responder).", "loop")
 	m.timersFired = f("jetflow_timers_fired_total", "Timer events that changed an instance.")
 	m.signals = f("jetflow_signals_applied_total", "Signals applied to an instance.")
 	m.slotOps = f("jetflow_slot_ops_total", "Concurrency slot acquires and releases carried out (docs/flow-control.md).")

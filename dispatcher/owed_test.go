@@ -18,7 +18,7 @@ import (
 // A server that crashes after acknowledging messages can lose them and
 // roll back its consumers' acks: the event that decided them comes back
 // as a first delivery (a delivery count of 1). These tests lose the
-// messages of one committed pass (WithDroppedPublishes: the pass acks its
+// messages of one committed pass (faulty.dropPublish: the pass acks its
 // event as if they had been published) and then deliver an event the
 // instance has already applied, as a first delivery: it must republish
 // what the instance owes. The step has no timeout and StaleTask is an
@@ -40,10 +40,10 @@ func startWithLostTask(t *testing.T, key string) (*jftest.Env, *dispatcher.Dispa
 	e.Register(twoStepDef)
 	id := workflow.InstanceID("two", key)
 	var dropped atomic.Int32
-	drop := func(inst string, dec workflow.Decision) bool {
-		return inst == id && len(dec.Tasks) == 1 && dec.Tasks[0].Step == "b" && dropped.CompareAndSwap(0, 1)
+	drop := func(dec workflow.Decision) bool {
+		return decisionInstance(dec) == id && len(dec.Tasks) == 1 && dec.Tasks[0].Step == "b" && dropped.CompareAndSwap(0, 1)
 	}
-	_, crashed := e.Dispatcher(nil, dispatcher.WithDroppedPublishes(dispatcher.Config{StaleTask: time.Hour}, drop))
+	_, crashed := e.Dispatcher(&faulty{Backend: e.Client, dropPublish: drop}, dispatcher.Config{StaleTask: time.Hour})
 	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"work": echo})
 	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "two", EventKey: key, Payload: []byte(`{"x":1}`)}))
 	jftest.Eventually(t, 30*time.Second, func() bool {
@@ -67,12 +67,15 @@ func TestRedeliveredStartRepublishesOwedTask(t *testing.T) {
 	e.Register(twoStepDef)
 	id := workflow.InstanceID("two", "redelivered-start")
 	var dropped, unacked atomic.Int32
-	drop := func(inst string, dec workflow.Decision) bool {
-		return inst == id && len(dec.Tasks) == 1 && dec.Tasks[0].Step == "a" && dropped.CompareAndSwap(0, 1)
+	drop := func(dec workflow.Decision) bool {
+		return decisionInstance(dec) == id && len(dec.Tasks) == 1 && dec.Tasks[0].Step == "a" && dropped.CompareAndSwap(0, 1)
 	}
-	cfg := dispatcher.WithDroppedPublishes(dispatcher.Config{StaleTask: time.Hour}, drop)
-	cfg = dispatcher.WithDroppedTriggerAcks(cfg, func(*jetstream.Msg) bool { return unacked.CompareAndSwap(0, 1) })
-	_, crashed := e.Dispatcher(nil, cfg)
+	backend := &faulty{
+		Backend:        e.Client,
+		dropPublish:    drop,
+		dropTriggerAck: func(jetstream.Delivery) bool { return unacked.CompareAndSwap(0, 1) },
+	}
+	_, crashed := e.Dispatcher(backend, dispatcher.Config{StaleTask: time.Hour})
 	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "two", EventKey: "redelivered-start", Payload: []byte(`{"x":1}`)}))
 	jftest.Eventually(t, 30*time.Second, func() bool { return dropped.Load() == 1 && unacked.Load() == 1 && e.Instance(id) != nil }, "the instance was not created")
 	// The dispatcher "crashed" with the server: it no longer knows what
@@ -132,13 +135,14 @@ func TestLostChildNoticeIsRecoveredByReconciliation(t *testing.T) {
 	e.Register(parentDef(0, "wait_all"))
 	n := 20
 	parent := workflow.InstanceID("parent", "lost-notice")
-	lost := workflow.ChildInstanceID("child", parent, "fan", 7)
 	var dropped atomic.Int32
-	drop := func(inst string, dec workflow.Decision) bool {
-		return inst == lost && len(dec.Events) == 1 && dec.Events[0].Event.Kind == workflow.EventChildDone && dropped.CompareAndSwap(0, 1)
+	// The lost child's notice: an event to the parent from child 7.
+	drop := func(dec workflow.Decision) bool {
+		return len(dec.Events) == 1 && dec.Events[0].Event.Kind == workflow.EventChildDone &&
+			dec.Events[0].Event.Instance == parent && dec.Events[0].Event.Index == 7 && dropped.CompareAndSwap(0, 1)
 	}
 	cfg := dispatcher.Config{StaleBulk: 2 * time.Second, RepairInterval: 200 * time.Millisecond, StaleTask: time.Hour}
-	d, _ := e.Dispatcher(nil, dispatcher.WithDroppedPublishes(cfg, drop))
+	d, _ := e.Dispatcher(&faulty{Backend: e.Client, dropPublish: drop}, cfg)
 	l := &ledger{runs: map[int]int{}}
 	e.Worker(nil, worker.Config{Concurrency: 8}, map[string]worker.Handler{"work": l.handler(-1)})
 	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "lost-notice", Payload: items(n)}))
@@ -162,11 +166,11 @@ func TestLostChildPointersAreStartedByReconciliation(t *testing.T) {
 	n := 30
 	parent := workflow.InstanceID("parent", "lost-pointers")
 	var dropped atomic.Int32
-	drop := func(inst string, dec workflow.Decision) bool {
-		return inst == parent && len(dec.Children) > 0 && dropped.CompareAndSwap(0, 1)
+	drop := func(dec workflow.Decision) bool {
+		return decisionInstance(dec) == parent && len(dec.Children) > 0 && dropped.CompareAndSwap(0, 1)
 	}
 	cfg := dispatcher.Config{StaleBulk: 2 * time.Second, RepairInterval: 200 * time.Millisecond, StaleTask: time.Hour}
-	d, _ := e.Dispatcher(nil, dispatcher.WithDroppedPublishes(cfg, drop))
+	d, _ := e.Dispatcher(&faulty{Backend: e.Client, dropPublish: drop}, cfg)
 	l := &ledger{runs: map[int]int{}}
 	e.Worker(nil, worker.Config{Concurrency: 8}, map[string]worker.Handler{"work": l.handler(-1)})
 	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "lost-pointers", Payload: items(n)}))

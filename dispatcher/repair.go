@@ -100,10 +100,6 @@ func (r *repairLoop) forget(id string) {
 	delete(r.sent, id)
 }
 
-// repairReadTimeout bounds the read of one instance whose repair may be
-// due.
-const repairReadTimeout = 5 * time.Second
-
 // load returns the instance of a watched write that a sweep must look
 // at, or nil when there is nothing to look at now. An error means the
 // store could not be read.
@@ -129,7 +125,7 @@ func (r *repairLoop) load(ctx context.Context, w *watched, now time.Time) (*work
 	if due.IsZero() || !now.After(due) {
 		return nil, nil
 	}
-	rctx, cancel := context.WithTimeout(ctx, repairReadTimeout)
+	rctx, cancel := context.WithTimeout(ctx, r.d.cfg.OpTimeout)
 	defer cancel()
 	in, _, err := r.d.client.GetInstance(rctx, w.id)
 	switch {

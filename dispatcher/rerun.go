@@ -24,7 +24,7 @@ type startTarget struct {
 // A start for an existing run is a duplicate the shard drops as usual, so
 // the run is created by the same KV Create as any instance: two messages
 // that choose the same new run create it once.
-func (d *Dispatcher) chooseRun(ctx context.Context, def *workflow.Definition, first string, m *jetstream.Msg, digest string) (startTarget, error) {
+func (d *Dispatcher) chooseRun(ctx context.Context, def *workflow.Definition, first string, m jetstream.Delivery, digest string) (startTarget, error) {
 	if !def.Reruns() {
 		return startTarget{id: first, choice: workflow.RunChoice{Run: 1}}, nil
 	}

@@ -309,7 +309,7 @@ func TestRerunRedeliveredTriggerStartsNoSecondRun(t *testing.T) {
 	var dropped, redelivered atomic.Int64
 	var droppedSeq atomic.Uint64
 	c1 := e.NewClient()
-	d1, r1 := e.Dispatcher(c1, dispatcher.WithDroppedTriggerAcks(dispatcher.Config{}, func(m *jetstream.Msg) bool {
+	d1, r1 := e.Dispatcher(&faulty{Backend: c1, dropTriggerAck: func(m jetstream.Delivery) bool {
 		if !strings.Contains(string(m.Data()), `"v":2`) {
 			return false
 		}
@@ -320,7 +320,7 @@ func TestRerunRedeliveredTriggerStartsNoSecondRun(t *testing.T) {
 		dropped.Add(1)
 		droppedSeq.Store(m.StreamSeq())
 		return true
-	}))
+	}}, dispatcher.Config{})
 
 	publish(1)
 	one := e.WaitTerminal(first, 10*time.Second)

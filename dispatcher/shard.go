@@ -14,16 +14,14 @@ import (
 // before its events are NAKed for a later retry.
 const maxConflicts = 20
 
-// defaultRecountEvery throttles recounts triggered by redelivered
-// duplicate completions: after a restart many arrive at once, and one
-// recount covers every barrier that existed when it started.
-const defaultRecountEvery = 2 * time.Second
+// defaultRecountInterval is Config.RecountInterval's default.
+const defaultRecountInterval = 2 * time.Second
 
 // recountDue reports whether a recount of the event's bulk step may run
 // now.
 func (s *shard) recountDue(ev workflow.Event, now time.Time) bool {
 	last, ok := s.recounted[recountKey(ev)]
-	return !ok || now.Sub(last) >= s.d.cfg.recountEvery
+	return !ok || now.Sub(last) >= s.d.cfg.RecountInterval
 }
 
 // recountLater makes sure a recount of the step starts after now, for a
@@ -38,7 +36,7 @@ func (s *shard) recountLater(ctx context.Context, ev workflow.Event, now time.Ti
 	if at, ok := s.scheduled[key]; ok && at.After(now) {
 		return nil
 	}
-	at := s.recounted[key].Add(s.d.cfg.recountEvery)
+	at := s.recounted[key].Add(s.d.cfg.RecountInterval)
 	if at.Before(now) {
 		at = now
 	}
@@ -104,11 +102,11 @@ func (s *shard) setOwed(id string, rev uint64) {
 	s.owed[id] = rev
 }
 
-func (s *shard) run() {
+func (s *shard) run(ctx context.Context) {
 	for first := range s.in {
 		batch := []*item{first}
-		if s.d.cfg.batchDelay > 0 {
-			time.Sleep(s.d.cfg.batchDelay)
+		if s.d.cfg.BatchWait > 0 {
+			time.Sleep(s.d.cfg.BatchWait)
 		}
 	drain:
 		for len(batch) < s.d.cfg.BatchSize {
@@ -133,25 +131,18 @@ func (s *shard) run() {
 		}
 		for _, id := range order {
 			start := time.Now()
-			s.process(id, groups[id])
+			s.process(ctx, id, groups[id])
 			s.d.stats.applySeconds.Observe(sinceSeconds(start))
 		}
 	}
 }
 
-// processTimeout bounds one pass over a group of events, NATS calls
-// included; the events are then retried with backoff. Each request within
-// the pass has its own, shorter bound (jetstream.Config.RequestTimeout,
-// 5 s): a request that went to a stream leader that just died is given up
-// after that, so the shard, which holds every instance hashed to it, is
-// not held for the whole pass.
-const processTimeout = 15 * time.Second
-
 // process applies a group of events to one instance with read -> apply ->
 // write data -> CAS -> publish -> settle.
-func (s *shard) process(id string, items []*item) {
+// The pass is bounded by Config.PassTimeout.
+func (s *shard) process(ctx context.Context, id string, items []*item) {
 	d := s.d
-	ctx, cancel := context.WithTimeout(context.Background(), processTimeout)
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.PassTimeout)
 	defer cancel()
 	var traced *workflow.Instance // the instance as the pass left it (tracing)
 	if d.tracer != nil {
@@ -212,14 +203,7 @@ func (s *shard) process(id string, items []*item) {
 					return
 				}
 			}
-			if d.cfg.failCommit != nil && d.cfg.failCommit(id) {
-				settleAll(outcome{err: errors.New("tests: commit dropped")})
-				return
-			}
 			newRev, err = d.client.PutInstance(ctx, res.inst, rev, s.expires(ctx, res.inst))
-			if err == nil && d.cfg.loseAnswer != nil && d.cfg.loseAnswer(id, "commit") {
-				err = fmt.Errorf("tests: answer of the commit lost: %w", jetstream.ErrRequestTimeout)
-			}
 			if err != nil {
 				delete(s.cache, id)
 				if errors.Is(err, workflow.ErrConflict) || errors.Is(err, workflow.ErrExists) {
@@ -232,9 +216,6 @@ func (s *shard) process(id string, items []*item) {
 				return
 			}
 			d.stats.commits.Add(1)
-			if d.cfg.onCommit != nil {
-				d.cfg.onCommit(res.inst, newRev)
-			}
 			s.remember(res.inst, newRev)
 			s.count(inst, res)
 			if res.inst.Status.Terminal() {
@@ -242,19 +223,7 @@ func (s *shard) process(id string, items []*item) {
 			}
 		}
 		// Only now, with the state committed, is the work published.
-		if d.cfg.failPublish != nil && d.cfg.failPublish(id, res.decided) {
-			settleAll(outcome{err: errors.New("publish after commit: tests: publish dropped")})
-			return
-		}
-		if d.cfg.dropPublish != nil && d.cfg.dropPublish(id, res.decided) {
-			err = nil // tests: acknowledged by the server, then lost
-		} else {
-			err = s.publish(ctx, res.decided)
-		}
-		if err == nil && res.changed && d.cfg.loseAnswer != nil && d.cfg.loseAnswer(id, "publish") {
-			err = fmt.Errorf("tests: answer of the publish lost: %w", jetstream.ErrRequestTimeout)
-		}
-		if err != nil {
+		if err = s.publish(ctx, res.decided); err != nil {
 			// A flow record that cannot be decoded (something other than
 			// jetflow wrote it) fails every retry the same: dead-letter.
 			if errors.Is(err, jetstream.ErrMalformed) {

@@ -17,7 +17,7 @@ const tracerName = "github.com/jetflow/jetflow/dispatcher"
 // traceOf is the Instance.Trace of an instance a trigger message starts:
 // its traceparent header when valid, a new root trace when this
 // dispatcher traces, else none.
-func (d *Dispatcher) traceOf(m *jetstream.Msg) string {
+func (d *Dispatcher) traceOf(m jetstream.Delivery) string {
 	if tp := m.Header(tracing.Header); tp != "" && tracing.Valid(tp) {
 		return tp
 	}

@@ -18,8 +18,9 @@ import (
 type Config struct {
 	// URL lists servers, comma-separated. Ignored when Server is set.
 	URL string
-	// Server, when set, is an embedded server to connect to in-process.
-	Server *Server
+	// Server, when set, is a server to connect to in-process (an
+	// *embedded.Server). Default nil: dial URL.
+	Server nats.InProcessConnProvider
 	// Name identifies the connection in server monitoring. Default "jetflow".
 	Name string
 	// Replicas of every stream and bucket (1 or 3 in practice). Default 1.
@@ -92,6 +93,9 @@ type Config struct {
 	// name what is missing (ErrNotProvisioned). A client whose NATS user
 	// is denied provisioning switches to this by itself. Default false.
 	NoProvision bool
+	// NATSOptions are applied by Connect after jetflow's own connection
+	// options (so they may override them). Default: none.
+	NATSOptions []nats.Option
 	// Logger. Default: discarded.
 	Logger zerolog.Logger
 }
@@ -143,8 +147,6 @@ func (c Config) WithDefaults() Config {
 // Validate reports a config that cannot work.
 func (c Config) Validate() error {
 	switch {
-	case c.Server == nil && c.URL == "":
-		return errors.New("no NATS URL and no embedded server")
 	case c.Replicas < 1 || c.Replicas > 5:
 		return fmt.Errorf("replicas must be between 1 and 5, got %d", c.Replicas)
 	case c.MaxPayload < 1024:
@@ -195,6 +197,8 @@ type Client struct {
 	// the server denied provisioning (provision.go).
 	perms       *violations
 	noProvision atomic.Bool
+	// owned: Connect made nc, so Close closes it (New: the caller's).
+	owned bool
 }
 
 // Connect connects to JetStream. It does not create anything; call
@@ -203,6 +207,9 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.Server == nil && cfg.URL == "" {
+		return nil, errors.New("no NATS URL and no embedded server")
 	}
 	log := cfg.Logger
 	reconnects := new(atomic.Uint64)
@@ -255,12 +262,13 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		}),
 	}
 	opts = append(opts, authOpts...)
+	opts = append(opts, cfg.NATSOptions...)
 	if cfg.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
 	url := cfg.URL
 	if cfg.Server != nil {
-		opts = append(opts, nats.InProcessServer(cfg.Server.s))
+		opts = append(opts, nats.InProcessServer(cfg.Server))
 		url = ""
 	}
 	nc, err := nats.Connect(url, opts...)
@@ -276,12 +284,63 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("connect to %s as %s: %w", RedactURL(url), cfg.Auth, err)
 		}
 	}
-	if srvMax := nc.MaxPayload(); int64(cfg.MaxPayload) > srvMax {
-		where := nc.ConnectedUrl()
-		if cfg.Server != nil {
-			where = "embedded"
-		}
+	c, err := newClient(nc, cfg, perms, reconnects)
+	if err != nil {
 		nc.Close()
+		return nil, err
+	}
+	c.owned = true
+	return c, nil
+}
+
+// New makes a client on a connection the caller made and keeps: Close
+// does not close it. It does not create anything; call Provision or Bind
+// next. cfg.URL, cfg.Server, cfg.Name, cfg.Auth, cfg.InboxPrefix and
+// cfg.ConnectTimeout do not apply (the connection has its own). The
+// connection's error and reconnect handlers are kept: the client's run
+// first, then the ones nc had.
+func New(nc *nats.Conn, cfg Config) (*Client, error) {
+	if nc == nil {
+		return nil, errors.New("jetflow: nil *nats.Conn")
+	}
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if nc.IsClosed() {
+		return nil, fmt.Errorf("jetflow: %w", nats.ErrConnectionClosed)
+	}
+	cfg.InboxPrefix = strings.TrimSuffix(nc.Opts.InboxPrefix, ".")
+	perms := newViolations(cfg.InboxPrefix)
+	reconnects := new(atomic.Uint64)
+	prevErr, prevReconnect := nc.Opts.AsyncErrorCB, nc.Opts.ReconnectedCB
+	nc.SetErrorHandler(func(conn *nats.Conn, sub *nats.Subscription, err error) {
+		if pe, ok := parseViolation(err); ok {
+			perms.report(pe)
+		}
+		if prevErr != nil {
+			prevErr(conn, sub, err)
+		}
+	})
+	nc.SetReconnectHandler(func(conn *nats.Conn) {
+		reconnects.Add(1)
+		if prevReconnect != nil {
+			prevReconnect(conn)
+		}
+	})
+	return newClient(nc, cfg, perms, reconnects)
+}
+
+// newClient is what Connect and New share once nc is connected.
+func newClient(nc *nats.Conn, cfg Config, perms *violations, reconnects *atomic.Uint64) (*Client, error) {
+	if srvMax := nc.MaxPayload(); srvMax > 0 && int64(cfg.MaxPayload) > srvMax {
+		where := RedactURL(nc.ConnectedUrl())
+		switch {
+		case cfg.Server != nil:
+			where = "embedded"
+		case where == "":
+			where = "in-process"
+		}
 		return nil, fmt.Errorf("%w: %d bytes is more than the NATS server (%s) accepts (max_payload %d bytes); lower --max-payload (JETFLOW_MAX_PAYLOAD) or raise the server's max_payload",
 			ErrMaxPayload, cfg.MaxPayload, where, srvMax)
 	}
@@ -290,21 +349,33 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	// of them would stall every later publish of this connection.
 	js, err := natsjs.New(nc, natsjs.WithPublishAsyncMaxPending(4096), natsjs.WithPublishAsyncTimeout(cfg.RequestTimeout))
 	if err != nil {
-		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	c := &Client{cfg: cfg, nc: nc, js: js, log: log, cache: newLRU(cfg.DataCacheBytes), perms: perms, reconnects: reconnects}
+	c := &Client{cfg: cfg, nc: nc, js: js, log: cfg.Logger, cache: newLRU(cfg.DataCacheBytes), perms: perms, reconnects: reconnects}
 	c.noProvision.Store(cfg.NoProvision)
 	return c, nil
 }
 
-// Close closes the connection, flushing pending publishes.
+// Close closes the connection Connect made, flushing pending publishes.
+// A client made by New leaves the caller's connection open: it only
+// waits (up to RequestTimeout) for the acks of its pending publishes.
 func (c *Client) Close() {
-	if c.nc != nil {
-		_ = c.nc.Drain()
-		c.nc.Close()
+	if c.nc == nil {
+		return
 	}
+	if !c.owned {
+		select {
+		case <-c.js.PublishAsyncComplete():
+		case <-time.After(c.cfg.RequestTimeout):
+		}
+		return
+	}
+	_ = c.nc.Drain()
+	c.nc.Close()
 }
+
+// Bound reports whether Bind (or Provision) has succeeded.
+func (c *Client) Bound() bool { return c.inst != nil && c.data != nil && c.defs != nil }
 
 // Reconnects counts how often the connection was re-established. A
 // server that crashed may have lost its last writes, so what a caller
@@ -444,6 +515,9 @@ func (c *Client) Bind(ctx context.Context) error {
 func (c *Client) bind(ctx context.Context) error {
 	var err error
 	if c.inst, err = c.bindBucket(ctx, BucketInstances); err != nil {
+		if errors.Is(err, natsjs.ErrBucketNotFound) {
+			err = fmt.Errorf("%w: %w", ErrNotProvisioned, err)
+		}
 		return fmt.Errorf("bucket %s: %w (has a dispatcher provisioned jetflow on this server?)", BucketInstances, err)
 	}
 	if c.data, err = c.bindBucket(ctx, BucketData); err != nil {

@@ -15,15 +15,17 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/jetflow/jetflow/embedded"
 )
 
 // startConfigServer starts a listening embedded server from a config
 // file body.
-func startConfigServer(t *testing.T, conf string) *Server {
+func startConfigServer(t *testing.T, conf string) *embedded.Server {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "nats.conf")
 	require.NoError(t, os.WriteFile(path, []byte(conf), 0o600))
-	srv, err := StartServer(ServerConfig{StoreDir: t.TempDir(), ConfigFile: path, Port: -1})
+	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir(), ConfigFile: path, Port: -1})
 	require.NoError(t, err)
 	t.Cleanup(srv.Shutdown)
 	return srv
@@ -79,7 +81,7 @@ func TestWrongPasswordFailsAtOnce(t *testing.T) {
 // operatorMode is an operator-mode (JWT) server with one account, and
 // credentials files for its users.
 type operatorMode struct {
-	srv     *Server
+	srv     *embedded.Server
 	account nkeys.KeyPair
 	dir     string
 }

@@ -17,6 +17,26 @@ type Msg struct {
 	m natsjs.Msg
 }
 
+// Delivery is a message as a consumer of the dispatcher receives it: what
+// it reads and how it settles it. *Msg implements it. A type that embeds
+// a Delivery implements it too, and may override what it reads or how it
+// settles (tests wrap messages this way to withhold an ack); the adapter
+// always reaches the received message underneath (DeadLetter, Erase).
+type Delivery interface {
+	Data() []byte
+	Subject() string
+	Header(key string) string
+	Deliveries() uint64
+	StreamSeq() uint64
+	Ack() error
+	Nak(delay time.Duration) error
+	Term(reason string) error
+	// received is the message as the consumer received it.
+	received() *Msg
+}
+
+func (m *Msg) received() *Msg { return m }
+
 // Data is the payload.
 func (m *Msg) Data() []byte { return m.m.Data() }
 
@@ -67,8 +87,8 @@ func (m *Msg) Term(reason string) error { return m.m.TermWithReason(reason) }
 // dispatcher erases a trigger it dead-lettered: the dead letter keeps
 // what an operator needs, and the trigger stream (limits retention, kept
 // for TriggerRetention) need not keep the whole payload again.
-func (c *Client) Erase(ctx context.Context, m *Msg) error {
-	md, err := m.m.Metadata()
+func (c *Client) Erase(ctx context.Context, d Delivery) error {
+	md, err := d.received().m.Metadata()
 	if err != nil {
 		return fmt.Errorf("erase message: %w", err)
 	}
@@ -131,8 +151,8 @@ func (s *Subscription) Stop() { s.cc.Stop() }
 
 // ConsumeDispatcher delivers messages of the dispatcher consumer on stream
 // (StreamTriggers or StreamEvents) to handler, keeping at most buffer
-// messages in flight in the client.
-func (c *Client) ConsumeDispatcher(ctx context.Context, stream string, buffer int, handler func(*Msg)) (*Subscription, error) {
+// messages in flight in the client. Each delivery is a *Msg.
+func (c *Client) ConsumeDispatcher(ctx context.Context, stream string, buffer int, handler func(Delivery)) (*Subscription, error) {
 	gctx, done := c.guard(ctx, jsAPI)
 	cons, err := c.js.Consumer(gctx, stream, ConsumerDispatcher)
 	if err = done(err); err != nil {
@@ -192,33 +212,51 @@ func (c *Client) EnsureTaskConsumer(ctx context.Context, taskType string) (*Task
 	return &TaskConsumer{cons: cons, c: c}, nil
 }
 
+// TaskBatch is the answer to one Fetch.
+type TaskBatch struct {
+	msgs chan *Msg
+	err  error
+}
+
+// Messages delivers the tasks as the server sends them; it is closed
+// when the request ends.
+func (b *TaskBatch) Messages() <-chan *Msg { return b.msgs }
+
+// Err is why the request ended, once Messages is closed: nil when it
+// ended as requests do (n tasks came, it expired, ctx ended, or the pull
+// was presumed lost and is counted in PullStalls); otherwise the
+// server's or the connection's error, for example that the consumer no
+// longer exists.
+func (b *TaskBatch) Err() error { return b.err }
+
 // Fetch asks the server for up to n tasks and returns at once. The tasks
-// arrive on the returned channel as the server delivers them; it is
+// arrive on the batch's channel as the server delivers them; it is
 // closed when the request ends: n tasks came, the request expired (after
-// pullExpiry), ctx ended, or the pull was presumed lost (no message and
-// no heartbeat for two heartbeats, counted in PullStalls). A task is
-// delivered to this worker (and its ack wait runs) only once it is on the
-// channel, so a worker that asks for no more than it can start or keep
-// alive holds no task it does not heartbeat.
-func (tc *TaskConsumer) Fetch(ctx context.Context, n int) (<-chan *Msg, error) {
+// pullExpiry), ctx ended, the pull was presumed lost (no message and no
+// heartbeat for two heartbeats, counted in PullStalls), or it failed
+// (TaskBatch.Err). A task is delivered to this worker (and its ack wait
+// runs) only once it is on the channel, so a worker that asks for no
+// more than it can start or keep alive holds no task it does not
+// heartbeat.
+func (tc *TaskConsumer) Fetch(ctx context.Context, n int) (*TaskBatch, error) {
 	fctx, cancel := context.WithTimeout(ctx, pullExpiry)
 	b, err := tc.cons.Fetch(n, natsjs.FetchContext(fctx), natsjs.FetchHeartbeat(pullHeartbeat))
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("pull tasks: %w", err)
 	}
-	out := make(chan *Msg, n) // never blocks the forwarder: at most n come
+	out := &TaskBatch{msgs: make(chan *Msg, n)} // never blocks the forwarder: at most n come
 	go func() {
 		defer cancel()
-		defer close(out)
+		defer close(out.msgs)
 		for m := range b.Messages() {
-			out <- &Msg{m: m}
+			out.msgs <- &Msg{m: m}
 		}
 		switch err := b.Error(); {
 		case errors.Is(err, natsjs.ErrNoHeartbeat):
 			tc.c.pullStalls.Add(1)
 		case err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded):
-			tc.c.log.Debug().Err(err).Msg("pull tasks")
+			out.err = fmt.Errorf("pull tasks: %w", err)
 		}
 	}()
 	return out, nil

@@ -222,7 +222,7 @@ func (c *Client) AnnounceEvery(ctx context.Context, interval time.Duration, rec 
 		}
 		select {
 		case <-ctx.Done():
-			wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RequestTimeout)
 			defer cancel()
 			if err := c.Withdraw(wctx, last.Kind, last.Name); err != nil && !failing {
 				c.log.Debug().Err(err).Msg("cannot withdraw the presence record; it expires by itself")

@@ -9,12 +9,13 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/jetflow/jetflow/embedded"
 	"github.com/jetflow/jetflow/workflow"
 )
 
 func startTestClient(t *testing.T) *Client {
 	t.Helper()
-	srv, err := StartServer(ServerConfig{StoreDir: t.TempDir(), DontListen: true})
+	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir(), DontListen: true})
 	require.NoError(t, err)
 	t.Cleanup(srv.Shutdown)
 	c, err := Connect(context.Background(), Config{Server: srv})
@@ -95,7 +96,7 @@ func provisioned(t *testing.T, c *Client, name string) natsjs.StreamConfig {
 func TestReadsSurviveDirectGetsSwitchedOff(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	srv, err := StartServer(ServerConfig{StoreDir: t.TempDir(), DontListen: true})
+	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir(), DontListen: true})
 	require.NoError(t, err)
 	t.Cleanup(srv.Shutdown)
 	connect := func() *Client {
@@ -123,7 +124,7 @@ func TestReadsSurviveDirectGetsSwitchedOff(t *testing.T) {
 
 func TestInstanceRetentionMustCoverTriggerRetention(t *testing.T) {
 	t.Parallel()
-	srv := &Server{}
+	srv := &embedded.Server{}
 	for _, tc := range []struct {
 		retention time.Duration
 		ok        bool
@@ -166,7 +167,7 @@ func TestPullsWaitingCountsReadyWorkers(t *testing.T) {
 				if err != nil {
 					return
 				}
-				for range b {
+				for range b.Messages() {
 				}
 			}
 		}()
@@ -183,7 +184,7 @@ func TestPullsWaitingCountsReadyWorkers(t *testing.T) {
 func TestNoProvisionNamesWhatIsMissing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	srv, err := StartServer(ServerConfig{StoreDir: t.TempDir(), DontListen: true})
+	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir(), DontListen: true})
 	require.NoError(t, err)
 	t.Cleanup(srv.Shutdown)
 	var logs syncBuffer

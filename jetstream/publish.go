@@ -240,7 +240,8 @@ var ErrNotStored = errors.New("no stream captures the subject")
 // and where it came from. It keeps at most Config.DLQMaxPayload bytes of
 // the payload, with the whole payload's size and SHA-256 in headers. The
 // caller then terminates the original.
-func (c *Client) DeadLetter(ctx context.Context, source string, m *Msg, component, reason string) error {
+func (c *Client) DeadLetter(ctx context.Context, source string, d Delivery, component, reason string) error {
+	m := d.received()
 	r := rejected{data: m.Data(), subject: m.Subject(), header: m.m.Headers()}
 	if md, err := m.m.Metadata(); err == nil {
 		r.stream, r.seq, r.deliveries = md.Stream, md.Sequence.Stream, md.NumDelivered

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/jetflow/jetflow/embedded"
 	"github.com/jetflow/jetflow/workflow"
 )
 
@@ -35,7 +36,7 @@ func blackHole(t *testing.T, c *Client, stream, subjects string) {
 // without an ack timeout; 4,096 of them stall every later publish).
 func TestUnansweredRequestsFailWithinTheRequestTimeout(t *testing.T) {
 	t.Parallel()
-	srv, err := StartServer(ServerConfig{StoreDir: t.TempDir(), DontListen: true})
+	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir(), DontListen: true})
 	require.NoError(t, err)
 	t.Cleanup(srv.Shutdown)
 	c, err := Connect(context.Background(), Config{Server: srv, RequestTimeout: 300 * time.Millisecond})

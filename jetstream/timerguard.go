@@ -62,7 +62,8 @@ func timerSchedule(subject string, schedule, target string) (time.Time, bool) {
 // GuardTimerSubjects runs the timer guard until the subscription is
 // stopped: every message on a timer subject that is not a jetflow timer
 // schedule is dead-lettered with the reason and removed, and reported to
-// rejected. Dispatchers run it.
+// rejected. Dispatchers run it; ctx bounds the dead-lettering too, so it
+// must last as long as the subscription.
 func (c *Client) GuardTimerSubjects(ctx context.Context, rejected func(subject, reason string)) (*Subscription, error) {
 	cons, err := c.js.Consumer(ctx, StreamEvents, ConsumerTimerGuard)
 	if err != nil {
@@ -79,7 +80,7 @@ func (c *Client) GuardTimerSubjects(ctx context.Context, rejected func(subject, 
 			reason += fmt.Sprintf("; this is a schedule %q targeting %q", s, h.Get(natsjs.ScheduleTargetHeader))
 		}
 		m := &Msg{m: nm}
-		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		dctx, cancel := context.WithTimeout(ctx, 2*c.cfg.RequestTimeout)
 		defer cancel()
 		if err := c.DeadLetter(dctx, "timer", m, "dispatcher", reason); err != nil {
 			c.log.Warn().Err(err).Str("subject", nm.Subject()).Msg("cannot dead-letter a message on a timer subject; will retry")

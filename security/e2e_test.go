@@ -77,7 +77,7 @@ func TestRolesRunAWorkflow(t *testing.T) {
 
 	wc, workerLog := s.connect(security.Worker, jetstream.Config{})
 	require.NoError(t, wc.Bind(ctx))
-	w, err := worker.New(wc, worker.Config{Logger: jftest.Logger(t)})
+	w, err := worker.New(jftest.App(wc), worker.Config{Logger: jftest.Logger(t)})
 	require.NoError(t, err)
 	require.NoError(t, w.Handle("echo", echo))
 	runInBackground(t, w.Run)

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/jetflow/jetflow/embedded"
 	"github.com/jetflow/jetflow/internal/jftest"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/security"
@@ -25,7 +26,7 @@ import (
 type secured struct {
 	t    *testing.T
 	res  *security.Result
-	srv  *jetstream.Server
+	srv  *embedded.Server
 	url  string // "" when the server does not listen
 	tls  bool
 	mu   sync.Mutex
@@ -79,8 +80,8 @@ func startSecured(t *testing.T, o securedOptions) *secured {
 	t.Helper()
 	res, err := security.Init(security.InitConfig{Dir: t.TempDir(), Scope: o.scope, TLS: o.tls})
 	require.NoError(t, err)
-	sc := jetstream.ServerConfig{StoreDir: t.TempDir(), ConfigFile: filepath.Join(res.Dir, security.ServerConfigFile), DontListen: !o.listen, Port: -1}
-	srv, err := jetstream.StartServer(sc)
+	sc := embedded.Config{StoreDir: t.TempDir(), ConfigFile: filepath.Join(res.Dir, security.ServerConfigFile), DontListen: !o.listen, Port: -1}
+	srv, err := embedded.Start(sc)
 	require.NoError(t, err)
 	t.Cleanup(srv.Shutdown)
 	s := &secured{t: t, res: res, srv: srv, tls: o.tls}

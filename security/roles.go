@@ -277,6 +277,9 @@ func For(role Role, scope Scope) (Permissions, error) {
 			[]string{jetstream.StartSubjects, jetstream.EventKindSubjects(workflow.EventCancel), jetstream.EventKindSubjects(workflow.EventSignal),
 				jetstream.EventKindSubjects(workflow.EventRetry),
 				"$KV." + data + ".*.signal.*.*", jetstream.StatsSubject},
+			// Ask the server what it may publish (the console shows an
+			// action only when its subject is allowed).
+			[]string{jetstream.UserInfoSubject},
 		)
 		p.Subscribe = append(p.Subscribe, jetstream.DoneSubjects)
 	default:

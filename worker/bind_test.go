@@ -222,6 +222,12 @@ func TestOutputIsEncodingJSON(t *testing.T) {
 	}{
 		{"tagged", charged{Charged: 1250, OrderID: "o-1"}, `{"charged":1250,"orderId":"o-1"}`},
 		{"pointer to a struct", &charged{Charged: 1}, `{"charged":1,"orderId":""}`},
+		{"nested by value, pointers to scalars", struct {
+			Ship address `json:"ship"`
+			Note *string `json:"note"`
+			Gift *string `json:"gift,omitempty"`
+			Nil  *string `json:"nil"`
+		}{Ship: address{City: "Oslo", Zip: "0150"}, Note: strPtr("n")}, `{"ship":{"city":"Oslo","zip":"0150"},"note":"n","nil":null}`},
 		{"embedded, untagged, omitempty, skipped, marshaler", mixed{base: base{ID: "x", Created: t0}, Amount: 5, Ship: &address{City: "Oslo"}, Secret: "s", Money: 1234},
 			`{"id":"x","created":"2026-01-02T03:04:05.123Z","Amount":5,"ship":{"city":"Oslo"},"money":"12.34"}`},
 		{"big integers", bigs{Big: bigInt("123456789012345678901234567890"), Exact: "12345678901234567891", Max: math.MaxUint64},

@@ -1,6 +1,9 @@
 // Package worker is the jetflow worker SDK: register a handler per task
 // type, run, and the worker pulls tasks, runs handlers and reports results.
+// It runs on a jetflow.Client (package jetflow), made on your own NATS
+// connection; it does not link nats-server.
 //
+//	client, _ := jetflow.New(nc)
 //	w, _ := worker.New(client, worker.Config{Concurrency: 16})
 //	w.Handle("charge-card", func(ctx context.Context, t *worker.Task) (any, error) {
 //		var order Order
@@ -10,6 +13,10 @@
 //		return charge(ctx, order, t.EffectKey) // same key on every attempt
 //	})
 //	err := w.Run(ctx) // returns after a graceful drain when ctx ends
+//
+// Run first waits for jetflow to be provisioned (a dispatcher, or `jetflow
+// provision`, creates its streams and buckets), logging while it waits.
+// Unit-test a handler with jetflowtest.NewTask, without NATS.
 //
 // Inputs and outputs have JSON semantics: Task.Bind decodes the input as
 // encoding/json.Unmarshal would (json tags, case-insensitive names,
@@ -25,8 +32,8 @@
 //   - a panic: a failed attempt with the panic message.
 //
 // Delivery is at least once: a worker that dies mid-task has the task
-// redelivered to another worker one ack wait (jetstream.Config's
-// WorkerAckWait, 10s by default) after its last heartbeat. A live worker
+// redelivered to another worker one ack wait (jetflow.WithWorkerAckWait,
+// 10s by default) after its last heartbeat. A live worker
 // heartbeats every task it holds, running or waiting for a slot, so its
 // tasks are not redelivered however long its handlers run. The dispatcher records one result per
 // attempt and ignores results of older attempts, so a step's result is

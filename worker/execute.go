@@ -25,12 +25,12 @@ const deadLetterTimeout = 30 * time.Second
 func (w *Worker) execute(ctx context.Context, h Handler, m *jetstream.Msg) {
 	t, err := jetstream.DecodeTask(m.Data())
 	if err != nil {
-		w.deadLetter(m, "malformed", err.Error())
+		w.deadLetter(ctx, m, "malformed", err.Error())
 		return
 	}
 	log := w.log.With().Str("instance_id", t.Instance).Str("step", t.Step).Int("attempt", t.Attempt).Str("task_type", t.Type).Logger()
 	if want := jetstream.TaskSubject(t.Type); m.Subject() != want {
-		w.deadLetter(m, "misrouted", fmt.Sprintf("task of type %q published on %s, expected %s", t.Type, m.Subject(), want))
+		w.deadLetter(ctx, m, "misrouted", fmt.Sprintf("task of type %q published on %s, expected %s", t.Type, m.Subject(), want))
 		return
 	}
 	defer w.heartbeat(m)()
@@ -179,8 +179,8 @@ func (w *Worker) report(ctx context.Context, m *jetstream.Msg, t workflow.Task, 
 	}
 }
 
-func (w *Worker) deadLetter(m *jetstream.Msg, class, reason string) {
-	ctx, cancel := context.WithTimeout(context.Background(), deadLetterTimeout)
+func (w *Worker) deadLetter(ctx context.Context, m *jetstream.Msg, class, reason string) {
+	ctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
 	defer cancel()
 	err := w.retryIO(ctx, w.log, "dead-letter", func(ctx context.Context) error {
 		return w.client.DeadLetter(ctx, "task", m, "worker", reason)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/jetflow/jetflow"
 	"github.com/jetflow/jetflow/dispatcher"
 	"github.com/jetflow/jetflow/internal/jftest"
 	"github.com/jetflow/jetflow/jetstream"
@@ -46,12 +47,9 @@ func TestMain(m *testing.M) {
 // starts and "finished <instance>" when one returns.
 func runChildWorker(taskType, url string) int {
 	ctx := context.Background()
-	c, err := jetstream.Connect(ctx, jetstream.Config{URL: url, Name: "test-worker-" + taskType})
+	const ackWait = 10 * time.Second // the default
+	c, err := jetflow.Connect(ctx, url, jetflow.WithName("test-worker-"+taskType), jetflow.WithWorkerAckWait(ackWait))
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := c.Bind(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -65,7 +63,7 @@ func runChildWorker(taskType, url string) int {
 		if taskType == "hold" {
 			select {} // until the test kills this process
 		}
-		time.Sleep(c.Config().WorkerAckWait + slowBeyondAckWait) // the work itself
+		time.Sleep(ackWait + slowBeyondAckWait) // the work itself
 		fmt.Printf("finished %s\n", t.Instance)
 		return "done by pid " + fmt.Sprint(os.Getpid()), nil
 	})

@@ -75,6 +75,7 @@ type metrics struct {
 	scheduleToStart *prometheus.HistogramVec // task_type
 	redeliveries    *prometheus.CounterVec   // task_type
 	deadLetters     *prometheus.CounterVec   // reason
+	pullFailures    *prometheus.CounterVec   // task_type
 	// done counts reported attempts, for the presence record.
 	done atomic.Uint64
 }
@@ -99,8 +100,11 @@ func newMetrics(sem chan struct{}) *metrics {
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jetflow_worker_dead_letters_total", Help: "Task messages this worker dead-lettered, by reason class: malformed, misrouted.",
 		}, []string{"reason"}),
+		pullFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jetflow_worker_pull_failures_total", Help: "Pull requests for tasks that failed (not those that expired or were presumed lost); each is retried with backoff after the consumer is bound again.",
+		}, []string{"task_type"}),
 	}
-	m.all = collectors{m.tasks, m.execution, m.scheduleToStart, m.redeliveries, m.deadLetters,
+	m.all = collectors{m.tasks, m.execution, m.scheduleToStart, m.redeliveries, m.deadLetters, m.pullFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "jetflow_worker_slots", Help: "Handler slots (Config.Concurrency) by state: busy or free.", ConstLabels: prometheus.Labels{"state": "busy"},
 		}, func() float64 { return float64(len(sem)) }),

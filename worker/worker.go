@@ -12,6 +12,8 @@ import (
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/jetflow/jetflow"
+	"github.com/jetflow/jetflow/internal/link"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/workflow"
 )
@@ -47,7 +49,7 @@ func (t *Task) Input() (any, error) { return jetstream.DecodeValue(t.input) }
 // *big.Int; numbers in an `any` become float64 (bind into json.Number,
 // int64, uint64 or *big.Int to keep large integers exact, or into
 // json.RawMessage for the input's bytes). An input jetflow cannot decode
-// matches jetstream.ErrMalformed; a type mismatch is encoding/json's
+// matches jetflow.ErrMalformed; a type mismatch is encoding/json's
 // error.
 //
 // The handler's output is encoded as encoding/json.Marshal would
@@ -57,6 +59,16 @@ func (t *Task) Input() (any, error) { return jetstream.DecodeValue(t.input) }
 // channel) or that is nested deeper than workflow.MaxDepth, or larger
 // than the payload limit, fails the attempt permanently.
 func (t *Task) Bind(v any) error { return jetstream.DecodeInto(t.input, v) }
+
+func init() {
+	// jetflowtest.NewTask makes tasks the way the worker does.
+	link.Task = func(f link.TaskFields, input []byte) any {
+		return &Task{
+			Instance: f.Instance, Workflow: f.Workflow, Step: f.Step, Type: f.Type,
+			Attempt: f.Attempt, MaxAttempts: f.MaxAttempts, EffectKey: f.EffectKey, input: input,
+		}
+	}
+}
 
 // Config configures a worker.
 type Config struct {
@@ -147,7 +159,8 @@ func (c Config) Validate() error {
 // Worker runs handlers for the task types registered with Handle.
 type Worker struct {
 	cfg      Config
-	client   *jetstream.Client
+	app      *jetflow.Client
+	client   *jetstream.Client // app's adapter
 	log      zerolog.Logger
 	handlers map[string]Handler
 	sem      chan struct{}
@@ -157,9 +170,14 @@ type Worker struct {
 	fetching atomic.Bool
 }
 
-// New creates a worker on a client bound to jetflow's buckets.
-func New(client *jetstream.Client, cfg Config) (*Worker, error) {
-	cfg = cfg.WithDefaults(client.Config().WorkerAckWait)
+// New creates a worker on client. Run binds to jetflow's buckets, waiting
+// for a dispatcher to provision them.
+func New(client *jetflow.Client, cfg Config) (*Worker, error) {
+	if client == nil {
+		return nil, errors.New("worker: nil *jetflow.Client")
+	}
+	adapter := link.Adapter(client)
+	cfg = cfg.WithDefaults(adapter.Config().WorkerAckWait)
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("worker config: %w", err)
 	}
@@ -171,7 +189,8 @@ func New(client *jetstream.Client, cfg Config) (*Worker, error) {
 	return &Worker{
 		tracer:   tracer,
 		cfg:      cfg,
-		client:   client,
+		app:      client,
+		client:   adapter,
 		log:      cfg.Logger.With().Str("component", "worker").Logger(),
 		handlers: map[string]Handler{},
 		sem:      sem,
@@ -219,20 +238,52 @@ func (w *Worker) TaskTypes() []string {
 	return out
 }
 
-// Run pulls and runs tasks until ctx ends, then drains: it stops pulling,
+// bind binds the client to jetflow's buckets, waiting for a dispatcher to
+// provision them: soon after it when both start together (100 ms,
+// doubling up to 2 s), logged once a second has passed. It returns nil
+// when ctx ends first, and at once when the NATS user may not bind.
+func (w *Worker) bind(ctx context.Context) error {
+	for wait, waited := 100*time.Millisecond, time.Duration(0); ; wait = min(2*wait, 2*time.Second) {
+		err := link.Ready(ctx, w.app)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, jetstream.ErrPermissionDenied) {
+			return err
+		}
+		if waited >= time.Second {
+			w.log.Warn().Err(err).Msg("waiting for jetflow to be provisioned")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		waited += wait
+	}
+}
+
+// Run binds the client (waiting for jetflow to be provisioned), then
+// pulls and runs tasks until ctx ends, then drains: it stops pulling,
 // waits up to ShutdownTimeout for running handlers, then cancels them and
 // returns their tasks for redelivery.
 func (w *Worker) Run(ctx context.Context) error {
 	if len(w.handlers) == 0 {
 		return errors.New("worker has no handlers; register task types with Handle")
 	}
+	if err := w.bind(ctx); err != nil || ctx.Err() != nil {
+		return err
+	}
 	// Handlers run under hardCtx, which outlives ctx by ShutdownTimeout.
-	hardCtx, hardCancel := context.WithCancel(context.Background())
+	hardCtx, hardCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer hardCancel()
 	var fetchers, running sync.WaitGroup
 	errs := make(chan error, len(w.handlers))
 	for _, tt := range w.TaskTypes() {
 		tc, err := w.client.EnsureTaskConsumer(ctx, tt)
+		if err != nil && ctx.Err() != nil {
+			break // stopped while starting: drain what started
+		}
 		if err != nil {
 			return err
 		}
@@ -273,6 +324,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
+// pullBackoffMax caps the wait after a failed pull.
+const pullBackoffMax = 30 * time.Second
+
 // fetchLoop pulls tasks of one type and starts each as a handler slot
 // (shared by all task types) frees up. It holds at most Prefetch tasks
 // that have not started, asks the server for no more than that, and
@@ -280,20 +334,36 @@ func (w *Worker) Run(ctx context.Context) error {
 // worker holds is never redelivered to another worker while this one is
 // alive, however long the handlers ahead of it run, and a task held by a
 // worker that died is redelivered one ack wait after its last heartbeat.
+//
+// A pull that fails (the consumer was deleted, the stream is gone, the
+// server refuses) is counted in jetflow_worker_pull_failures_total and
+// retried after a backoff (100ms doubling up to 30s while pulls keep
+// failing), binding the task type's consumer again first (creating it
+// when this worker may), so the loop never stops serving its type and
+// never spins on a failing pull.
 func (w *Worker) fetchLoop(ctx, hardCtx context.Context, taskType string, tc *jetstream.TaskConsumer, running *sync.WaitGroup) error {
 	h := w.handlers[taskType]
 	var (
-		queue []*jetstream.Msg      // arrived, not started; heartbeated
-		batch <-chan *jetstream.Msg // the pull request in flight, if any
-		retry <-chan time.Time      // set after a failed pull
+		queue   []*jetstream.Msg     // arrived, not started; heartbeated
+		batch   *jetstream.TaskBatch // the pull request in flight, if any
+		retry   <-chan time.Time     // set after a failed pull
+		backoff time.Duration        // the wait after the last failed pull
+		rebind  bool                 // bind the consumer again before the next pull
 	)
+	pullFailed := func(err error) {
+		w.metrics.pullFailures.WithLabelValues(taskType).Inc()
+		backoff = min(max(2*backoff, 100*time.Millisecond), pullBackoffMax)
+		w.log.Warn().Err(err).Str("task_type", taskType).Dur("retry_in", backoff).Msg("pull failed; binding the consumer again and retrying")
+		retry = time.After(backoff)
+		rebind = true
+	}
 	tick := time.NewTicker(w.cfg.HeartbeatInterval)
 	defer tick.Stop()
 	defer func() {
 		// Hand back what arrived but did not start, so other workers get
 		// it at once.
 		if batch != nil {
-			for m := range batch {
+			for m := range batch.Messages() {
 				queue = append(queue, m)
 			}
 		}
@@ -302,23 +372,46 @@ func (w *Worker) fetchLoop(ctx, hardCtx context.Context, taskType string, tc *je
 		}
 	}()
 	for {
+		if rebind && retry == nil {
+			bctx, cancel := context.WithTimeout(ctx, w.cfg.IOTimeout)
+			c, err := w.client.EnsureTaskConsumer(bctx, taskType)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				pullFailed(err)
+			} else {
+				tc, rebind = c, false
+			}
+		}
 		if batch == nil && retry == nil && len(queue) < w.cfg.Prefetch {
 			b, err := tc.Fetch(ctx, w.cfg.Prefetch-len(queue))
 			if err != nil {
-				w.log.Warn().Err(err).Str("task_type", taskType).Msg("pull failed; retrying")
-				retry = time.After(time.Second)
+				pullFailed(err)
 			} else {
 				batch = b
 			}
+		}
+		var msgs <-chan *jetstream.Msg
+		if batch != nil {
+			msgs = batch.Messages()
 		}
 		var slot chan<- struct{}
 		if len(queue) > 0 {
 			slot = w.sem
 		}
 		select {
-		case m, ok := <-batch:
+		case m, ok := <-msgs:
 			if !ok {
+				err := batch.Err()
 				batch = nil
+				switch {
+				case err != nil && ctx.Err() == nil:
+					pullFailed(err)
+				case err == nil:
+					backoff = 0
+				}
 				continue
 			}
 			queue = append(queue, m)

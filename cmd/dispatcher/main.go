@@ -1,7 +1,7 @@
 // Command dispatcher runs a jetflow dispatcher. With no NATS URL it starts
 // an embedded NATS server with JetStream first, so this one command runs
 // jetflow on a fresh machine; with --worker it also runs the built-in task
-// types in-process. Flags: see internal/run.Dispatcher or --help.
+// types in-process. Flags: see internal/serve.Dispatcher or --help.
 package main
 
 import (
@@ -11,12 +11,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/jetflow/jetflow/internal/run"
+	"github.com/jetflow/jetflow/internal/serve"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run.Dispatcher(ctx, os.Args[1:])
+	err := serve.Dispatcher(ctx, os.Args[1:])
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dispatcher:", err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/jetflow/jetflow/bench"
 	"github.com/jetflow/jetflow/internal/run"
+	"github.com/jetflow/jetflow/internal/serve"
 	"github.com/jetflow/jetflow/jetstream"
 )
 
@@ -319,12 +320,12 @@ func processCmds() []*cobra.Command {
 		{
 			Use: "dispatcher", Hidden: true, DisableFlagParsing: true,
 			Short: "Run a dispatcher (same flags as cmd/dispatcher)",
-			RunE:  func(cmd *cobra.Command, args []string) error { return run.Dispatcher(cmd.Context(), args) },
+			RunE:  func(cmd *cobra.Command, args []string) error { return serve.Dispatcher(cmd.Context(), args) },
 		},
 		{
 			Use: "server", Hidden: true, DisableFlagParsing: true,
 			Short: "Run only the embedded NATS server (for benchmarks)",
-			RunE:  func(cmd *cobra.Command, args []string) error { return run.Server(cmd.Context(), args) },
+			RunE:  func(cmd *cobra.Command, args []string) error { return serve.Server(cmd.Context(), args) },
 		},
 		{
 			Use: "worker", Hidden: true, DisableFlagParsing: true,

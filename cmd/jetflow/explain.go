@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -59,120 +58,7 @@ writes. The repair settings are the dispatchers' defaults unless given.`,
 // explain reads what workflow.Explain needs; what it cannot read it
 // leaves out (and warns on w).
 func explain(ctx context.Context, c *jetstream.Client, id string, policy workflow.RepairPolicy, maxChildren int, warn io.Writer) (workflow.Explanation, error) {
-	inst, _, err := c.GetInstance(ctx, id)
-	if err != nil {
-		return workflow.Explanation{}, err
-	}
-	def, err := c.Definition(ctx, inst.Workflow, inst.Version)
-	if err != nil {
-		return workflow.Explanation{}, err
-	}
-	f := workflow.ExplainFacts{
-		Now: time.Now(), Policy: policy,
-		Tasks: map[string]workflow.TaskFacts{}, Attempts: map[string]workflow.AttemptFacts{},
-		Children: map[string][]workflow.ChildFacts{}, Workers: map[string][]string{},
-		Slots: map[string]workflow.SlotRecord{}, Child: map[string]workflow.ChildFacts{},
-	}
-	readSlot := func(key string) {
-		if key == "" || inst.Status.Terminal() {
-			return
-		}
-		if rec, err := c.GetSlot(ctx, key); err == nil {
-			f.Slots[key] = rec
-		} else {
-			fmt.Fprintf(warn, "cannot read slot record %s: %v\n", key, err)
-		}
-	}
-	if inst.Gate == workflow.GateSlot {
-		readSlot(inst.Slot)
-	}
-	if !inst.Status.Terminal() {
-		readPresence(ctx, c, &f, warn)
-	}
-	for name, st := range inst.Steps {
-		s, ok := def.Step(name)
-		if !ok || inst.Status.Terminal() || (st.Status != workflow.StepRunning && st.Status != workflow.StepWaiting) {
-			continue
-		}
-		switch s.Kind {
-		case workflow.KindTask:
-			if _, done := f.Tasks[s.Task]; !done {
-				if q, err := c.TaskQueue(ctx, s.Task); err == nil {
-					f.Tasks[s.Task] = workflow.TaskFacts{Stored: q.Stored, Pending: q.Pending, AckPending: q.AckPending,
-						Redelivered: q.Redelivered, PullsWaiting: q.PullsWaiting, Consumer: q.Consumer}
-				} else {
-					fmt.Fprintf(warn, "cannot read the %s task queue: %v\n", s.Task, err)
-				}
-			}
-			if st.Gate == workflow.GateSlot {
-				readSlot(st.Slot)
-				continue
-			}
-			if st.Gate != "" {
-				continue
-			}
-			if st.Status == workflow.StepRunning {
-				m, err := c.FindTask(ctx, s.Task, workflow.TaskMsgID(inst.ID, name, st.Attempt))
-				if err != nil {
-					fmt.Fprintf(warn, "cannot look for the task of step %s: %v\n", name, err)
-					continue
-				}
-				f.Attempts[name] = workflow.AttemptFacts{Searched: true, Found: m.Found, Stored: m.Stored, Delivered: m.Delivered, Ahead: m.Ahead}
-			}
-		case workflow.KindWorkflow:
-			cf := workflow.ChildFacts{Index: st.Attempt, ID: workflow.ChildInstanceID(s.Workflow, inst.ID, name, st.Attempt)}
-			child, _, err := c.GetInstance(ctx, cf.ID)
-			switch {
-			case err == nil:
-				cf.Status, cf.Updated, cf.Error = child.Status, child.Updated, child.Error
-			case !errors.Is(err, workflow.ErrNotFound):
-				return workflow.Explanation{}, err
-			}
-			f.Child[name] = cf
-		case workflow.KindBulk:
-			ok, failed, err := c.BarrierIndexes(ctx, inst.ID, name)
-			if err != nil {
-				fmt.Fprintf(warn, "cannot read the barriers of step %s: %v\n", name, err)
-				continue
-			}
-			for i := 0; i < st.Cursor && len(f.Children[name]) < maxChildren; i++ {
-				if ok[i] || failed[i] {
-					continue
-				}
-				cf := workflow.ChildFacts{Index: i, ID: workflow.ChildInstanceID(s.Workflow, inst.ID, name, i)}
-				child, _, err := c.GetInstance(ctx, cf.ID)
-				switch {
-				case err == nil:
-					cf.Status, cf.Updated, cf.Error = child.Status, child.Updated, child.Error
-				case !errors.Is(err, workflow.ErrNotFound):
-					return workflow.Explanation{}, err
-				}
-				f.Children[name] = append(f.Children[name], cf)
-			}
-		}
-	}
-	return workflow.Explain(def, inst, f), nil
-}
-
-// readPresence fills in who is connected, when the presence bucket can
-// be read.
-func readPresence(ctx context.Context, c *jetstream.Client, f *workflow.ExplainFacts, warn io.Writer) {
-	ws, err := c.Present(ctx, jetstream.PresenceWorker)
-	if err == nil {
-		var ds []jetstream.Presence
-		ds, err = c.Present(ctx, jetstream.PresenceDispatcher)
-		f.Dispatchers = len(ds)
-	}
-	if err != nil {
-		fmt.Fprintf(warn, "cannot tell which workers and dispatchers are connected: %v\n", err)
-		return
-	}
-	f.PresenceKnown = true
-	for _, w := range ws {
-		for _, t := range w.TaskTypes {
-			f.Workers[t] = append(f.Workers[t], w.Name)
-		}
-	}
+	return c.Explain(ctx, id, policy, maxChildren, warn)
 }
 
 func printExplanation(w io.Writer, x workflow.Explanation) {

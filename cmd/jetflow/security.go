@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/jetflow/jetflow/internal/run"
+	"github.com/jetflow/jetflow/internal/serve"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/security"
 	"github.com/jetflow/jetflow/workflow"
@@ -53,7 +54,7 @@ definitions with new trigger subjects or task types.`,
 				jetstream.StreamTriggers, jetstream.StreamEvents, jetstream.StreamTasks, jetstream.StreamDLQ,
 				jetstream.BucketDefinitions, jetstream.BucketInstances, jetstream.BucketData, jetstream.BucketEffects)
 			if defsDir != "" {
-				if err := run.RegisterDir(ctx, c, defsDir); err != nil {
+				if err := serve.RegisterDir(ctx, c, defsDir); err != nil {
 					return err
 				}
 			}

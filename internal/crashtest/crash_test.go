@@ -40,6 +40,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/embedded"
+	"github.com/jetflow/jetflow/internal/jftest"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/worker"
 	"github.com/jetflow/jetflow/workflow"
@@ -107,7 +109,7 @@ func runChild(raw string) int {
 }
 
 func child(ctx context.Context, cfg childConfig, log zerolog.Logger) error {
-	srv, err := jetstream.StartServer(jetstream.ServerConfig{StoreDir: cfg.StoreDir, Port: cfg.Port})
+	srv, err := embedded.Start(embedded.Config{StoreDir: cfg.StoreDir, Port: cfg.Port})
 	if err != nil {
 		return err
 	}
@@ -136,7 +138,7 @@ func child(ctx context.Context, cfg childConfig, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(client, worker.Config{Concurrency: 32, Logger: log})
+	w, err := worker.New(jftest.App(client), worker.Config{Concurrency: 32, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,10 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/jetflow/jetflow"
 	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/embedded"
+	"github.com/jetflow/jetflow/internal/link"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/worker"
 	"github.com/jetflow/jetflow/workflow"
@@ -22,7 +25,7 @@ import (
 type Env struct {
 	T      testing.TB
 	Dir    string
-	Server *jetstream.Server
+	Server *embedded.Server
 	Client *jetstream.Client
 	Config jetstream.Config
 	Log    zerolog.Logger
@@ -71,11 +74,11 @@ func start(t testing.TB, cfg jetstream.Config, tcp bool) *Env {
 
 func (e *Env) start() {
 	t := e.T
-	sc := jetstream.ServerConfig{StoreDir: e.Dir, DontListen: true}
+	sc := embedded.Config{StoreDir: e.Dir, DontListen: true}
 	if e.tcp {
-		sc = jetstream.ServerConfig{StoreDir: e.Dir, Host: "127.0.0.1", Port: -1}
+		sc = embedded.Config{StoreDir: e.Dir, Host: "127.0.0.1", Port: -1}
 	}
-	srv, err := jetstream.StartServer(sc)
+	srv, err := embedded.Start(sc)
 	require.NoError(t, err)
 	e.URL = srv.ClientURL()
 	cfg := e.Config
@@ -117,6 +120,10 @@ func (e *Env) NewClient() *jetstream.Client {
 	return c
 }
 
+// App is the *jetflow.Client on an adapter client that is bound (the
+// clients Start and NewClient return are).
+func App(c *jetstream.Client) *jetflow.Client { return link.Client(c).(*jetflow.Client) }
+
 // Register parses and stores a definition.
 func (e *Env) Register(src string) *workflow.Definition {
 	e.T.Helper()
@@ -154,8 +161,9 @@ func background(t testing.TB, fn func(ctx context.Context) error) *Running {
 	return r
 }
 
-// Dispatcher runs a dispatcher on client (e.Client when nil).
-func (e *Env) Dispatcher(client *jetstream.Client, cfg dispatcher.Config) (*dispatcher.Dispatcher, *Running) {
+// Dispatcher runs a dispatcher on client (e.Client when nil): a
+// *jetstream.Client, or a test's wrapper of one that injects faults.
+func (e *Env) Dispatcher(client dispatcher.Backend, cfg dispatcher.Config) (*dispatcher.Dispatcher, *Running) {
 	e.T.Helper()
 	if client == nil {
 		client = e.Client
@@ -180,7 +188,7 @@ func (e *Env) Worker(client *jetstream.Client, cfg worker.Config, handlers map[s
 		client = e.Client
 	}
 	cfg.Logger = e.Log
-	w, err := worker.New(client, cfg)
+	w, err := worker.New(App(client), cfg)
 	require.NoError(e.T, err)
 	for name, h := range handlers {
 		require.NoError(e.T, w.Handle(name, h))

@@ -26,7 +26,7 @@ func TestDashboardNamesExist(t *testing.T) {
 	e := jftest.Start(t, jetstream.Config{})
 	d, err := dispatcher.New(e.Client, dispatcher.Config{})
 	require.NoError(t, err)
-	w, err := worker.New(e.Client, worker.Config{})
+	w, err := worker.New(jftest.App(e.Client), worker.Config{})
 	require.NoError(t, err)
 	known := map[string]bool{}
 	ch := make(chan *prometheus.Desc, 256)

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/embedded"
 	"github.com/jetflow/jetflow/internal/jftest"
 	"github.com/jetflow/jetflow/internal/obs"
 	"github.com/jetflow/jetflow/jetstream"
@@ -212,7 +213,7 @@ func readyz(t *testing.T, url string) (int, string) {
 func TestReadyz(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	srv, err := jetstream.StartServer(jetstream.ServerConfig{StoreDir: dir, Port: -1})
+	srv, err := embedded.Start(embedded.Config{StoreDir: dir, Port: -1})
 	require.NoError(t, err)
 	url := srv.ClientURL()
 	port, err := strconv.Atoi(url[strings.LastIndex(url, ":")+1:])
@@ -255,7 +256,7 @@ func TestReadyz(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 
-	srv, err = jetstream.StartServer(jetstream.ServerConfig{StoreDir: dir, Port: port})
+	srv, err = embedded.Start(embedded.Config{StoreDir: dir, Port: port})
 	require.NoError(t, err)
 	jftest.Eventually(t, 30*time.Second, func() bool { c, _ := readyz(t, h.URL); return c == http.StatusOK }, "not ready after NATS came back")
 }

@@ -12,37 +12,37 @@ import (
 	"github.com/jetflow/jetflow/internal/obs"
 )
 
-// metricsFlag registers --metrics-listen.
-func metricsFlag(fs *flag.FlagSet) *string {
+// MetricsFlag registers --metrics-listen.
+func MetricsFlag(fs *flag.FlagSet) *string {
 	return fs.String("metrics-listen", Env("JETFLOW_METRICS_LISTEN", ""), "serve Prometheus /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9090 or :9090; empty: off (env JETFLOW_METRICS_LISTEN)")
 }
 
-// nameFlag registers --name.
-func nameFlag(fs *flag.FlagSet, what string) *string {
+// NameFlag registers --name.
+func NameFlag(fs *flag.FlagSet, what string) *string {
 	return fs.String("name", Env("JETFLOW_NAME", ""), "this "+what+"'s name in `jetflow "+what+"s`; default <host>-<pid> (env JETFLOW_NAME)")
 }
 
-// exposure is a process's metrics listener; a nil exposure (no
+// Exposure is a process's metrics listener; a nil Exposure (no
 // --metrics-listen) does nothing.
-type exposure struct {
+type Exposure struct {
 	reg   *prometheus.Registry
 	ready obs.Readiness
 }
 
-// startMetrics serves /metrics, /healthz and /readyz on addr until ctx
+// StartMetrics serves /metrics, /healthz and /readyz on addr until ctx
 // ends; /readyz answers 503 until setReady. Empty addr: nil, off.
-func startMetrics(ctx context.Context, addr string, log zerolog.Logger) (*exposure, error) {
+func StartMetrics(ctx context.Context, addr string, log zerolog.Logger) (*Exposure, error) {
 	if addr == "" {
 		return nil, nil
 	}
-	e := &exposure{reg: obs.NewRegistry()}
+	e := &Exposure{reg: obs.NewRegistry()}
 	if _, err := obs.Serve(ctx, addr, obs.Handler(e.reg, e.ready.Check), log); err != nil {
 		return nil, err
 	}
 	return e, nil
 }
 
-func (e *exposure) register(cs ...prometheus.Collector) error {
+func (e *Exposure) Register(cs ...prometheus.Collector) error {
 	if e == nil {
 		return nil
 	}
@@ -54,15 +54,18 @@ func (e *exposure) register(cs ...prometheus.Collector) error {
 	return nil
 }
 
-func (e *exposure) setReady(checks ...func() error) {
+func (e *Exposure) SetReady(checks ...func() error) {
 	if e != nil {
 		e.ready.Set(checks...)
 	}
 }
 
-// startTracing sets up OTLP tracing from the OTEL_* variables (nil
+// traceFlushTimeout bounds the flush of buffered spans at exit.
+const traceFlushTimeout = 5 * time.Second
+
+// StartTracing sets up OTLP tracing from the OTEL_* variables (nil
 // provider: off). stop flushes what is buffered.
-func startTracing(ctx context.Context, service string, log zerolog.Logger) (trace.TracerProvider, func(), error) {
+func StartTracing(ctx context.Context, service string, log zerolog.Logger) (trace.TracerProvider, func(), error) {
 	tp, shutdown, err := obs.Tracer(ctx, service)
 	if err != nil {
 		return nil, nil, err
@@ -71,7 +74,8 @@ func startTracing(ctx context.Context, service string, log zerolog.Logger) (trac
 		log.Info().Msg("exporting traces over OTLP (OTEL_EXPORTER_OTLP_*)")
 	}
 	return tp, func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// At exit ctx has ended: keep its values, not its cancellation.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), traceFlushTimeout)
 		defer cancel()
 		if err := shutdown(sctx); err != nil {
 			log.Warn().Err(err).Msg("flushing traces failed")

@@ -1,13 +1,12 @@
-// Package run holds what the binaries in cmd/ share: flag defaults from the
-// environment, logger setup and the connection or embedded server.
+// Package run holds what the binaries in cmd/ share (flag defaults from
+// the environment, logger setup, the connection, metrics) and the worker
+// command. It does not link nats-server: what may start an embedded server
+// is in package serve, so a worker binary stays small.
 package run
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -112,70 +111,8 @@ type Conn struct {
 	Insecure bool
 }
 
-// serverConfig turns a listen address ("" for in-process only) into an
-// embedded server config.
-func serverConfig(listen string) (jetstream.ServerConfig, error) {
-	var sc jetstream.ServerConfig
-	if listen == "" {
-		sc.DontListen = true
-		return sc, nil
-	}
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return sc, fmt.Errorf("listen address %q: %w", listen, err)
-	}
-	p, err := strconv.Atoi(port)
-	if err != nil {
-		return sc, fmt.Errorf("listen port %q: %w", port, err)
-	}
-	sc.Host, sc.Port = host, p
-	return sc, nil
-}
-
-// Open connects to NATS, starting the embedded server when no URL is set.
-// close releases both.
-func Open(ctx context.Context, c Conn, cfg jetstream.Config, log zerolog.Logger) (client *jetstream.Client, srv *jetstream.Server, closeFn func(), err error) {
-	cfg.URL = c.URL
-	cfg.Replicas = c.Replicas
-	cfg.Logger = log
-	cfg.Auth, cfg.InboxPrefix = c.Auth, c.InboxPrefix
-	if c.URL == "" {
-		sc, err := serverConfig(c.Listen)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		sc.StoreDir, sc.SyncAlways = c.StoreDir, c.SyncAlways
-		sc.ConfigFile, sc.Insecure = c.ServerConfig, c.Insecure
-		slog := log.With().Str("component", "nats-server").Logger()
-		sc.Logger = &slog
-		srv, err = jetstream.StartServer(sc)
-		if errors.Is(err, jetstream.ErrStoreLocked) {
-			return nil, nil, nil, fmt.Errorf("%w (a dispatcher started with `go run` keeps running when `go run` itself is sent SIGTERM or SIGKILL; see README \"Run it\")", err)
-		}
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		cfg.Server = srv
-		log.Info().Str("store_dir", c.StoreDir).Str("listen", c.Listen).Bool("sync_always", c.SyncAlways).Str("server_config", c.ServerConfig).Msg("embedded NATS server started")
-	}
-	client, err = jetstream.Connect(ctx, cfg)
-	if err != nil {
-		if srv != nil {
-			srv.Shutdown()
-		}
-		return nil, nil, nil, err
-	}
-	logConnected(log, c)
-	return client, srv, func() {
-		client.Close()
-		if srv != nil {
-			srv.Shutdown()
-		}
-	}, nil
-}
-
-// logConnected logs where and how a process connected, without secrets.
-func logConnected(log zerolog.Logger, c Conn) {
+// LogConnected logs where and how a process connected, without secrets.
+func LogConnected(log zerolog.Logger, c Conn) {
 	url := jetstream.RedactURL(c.URL)
 	if url == "" {
 		url = "embedded (in-process)"

@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/jetflow/jetflow"
+	"github.com/jetflow/jetflow/internal/link"
 	"github.com/jetflow/jetflow/internal/obs"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/tasks"
@@ -26,8 +28,8 @@ func Worker(ctx context.Context, args []string) error {
 		concurrency = fs.Int("concurrency", EnvInt("JETFLOW_CONCURRENCY", 16), "handlers running at once (env JETFLOW_CONCURRENCY)")
 		shutdown    = fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful stop waits for running handlers")
 		ackWait     = fs.Duration("ack-wait", EnvDuration("JETFLOW_WORKER_ACK_WAIT", 10*time.Second), "how soon a task held by a worker that died is redelivered, counted from its last heartbeat (every fifth of this); use the same value on every worker (env JETFLOW_WORKER_ACK_WAIT)")
-		metricsAt   = metricsFlag(fs)
-		name        = nameFlag(fs, "worker")
+		metricsAt   = MetricsFlag(fs)
+		name        = NameFlag(fs, "worker")
 		logFormat   = fs.String("log-format", Env("JETFLOW_LOG_FORMAT", "json"), "json or console (env JETFLOW_LOG_FORMAT)")
 		logLevel    = fs.String("log-level", Env("JETFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env JETFLOW_LOG_LEVEL)")
 	)
@@ -41,11 +43,11 @@ func Worker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	metrics, err := startMetrics(ctx, *metricsAt, log)
+	metrics, err := StartMetrics(ctx, *metricsAt, log)
 	if err != nil {
 		return err
 	}
-	tracer, stopTracing, err := startTracing(ctx, "jetflow-worker", log)
+	tracer, stopTracing, err := StartTracing(ctx, "jetflow-worker", log)
 	if err != nil {
 		return err
 	}
@@ -59,39 +61,19 @@ func Worker(ctx context.Context, args []string) error {
 		return err
 	}
 	defer client.Close()
-	logConnected(log, c)
-	// Wait for a dispatcher to provision jetflow on this server: soon
-	// after it, when both start together (100 ms, doubling up to 2 s), and
-	// logged once a second has passed.
-	for wait, waited := 100*time.Millisecond, time.Duration(0); ; wait = min(2*wait, 2*time.Second) {
-		err := client.Bind(ctx)
-		if err == nil {
-			break
-		}
-		if errors.Is(err, jetstream.ErrPermissionDenied) {
-			return err
-		}
-		if waited >= time.Second {
-			log.Warn().Err(err).Msg("waiting for jetflow to be provisioned")
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-		waited += wait
-	}
-	w, err := worker.New(client, worker.Config{Name: *name, Tracer: tracer, Concurrency: *concurrency, ShutdownTimeout: *shutdown, Logger: log})
+	LogConnected(log, c)
+	// Run waits for a dispatcher to provision jetflow on this server.
+	w, err := worker.New(link.Client(client).(*jetflow.Client), worker.Config{Name: *name, Tracer: tracer, Concurrency: *concurrency, ShutdownTimeout: *shutdown, Logger: log})
 	if err != nil {
 		return err
 	}
 	if err := tasks.RegisterTypes(w, SplitList(*taskTypes)...); err != nil {
 		return err
 	}
-	if err := metrics.register(obs.ClientCollector(client), w.Collector()); err != nil {
+	if err := metrics.Register(obs.ClientCollector(client), w.Collector()); err != nil {
 		return err
 	}
-	metrics.setReady(w.Ready)
+	metrics.SetReady(w.Ready)
 	if err := w.Run(ctx); errors.Is(err, jetstream.ErrPermissionDenied) {
 		return fmt.Errorf("%w (limit this worker with --task-types to the task types its NATS user may run)", err)
 	} else if err != nil {

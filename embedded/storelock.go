@@ -1,4 +1,4 @@
-package jetstream
+package embedded
 
 import (
 	"errors"
@@ -14,7 +14,7 @@ import (
 // process's pid.
 const StoreLockFile = "jetflow.lock"
 
-// ErrStoreLocked matches the error StartServer returns when another
+// ErrStoreLocked matches the error Start returns when another
 // process holds the store directory (see StoreLockedError).
 var ErrStoreLocked = errors.New("store directory is in use by another process")
 

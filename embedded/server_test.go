@@ -1,4 +1,4 @@
-package jetstream
+package embedded
 
 import (
 	"os"
@@ -14,10 +14,10 @@ import (
 // listens: the check comes first), unless Insecure.
 func TestOpenServerBeyondLoopbackIsRefused(t *testing.T) {
 	t.Parallel()
-	_, err := StartServer(ServerConfig{StoreDir: t.TempDir(), Host: "0.0.0.0", Port: -1})
+	_, err := Start(Config{StoreDir: t.TempDir(), Host: "0.0.0.0", Port: -1})
 	require.ErrorIs(t, err, ErrInsecureListen)
 	require.ErrorContains(t, err, "--insecure")
-	_, err = StartServer(ServerConfig{StoreDir: t.TempDir(), Host: "192.0.2.1", Port: -1})
+	_, err = Start(Config{StoreDir: t.TempDir(), Host: "192.0.2.1", Port: -1})
 	require.ErrorIs(t, err, ErrInsecureListen)
 }
 
@@ -28,7 +28,7 @@ func TestCheckExposure(t *testing.T) {
 	conf := func(body string) *server.Options {
 		path := filepath.Join(t.TempDir(), "nats.conf")
 		require.NoError(t, os.WriteFile(path, []byte(body), 0o600))
-		o, err := fileOptions(ServerConfig{ConfigFile: path}, &server.Options{Host: "127.0.0.1", Port: 4222})
+		o, err := fileOptions(Config{ConfigFile: path}, &server.Options{Host: "127.0.0.1", Port: 4222})
 		require.NoError(t, err)
 		return o
 	}

@@ -1,4 +1,4 @@
-package jetstream
+package embedded
 
 import (
 	"errors"
@@ -12,8 +12,8 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// ServerConfig configures the embedded NATS server.
-type ServerConfig struct {
+// Config configures the embedded NATS server.
+type Config struct {
 	// StoreDir is the JetStream store directory. Required: the system temp
 	// directory is not a safe default for data that must survive reboots.
 	StoreDir string
@@ -47,7 +47,7 @@ type ServerConfig struct {
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.
-func (c ServerConfig) WithDefaults() ServerConfig {
+func (c Config) WithDefaults() Config {
 	if c.Host == "" {
 		c.Host = "127.0.0.1"
 	}
@@ -64,7 +64,7 @@ func (c ServerConfig) WithDefaults() ServerConfig {
 }
 
 // Validate reports a config that cannot work.
-func (c ServerConfig) Validate() error {
+func (c Config) Validate() error {
 	if c.StoreDir == "" {
 		return errors.New("embedded server: store directory is required (set --store-dir)")
 	}
@@ -80,13 +80,13 @@ type Server struct {
 	lock *storeLock
 }
 
-// StartServer starts an embedded server with JetStream on cfg.StoreDir and
+// Start starts an embedded server with JetStream on cfg.StoreDir and
 // waits until it accepts connections. It first takes an exclusive lock on
 // the store directory (StoreLockFile, held until Shutdown or the process
 // exits): a store held by another process fails at once with a
 // *StoreLockedError (errors.Is ErrStoreLocked) naming the directory and
 // the holder's pid.
-func StartServer(cfg ServerConfig) (*Server, error) {
+func Start(cfg Config) (*Server, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -173,7 +173,7 @@ func (l serverLogger) Tracef(format string, v ...any)  { l.l.Trace().Msgf(format
 // fileOptions reads cfg.ConfigFile and applies jetflow's needs over it:
 // JetStream on, and the store directory, address, fsync and payload
 // settings of cfg where the file sets none.
-func fileOptions(cfg ServerConfig, base *server.Options) (*server.Options, error) {
+func fileOptions(cfg Config, base *server.Options) (*server.Options, error) {
 	opts, err := server.ProcessConfigFile(cfg.ConfigFile)
 	if err != nil {
 		return nil, fmt.Errorf("embedded server: config file %s: %w", cfg.ConfigFile, err)

@@ -1,4 +1,4 @@
-package run
+package serve
 
 import (
 	"context"
@@ -8,18 +8,19 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jetflow/jetflow/internal/jftest"
+	"github.com/jetflow/jetflow/internal/run"
 	"github.com/jetflow/jetflow/jetstream"
 )
 
 func TestParseSize(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]int{"1024": 1024, "1MiB": 1 << 20, "512KiB": 512 << 10, " 2 MiB ": 2 << 20, "1GiB": 1 << 30} {
-		got, err := ParseSize(in)
+		got, err := run.ParseSize(in)
 		require.NoError(t, err, in)
 		require.Equal(t, want, got, in)
 	}
 	for _, in := range []string{"", "lots", "1MB", "-1", "1.5MiB", "3GiB"} {
-		_, err := ParseSize(in)
+		_, err := run.ParseSize(in)
 		require.Error(t, err, in)
 	}
 }

@@ -1,4 +1,4 @@
-package run
+package serve
 
 import (
 	"context"
@@ -6,7 +6,8 @@ import (
 	"flag"
 	"os"
 
-	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/embedded"
+	"github.com/jetflow/jetflow/internal/run"
 )
 
 // Server runs only an embedded NATS server with JetStream until ctx ends,
@@ -27,7 +28,7 @@ func Server(ctx context.Context, args []string) error {
 		}
 		return err
 	}
-	log, err := Logger(os.Stderr, "json", "warn", "server")
+	log, err := run.Logger(os.Stderr, "json", "warn", "server")
 	if err != nil {
 		return err
 	}
@@ -39,7 +40,7 @@ func Server(ctx context.Context, args []string) error {
 	sc.ConfigFile, sc.Insecure = *config, *insecure
 	slog := log.With().Str("component", "nats-server").Logger()
 	sc.Logger = &slog
-	srv, err := jetstream.StartServer(sc)
+	srv, err := embedded.Start(sc)
 	if err != nil {
 		return err
 	}

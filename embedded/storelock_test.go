@@ -1,4 +1,4 @@
-package jetstream
+package embedded
 
 import (
 	"errors"
@@ -17,10 +17,10 @@ import (
 func TestStoreDirectoryIsLockedWhileAServerHoldsIt(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	first, err := StartServer(ServerConfig{StoreDir: dir, DontListen: true})
+	first, err := Start(Config{StoreDir: dir, DontListen: true})
 	require.NoError(t, err)
 
-	_, err = StartServer(ServerConfig{StoreDir: dir, DontListen: true})
+	_, err = Start(Config{StoreDir: dir, DontListen: true})
 	require.ErrorIs(t, err, ErrStoreLocked)
 	var locked *StoreLockedError
 	require.True(t, errors.As(err, &locked))
@@ -31,7 +31,7 @@ func TestStoreDirectoryIsLockedWhileAServerHoldsIt(t *testing.T) {
 	require.Contains(t, err.Error(), "pid ")
 
 	first.Shutdown()
-	again, err := StartServer(ServerConfig{StoreDir: dir, DontListen: true})
+	again, err := Start(Config{StoreDir: dir, DontListen: true})
 	require.NoError(t, err, "the lock is released by Shutdown")
 	again.Shutdown()
 }
