@@ -25,14 +25,11 @@ type Backend interface {
 	FlowStore
 }
 
-// FlowStore holds the concurrency slot records and rate windows of flow
-// control (jetflow_flow); every update is a compare-and-swap.
+// FlowStore holds the concurrency slot and rate-limit records
+// (docs/flow-control.md): every change is a compare-and-swap on the
+// record's revision; fn may run several times and must only compute.
 type FlowStore interface {
-	// UpdateSlot applies fn to the slot record under key (an empty one
-	// if none) and writes the result when fn says it changed, retrying
-	// on a lost race; it returns the record as stored.
 	UpdateSlot(ctx context.Context, key string, fn func(workflow.SlotRecord) (workflow.SlotRecord, bool)) (workflow.SlotRecord, error)
-	// UpdateRate does the same for the rate window under key.
 	UpdateRate(ctx context.Context, key string, fn func(workflow.RateRecord) (workflow.RateRecord, bool)) error
 	GetSlot(ctx context.Context, key string) (workflow.SlotRecord, error)
 	SlotKeys(ctx context.Context) ([]string, error)

@@ -44,6 +44,33 @@ func (l *commitLog) hook(inst *workflow.Instance, rev uint64) {
 	l.commits = append(l.commits, commit{inst.Clone(), rev})
 }
 
+// recording is a backend that records every instance write that
+// committed in log.
+func recording(b dispatcher.Backend, log *commitLog) *faulty {
+	return &faulty{Backend: b, putInstance: func(ctx context.Context, inner dispatcher.Backend, in *workflow.Instance, rev uint64, expires bool) (uint64, error) {
+		n, err := inner.PutInstance(ctx, in, rev, expires)
+		if err == nil {
+			log.hook(in, n)
+		}
+		return n, err
+	}}
+}
+
+// slotLoser is a backend that loses the slot ops for which lose returns
+// true: the op is not carried out and reports nothing (no grant), as when
+// the process dies between the instance's CAS and the slot record's.
+type slotLoser struct {
+	*faulty
+	lose func() bool
+}
+
+func (s *slotLoser) UpdateSlot(ctx context.Context, key string, fn func(workflow.SlotRecord) (workflow.SlotRecord, bool)) (workflow.SlotRecord, error) {
+	if s.lose() {
+		return workflow.SlotRecord{}, nil
+	}
+	return s.faulty.UpdateSlot(ctx, key, fn)
+}
+
 // runningUnderSlot reports whether a committed state runs under its
 // workflow's concurrency slot: granted and not ended.
 func runningUnderSlot(in *workflow.Instance) bool {
@@ -182,7 +209,7 @@ func TestConcurrencyLimitHoldsInEveryCommittedState(t *testing.T) {
 	e := jftest.Start(t, jetstream.Config{})
 	e.Register(limitedDef)
 	log := &commitLog{}
-	e.Dispatcher(&faulty{Backend: e.Client, onCommit: log.hook}, dispatcher.Config{})
+	e.Dispatcher(recording(e.Client, log), dispatcher.Config{})
 	l := newKeyedLedger()
 	e.Worker(nil, worker.Config{Concurrency: 64}, map[string]worker.Handler{"slow": l.handler("customer", 20*time.Millisecond)})
 	ids := startLimited(t, e, 200, 10)
@@ -227,15 +254,14 @@ func TestConcurrencyLimitSurvivesDispatcherAndWorkerKills(t *testing.T) {
 	log := &commitLog{}
 	fast := dispatcher.Config{RepairInterval: 200 * time.Millisecond, StaleGate: 2 * time.Second, SlotRepairInterval: time.Second}
 
-	// Dispatcher A dies right after some of its commits: the first 40
-	// decisions with slot ops are committed and then never carried out
-	// (their acquire, release or grants are lost), as when a process
-	// dies between the instance's CAS and the slot record's.
+	// Dispatcher A loses its first 40 slot ops after the instance's
+	// commit (an acquire, a release and its promotions never happen), as
+	// when a process dies between the instance's CAS and the slot
+	// record's; then it is stopped.
 	var dropped atomic.Int64
-	_, runA := e.Dispatcher(&faulty{Backend: e.NewClient(), onCommit: log.hook, dropGate: func(string) bool {
-		return dropped.Add(1) <= 40
-	}}, fast)
-	_, runB := e.Dispatcher(&faulty{Backend: e.NewClient(), onCommit: log.hook}, fast)
+	lossy := &slotLoser{faulty: recording(e.NewClient(), log), lose: func() bool { return dropped.Add(1) <= 40 }}
+	_, runA := e.Dispatcher(lossy, fast)
+	_, runB := e.Dispatcher(recording(e.NewClient(), log), fast)
 	l := newKeyedLedger()
 	_, runW := e.Worker(e.NewClient(), worker.Config{Concurrency: 32}, map[string]worker.Handler{"slow": l.handler("customer", 20*time.Millisecond)})
 	ids := startLimited(t, e, 200, 10)
@@ -256,7 +282,7 @@ func TestConcurrencyLimitSurvivesDispatcherAndWorkerKills(t *testing.T) {
 	e.Worker(e.NewClient(), worker.Config{Concurrency: 32}, map[string]worker.Handler{"slow": l.handler("customer", 20*time.Millisecond)})
 	jftest.Eventually(t, 120*time.Second, func() bool { return completed() >= 120 }, "no progress after the worker restarted")
 	require.NoError(t, runB.Stop())
-	e.Dispatcher(&faulty{Backend: e.NewClient(), onCommit: log.hook}, fast)
+	e.Dispatcher(recording(e.NewClient(), log), fast)
 
 	counts := waitAllTerminal(t, e, ids, 180*time.Second)
 	require.Equal(t, 200, counts[workflow.StatusCompleted], "%v", counts)
@@ -446,7 +472,7 @@ func TestRateLimitSpreadsStartsAndDropsNone(t *testing.T) {
 	e := jftest.Start(t, jetstream.Config{})
 	e.Register(ratedDef)
 	log := &commitLog{}
-	e.Dispatcher(&faulty{Backend: e.Client, onCommit: log.hook}, dispatcher.Config{})
+	e.Dispatcher(recording(e.Client, log), dispatcher.Config{})
 	var mu sync.Mutex
 	var handled []time.Time
 	e.Worker(nil, worker.Config{Concurrency: 64}, map[string]worker.Handler{"api": func(_ context.Context, t *worker.Task) (any, error) {
@@ -521,17 +547,15 @@ func kidWork(g *gateHandler) worker.Handler {
 	}
 }
 
-func setupChildren(t *testing.T, cfg dispatcher.Config) (*jftest.Env, *gateHandler, *jftest.Running) {
-	return setupChildrenOn(t, cfg, func(*jftest.Env) dispatcher.Backend { return nil })
-}
-
-// setupChildrenOn is setupChildren with the dispatcher on the backend
-// backend returns (nil: the environment's client).
-func setupChildrenOn(t *testing.T, cfg dispatcher.Config, backend func(*jftest.Env) dispatcher.Backend) (*jftest.Env, *gateHandler, *jftest.Running) {
+func setupChildren(t *testing.T, cfg dispatcher.Config, wrap func(dispatcher.Backend) dispatcher.Backend) (*jftest.Env, *gateHandler, *jftest.Running) {
 	e := jftest.Start(t, jetstream.Config{})
 	e.Register(kidDef)
 	e.Register(momDef)
-	_, run := e.Dispatcher(backend(e), cfg)
+	var b dispatcher.Backend = e.Client
+	if wrap != nil {
+		b = wrap(b)
+	}
+	_, run := e.Dispatcher(b, cfg)
 	g := newGateHandler()
 	e.Worker(nil, worker.Config{Concurrency: 8}, map[string]worker.Handler{"kidwork": kidWork(g), "echo": echo})
 	return e, g, run
@@ -546,7 +570,7 @@ func startMom(t *testing.T, e *jftest.Env, key, payload string) (parent, child s
 
 func TestChildWorkflowCompletesWithItsOutput(t *testing.T) {
 	t.Parallel()
-	e, _, _ := setupChildren(t, dispatcher.Config{})
+	e, _, _ := setupChildren(t, dispatcher.Config{}, nil)
 	parent, child := startMom(t, e, "ok", `{"n": 21}`)
 	p := e.WaitTerminal(parent, 20*time.Second)
 	require.Equal(t, workflow.StatusCompleted, p.Status, p.Error)
@@ -564,7 +588,7 @@ func TestChildWorkflowCompletesWithItsOutput(t *testing.T) {
 
 func TestChildWorkflowFailureFailsTheStep(t *testing.T) {
 	t.Parallel()
-	e, _, _ := setupChildren(t, dispatcher.Config{})
+	e, _, _ := setupChildren(t, dispatcher.Config{}, nil)
 	parent, child := startMom(t, e, "bad", `{"n": 1, "fail": true}`)
 	p := e.WaitTerminal(parent, 20*time.Second)
 	require.Equal(t, workflow.StatusCompleted, p.Status, p.Error)
@@ -597,7 +621,7 @@ steps:
 
 func TestChildWorkflowCancelledWithItsParent(t *testing.T) {
 	t.Parallel()
-	e, g, _ := setupChildren(t, dispatcher.Config{})
+	e, g, _ := setupChildren(t, dispatcher.Config{}, nil)
 	parent, child := startMom(t, e, "cancel", `{"n": 1, "block": true}`)
 	require.Equal(t, child, nextStarted(t, g))
 	cancel(t, e, parent)
@@ -610,7 +634,7 @@ func TestChildWorkflowCancelledWithItsParent(t *testing.T) {
 
 func TestChildWorkflowSurvivesDispatcherRestart(t *testing.T) {
 	t.Parallel()
-	e, g, run := setupChildren(t, dispatcher.Config{})
+	e, g, run := setupChildren(t, dispatcher.Config{}, nil)
 	parent, child := startMom(t, e, "restart", `{"n": 5, "block": true}`)
 	require.Equal(t, child, nextStarted(t, g))
 	require.NoError(t, run.Stop()) // between the child's start and its completion
@@ -628,7 +652,6 @@ func TestChildWorkflowLostNoticeIsReconciled(t *testing.T) {
 	// The child's final commit is published nowhere: its notice to the
 	// parent is lost, as when the process dies after the child's CAS.
 	var dropped atomic.Int64
-	cfg := dispatcher.Config{RepairInterval: 200 * time.Millisecond, StaleBulk: time.Second}
 	drop := func(dec workflow.Decision) bool {
 		for _, ev := range dec.Events {
 			if ev.Event.Kind == workflow.EventChildDone && dropped.Add(1) == 1 {
@@ -637,7 +660,8 @@ func TestChildWorkflowLostNoticeIsReconciled(t *testing.T) {
 		}
 		return false
 	}
-	e, _, _ := setupChildrenOn(t, cfg, func(e *jftest.Env) dispatcher.Backend { return &faulty{Backend: e.Client, dropPublish: drop} })
+	e, _, _ := setupChildren(t, dispatcher.Config{RepairInterval: 200 * time.Millisecond, StaleBulk: time.Second},
+		func(b dispatcher.Backend) dispatcher.Backend { return &faulty{Backend: b, dropPublish: drop} })
 	parent, _ := startMom(t, e, "lost", `{"n": 3}`)
 	p := e.WaitTerminal(parent, 30*time.Second)
 	require.Equal(t, workflow.StatusCompleted, p.Status, p.Error)
