@@ -47,14 +47,6 @@ type faulty struct {
 	watchDefinitions func(ctx context.Context, inner dispatcher.Backend, fn func(*workflow.Definition), ready func()) error
 	// watchInstances, when set, replaces the watch of instance writes.
 	watchInstances func(ctx context.Context, inner dispatcher.Backend, existing bool, ready func(), fn func(*jetstream.InstanceUpdate)) error
-	// onCommit is called with every instance state written and its new
-	// revision (the KV stream sequence, so revisions of all instances
-	// are in one order), right after the CAS.
-	onCommit func(in *workflow.Instance, rev uint64)
-	// dropGate: a flow-control op (a slot or rate record update) is
-	// skipped and reported as done, as when the process dies between the
-	// instance's CAS and the record's.
-	dropGate func(key string) bool
 	// putInstance, when set, replaces the instance write.
 	putInstance func(ctx context.Context, inner dispatcher.Backend, in *workflow.Instance, rev uint64, expires bool) (uint64, error)
 }
@@ -70,9 +62,6 @@ func (f *faulty) PutInstance(ctx context.Context, in *workflow.Instance, rev uin
 		return f.putInstance(ctx, f.Backend, in, rev, expires)
 	}
 	newRev, err := f.Backend.PutInstance(ctx, in, rev, expires)
-	if err == nil && f.onCommit != nil {
-		f.onCommit(in, newRev)
-	}
 	if err == nil && f.loseCommit != nil && f.loseCommit(in) {
 		return 0, fmt.Errorf("%w: answer of the commit lost", jetstream.ErrRequestTimeout)
 	}
@@ -176,16 +165,3 @@ func decisionInstance(dec workflow.Decision) string {
 	return ""
 }
 
-func (f *faulty) UpdateSlot(ctx context.Context, key string, fn func(workflow.SlotRecord) (workflow.SlotRecord, bool)) (workflow.SlotRecord, error) {
-	if f.dropGate != nil && f.dropGate(key) {
-		return workflow.SlotRecord{}, nil
-	}
-	return f.Backend.UpdateSlot(ctx, key, fn)
-}
-
-func (f *faulty) UpdateRate(ctx context.Context, key string, fn func(workflow.RateRecord) (workflow.RateRecord, bool)) error {
-	if f.dropGate != nil && f.dropGate(key) {
-		return nil
-	}
-	return f.Backend.UpdateRate(ctx, key, fn)
-}
