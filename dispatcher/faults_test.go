@@ -164,4 +164,3 @@ func decisionInstance(dec workflow.Decision) string {
 	}
 	return ""
 }
-
