@@ -22,6 +22,17 @@ type Backend interface {
 	Publisher
 	Consumer
 	Housekeeping
+	FlowStore
+}
+
+// FlowStore holds the concurrency slot and rate-limit records
+// (docs/flow-control.md): every change is a compare-and-swap on the
+// record's revision; fn may run several times and must only compute.
+type FlowStore interface {
+	UpdateSlot(ctx context.Context, key string, fn func(workflow.SlotRecord) (workflow.SlotRecord, bool)) (workflow.SlotRecord, error)
+	UpdateRate(ctx context.Context, key string, fn func(workflow.RateRecord) (workflow.RateRecord, bool)) error
+	GetSlot(ctx context.Context, key string) (workflow.SlotRecord, error)
+	SlotKeys(ctx context.Context) ([]string, error)
 }
 
 // InstanceStore reads and writes instance records: every write is a

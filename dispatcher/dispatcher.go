@@ -52,6 +52,17 @@ type Config struct {
 	// StaleBulk: a bulk step whose instance did not change for this long
 	// gets its counts rebuilt from the per-child barriers. Default 30s.
 	StaleBulk time.Duration
+	// StaleGate: an instance or attempt that has waited this long for a
+	// concurrency slot or a rate-limit start has what its wait owes (its
+	// acquire, its rate retry) published again, in case it was lost;
+	// again every StaleGate while it waits. Default 1m.
+	StaleGate time.Duration
+	// SlotRepairInterval is how often the repair loop reconciles the
+	// concurrency slot records with the instance states (a holder whose
+	// instance ended or moved on is dropped and waiters promoted), when
+	// a definition has a concurrency limit. It bounds how long a slot
+	// whose release was lost stays taken. Default 10s.
+	SlotRepairInterval time.Duration
 	// TaskGuardInterval is how often the dispatcher looks for messages in
 	// the task stream whose task type no registered definition uses (no
 	// worker takes them, so they would stay for good) and dead-letters
@@ -155,6 +166,12 @@ func (c Config) WithDefaults() Config {
 	if c.StaleBulk == 0 {
 		c.StaleBulk = 30 * time.Second
 	}
+	if c.StaleGate == 0 {
+		c.StaleGate = time.Minute
+	}
+	if c.SlotRepairInterval == 0 {
+		c.SlotRepairInterval = 10 * time.Second
+	}
 	if c.TaskGuardInterval == 0 {
 		c.TaskGuardInterval = time.Minute
 	}
@@ -237,6 +254,9 @@ type Dispatcher struct {
 	// gate is held (read) by message handlers while they enqueue, so Run
 	// can wait for them before closing the shard channels.
 	gate sync.RWMutex
+	// slots is set once a definition with a concurrency limit was
+	// loaded: the repair loop then reconciles the slot records.
+	slots atomic.Bool
 }
 
 // New creates a dispatcher on a provisioned backend (a *jetstream.Client).
@@ -516,6 +536,9 @@ func (d *Dispatcher) supervise(ctx context.Context, name string, failed error, l
 
 func (d *Dispatcher) addDefinition(ctx context.Context, def *workflow.Definition) {
 	d.defs.add(def)
+	if def.UsesSlots() {
+		d.slots.Store(true)
+	}
 	d.log.Info().Str("workflow", def.Name).Int("version", def.Version).Msg("definition loaded")
 	if def.Trigger != nil {
 		ctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
@@ -537,6 +560,9 @@ func (d *Dispatcher) definition(ctx context.Context, name string, version int) (
 		return nil, err
 	}
 	d.defs.add(def)
+	if def.UsesSlots() {
+		d.slots.Store(true)
+	}
 	return def, nil
 }
 

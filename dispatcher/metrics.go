@@ -168,6 +168,7 @@ type metrics struct {
 	retried, childrenStarted, recounts                count
 	recountsScheduled, reconcilePokes, timersFired    count
 	signals, duplicateDiffer                          count
+	slotOps, rateDenied, slotsRepaired                count
 	started, reruns                                   *prometheus.CounterVec // workflow
 	finished                                          *prometheus.CounterVec // workflow, status
 	duration                                          *prometheus.HistogramVec
@@ -231,6 +232,9 @@ func newMetrics(pullStalls func() uint64) *metrics {
 	m.loopRestarts = vec("jetflow_loop_restarts_total", "Background loops of the dispatcher that failed and were restarted, by loop: definitions (the watch of the definitions bucket), repair (the repair loop), stats (the jetflow stats responder).", "loop")
 	m.timersFired = f("jetflow_timers_fired_total", "Timer events that changed an instance.")
 	m.signals = f("jetflow_signals_applied_total", "Signals applied to an instance.")
+	m.slotOps = f("jetflow_slot_ops_total", "Concurrency slot acquires and releases carried out (docs/flow-control.md).")
+	m.rateDenied = f("jetflow_rate_limited_total", "Attempt starts a rate limit made wait.")
+	m.slotsRepaired = f("jetflow_slots_repaired_total", "Slot holders and waiters the repair loop dropped because their instance no longer held or waited for the slot.")
 	m.applySeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "jetflow_event_apply_seconds", Help: "Time of one pass over an instance's events: read, apply, write, publish.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),

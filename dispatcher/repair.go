@@ -26,6 +26,8 @@ type repairLoop struct {
 	// for each running instance, so a sweep does not publish the same
 	// repair again while the first is still on its way.
 	sent map[string]map[string]bool
+	// slotsReconciled: when the slot records were last reconciled.
+	slotsReconciled time.Time
 }
 
 // watched is the latest write of one running instance. A sweep decodes
@@ -150,6 +152,7 @@ func (r *repairLoop) sweep(ctx context.Context) {
 		StaleTask:  d.cfg.StaleTask,
 		TimerGrace: d.cfg.TimerGrace,
 		StaleBulk:  d.cfg.StaleBulk,
+		StaleGate:  d.cfg.StaleGate,
 		Force:      d.cfg.ForceRepairs,
 	}
 	r.mu.Lock()
@@ -158,6 +161,10 @@ func (r *repairLoop) sweep(ctx context.Context) {
 		snapshot = append(snapshot, w)
 	}
 	r.mu.Unlock()
+	if d.slots.Load() && now.Sub(r.slotsReconciled) >= d.cfg.SlotRepairInterval {
+		r.slotsReconciled = now
+		r.reconcileSlots(ctx)
+	}
 	var events []workflow.OutEvent
 	defer r.countChildren()
 	for _, w := range snapshot {

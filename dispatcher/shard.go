@@ -224,6 +224,12 @@ func (s *shard) process(ctx context.Context, id string, items []*item) {
 		}
 		// Only now, with the state committed, is the work published.
 		if err = s.publish(ctx, res.decided); err != nil {
+			// A flow record that cannot be decoded (something other than
+			// jetflow wrote it) fails every retry the same: dead-letter.
+			if errors.Is(err, jetstream.ErrMalformed) {
+				settleAll(failure(fmt.Errorf("publish after commit: %w", err)))
+				return
+			}
 			settleAll(outcome{err: fmt.Errorf("publish after commit: %w", err)})
 			return
 		}
@@ -288,7 +294,7 @@ func (s *shard) settleOwed(ctx context.Context, id string, before *workflow.Inst
 	if err := s.publish(ctx, out); err != nil {
 		return fmt.Errorf("publish owed work: %w", err)
 	}
-	d.stats.republished.Add(uint64(len(out.Tasks) + len(out.Timers) + len(out.Children) + len(out.Events)))
+	d.stats.republished.Add(uint64(len(out.Tasks) + len(out.Timers) + len(out.Children) + len(out.Events) + len(out.Gates)))
 	if republish || known {
 		s.setOwed(id, newRev)
 	}
@@ -384,6 +390,9 @@ func (s *shard) preBarriers(ctx context.Context, inst *workflow.Instance, items 
 				return nil // apply reports it
 			}
 		}
+		if !bulkStep(def, ev.Step) {
+			continue
+		}
 		probe, err := workflow.Apply(def, inst, ev, now, data)
 		if err != nil || !probe.Changed {
 			continue
@@ -459,7 +468,7 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 				continue
 			}
 		}
-		if ev.Kind == workflow.EventChildDone && res.inst != nil && it.barrier {
+		if ev.Kind == workflow.EventChildDone && res.inst != nil && it.barrier && bulkStep(def, ev.Step) {
 			// This dispatcher created the barrier, and the increment is
 			// not committed (a CAS retry, or a barrier created before this
 			// pass or earlier in it). A recount since may have counted it.
@@ -477,7 +486,7 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 				}
 			}
 		}
-		if ev.Kind == workflow.EventChildDone && res.inst != nil && !it.barrier {
+		if ev.Kind == workflow.EventChildDone && res.inst != nil && !it.barrier && bulkStep(def, ev.Step) {
 			// A child's completion counts once: it must pass its
 			// write-once barrier first — but only a completion the parent
 			// would accept, or a premature or stale one would burn the
@@ -528,7 +537,11 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 			}
 		}
 		var counted func(int) bool // the barriers, when this item recounted them
-		if ev.Kind == workflow.EventRecount && ev.Completed < 0 {
+		if ev.Kind == workflow.EventRecount && ev.Completed < 0 && !bulkStep(def, ev.Step) {
+			// A workflow step's one child has no barrier to count: its
+			// reconciliation only pokes the child (UncountedChildren).
+			counted = func(int) bool { return false }
+		} else if ev.Kind == workflow.EventRecount && ev.Completed < 0 {
 			if ev, counted, err = s.recount(ctx, ev, now); err != nil {
 				res.outcomes[i] = outcome{err: err}
 				continue
@@ -587,6 +600,7 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 		res.decided.Timers = append(res.decided.Timers, dec.Timers...)
 		res.decided.Children = append(res.decided.Children, dec.Children...)
 		res.decided.Events = append(res.decided.Events, dec.Events...)
+		res.decided.Gates = append(res.decided.Gates, dec.Gates...)
 	}
 	if res.inst != nil && res.inst.Status.Terminal() {
 		// Work decided earlier in the group is moot once the instance is
@@ -594,11 +608,18 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 		res.decided.Tasks, res.decided.Timers, res.decided.Children = nil, nil, nil
 		var keep []workflow.OutEvent
 		for _, e := range res.decided.Events {
-			if e.Event.Kind == workflow.EventChildDone {
+			if e.Event.Kind == workflow.EventChildDone || e.Event.Kind == workflow.EventCancel {
 				keep = append(keep, e)
 			}
 		}
 		res.decided.Events = keep
+		var releases []workflow.GateOp
+		for _, g := range res.decided.Gates {
+			if g.Kind == workflow.OpRelease {
+				releases = append(releases, g)
+			}
+		}
+		res.decided.Gates = releases
 	}
 	return res, nil
 }
@@ -743,5 +764,18 @@ func (s *shard) publish(ctx context.Context, dec workflow.Decision) error {
 			return err
 		}
 	}
+	if len(dec.Gates) > 0 {
+		if err := s.d.runGates(ctx, dec.Gates); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// bulkStep reports whether a step of def is a bulk step: only its
+// children's completions pass barriers and recounts (a workflow step's
+// single child needs neither).
+func bulkStep(def *workflow.Definition, step string) bool {
+	s, ok := def.Step(step)
+	return ok && s.Kind == workflow.KindBulk
 }

@@ -188,6 +188,7 @@ type Client struct {
 	defs  *bucket
 	cache *lru
 	effs  effects // BucketEffects, bound on first use (effects.go)
+	flw   flow    // BucketFlow, bound on first use (flow.go)
 	// pullStalls counts pulls presumed lost and replaced (PullStalls).
 	pullStalls atomic.Uint64
 	reconnects *atomic.Uint64
@@ -436,6 +437,7 @@ func (c *Client) streamConfigs() []natsjs.StreamConfig {
 		{Bucket: BucketInstances, Description: "jetflow: instance state, CAS-updated", History: 1, Replicas: r, Storage: natsjs.FileStorage},
 		{Bucket: BucketData, Description: "jetflow: write-once inputs and outputs", History: 1, Replicas: r, Storage: natsjs.FileStorage, MaxValueSize: int32(c.cfg.MaxPayload)},
 		effectsBucketConfig(r),
+		flowBucketConfig(r),
 	}
 	for _, bc := range buckets {
 		sc := bucketStream(bc)

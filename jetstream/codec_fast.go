@@ -235,6 +235,11 @@ func encodeInstance(e *msgpack.Encoder, in *workflow.Instance) error {
 		w.uint64Omit("tseq", in.TriggerSeq)
 		w.intOmit("run", in.Run)
 		w.strOmit("tp", in.Trace)
+		w.strOmit("slot", in.Slot)
+		w.strOmit("gate", in.Gate)
+		if len(in.Resume) > 0 && w.key("res") {
+			w.err = e.Encode(in.Resume)
+		}
 		w.intOmit("rt", in.Retries)
 	}
 	return w.err
@@ -283,6 +288,10 @@ func encodeStepState(e *msgpack.Encoder, st *workflow.StepState) error {
 		w.intOmit("cfail", st.ChildFailed)
 		w.intOmit("rc", st.Recounts)
 		w.timeOmit("mv", st.Moved)
+		w.strOmit("slot", st.Slot)
+		w.strOmit("rate", st.Rate)
+		w.strOmit("gate", st.Gate)
+		w.timeOmit("gs", st.GateSince)
 	}
 	return w.err
 }
@@ -317,6 +326,9 @@ func encodeEvent(e *msgpack.Encoder, ev *workflow.Event) error {
 		w.intOmit("cf", ev.Failed)
 		w.strOmit("rnd", ev.Round)
 		w.strOmit("tp", ev.Trace)
+		w.strOmit("g", ev.Gate)
+		w.boolOmit("den", ev.Denied)
+		w.timeOmit("gat", ev.GateAt)
 	}
 	return w.err
 }

@@ -30,6 +30,20 @@ func (c *Client) Explain(ctx context.Context, id string, policy workflow.RepairP
 		Now: time.Now(), Policy: policy,
 		Tasks: map[string]workflow.TaskFacts{}, Attempts: map[string]workflow.AttemptFacts{},
 		Children: map[string][]workflow.ChildFacts{}, Workers: map[string][]string{},
+		Slots: map[string]workflow.SlotRecord{}, Child: map[string]workflow.ChildFacts{},
+	}
+	readSlot := func(key string) {
+		if key == "" || inst.Status.Terminal() {
+			return
+		}
+		if rec, err := c.GetSlot(ctx, key); err == nil {
+			f.Slots[key] = rec
+		} else {
+			fmt.Fprintf(warn, "cannot read slot record %s: %v\n", key, err)
+		}
+	}
+	if inst.Gate == workflow.GateSlot {
+		readSlot(inst.Slot)
 	}
 	if !inst.Status.Terminal() {
 		c.readPresence(ctx, &f, warn)
@@ -49,6 +63,13 @@ func (c *Client) Explain(ctx context.Context, id string, policy workflow.RepairP
 					fmt.Fprintf(warn, "cannot read the %s task queue: %v\n", s.Task, err)
 				}
 			}
+			if st.Gate == workflow.GateSlot {
+				readSlot(st.Slot)
+				continue
+			}
+			if st.Gate != "" {
+				continue
+			}
 			if st.Status == workflow.StepRunning {
 				m, err := c.FindTask(ctx, s.Task, workflow.TaskMsgID(inst.ID, name, st.Attempt))
 				if err != nil {
@@ -57,6 +78,16 @@ func (c *Client) Explain(ctx context.Context, id string, policy workflow.RepairP
 				}
 				f.Attempts[name] = workflow.AttemptFacts{Searched: true, Found: m.Found, Stored: m.Stored, Delivered: m.Delivered, Ahead: m.Ahead}
 			}
+		case workflow.KindWorkflow:
+			cf := workflow.ChildFacts{Index: st.Attempt, ID: workflow.ChildInstanceID(s.Workflow, inst.ID, name, st.Attempt)}
+			child, _, err := c.GetInstance(ctx, cf.ID)
+			switch {
+			case err == nil:
+				cf.Status, cf.Updated, cf.Error = child.Status, child.Updated, child.Error
+			case !errors.Is(err, workflow.ErrNotFound):
+				return workflow.Explanation{}, err
+			}
+			f.Child[name] = cf
 		case workflow.KindBulk:
 			ok, failed, err := c.BarrierIndexes(ctx, inst.ID, name)
 			if err != nil {

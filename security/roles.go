@@ -211,6 +211,8 @@ func For(role Role, scope Scope) (Permissions, error) {
 			[]string{jetstream.BucketSubjects(data), msgGet(kvData)},
 			// Definitions: read and watch.
 			[]string{msgGet(kvDefs)}, watch(defs),
+			// Concurrency slots and rate windows: read, CAS, list.
+			bind(jetstream.BucketFlow), []string{jetstream.BucketSubjects(jetstream.BucketFlow), msgGet(jetstream.BucketStream(jetstream.BucketFlow))}, watch(jetstream.BucketFlow),
 			// What it publishes: tasks, its own events, timers (message
 			// schedules), bulk children, dead letters, completion notices.
 			[]string{jetstream.TaskSubjects, jetstream.EventSubjects, jetstream.TimerSubjects, jetstream.StartSubjects,

@@ -88,11 +88,16 @@ const ReasonStaleBulk = "stale bulk step"
 func UncountedChildren(def *Definition, inst *Instance, step, round string, barrier func(int) bool) []Child {
 	s, ok := def.index[step]
 	st := inst.Steps[step]
-	if !ok || s.Kind != KindBulk || st == nil || st.Status != StepRunning {
+	if !ok || (s.Kind != KindBulk && s.Kind != KindWorkflow) || st == nil || st.Status != StepRunning {
 		return nil
 	}
+	from, to := 0, st.Cursor
+	if s.Kind == KindWorkflow {
+		from, to = st.Attempt, st.Attempt+1 // its one child, never counted by barriers
+		barrier = func(int) bool { return false }
+	}
 	var out []Child
-	for i := 0; i < st.Cursor; i++ {
+	for i := from; i < to; i++ {
 		if ReconcileParent(barrier(i)) == PokeChild {
 			c := childFor(inst, s, i)
 			c.Reconcile = round
@@ -128,6 +133,10 @@ func continueFor(inst *Instance, s *Step, st *StepState) (OutEvent, bool) {
 func (t *transition) bulkEvent(ev Event) {
 	s, ok := t.def.index[ev.Step]
 	st := t.inst.Steps[ev.Step]
+	if ok && s.Kind == KindWorkflow && st != nil && st.Status == StepRunning {
+		t.childDone(s, st, ev)
+		return
+	}
 	if !ok || s.Kind != KindBulk || st == nil {
 		t.ignored = fmt.Sprintf("%s for step %q that is not a bulk step", ev.Kind, ev.Step)
 		return

@@ -19,9 +19,10 @@ const (
 	KindBulk     = "bulk"     // start one child instance per item and wait for all
 	KindSleep    = "sleep"    // wait for a duration, durably
 	KindWait     = "wait"     // wait for a named signal, optionally with a timeout
+	KindWorkflow = "workflow" // start one child workflow and complete with its output
 )
 
-var stepKinds = []string{KindTask, KindParallel, KindSwitch, KindBulk, KindSleep, KindWait}
+var stepKinds = []string{KindTask, KindParallel, KindSwitch, KindBulk, KindSleep, KindWait, KindWorkflow}
 
 // Bulk limits and failure policies.
 const (
@@ -69,6 +70,9 @@ type Definition struct {
 	// Deadline bounds a whole instance: when it passes, the instance fails.
 	// Default 0: none.
 	Deadline Duration `yaml:"deadline,omitempty"`
+	// Concurrency bounds the running instances of this workflow per key
+	// value (flow.go). Default nil: no bound.
+	Concurrency *Concurrency `yaml:"concurrency,omitempty"`
 	// Steps of the workflow.
 	Steps []Step `yaml:"steps"`
 
@@ -159,8 +163,16 @@ type Step struct {
 	// Signal is the name a wait step waits for.
 	Signal string `yaml:"signal,omitempty"`
 
-	// Workflow is the child workflow a bulk step starts per item (its
-	// latest version when the child starts).
+	// Concurrency bounds the running attempts of this task step across
+	// all instances, per key value (kind task). Default nil: no bound.
+	Concurrency *Concurrency `yaml:"concurrency,omitempty"`
+	// RateLimit bounds how often attempts of this task step start, per
+	// key value (kind task). Default nil: no bound.
+	RateLimit *RateLimit `yaml:"rate_limit,omitempty"`
+
+	// Workflow is the child workflow a bulk step starts per item, or the
+	// one child a workflow step starts (its latest version when the child
+	// starts).
 	Workflow string `yaml:"workflow,omitempty"`
 	// Items is an expression giving the list of child inputs (kind bulk).
 	Items string `yaml:"items,omitempty"`
@@ -327,6 +339,9 @@ func (d *Definition) validate() error {
 	if d.Output != "" {
 		add(d.compile("", "output", d.Output))
 	}
+	if d.Concurrency != nil {
+		add(d.validateConcurrency("", d.Concurrency, true))
+	}
 	if len(errs) > 0 {
 		return joinErrs(errs)
 	}
@@ -439,8 +454,14 @@ func (d *Definition) validateStep(s *Step) error {
 	if s.Kind != KindWait {
 		notFor("signal", s.Signal != "")
 	}
-	if s.Kind != KindBulk {
+	if s.Kind != KindTask {
+		notFor("concurrency", s.Concurrency != nil)
+		notFor("rate_limit", s.RateLimit != nil)
+	}
+	if s.Kind != KindBulk && s.Kind != KindWorkflow {
 		notFor("workflow", s.Workflow != "")
+	}
+	if s.Kind != KindBulk {
 		notFor("items", s.Items != "")
 		notFor("max_in_flight", s.MaxInFlight != 0)
 		notFor("max_items", s.MaxItems != 0)
@@ -463,6 +484,25 @@ func (d *Definition) validateStep(s *Step) error {
 				add(d.errf(s.Name, "retry.backoff_coefficient must be at least 1, got %g", r.BackoffCoefficient))
 			}
 		}
+		if s.Concurrency != nil {
+			add(d.validateConcurrency(s.Name, s.Concurrency, false))
+		}
+		if s.RateLimit != nil {
+			add(d.validateRateLimit(s.Name, s.RateLimit))
+		}
+		notFor("branches", len(s.Branches) > 0)
+		notFor("cases", len(s.Cases) > 0)
+		notFor("default", s.Default != "")
+	case KindWorkflow:
+		if err := ValidateName("child workflow", s.Workflow); err != nil {
+			add(d.errf(s.Name, "%v", err))
+		}
+		if s.Input != "" {
+			add(d.compile(s.Name, "input", s.Input))
+		}
+		notFor("task", s.Task != "")
+		notFor("retry", s.Retry != nil)
+		notFor("timeout", s.Timeout != 0)
 		notFor("branches", len(s.Branches) > 0)
 		notFor("cases", len(s.Cases) > 0)
 		notFor("default", s.Default != "")

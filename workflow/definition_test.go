@@ -227,8 +227,8 @@ func TestParseRejects(t *testing.T) {
 		{name: "bad max interval", src: def("{name: a, kind: task, task: t, retry: {max_interval: -1m}}"), want: []string{`invalid duration "-1m": must not be negative`}},
 
 		// Kinds.
-		{name: "unknown kind", src: def("{name: a, kind: taks, task: t}"), want: []string{`w.yaml: step "a": unknown kind "taks" (one of task, parallel, switch, bulk, sleep, wait)`}},
-		{name: "missing kind", src: def("{name: a, task: t}"), want: []string{`w.yaml: step "a": kind is missing (one of task, parallel, switch, bulk, sleep, wait)`}},
+		{name: "unknown kind", src: def("{name: a, kind: taks, task: t}"), want: []string{`w.yaml: step "a": unknown kind "taks" (one of task, parallel, switch, bulk, sleep, wait, workflow)`}},
+		{name: "missing kind", src: def("{name: a, task: t}"), want: []string{`w.yaml: step "a": kind is missing (one of task, parallel, switch, bulk, sleep, wait, workflow)`}},
 		{name: "task without type", src: def("{name: a, kind: task}"), want: []string{`w.yaml: step "a": invalid name: task type is empty`}},
 		{name: "task type with dot", src: def("{name: a, kind: task, task: x.y}"), want: []string{`step "a": invalid name: task type "x.y"`}},
 		{name: "task with branches", src: def("{name: a, kind: task, task: t, branches: [b]}", "{name: b, kind: task, task: t}"), want: []string{`step "a": branches is not allowed on a task step`}},
@@ -386,7 +386,7 @@ func TestParseReportsEveryProblem(t *testing.T) {
 		`multi.yaml: invalid name: workflow name "bad name" may contain only letters, digits, '-' and '_'`,
 		`multi.yaml: version must be a positive integer, got 0`,
 		`multi.yaml: step "a": next refers to unknown step "nope"`,
-		`multi.yaml: step "b": unknown kind "wat" (one of task, parallel, switch, bulk, sleep, wait)`,
+		`multi.yaml: step "b": unknown kind "wat" (one of task, parallel, switch, bulk, sleep, wait, workflow)`,
 	}, lines)
 
 	// Each joined error is a *DefinitionError naming its step.

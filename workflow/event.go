@@ -24,6 +24,9 @@ const (
 	// fails (and is retried under the step's policy) unless it already
 	// finished, in which case the repair changes nothing.
 	EventRepair EventKind = "repair"
+	// EventGrant: the outcome of a gate (a concurrency slot or a rate
+	// limit start) the instance or one of its attempts waits for.
+	EventGrant EventKind = "grant"
 	// EventRetry: an operator continues a failed or cancelled instance
 	// (jetflow retry) from its failed step, or from Step when set.
 	// Attempt holds the instance's Retries the operator saw, so a retry
@@ -89,6 +92,13 @@ type Event struct {
 	Round string `msgpack:"rnd,omitempty"`
 	// Trace (start): the instance's Instance.Trace.
 	Trace string `msgpack:"tp,omitempty"`
+	// Grant: the gate (GateSlot, GateRate) and whether it was denied.
+	// GateAt, for a rate start: when it was taken (granted: the
+	// attempt's start) or when to try again (denied). Step and Attempt
+	// name the attempt (empty step: the instance's own slot).
+	Gate   string    `msgpack:"g,omitempty"`
+	Denied bool      `msgpack:"den,omitempty"`
+	GateAt time.Time `msgpack:"gat,omitempty"`
 }
 
 // Decision is the outcome of applying an event: the new instance and what
@@ -113,6 +123,8 @@ type Decision struct {
 	// Events to publish to instances (child completions to parents,
 	// continuations to self), after the CAS.
 	Events []OutEvent
+	// Gates: changes of slot and rate records, after the CAS (flow.go).
+	Gates []GateOp
 }
 
 // Child asks for a child instance of a bulk step to be started. Its input

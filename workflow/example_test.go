@@ -91,7 +91,7 @@ steps:
 	fmt.Println(err)
 	// Output:
 	// broken.yaml: step "first": next refers to unknown step "secnd"
-	// broken.yaml: step "second": unknown kind "tsak" (one of task, parallel, switch, bulk, sleep, wait)
+	// broken.yaml: step "second": unknown kind "tsak" (one of task, parallel, switch, bulk, sleep, wait, workflow)
 }
 
 // The instance id is derived from the workflow and the event key, so a

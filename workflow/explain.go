@@ -37,6 +37,12 @@ type ExplainFacts struct {
 	Workers map[string][]string
 	// Dispatchers is how many dispatchers are connected now.
 	Dispatchers int
+	// Slots holds the slot records the instance and its steps wait for
+	// or hold, by slot key; a key missing here could not be read.
+	Slots map[string]SlotRecord
+	// Child holds, by workflow step, the stored state of the step's
+	// child (Status empty: it does not exist).
+	Child map[string]ChildFacts
 }
 
 // TaskFacts is the state of one task type's queue (see
@@ -110,6 +116,9 @@ const (
 	WaitSignal   = "signal"   // a named signal
 	WaitChildren = "children" // a bulk step's children
 	WaitBranches = "branches" // a parallel step's branches
+	WaitSlot     = "slot"     // a concurrency slot (the instance's or an attempt's)
+	WaitRate     = "rate"     // a rate-limit start for an attempt
+	WaitChild    = "child"    // a workflow step's child instance
 )
 
 // Wait is what one open step waits for.
@@ -143,6 +152,15 @@ type Wait struct {
 
 	// Children.
 	Bulk *BulkWait `json:"bulk,omitempty"`
+
+	// Slot: the slot record key, the limit, the holders and the
+	// position in line (1 = next; 0 = granted, not applied yet).
+	Slot     string   `json:"slot,omitempty"`
+	Limit    int      `json:"limit,omitempty"`
+	Holders  []string `json:"holders,omitempty"`
+	Position int      `json:"position,omitempty"`
+	// Child: the child instance a workflow step waits for.
+	Child *ChildFacts `json:"child,omitempty"`
 }
 
 // BulkWait is a bulk step's counts and the children it waits for.
@@ -175,6 +193,12 @@ func Explain(def *Definition, inst *Instance, f ExplainFacts) Explanation {
 		return x
 	}
 	x.NextRepair = NextRepair(def, inst, f.Policy)
+	if inst.Gate == GateSlot {
+		w := Wait{Kind: "workflow", For: WaitSlot, Since: inst.Created}
+		slotWait(&w, inst.Slot, Holder{Instance: inst.ID}, SlotLimit(def, ""), f,
+			fmt.Sprintf("waiting for a concurrency slot of workflow %s (concurrency limit %d per key value) before its first step", def.Name, SlotLimit(def, "")))
+		x.Waits = append(x.Waits, w)
+	}
 	for _, name := range sortedKeys(inst.Steps) {
 		st := inst.Steps[name]
 		if st.Status != StepRunning && st.Status != StepWaiting {
@@ -212,7 +236,29 @@ func explainStep(s *Step, st *StepState, inst *Instance, f ExplainFacts) (Wait, 
 		if st.Status == StepWaiting {
 			return explainRetry(s, st, inst, f, w), ""
 		}
+		if st.Gate != "" {
+			return explainGate(s, st, inst, f, w), ""
+		}
 		return explainTask(s, st, inst, f, w)
+	case KindWorkflow:
+		w.For = WaitChild
+		id := ChildInstanceID(s.Workflow, inst.ID, s.Name, st.Attempt)
+		w.Detail = fmt.Sprintf("waiting for child workflow %s, instance %s", s.Workflow, id)
+		if c, ok := f.Child[s.Name]; ok {
+			c := c
+			w.Child = &c
+			if c.Status == "" {
+				w.Detail += "; it does not exist yet: its start is on its way or was lost"
+			} else {
+				w.Detail += fmt.Sprintf("; it is %s (updated %s)", c.Status, stamp(c.Updated))
+			}
+		}
+		if f.Policy.StaleBulk > 0 {
+			moved := bulkMoved(st)
+			r := max(reconcileRound(f.Now.Sub(moved), f.Policy.StaleBulk)+1, 1)
+			w.RepairAt = roundStart(moved, r, f.Policy.StaleBulk)
+			w.Detail += fmt.Sprintf("; the repair loop asks the child for its state at %s (%s)", stamp(w.RepairAt), rel(f.Now, w.RepairAt))
+		}
 	case KindSleep:
 		w.For = WaitTimer
 		w.Detail = fmt.Sprintf("sleeping for %s", s.Duration)
@@ -292,6 +338,52 @@ func explainTask(s *Step, st *StepState, inst *Instance, f ExplainFacts, w Wait)
 	}
 	w.Detail = strings.Join(parts, "; ")
 	return w, problem
+}
+
+// explainGate: an attempt waits for a concurrency slot or a rate-limit
+// start before its task is published.
+func explainGate(s *Step, st *StepState, inst *Instance, f ExplainFacts, w Wait) Wait {
+	w.TaskType, w.Attempt, w.Since = s.Task, st.Attempt, st.GateSince
+	w.MaxAttempts = s.Retry.withDefaults().MaxAttempts
+	if st.Gate == GateSlot {
+		slotWait(&w, st.Slot, Holder{Instance: inst.ID, Step: s.Name, Attempt: st.Attempt}, s.Concurrency.Limit, f,
+			fmt.Sprintf("attempt %d waits for a concurrency slot of step %s (at most %d attempts at once per key value) before its %s task is published", st.Attempt, s.Name, s.Concurrency.Limit, s.Task))
+		return w
+	}
+	w.For = WaitRate
+	w.Detail = fmt.Sprintf("attempt %d waits for its rate limit (at most %d starts per %s per key value) before its %s task is published", st.Attempt, s.RateLimit.Limit, s.RateLimit.Per, s.Task)
+	if at, ok := inst.Timers[rateTimer(s.Name, st.Attempt)]; ok {
+		w.Due = at
+		w.Detail += fmt.Sprintf("; it tries again at %s (%s)", stamp(at), rel(f.Now, at))
+		overdue(&w, f)
+	} else {
+		w.Detail += "; its try is on its way"
+	}
+	return w
+}
+
+// slotWait describes a wait for a slot from the slot record, if read.
+func slotWait(w *Wait, key string, h Holder, limit int, f ExplainFacts, detail string) {
+	w.For, w.Slot, w.Limit = WaitSlot, key, limit
+	parts := []string{detail, fmt.Sprintf("slot record %s in bucket jetflow_flow", key)}
+	if rec, ok := f.Slots[key]; ok {
+		for _, x := range rec.Holders {
+			w.Holders = append(w.Holders, x.String())
+		}
+		switch {
+		case indexOf(rec.Holders, h) >= 0:
+			parts = append(parts, "the slot is granted; the grant is on its way to the instance")
+		case indexOf(rec.Waiters, h) >= 0:
+			w.Position = indexOf(rec.Waiters, h) + 1
+			parts = append(parts, fmt.Sprintf("held by %s; number %d in line", strings.Join(w.Holders, ", "), w.Position))
+		default:
+			parts = append(parts, "the record does not list it yet: its request is on its way (the repair loop sends it again after the stale gate time)")
+		}
+	}
+	if f.Policy.StaleGate > 0 {
+		w.RepairAt = w.Since.Add(f.Policy.StaleGate)
+	}
+	w.Detail = strings.Join(parts, "; ")
 }
 
 // explainRetry: a failed attempt waits for its retry timer.
@@ -424,6 +516,16 @@ func summary(inst *Instance, x Explanation) string {
 			whats = append(whats, fmt.Sprintf("step %s waits for signal %q", w.Step, w.Signal))
 		case WaitChildren:
 			whats = append(whats, fmt.Sprintf("step %s waits for %d children", w.Step, w.Bulk.InFlight+w.Bulk.Total-w.Bulk.Dispatched))
+		case WaitSlot:
+			if w.Step == "" {
+				whats = append(whats, "it waits for a concurrency slot")
+			} else {
+				whats = append(whats, fmt.Sprintf("step %s waits for a concurrency slot", w.Step))
+			}
+		case WaitRate:
+			whats = append(whats, fmt.Sprintf("step %s waits for its rate limit", w.Step))
+		case WaitChild:
+			whats = append(whats, fmt.Sprintf("step %s waits for its child workflow", w.Step))
 		}
 	}
 	s := fmt.Sprintf("%s is running: %s", inst.ID, strings.Join(whats, "; "))

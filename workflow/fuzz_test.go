@@ -190,8 +190,10 @@ func FuzzApply(f *testing.F) {
 			case 7:
 				// Cancels are rare, or nothing else gets explored; bulk
 				// events address steps that are not bulk steps here.
-				ev.Kind = [...]workflow.EventKind{workflow.EventCancel, workflow.EventResult, workflow.EventResult, workflow.EventResult,
+				ev.Kind = [...]workflow.EventKind{workflow.EventCancel, workflow.EventGrant, workflow.EventResult, workflow.EventResult,
 					workflow.EventChildDone, workflow.EventContinue, workflow.EventRecount, "bogus"}[which%8]
+				ev.Gate = [...]string{workflow.GateSlot, workflow.GateRate, "", "x"}[arg>>4&3]
+				ev.Denied = what&0x40 != 0
 				ev.Index, ev.Completed, ev.Failed = attempt, attempt, int(what>>4)
 				ev.ChildStatus = workflow.StatusCompleted
 			}

@@ -16,6 +16,9 @@ const (
 	StatusCompleted Status = "completed"
 	StatusFailed    Status = "failed"
 	StatusCancelled Status = "cancelled"
+	// StatusSkipped: the workflow's concurrency limit was reached and
+	// its on_limit is skip; no step ran.
+	StatusSkipped Status = "skipped"
 )
 
 // Terminal reports whether no event can change the instance any more.
@@ -73,6 +76,15 @@ type Instance struct {
 	// tracing package derives the instance's and its steps' span ids
 	// from it.
 	Trace string `msgpack:"tp,omitempty"`
+	// Slot is the key of the concurrency slot record the instance holds
+	// or waits for under its workflow's concurrency limit (SlotKey);
+	// empty without a limit. Gate is GateSlot while it waits (no step
+	// has started), empty once granted.
+	Slot string `msgpack:"slot,omitempty"`
+	Gate string `msgpack:"gate,omitempty"`
+	// Resume names the steps an operator's retry resumes once the
+	// instance has its slot again (empty: the start step).
+	Resume []string `msgpack:"res,omitempty"`
 	// Retries counts the operator retries applied (jetflow retry): a
 	// retry event names the count it expects, so each is applied once.
 	Retries int `msgpack:"rt,omitempty"`
@@ -127,6 +139,16 @@ type StepState struct {
 	// that has not moved for StaleBulk, whatever else changes the
 	// instance (RepairPolicy).
 	Moved time.Time `msgpack:"mv,omitempty"`
+
+	// Flow control (task steps with concurrency or rate_limit): Slot and
+	// Rate are the keys of the step's slot and rate records (SlotKey,
+	// RateKey); Gate is what the current attempt waits for before its
+	// task is published (GateSlot, GateRate; empty: published), since
+	// GateSince.
+	Slot      string    `msgpack:"slot,omitempty"`
+	Rate      string    `msgpack:"rate,omitempty"`
+	Gate      string    `msgpack:"gate,omitempty"`
+	GateSince time.Time `msgpack:"gs,omitempty"`
 }
 
 // AttemptRecord is one ended attempt of a task step.
@@ -164,6 +186,7 @@ func (in *Instance) Clone() *Instance {
 		out.Steps[k] = &c
 	}
 	out.Timers = maps.Clone(in.Timers)
+	out.Resume = slices.Clone(in.Resume)
 	out.Signals = maps.Clone(in.Signals)
 	if in.Parent != nil {
 		p := *in.Parent

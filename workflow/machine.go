@@ -47,6 +47,8 @@ func Apply(def *Definition, inst *Instance, ev Event, now time.Time, data Data) 
 		t.bulkEvent(ev)
 	case EventSignal:
 		t.signal(ev)
+	case EventGrant:
+		t.grant(ev)
 	case EventRepair:
 		t.repair(ev)
 	case EventCancel:
@@ -81,6 +83,10 @@ func start(def *Definition, ev Event, now time.Time, data Data) (Decision, error
 	if def.Deadline > 0 {
 		t.setTimer(deadlineTimer, now.Add(def.Deadline.D()))
 	}
+	if def.Concurrency != nil {
+		t.enterInstanceGate()
+		return t.decision(nil)
+	}
 	t.activate(def.Start)
 	return t.decision(nil)
 }
@@ -95,19 +101,26 @@ func Outstanding(def *Definition, inst *Instance) Decision {
 	if inst == nil {
 		return d
 	}
+	d.Gates = owedGates(def, inst)
 	if inst.Status.Terminal() {
 		if inst.Parent != nil {
 			d.Events = append(d.Events, parentNotice(inst))
 		}
+		d.Events = append(d.Events, childCancels(def, inst)...)
 		return d
 	}
 	for _, name := range sortedKeys(inst.Steps) {
 		st := inst.Steps[name]
 		s, ok := def.index[name]
-		if !ok || s.Kind != KindTask || st.Status != StepRunning {
+		if !ok || st.Status != StepRunning {
 			continue
 		}
-		d.Tasks = append(d.Tasks, taskFor(def, inst, s, st))
+		switch {
+		case s.Kind == KindTask && st.Gate == "":
+			d.Tasks = append(d.Tasks, taskFor(def, inst, s, st))
+		case s.Kind == KindWorkflow:
+			d.Children = append(d.Children, childFor(inst, s, st.Attempt))
+		}
 	}
 	for _, id := range sortedKeys(inst.Timers) {
 		d.Timers = append(d.Timers, Timer{Instance: inst.ID, ID: id, At: inst.Timers[id]})
@@ -136,7 +149,7 @@ func Outstanding(def *Definition, inst *Instance) Decision {
 func parentNotice(inst *Instance) OutEvent {
 	p := inst.Parent
 	return OutEvent{
-		Event: Event{Kind: EventChildDone, Instance: p.ID, Step: p.Step, Index: p.Index, ChildStatus: inst.Status, Error: inst.Error},
+		Event: Event{Kind: EventChildDone, Instance: p.ID, Step: p.Step, Index: p.Index, ChildStatus: inst.Status, Error: inst.Error, OutputRef: inst.OutputRef},
 		MsgID: ChildDoneMsgID(p.ID, p.Step, p.Index),
 	}
 }
@@ -154,6 +167,7 @@ type transition struct {
 	timers   []Timer
 	children []Child
 	events   []OutEvent
+	gates    []GateOp
 }
 
 func (t *transition) decision(old *Instance) (Decision, error) {
@@ -165,8 +179,12 @@ func (t *transition) decision(old *Instance) (Decision, error) {
 	}
 	t.inst.Updated = t.now
 	t.inst.Events++
+	gates := t.gates
+	if old != nil {
+		gates = append(gates, gateReleases(t.def, old, t.inst)...)
+	}
 	return Decision{Instance: t.inst, Changed: true, Writes: t.writes, Tasks: t.tasks, Timers: t.timers,
-		Children: t.children, Events: t.events}, nil
+		Children: t.children, Events: t.events, Gates: gates}, nil
 }
 
 func (t *transition) result(ev Event) {
@@ -274,6 +292,10 @@ func (t *transition) timer(id string) {
 		if st.Status == StepRunning {
 			t.failStep(s, st, fmt.Sprintf("no %q signal within %s", s.Signal, s.Timeout))
 		}
+	case "rate":
+		if st.Status == StepRunning && st.Attempt == attempt && st.Gate == GateRate {
+			t.gates = append(t.gates, rateOp(s, st, Holder{Instance: t.inst.ID, Step: s.Name, Attempt: attempt}))
+		}
 	}
 }
 
@@ -341,7 +363,7 @@ func (t *transition) completeWait(s *Step, st *StepState, ref string) {
 func (t *transition) repair(ev Event) {
 	s, ok := t.def.index[ev.Step]
 	st := t.inst.Steps[ev.Step]
-	if !ok || st == nil || s.Kind != KindTask || st.Status != StepRunning || st.Attempt != ev.Attempt {
+	if !ok || st == nil || s.Kind != KindTask || st.Status != StepRunning || st.Attempt != ev.Attempt || st.Gate != "" {
 		t.ignored = fmt.Sprintf("repair of %s attempt %d lost its race: the attempt is no longer running", ev.Step, ev.Attempt)
 		return
 	}
@@ -424,6 +446,9 @@ func (t *transition) activate(name string) {
 			}
 			t.writes = append(t.writes, Write{Key: st.InputRef, Value: v})
 		}
+		if (s.Concurrency != nil || s.RateLimit != nil) && !t.stepGateKeys(s, st) {
+			return
+		}
 		t.startAttempt(s, st)
 	case KindParallel:
 		st.Pending = len(s.Branches)
@@ -456,6 +481,8 @@ func (t *transition) activate(name string) {
 		t.chainEnd(s.Name)
 	case KindBulk:
 		t.activateBulk(s, st)
+	case KindWorkflow:
+		t.activateChild(s, st)
 	case KindSleep:
 		t.setTimer(sleepTimer(s.Name), t.now.Add(s.Duration.D()))
 	case KindWait:
@@ -484,6 +511,23 @@ func (t *transition) exprFailed(s *Step, st *StepState, err error) {
 func (t *transition) startAttempt(s *Step, st *StepState) {
 	st.Attempt++
 	st.Status = StepRunning
+	switch {
+	case st.Slot != "":
+		st.Gate, st.GateSince = GateSlot, t.now
+		t.gates = append(t.gates, GateOp{Kind: OpAcquire, Key: st.Slot, Holder: Holder{Instance: t.inst.ID, Step: s.Name, Attempt: st.Attempt},
+			Limit: s.Concurrency.Limit, Queue: true})
+		return
+	case st.Rate != "":
+		st.Gate, st.GateSince = GateRate, t.now
+		t.gates = append(t.gates, rateOp(s, st, Holder{Instance: t.inst.ID, Step: s.Name, Attempt: st.Attempt}))
+		return
+	}
+	t.publishAttempt(s, st)
+}
+
+// publishAttempt starts an attempt that passed its gates: its task is
+// published and its timeout starts.
+func (t *transition) publishAttempt(s *Step, st *StepState) {
 	st.AttemptStarted = t.now
 	t.tasks = append(t.tasks, taskFor(t.def, t.inst, s, st))
 	if s.Timeout > 0 {
@@ -575,9 +619,11 @@ func (t *transition) finish(status Status, outputRef, errMsg string) {
 	t.timers = nil
 	t.children = nil
 	t.events = nil
+	t.gates = nil // releases are derived from the states (decision)
 	if t.inst.Parent != nil {
 		t.events = append(t.events, parentNotice(t.inst))
 	}
+	t.events = append(t.events, childCancels(t.def, t.inst)...)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -21,6 +21,12 @@ type RepairPolicy struct {
 	// (see ReconcileParent); again at 2, 4 and 8 times StaleBulk, then
 	// every 8 times it, while it does not move.
 	StaleBulk time.Duration
+	// StaleGate: an instance or attempt waiting at a gate (a concurrency
+	// slot, a rate-limit start) for this long is sent an EventRepair that
+	// changes nothing, so the dispatcher republishes what the wait owes
+	// (its acquire or rate op: workflow.Outstanding); again every
+	// StaleGate while it waits.
+	StaleGate time.Duration
 	// Force repairs every running attempt below ForcedAttempts, whatever
 	// its age (a test mode that makes repairs race real completions).
 	Force bool
@@ -57,6 +63,9 @@ func Repairs(def *Definition, inst *Instance, now time.Time, p RepairPolicy) []O
 		}
 		switch s.Kind {
 		case KindTask:
+			if st.Gate != "" {
+				continue // waits for a slot or a rate start, not for a worker
+			}
 			stale := s.Timeout == 0 && p.StaleTask > 0 && now.Sub(st.AttemptStarted) > p.StaleTask
 			forced := p.Force && st.Attempt < ForcedAttempts
 			if !forced && !stale {
@@ -78,8 +87,14 @@ func Repairs(def *Definition, inst *Instance, now time.Time, p RepairPolicy) []O
 			if r := reconcileRound(now.Sub(moved), p.StaleBulk); r > 0 {
 				out = append(out, reconcileEvent(inst, name, moved, r))
 			}
+		case KindWorkflow:
+			moved := bulkMoved(st)
+			if r := reconcileRound(now.Sub(moved), p.StaleBulk); r > 0 {
+				out = append(out, reconcileEvent(inst, name, moved, r))
+			}
 		}
 	}
+	out = append(out, gateRepairs(inst, now, p)...)
 	timers := make([]string, 0, len(inst.Timers))
 	for id := range inst.Timers {
 		timers = append(timers, id)
@@ -123,13 +138,22 @@ func NextRepair(def *Definition, inst *Instance, p RepairPolicy) time.Time {
 		}
 		switch s.Kind {
 		case KindTask:
-			if s.Timeout == 0 && p.StaleTask > 0 {
+			if s.Timeout == 0 && p.StaleTask > 0 && st.Gate == "" {
 				consider(st.AttemptStarted.Add(p.StaleTask))
 			}
 		case KindBulk:
 			if p.StaleBulk > 0 && st.Done+st.ChildFailed < st.Cursor {
 				consider(roundStart(bulkMoved(st), 1, p.StaleBulk))
 			}
+		case KindWorkflow:
+			if p.StaleBulk > 0 {
+				consider(roundStart(bulkMoved(st), 1, p.StaleBulk))
+			}
+		}
+	}
+	for _, g := range gateWaits(inst) {
+		if p.StaleGate > 0 {
+			consider(g.since.Add(p.StaleGate))
 		}
 	}
 	if p.TimerGrace > 0 {
@@ -138,4 +162,50 @@ func NextRepair(def *Definition, inst *Instance, p RepairPolicy) time.Time {
 		}
 	}
 	return next
+}
+
+// gateWait is one wait at a gate: the instance's (step "") or an
+// attempt's, since when.
+type gateWait struct {
+	step    string
+	attempt int
+	since   time.Time
+}
+
+func gateWaits(inst *Instance) []gateWait {
+	var out []gateWait
+	if inst.Gate != "" {
+		out = append(out, gateWait{since: inst.Created})
+	}
+	for _, name := range sortedKeys(inst.Steps) {
+		st := inst.Steps[name]
+		if st.Status == StepRunning && st.Gate != "" && !hasRateTimer(inst, name, st.Attempt) {
+			out = append(out, gateWait{step: name, attempt: st.Attempt, since: st.GateSince})
+		}
+	}
+	return out
+}
+
+// gateRepairs are the repairs of waits at a gate older than StaleGate: an
+// EventRepair that changes nothing, so the dispatcher finds the event
+// applied and republishes what the instance owes (its gate ops among
+// it). One per StaleGate of waiting (round r in the message id).
+func gateRepairs(inst *Instance, now time.Time, p RepairPolicy) []OutEvent {
+	if p.StaleGate <= 0 {
+		return nil
+	}
+	var out []OutEvent
+	for _, g := range gateWaits(inst) {
+		waited := now.Sub(g.since)
+		if waited <= p.StaleGate {
+			continue
+		}
+		r := int64(waited / p.StaleGate)
+		h := Holder{Instance: inst.ID, Step: g.step, Attempt: g.attempt}
+		out = append(out, OutEvent{
+			Event: Event{Kind: EventRepair, Instance: inst.ID, Step: g.step, Attempt: g.attempt, Reason: "waiting at a gate"},
+			MsgID: "repair-gate/" + h.String() + "/" + strconv.FormatInt(r, 10),
+		})
+	}
+	return out
 }

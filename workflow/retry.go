@@ -50,6 +50,13 @@ func retry(def *Definition, inst *Instance, ev Event, now time.Time, data Data) 
 	if def.Deadline > 0 {
 		t.setTimer(deadlineTimer, now.Add(def.Deadline.D()))
 	}
+	if def.Concurrency != nil {
+		// The instance gave its slot back when it ended: it waits for
+		// one again before it resumes (grant activates Resume).
+		t.inst.Resume = from
+		t.enterInstanceGate()
+		return t.decision(inst)
+	}
 	for _, name := range from {
 		t.activate(name)
 	}
@@ -81,7 +88,7 @@ func RetrySteps(def *Definition, inst *Instance, from string) ([]string, string)
 				continue // its on_failure step took over
 			}
 			out = append(out, s.Name)
-		case !st.Status.Terminal() && (s.Kind == KindTask || s.Kind == KindSleep || s.Kind == KindWait):
+		case !st.Status.Terminal() && (s.Kind == KindTask || s.Kind == KindSleep || s.Kind == KindWait || s.Kind == KindWorkflow):
 			out = append(out, s.Name)
 		}
 	}

@@ -111,11 +111,14 @@ func registerCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
+			var registered []*workflow.Definition
+			defer func() { warnMissingChildren(cmd, c, registered) }()
 			for _, p := range args {
 				def, src, err := readDefinition(p)
 				if err != nil {
 					return err
 				}
+				registered = append(registered, def)
 				if def.Trigger != nil {
 					if err := c.EnsureTriggerSubjects(ctx, def.Trigger.Subject); err != nil {
 						return fmt.Errorf("%s: %w", p, err)
@@ -132,6 +135,33 @@ func registerCmd(g *globals) *cobra.Command {
 			}
 			return nil
 		},
+	}
+}
+
+// warnMissingChildren warns about bulk and workflow steps whose child
+// workflow is not registered: registering it later is fine, but a step
+// that starts a missing workflow fails (its on_failure applies).
+func warnMissingChildren(cmd *cobra.Command, c *jetstream.Client, defs []*workflow.Definition) {
+	if len(defs) == 0 {
+		return
+	}
+	known := map[string]bool{}
+	for _, d := range defs {
+		known[d.Name] = true
+	}
+	stored, err := c.Definitions(cmd.Context())
+	if err != nil {
+		return // no read permission: nothing to say
+	}
+	for _, d := range stored {
+		known[d.Name] = true
+	}
+	for _, d := range defs {
+		for _, s := range d.Steps {
+			if (s.Kind == workflow.KindWorkflow || s.Kind == workflow.KindBulk) && !known[s.Workflow] {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s: step %q starts workflow %q, which is not registered; until it is, the step fails when it starts\n", d.Name, s.Name, s.Workflow)
+			}
+		}
 	}
 }
 

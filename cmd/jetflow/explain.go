@@ -50,6 +50,7 @@ writes. The repair settings are the dispatchers' defaults unless given.`,
 	f.DurationVar(&policy.StaleTask, "stale-task", 10*time.Minute, "the dispatchers' --stale-task")
 	f.DurationVar(&policy.TimerGrace, "timer-grace", 5*time.Second, "how far past due the dispatchers' repair loop fires a timer")
 	f.DurationVar(&policy.StaleBulk, "stale-bulk", 30*time.Second, "how long a bulk step may stand still before the repair loop reconciles it")
+	f.DurationVar(&policy.StaleGate, "stale-gate", time.Minute, "the dispatchers' stale gate time: after it a wait for a slot or rate start is sent again")
 	f.IntVar(&children, "children", 50, "read at most this many uncounted children of each bulk step")
 	return cmd
 }

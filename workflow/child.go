@@ -1,0 +1,93 @@
+package workflow
+
+import "fmt"
+
+// Workflow steps (kind workflow) start one child instance and complete
+// with its output. They reuse the bulk step's machinery: the child's
+// input goes to a write-once key, the child is started by a pointer
+// message after the parent's CAS, its id derives from (parent, step,
+// attempt) (ChildInstanceID with the attempt as the index; a workflow
+// step has one attempt, and one more per operator retry that reaches
+// it), and it tells its parent that it ended with the
+// same completion notice (parentNotice). A single completion needs no
+// barrier: it moves the step out of running, so a second copy of the
+// notice finds the step ended and changes nothing. A lost notice or a
+// lost pointer is recovered like a bulk child's: a workflow step that
+// has not moved for StaleBulk is reconciled (Repairs), and the poked
+// child answers from its own state (ReconcileChild).
+
+func (t *transition) activateChild(s *Step, st *StepState) {
+	st.Attempt++ // 1; an operator's retry starts a new child (jetflow retry)
+	st.Moved = t.now
+	var in any
+	if s.Input != "" {
+		v, err := t.def.eval(s.Name, "input", t.inst, t)
+		if err != nil {
+			t.exprFailed(s, st, err)
+			return
+		}
+		in = v
+	} else {
+		v, err := t.Load(t.inst.InputRef)
+		if err != nil {
+			t.err = err
+			return
+		}
+		in = v
+	}
+	t.writes = append(t.writes, Write{Key: ChildInputKey(t.inst.ID, s.Name, st.Attempt), Value: in})
+	t.children = append(t.children, childFor(t.inst, s, st.Attempt))
+}
+
+// childDone completes (or fails) a workflow step from its child's notice.
+func (t *transition) childDone(s *Step, st *StepState, ev Event) {
+	if ev.Kind != EventChildDone {
+		t.ignored = fmt.Sprintf("%s for workflow step %q changes nothing", ev.Kind, s.Name)
+		return
+	}
+	if ev.Index != st.Attempt {
+		t.ignored = fmt.Sprintf("notice of child %d of workflow step %q, the child of its attempt is %d", ev.Index, s.Name, st.Attempt)
+		return
+	}
+	t.changed = true
+	st.Moved = t.now
+	if ev.ChildStatus == StatusCompleted {
+		st.Status, st.Ended, st.OutputRef = StepCompleted, t.now, ev.OutputRef
+		t.follow(s)
+		return
+	}
+	why := fmt.Sprintf("child workflow %s %s", s.Workflow, ev.ChildStatus)
+	if ev.Error != "" {
+		why += ": " + ev.Error
+	}
+	t.failStep(s, st, why)
+}
+
+// childCancels are the cancellations an ended instance sends the children
+// of its running workflow steps.
+func childCancels(def *Definition, inst *Instance) []OutEvent {
+	var out []OutEvent
+	for _, name := range sortedKeys(inst.Steps) {
+		st := inst.Steps[name]
+		s, ok := def.index[name]
+		if !ok || s.Kind != KindWorkflow || st.Status != StepRunning {
+			continue
+		}
+		child := ChildInstanceID(s.Workflow, inst.ID, s.Name, st.Attempt)
+		out = append(out, OutEvent{
+			Event: Event{Kind: EventCancel, Instance: child, Reason: fmt.Sprintf("parent %s %s", inst.ID, inst.Status)},
+			MsgID: "cancel/" + child + "/parent",
+		})
+	}
+	return out
+}
+
+// ChildOfStep is the instance id of the child a workflow step's attempt
+// starts.
+func ChildOfStep(def *Definition, parent, step string, attempt int) string {
+	s, ok := def.index[step]
+	if !ok {
+		return ""
+	}
+	return ChildInstanceID(s.Workflow, parent, step, attempt)
+}
