@@ -228,6 +228,15 @@ func TestConsoleInABrowser(t *testing.T) {
 	_, err = chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID("confirm")))
 	require.NoError(t, err)
 	require.Contains(t, text("#notice"), "retry requested from pay")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		in := e.Instance(failed)
+		if in != nil && in.Status == workflow.StatusCompleted {
+			break
+		}
+		if time.Now().After(deadline) || (in != nil && in.Status == workflow.StatusFailed && in.Retries == 1) {
+			t.Fatalf("the retried instance did not complete: %s", describe(in))
+		}
+	}
 	waitText("#status", "completed")
 	in := e.Instance(failed)
 	require.Equal(t, workflow.StatusCompleted, in.Status)
@@ -240,4 +249,17 @@ func TestConsoleInABrowser(t *testing.T) {
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(e.srv.URL+"/instances/"+fan), chromedp.WaitVisible(chromedp.ID("bulk-notify"))))
 
 	require.Empty(t, errs.list(), "the pages reported errors")
+}
+
+// describe prints an instance's status, error and steps for a failure
+// message.
+func describe(in *workflow.Instance) string {
+	if in == nil {
+		return "no instance"
+	}
+	out := fmt.Sprintf("%s %q retries=%d", in.Status, in.Error, in.Retries)
+	for name, st := range in.Steps {
+		out += fmt.Sprintf(" | %s %s attempt %d %q", name, st.Status, st.Attempt, st.Error)
+	}
+	return out
 }

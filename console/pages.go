@@ -442,8 +442,12 @@ func (cs *Console) instance(w http.ResponseWriter, r *http.Request) {
 	}
 	now := cs.cfg.Now()
 	p := instancePage{basePage: cs.base(r, "Instance "+inst.ID, "instances"), Inst: inst, Rev: rev, Duration: "-"}
-	if !inst.Status.Terminal() {
+	if !inst.Status.Terminal() || p.Done != "" {
+		// Running, or an action (a retry) was just requested and the
+		// dispatcher may not have applied it yet: follow the instance.
 		p.Refresh = cs.refreshMS()
+	}
+	if !inst.Status.Terminal() {
 		p.Duration = now.Sub(inst.Created).Round(time.Millisecond).String() + " so far"
 	} else if !inst.Ended.IsZero() {
 		p.Duration = inst.Ended.Sub(inst.Created).Round(time.Millisecond).String()
