@@ -69,6 +69,9 @@ type Definition struct {
 	// Deadline bounds a whole instance: when it passes, the instance fails.
 	// Default 0: none.
 	Deadline Duration `yaml:"deadline,omitempty"`
+	// Schedules start instances at fire times (cron or interval), each
+	// fire time once. Default: none. See Schedule and docs/schedules.md.
+	Schedules []Schedule `yaml:"schedules,omitempty"`
 	// Steps of the workflow.
 	Steps []Step `yaml:"steps"`
 
@@ -293,6 +296,9 @@ func (d *Definition) validate() error {
 	}
 	if d.Trigger != nil {
 		add(d.validateTrigger())
+	}
+	for _, err := range d.validateSchedules() {
+		add(err)
 	}
 	if len(d.Steps) == 0 {
 		add(d.errf("", "no steps"))
