@@ -96,6 +96,10 @@ type Config struct {
 	// of an event message, the message is NAKed unprocessed, so it comes
 	// back at once as a redelivery.
 	redeliverEvent func(*jetstream.Msg) bool
+	// redeliverFire (tests): when it returns true for the first delivery
+	// of a schedule's fire, the fire is handed back (NAK) after its start
+	// was applied, instead of acked: a dispatcher that died before the ack.
+	redeliverFire func(*jetstream.Msg) bool
 	// recountEvery (tests): see defaultRecountEvery.
 	recountEvery time.Duration
 	// batchDelay (tests): how long a shard waits after the first event of
@@ -206,6 +210,9 @@ type Dispatcher struct {
 	stats  *metrics
 	// consuming is set while Run consumes triggers and events (Ready).
 	consuming atomic.Bool
+	// schedulesReady is set once the definitions stored at start are
+	// loaded: from then on a definition syncs its schedules on arrival.
+	schedulesReady atomic.Bool
 	// tracer is nil unless Config.Tracer is set; traceCtx is the
 	// context its spans start from.
 	tracer   trace.Tracer
@@ -290,6 +297,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		wg.Wait()
 		return err
 	}
+	// Definitions that arrive from now on sync their own schedules.
+	d.schedulesReady.Store(true)
+	for _, def := range d.defs.latestAll() {
+		d.syncSchedules(def)
+	}
 
 	var shardWG sync.WaitGroup
 	for _, s := range d.shards {
@@ -317,7 +329,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	for _, spec := range []struct {
 		stream string
 		fn     func(*jetstream.Msg)
-	}{{jetstream.StreamTriggers, d.onTrigger}, {jetstream.StreamEvents, d.onEvent}} {
+	}{{jetstream.StreamTriggers, d.onTrigger}, {jetstream.StreamEvents, d.onEvent}, {jetstream.StreamSchedules, d.onFire}} {
 		sub, err := d.client.ConsumeDispatcher(ctx, spec.stream, d.cfg.Buffer, spec.fn)
 		if err != nil {
 			stop()
@@ -402,6 +414,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 func (d *Dispatcher) addDefinition(def *workflow.Definition) {
 	d.defs.add(def)
 	d.log.Info().Str("workflow", def.Name).Int("version", def.Version).Msg("definition loaded")
+	if d.schedulesReady.Load() {
+		d.syncSchedules(def)
+	}
 	if def.Trigger != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -26,6 +26,14 @@ func WithRedeliveredEvents(cfg Config, redeliver func(*jetstream.Msg) bool) Conf
 	return cfg
 }
 
+// WithRedeliveredFires returns cfg with a hook that NAKs, instead of
+// acking, the first delivery of every schedule fire for which redeliver
+// returns true, after its instance was started: the fire comes again.
+func WithRedeliveredFires(cfg Config, redeliver func(*jetstream.Msg) bool) Config {
+	cfg.redeliverFire = redeliver
+	return cfg
+}
+
 // WithRecountEvery returns cfg with the throttle of recounts set to d.
 func WithRecountEvery(cfg Config, d time.Duration) Config {
 	cfg.recountEvery = d

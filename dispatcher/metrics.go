@@ -49,6 +49,8 @@ type Stats struct {
 	TimersFired       uint64 `json:"timers_fired" metric:"jetflow_timers_fired_total"`
 	Signals           uint64 `json:"signals" metric:"jetflow_signals_applied_total"`
 	PullStalls        uint64 `json:"pull_stalls" metric:"jetflow_pull_stalls_total"`
+	SchedulesStarted  uint64 `json:"schedules_started" metric:"jetflow_schedule_fires_total{outcome=started}"`
+	SchedulesSkipped  uint64 `json:"schedules_skipped" metric:"jetflow_schedule_fires_total{outcome=skipped}"`
 }
 
 // statField is one field of Stats: where it is, its key, and what it sums.
@@ -179,6 +181,7 @@ type metrics struct {
 	backlog                                           *backlogCollector
 	duplicateTriggers, staleEvents, duplicateChildren count
 	repairsApplied, repairsLost                       count
+	scheduleFires                                     *prometheus.CounterVec // outcome
 }
 
 // durationBuckets span a workflow's life: from milliseconds to a day.
@@ -225,6 +228,7 @@ func newMetrics(pullStalls func() uint64) *metrics {
 	m.repairs = vec("jetflow_repairs_total", "Repairs by kind (task, timer, bulk) and outcome: sent by the repair loop; applied or lost (the work had finished) for task repairs.", "kind", "outcome")
 	m.repairsApplied = count{m.repairs.WithLabelValues(repairTask, "applied")}
 	m.repairsLost = count{m.repairs.WithLabelValues(repairTask, "lost")}
+	m.scheduleFires = vec("jetflow_schedule_fires_total", "Fires of schedules by outcome: started (an instance), skipped (paused, overlap: skip, out of order), removed (the schedule was removed).", "outcome")
 	m.timersFired = f("jetflow_timers_fired_total", "Timer events that changed an instance.")
 	m.signals = f("jetflow_signals_applied_total", "Signals applied to an instance.")
 	m.applySeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
