@@ -17,7 +17,7 @@ func TestScheduleNextFireTimes(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name, cron, zone, after string
-		next, then          string
+		next, then              string
 	}{
 		{"berlin winter", "0 0 2 * * *", "Europe/Berlin", "2026-01-15T12:00:00Z", "2026-01-16T01:00:00Z", "2026-01-17T01:00:00Z"},
 		{"berlin summer", "0 0 2 * * *", "Europe/Berlin", "2026-07-15T12:00:00Z", "2026-07-16T00:00:00Z", "2026-07-17T00:00:00Z"},
