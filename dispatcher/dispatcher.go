@@ -638,10 +638,23 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 	digest := workflow.Digest(m.Data())
 	var items []*item
 	var problems []string
+	debounced := 0
 	for _, def := range defs {
 		key, err := eventKey(def, m, value)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("workflow %s: %v", def.Name, err))
+			continue
+		}
+		if deb, maxWait := def.Trigger.Debounces(); deb > 0 && !strings.HasPrefix(m.Subject(), "jetflow.start.") {
+			// The event joins its key's debounce window (schedules.go).
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := d.debounceEvent(ctx, def, key, m.StreamSeq(), deb, maxWait)
+			cancel()
+			if err != nil {
+				d.settle("trigger", m, failure(err))
+				return
+			}
+			debounced++
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -670,6 +683,16 @@ func (d *Dispatcher) onTrigger(m *jetstream.Msg) {
 		items = append(items, &item{ev: ev, msg: m, input: input})
 	}
 	if len(items) == 0 {
+		if debounced > 0 {
+			if len(problems) > 0 {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_ = d.client.DeadLetter(ctx, "trigger", m, "dispatcher", strings.Join(problems, "; "))
+				cancel()
+				d.stats.deadLetters.WithLabelValues(reasonEventKey).Inc()
+			}
+			_ = m.Ack()
+			return
+		}
 		d.reject("trigger", m, reasonEventKey, strings.Join(problems, "; "))
 		return
 	}
@@ -774,8 +797,11 @@ func (d *Dispatcher) latestFromStore(ctx context.Context, name string) *workflow
 // when the Content-Type header says so. Whatever it accepts decodes
 // later; whatever it rejects is dead-lettered with its error as reason.
 func payloadOf(m *jetstream.Msg, maxPayload int) ([]byte, error) {
-	data := m.Data()
-	if strings.EqualFold(m.Header(jetstream.HeaderContentType), "application/msgpack") {
+	return payloadOfData(m.Data(), m.Header(jetstream.HeaderContentType), maxPayload)
+}
+
+func payloadOfData(data []byte, contentType string, maxPayload int) ([]byte, error) {
+	if strings.EqualFold(contentType, "application/msgpack") {
 		j, err := jetstream.MsgpackToJSON(data)
 		if err != nil {
 			return nil, fmt.Errorf("payload (Content-Type application/msgpack): %v", err)

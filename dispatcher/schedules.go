@@ -38,6 +38,10 @@ func (d *Dispatcher) syncSchedules(def *workflow.Definition) {
 }
 
 func (d *Dispatcher) onFire(m *jetstream.Msg) {
+	if wf, id, ok := jetstream.ParseDebounceFire(m.Subject()); ok {
+		d.onDebounceFire(m, wf, id)
+		return
+	}
 	wf, name, ok := jetstream.ParseFireSubject(m.Subject())
 	if !ok {
 		d.reject("schedule", m, reasonMisrouted, fmt.Sprintf("%s is not a fire subject (jetflow.fire.<workflow>.<schedule>)", m.Subject()))

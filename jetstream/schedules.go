@@ -215,9 +215,10 @@ type InstalledSchedule struct {
 // InstalledSchedules lists the schedules stored for a workflow ("" for
 // every workflow), removed ones included.
 func (c *Client) InstalledSchedules(ctx context.Context, workflowName string) ([]InstalledSchedule, error) {
-	filter := ScheduleSubjects
+	// One token per schedule name: debounce timers live one level deeper.
+	filter := schedulePrefix + "*.*"
 	if workflowName != "" {
-		filter = schedulePrefix + workflowName + ".>"
+		filter = schedulePrefix + workflowName + ".*"
 	}
 	var subjects []string
 	err := c.bounded(ctx, func(ctx context.Context) error {

@@ -203,6 +203,8 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// read and remove tasks of task types no definition uses
 			// (the task guard).
 			[]string{msgDelete(tr), msgGet(jetstream.StreamTasks), msgDelete(jetstream.StreamTasks)},
+			// Read the last event of a debounce window (its input).
+			[]string{msgGet(tr)},
 			// Instance state: read, create, compare-and-swap; the repair
 			// loop watches it.
 			[]string{jetstream.BucketSubjects(inst), msgGet(kvInst)}, watch(inst),

@@ -141,3 +141,57 @@ func FuzzScheduleSpec(f *testing.F) {
 }
 
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+func TestDebounceValidation(t *testing.T) {
+	t.Parallel()
+	def := func(extra string) string {
+		return "name: w\nversion: 1\ntrigger: {subject: a.b, key: id" + extra + "}\nsteps:\n  - {name: a, kind: task, task: t}\n"
+	}
+	for _, tc := range []struct{ name, extra, want string }{
+		{"zero", ", debounce: 0s", "trigger debounce must be positive"},
+		{"negative", ", debounce: -1s", "must not be negative"},
+		{"max_wait below debounce", ", debounce: 5s, max_wait: 1s", "trigger max_wait (1s) must be at least debounce (5s)"},
+		{"max_wait alone", ", max_wait: 5s", "set debounce too"},
+		{"rerun", ", debounce: 5s, on_duplicate: rerun", "cannot be combined"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := workflow.Parse("d.yaml", []byte(def(tc.extra)))
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+	d, err := workflow.Parse("d.yaml", []byte(def(", debounce: 5s, max_wait: 1m")))
+	require.NoError(t, err)
+	deb, mw := d.Trigger.Debounces()
+	require.Equal(t, 5*time.Second, deb)
+	require.Equal(t, time.Minute, mw)
+}
+
+// TestDebounceWindow: the rules of a window, step by step.
+func TestDebounceWindow(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st, ch := workflow.DebounceEvent(nil, "k", 10, now, time.Second, 3*time.Second)
+	require.True(t, ch)
+	require.Equal(t, workflow.DebounceState{Key: "k", First: 10, FirstAt: now, Last: 10, Due: now.Add(time.Second)}, st)
+	// A later event moves Due; a redelivered or older one changes nothing.
+	st, ch = workflow.DebounceEvent(&st, "k", 12, now.Add(800*time.Millisecond), time.Second, 3*time.Second)
+	require.True(t, ch)
+	require.Equal(t, uint64(12), st.Last)
+	require.Equal(t, now.Add(1800*time.Millisecond), st.Due)
+	_, ch = workflow.DebounceEvent(&st, "k", 12, now.Add(900*time.Millisecond), time.Second, 3*time.Second)
+	require.False(t, ch)
+	_, ch = workflow.DebounceEvent(&st, "k", 11, now.Add(900*time.Millisecond), time.Second, 3*time.Second)
+	require.False(t, ch)
+	// max_wait caps Due at FirstAt + 3s.
+	st, _ = workflow.DebounceEvent(&st, "k", 20, now.Add(2500*time.Millisecond), time.Second, 3*time.Second)
+	require.Equal(t, now.Add(3*time.Second), st.Due)
+	// Closed: no later event → delete; a later one → the next window.
+	st.Closing = st.Last
+	require.Nil(t, workflow.DebounceAfterStart(st, now.Add(4*time.Second), time.Second))
+	st, _ = workflow.DebounceEvent(&st, "k", 25, now.Add(3500*time.Millisecond), time.Second, 3*time.Second)
+	nextWin := workflow.DebounceAfterStart(st, now.Add(4*time.Second), time.Second)
+	require.Equal(t, &workflow.DebounceState{Key: "k", First: 25, FirstAt: now.Add(4 * time.Second), Last: 25, Due: now.Add(5 * time.Second)}, nextWin)
+	require.NotEqual(t, workflow.DebounceEventKey("k", 10), workflow.DebounceEventKey("k", 25))
+}
