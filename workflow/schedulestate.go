@@ -69,9 +69,11 @@ type FireDecision struct {
 //
 //   - the fire already started (st.Last is its id): resume it;
 //   - paused: skip (a manual trigger runs anyway);
-//   - a fire not after the last started fire: skip (out of order);
+//   - overlap: allow: start it;
+//   - (overlap: skip from here) a fire not after the last started fire:
+//     skip (out of order, as after a backlog);
 //   - another fire's start is pending: wait;
-//   - overlap skip and the last instance is running: skip;
+//   - the last instance is running: skip;
 //   - otherwise start it.
 func DecideFire(st ScheduleState, f Fire, skip bool, last Status) FireDecision {
 	next := st
@@ -87,6 +89,9 @@ func DecideFire(st ScheduleState, f Fire, skip bool, last Status) FireDecision {
 		return FireDecision{Action: FireResume, State: next}
 	case st.Paused && !f.Manual:
 		return skipped("the schedule is paused")
+	case !skip:
+		// overlap: allow: every fire starts, in any order; the fire time
+		// in the id keeps each to one instance.
 	case !f.Manual && !st.LastFire.IsZero() && !f.At.After(st.LastFire):
 		return skipped("a later fire (" + st.LastFire.UTC().Format(time.RFC3339) + ") already started")
 	case st.Pending:
@@ -94,8 +99,8 @@ func DecideFire(st ScheduleState, f Fire, skip bool, last Status) FireDecision {
 	case skip && st.Last != "" && last != "" && !last.Terminal():
 		return skipped("overlap: skip, and the last run " + st.Last + " is still " + string(last))
 	}
-	next.Last, next.Pending = f.ID, true
-	if !f.Manual {
+	next.Last, next.Pending = f.ID, skip
+	if !f.Manual && f.At.After(next.LastFire) {
 		next.LastFire = f.At
 	}
 	next.Started++
