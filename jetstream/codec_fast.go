@@ -212,6 +212,7 @@ func encodeInstance(e *msgpack.Encoder, in *workflow.Instance) error {
 		w.uint64Omit("tseq", in.TriggerSeq)
 		w.intOmit("run", in.Run)
 		w.strOmit("tp", in.Trace)
+		w.intOmit("rt", in.Retries)
 	}
 	return w.err
 }

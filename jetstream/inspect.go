@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -32,6 +33,20 @@ type DeadLetter struct {
 	SHA256    string
 	Truncated bool
 	Data      []byte
+	// Header holds the rejected message's own headers (except NATS's
+	// Nats-* headers), which a replay publishes again.
+	Header nats.Header
+	// Replayed: `jetflow dlq replay` published it again (DeadLetters
+	// fills it in).
+	Replayed bool
+}
+
+// dlqHeaders are the headers the dead-letter stream adds; the rest of a
+// dead letter's headers are the rejected message's own.
+var dlqHeaders = map[string]bool{
+	HeaderReason: true, HeaderComponent: true, HeaderSourceSubject: true, HeaderSourceStream: true,
+	HeaderSourceSeq: true, HeaderDeliveries: true, HeaderSourceMsgID: true, HeaderPayloadSize: true,
+	HeaderPayloadSHA256: true, HeaderPayloadTruncated: true,
 }
 
 // deadLetterOf reads a dead letter from a stored DLQ message.
@@ -48,8 +63,23 @@ func deadLetterOf(seq uint64, at time.Time, subject string, h nats.Header, data 
 		SourceSubject: h.Get(HeaderSourceSubject), SourceStream: h.Get(HeaderSourceStream),
 		SourceSeq: src, Deliveries: deliveries, SourceMsgID: h.Get(HeaderSourceMsgID), EventKey: h.Get(HeaderEventKey),
 		Size: size, SHA256: h.Get(HeaderPayloadSHA256), Truncated: h.Get(HeaderPayloadTruncated) == "true",
-		Data: data,
+		Data: data, Header: ownHeaders(h),
 	}
+}
+
+// ownHeaders returns the headers of h that the rejected message carried.
+func ownHeaders(h nats.Header) nats.Header {
+	var out nats.Header
+	for k, vs := range h {
+		if dlqHeaders[k] || strings.HasPrefix(k, "Nats-") {
+			continue
+		}
+		if out == nil {
+			out = nats.Header{}
+		}
+		out[k] = append([]string(nil), vs...)
+	}
+	return out
 }
 
 // DeadLettersSince reads the dead letters of source ("trigger", "event",
@@ -101,6 +131,7 @@ func (c *Client) DeadLetters(ctx context.Context, limit int) (_ []DeadLetter, er
 		return nil, err
 	}
 	var out []DeadLetter
+	replayed := map[uint64]bool{}
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && len(out) < limit && info.State.Msgs > 0; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if err != nil {
@@ -109,7 +140,29 @@ func (c *Client) DeadLetters(ctx context.Context, limit int) (_ []DeadLetter, er
 			}
 			return nil, err
 		}
+		if isReplayMark(m.Subject) {
+			if n, err := strconv.ParseUint(m.Header.Get(HeaderSourceSeq), 10, 64); err == nil {
+				replayed[n] = true
+			}
+			continue
+		}
 		out = append(out, deadLetterOf(m.Sequence, m.Time, m.Subject, m.Header, m.Data))
+	}
+	if len(out) > 0 {
+		// A mark comes after its letter, maybe beyond limit: one stream
+		// info lists every marked sequence.
+		marks, err := s.Info(ctx, natsjs.WithSubjectFilter(dlqReplayedPrefix+"*"))
+		if err != nil {
+			return nil, err
+		}
+		for subj := range marks.State.Subjects {
+			if n, err := strconv.ParseUint(strings.TrimPrefix(subj, dlqReplayedPrefix), 10, 64); err == nil {
+				replayed[n] = true
+			}
+		}
+	}
+	for i := range out {
+		out[i].Replayed = replayed[out[i].Seq]
 	}
 	return out, nil
 }

@@ -49,20 +49,25 @@ const (
 
 // Subjects.
 const (
-	subjectPrefix   = "jetflow."
-	startPrefix     = "jetflow.start."
-	eventPrefix     = "jetflow.event."
-	timerPrefix     = "jetflow.timer."
-	taskPrefix      = "jetflow.task."
-	dlqPrefix       = "jetflow.dlq."
-	donePrefix      = "jetflow.done."
-	StartSubjects   = "jetflow.start.>"
-	EventSubjects   = "jetflow.event.>"
-	TimerSubjects   = "jetflow.timer.>"
-	TaskSubjects    = "jetflow.task.>"
-	DLQSubjects     = "jetflow.dlq.>"
-	DoneSubjects    = "jetflow.done.>"
-	definitionsKeys = ">"
+	subjectPrefix = "jetflow."
+	startPrefix   = "jetflow.start."
+	eventPrefix   = "jetflow.event."
+	timerPrefix   = "jetflow.timer."
+	taskPrefix    = "jetflow.task."
+	dlqPrefix     = "jetflow.dlq."
+	// dlqReplayedPrefix + a JETFLOW_DLQ sequence marks that dead
+	// letter replayed (jetflow dlq replay).
+	dlqReplayedPrefix = "jetflow.dlq.replayed."
+	donePrefix        = "jetflow.done."
+	StartSubjects     = "jetflow.start.>"
+	EventSubjects     = "jetflow.event.>"
+	TimerSubjects     = "jetflow.timer.>"
+	TaskSubjects      = "jetflow.task.>"
+	DLQSubjects       = "jetflow.dlq.>"
+	// DLQReplayedSubjects are the replay marks of dead letters.
+	DLQReplayedSubjects = dlqReplayedPrefix + "*"
+	DoneSubjects        = "jetflow.done.>"
+	definitionsKeys     = ">"
 )
 
 // Inbox prefixes: each role's connections take replies on subjects under

@@ -260,7 +260,10 @@ type rejected struct {
 func (c *Client) deadLetter(ctx context.Context, source string, m rejected, component, reason string) error {
 	data := m.data
 	sum := sha256.Sum256(data)
-	dl := &nats.Msg{Subject: DLQSubject(source), Data: data, Header: nats.Header{}}
+	dl := &nats.Msg{Subject: DLQSubject(source), Data: data, Header: ownHeaders(m.header)}
+	if dl.Header == nil {
+		dl.Header = nats.Header{}
+	}
 	if len(data) > c.cfg.DLQMaxPayload {
 		dl.Data = data[:c.cfg.DLQMaxPayload]
 		dl.Header.Set(HeaderPayloadTruncated, "true")
@@ -272,9 +275,6 @@ func (c *Client) deadLetter(ctx context.Context, source string, m rejected, comp
 	dl.Header.Set(HeaderSourceSubject, m.subject)
 	if id := m.header.Get(HeaderMsgID); id != "" {
 		dl.Header.Set(HeaderSourceMsgID, id)
-	}
-	if k := m.header.Get(HeaderEventKey); k != "" {
-		dl.Header.Set(HeaderEventKey, k)
 	}
 	if m.stream != "" {
 		dl.Header.Set(HeaderSourceStream, m.stream)
@@ -310,4 +310,20 @@ func (c *Client) Signal(ctx context.Context, instance, name string, payload []by
 	}
 	return c.PublishEvent(ctx, workflow.Event{Kind: workflow.EventSignal, Instance: instance, Signal: name, OutputRef: ref},
 		"signal/"+instance+"/"+name+"/"+id)
+}
+
+// Retry asks the dispatchers to continue a failed or cancelled instance
+// (workflow.EventRetry) from its failed step, or from the step named by
+// from. inst is the instance as the caller read it: the retry is
+// applied only if no other retry was applied since (its Retries), and
+// once however often it is published.
+func (c *Client) Retry(ctx context.Context, inst *workflow.Instance, from string) error {
+	ev := workflow.Event{Kind: workflow.EventRetry, Instance: inst.ID, Step: from, Attempt: inst.Retries}
+	return c.PublishEvent(ctx, ev, workflow.RetryMsgID(inst.ID, inst.Retries+1))
+}
+
+// Cancel asks the dispatchers to cancel a running instance, recording
+// reason as its error; cancelling again changes nothing.
+func (c *Client) Cancel(ctx context.Context, instance, reason string) error {
+	return c.PublishEvent(ctx, workflow.Event{Kind: workflow.EventCancel, Instance: instance, Reason: reason}, "cancel/"+instance)
 }

@@ -175,6 +175,16 @@ func TestRolesRunAWorkflow(t *testing.T) {
 		return err == nil && len(dls) == 2
 	}, "want the bad trigger and the bad task dead-lettered, got %v (%v)", dls, err)
 	require.ElementsMatch(t, []string{"dispatcher", "worker"}, []string{dls[0].Component, dls[1].Component})
+	// Operators replay and remove dead letters (jetflow dlq replay,
+	// purge): the bad trigger goes back on orders.created (and is
+	// rejected again), once.
+	trig := dls[0]
+	if trig.Component != "dispatcher" {
+		trig = dls[1]
+	}
+	require.NoError(t, oc.ReplayDeadLetter(ctx, trig))
+	require.ErrorIs(t, oc.ReplayDeadLetter(ctx, trig), jetstream.ErrAlreadyReplayed)
+	require.NoError(t, oc.PurgeDeadLetter(ctx, trig.Seq))
 
 	for _, l := range []*roleLog{adminLog, dispatcherLog, producerLog, operatorLog} {
 		require.Empty(t, l.violations(), "%s was denied something it needs:\n%s", l.role, l)

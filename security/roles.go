@@ -267,8 +267,13 @@ func For(role Role, scope Scope) (Permissions, error) {
 			bind(inst, data, defs),
 			// Read instances, data and definitions; list keys.
 			[]string{msgGet(kvInst), msgGet(kvData), msgGet(kvDefs)}, watch(inst), watch(defs),
-			// Read dead letters.
-			[]string{streamInfo(jetstream.StreamDLQ), msgGet(jetstream.StreamDLQ)},
+			// Read dead letters; replay them (a replay mark, then the
+			// message on its source subject: an explicit start, or a
+			// trigger subject of the scope) and remove them (jetflow dlq
+			// replay, purge). Not the stream purge: that takes no
+			// per-message permission.
+			[]string{streamInfo(jetstream.StreamDLQ), msgGet(jetstream.StreamDLQ), msgDelete(jetstream.StreamDLQ), jetstream.DLQReplayedSubjects},
+			scope.TriggerSubjects,
 			// Read who is connected (jetflow workers, dispatchers) and the
 			// task queues (jetflow explain).
 			bind(jetstream.BucketPresence), watch(jetstream.BucketPresence),
@@ -277,9 +282,10 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// them (their state records), trigger a run (a manual fire).
 			[]string{streamInfo(jetstream.StreamSchedules), msgGet(jetstream.StreamSchedules), jetstream.FireSubjects},
 			bind(jetstream.BucketSchedules), []string{jetstream.BucketSubjects(jetstream.BucketSchedules), msgGet(jetstream.BucketStream(jetstream.BucketSchedules))},
-			// Start, cancel, signal (the payload first, under its key:
+			// Start, cancel, retry, signal (the payload first, under its key:
 			// <instance>.signal.<name>.<id>, workflow.SignalKey), stats.
 			[]string{jetstream.StartSubjects, jetstream.EventKindSubjects(workflow.EventCancel), jetstream.EventKindSubjects(workflow.EventSignal),
+				jetstream.EventKindSubjects(workflow.EventRetry),
 				"$KV." + data + ".*.signal.*.*", jetstream.StatsSubject},
 		)
 		p.Subscribe = append(p.Subscribe, jetstream.DoneSubjects)

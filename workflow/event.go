@@ -24,6 +24,11 @@ const (
 	// fails (and is retried under the step's policy) unless it already
 	// finished, in which case the repair changes nothing.
 	EventRepair EventKind = "repair"
+	// EventRetry: an operator continues a failed or cancelled instance
+	// (jetflow retry) from its failed step, or from Step when set.
+	// Attempt holds the instance's Retries the operator saw, so a retry
+	// is applied once.
+	EventRetry EventKind = "retry"
 )
 
 // Event is the input of the transition function. Only the fields of its

@@ -72,6 +72,9 @@ type Instance struct {
 	// tracing package derives the instance's and its steps' span ids
 	// from it.
 	Trace string `msgpack:"tp,omitempty"`
+	// Retries counts the operator retries applied (jetflow retry): a
+	// retry event names the count it expects, so each is applied once.
+	Retries int `msgpack:"rt,omitempty"`
 }
 
 // RunNumber is the instance's run of its event key, from 1.

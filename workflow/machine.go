@@ -30,6 +30,9 @@ func Apply(def *Definition, inst *Instance, ev Event, now time.Time, data Data) 
 	if ev.Kind == EventStart {
 		return Decision{Instance: inst, Ignored: "duplicate trigger: instance exists"}, nil
 	}
+	if ev.Kind == EventRetry {
+		return retry(def, inst, ev, now, data)
+	}
 	if inst.Status.Terminal() {
 		return Decision{Instance: inst, Ignored: "instance already " + string(inst.Status)}, nil
 	}
@@ -370,6 +373,17 @@ func (t *transition) activate(name string) {
 	}
 	s := t.def.index[name]
 	st := &StepState{Status: StepRunning, Started: t.now}
+	old := t.inst.Steps[name]
+	if old != nil {
+		// Activated again by an operator's retry: attempts go on from
+		// where they were, so task ids and data keys stay fresh. A bulk
+		// step that ran is not run again: its children exist.
+		if s.Kind == KindBulk && old.Status.Terminal() {
+			t.bulkRanBefore(s, old)
+			return
+		}
+		st.Attempt = old.Attempt
+	}
 	t.inst.Steps[name] = st
 	switch s.Kind {
 	case KindTask:
@@ -381,6 +395,9 @@ func (t *transition) activate(name string) {
 				return
 			}
 			st.InputRef = StepInputKey(t.inst.ID, s.Name)
+			if old != nil {
+				st.InputRef = StepRetryInputKey(t.inst.ID, s.Name, st.Attempt+1)
+			}
 			t.writes = append(t.writes, Write{Key: st.InputRef, Value: v})
 		}
 		t.startAttempt(s, st)

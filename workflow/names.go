@@ -91,6 +91,12 @@ func TriggerInputKey(instance string, seq uint64) string {
 // StepInputKey is the key of a step's evaluated input mapping.
 func StepInputKey(instance, step string) string { return instance + "." + step + ".in" }
 
+// StepRetryInputKey is the key of a step's input mapping evaluated again
+// when an operator's retry activates the step anew at attempt.
+func StepRetryInputKey(instance, step string, attempt int) string {
+	return instance + "." + step + ".in." + strconv.Itoa(attempt)
+}
+
 // OutputKey is the key of a step attempt's output.
 func OutputKey(instance, step string, attempt int) string {
 	return instance + "." + step + "." + strconv.Itoa(attempt) + ".out"

@@ -558,33 +558,87 @@ func compactJSON(v any) string {
 }
 
 func cancelCmd(g *globals) *cobra.Command {
-	var reason string
+	var (
+		reason, wf, status string
+		since              time.Duration
+		dryRun             bool
+	)
 	cmd := &cobra.Command{
-		Use:   "cancel INSTANCE",
-		Short: "Cancel a running instance",
-		Args:  cobra.ExactArgs(1),
+		Use:   "cancel [INSTANCE]",
+		Short: "Cancel a running instance, or every running instance of a workflow",
+		Long: `Cancels one running instance, or with --workflow every running instance of
+that workflow (started within --since, when given), with progress on stderr
+and a summary. A cancel is an event the dispatchers apply like any other;
+sending it twice changes nothing.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if (len(args) == 1) == (wf != "") {
+				return fmt.Errorf("name one instance, or select instances with --workflow")
+			}
+			if status != "" && status != string(workflow.StatusRunning) {
+				return fmt.Errorf("--status %s: only running instances can be cancelled", status)
+			}
 			ctx := cmd.Context()
 			c, err := g.client(ctx)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			inst, _, err := c.GetInstance(ctx, args[0])
+			if len(args) == 1 {
+				inst, _, err := c.GetInstance(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if inst.Status.Terminal() {
+					return fmt.Errorf("instance %s is already %s", inst.ID, inst.Status)
+				}
+				if dryRun {
+					fmt.Fprintf(cmd.OutOrStdout(), "would cancel %s\n", inst.ID)
+					return nil
+				}
+				if err := c.Cancel(ctx, inst.ID, reason); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "cancel requested for %s\n", inst.ID)
+				return nil
+			}
+			targets, err := selectInstances(cmd, c, wf, string(workflow.StatusRunning), 0)
 			if err != nil {
 				return err
 			}
-			if inst.Status.Terminal() {
-				return fmt.Errorf("instance %s is already %s", inst.ID, inst.Status)
+			var picked []string
+			for _, in := range targets {
+				if since <= 0 || time.Since(in.Created) <= since {
+					picked = append(picked, in.ID)
+				}
 			}
-			if err := c.PublishEvent(ctx, workflow.Event{Kind: workflow.EventCancel, Instance: inst.ID, Reason: reason}, "cancel/"+inst.ID); err != nil {
-				return err
+			p := newProgress(cmd.ErrOrStderr(), "cancel", len(picked))
+			for _, id := range picked {
+				if !dryRun {
+					if err := c.Cancel(ctx, id, reason); err != nil {
+						return fmt.Errorf("cancel %s (after %d of %d): %w", id, p.n, len(picked), err)
+					}
+				}
+				p.step()
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "cancel requested for %s\n", inst.ID)
+			p.done()
+			verb := "cancel requested for"
+			if dryRun {
+				verb = "would cancel"
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), map[string]any{"dry_run": dryRun, "instances": picked, "count": len(picked)})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %d running instances of %s\n", verb, len(picked), wf)
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&reason, "reason", "cancelled by operator", "recorded as the instance error")
+	f := cmd.Flags()
+	f.StringVar(&reason, "reason", "cancelled by operator", "recorded as the instance error")
+	f.StringVar(&wf, "workflow", "", "cancel every running instance of this workflow")
+	f.StringVar(&status, "status", "", "with --workflow: running (the only status a cancel applies to)")
+	f.DurationVar(&since, "since", 0, "with --workflow: only instances started within this long (0: any)")
+	f.BoolVar(&dryRun, "dry-run", false, "show what would be cancelled, change nothing")
 	return cmd
 }
 
@@ -740,17 +794,22 @@ func dlqCmd(g *globals) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), dls)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tTIME\tFROM\tSUBJECT\tSIZE\tREASON")
+			fmt.Fprintln(tw, "SEQ\tTIME\tFROM\tSUBJECT\tSIZE\tREPLAYED\tREASON")
 			for _, d := range dls {
 				size := strconv.Itoa(d.Size)
 				if d.Truncated {
 					size += " (kept " + strconv.Itoa(len(d.Data)) + ")"
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", d.Seq, d.Time.Local().Format(time.DateTime), d.Component, d.SourceSubject, size, d.Reason)
+				replayed := "-"
+				if d.Replayed {
+					replayed = "yes"
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Seq, d.Time.Local().Format(time.DateTime), d.Component, d.SourceSubject, size, replayed, d.Reason)
 			}
 			return tw.Flush()
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", 100, "most messages to show")
+	cmd.AddCommand(dlqReplayCmd(g), dlqPurgeCmd(g))
 	return cmd
 }

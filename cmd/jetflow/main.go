@@ -41,7 +41,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().DurationVar(&g.connectTimeout, "connect-timeout", envDuration("JETFLOW_CONNECT_TIMEOUT", 2*time.Second), "give up when no NATS server answers within this long (env JETFLOW_CONNECT_TIMEOUT)")
 	root.AddCommand(
 		validateCmd(), registerCmd(g), definitionsCmd(g), publishCmd(g), startCmd(g),
-		instancesCmd(g), showCmd(g), waitCmd(g), cancelCmd(g), signalCmd(g), childrenCmd(g), statsCmd(g), dlqCmd(g), benchCmd(g),
+		instancesCmd(g), showCmd(g), waitCmd(g), cancelCmd(g), signalCmd(g), childrenCmd(g), statsCmd(g), dlqCmd(g), retryCmd(g), benchCmd(g),
 		workersCmd(g), dispatchersCmd(g), explainCmd(g), schedulesCmd(g), scheduleCmd(g),
 		provisionCmd(g), securityCmd(),
 	)

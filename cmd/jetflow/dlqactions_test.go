@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/internal/jftest"
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/worker"
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// waitDeadLetters polls until JETFLOW_DLQ holds n dead letters.
+func waitDeadLetters(t *testing.T, e *jftest.Env, n int) []jetstream.DeadLetter {
+	t.Helper()
+	var dls []jetstream.DeadLetter
+	require.Eventually(t, func() bool {
+		var err error
+		dls, err = e.Client.DeadLetters(context.Background(), 1000)
+		return err == nil && len(dls) >= n
+	}, 30*time.Second, 20*time.Millisecond)
+	require.Len(t, dls, n)
+	return dls
+}
+
+// TestDLQReplayAfterRegisteringStartsOneInstance: starts of a workflow
+// nobody registered are dead-lettered; once the definition is registered,
+// `jetflow dlq replay` starts each exactly once, also when it runs twice
+// and from two operators at once, and the dead letters are marked.
+func TestDLQReplayAfterRegisteringStartsOneInstance(t *testing.T) {
+	t.Parallel()
+	e := jftest.StartTCP(t, jetstream.Config{})
+	_, _ = e.Dispatcher(e.NewClient(), dispatcher.Config{})
+	_, _ = e.Worker(e.NewClient(), worker.Config{}, map[string]worker.Handler{"echo": echo})
+	ctx := context.Background()
+	keys := []string{"k1", "k2", "k3"}
+	for _, k := range keys {
+		require.NoError(t, e.Client.PublishStart(ctx, jetstream.Start{Workflow: "late", EventKey: k, Payload: []byte(`{"key":"` + k + `"}`)}))
+	}
+	dls := waitDeadLetters(t, e, len(keys))
+	for _, d := range dls {
+		require.Contains(t, d.Reason, "late")
+		require.False(t, d.Replayed)
+	}
+
+	// Nothing to do without a filter; --dry-run changes nothing.
+	_, _, err := jetflow(t, "--nats-url", e.URL, "dlq", "replay")
+	require.ErrorContains(t, err, "--all")
+	out, _, err := jetflow(t, "--nats-url", e.URL, "--json", "dlq", "replay", "--all", "--dry-run")
+	require.NoError(t, err)
+	var sum dlqSummary
+	require.NoError(t, json.Unmarshal([]byte(out), &sum))
+	require.Equal(t, map[string]int{"would_replay": 3}, sum.Counts)
+
+	e.Register("name: late\nversion: 1\nsteps:\n  - {name: a, kind: task, task: echo}\n")
+	// Racing replays of one dead letter: one publishes, the others find
+	// it marked.
+	var (
+		wg0     sync.WaitGroup
+		mu      sync.Mutex
+		results = map[string]int{}
+	)
+	for range 8 {
+		wg0.Add(1)
+		go func() {
+			defer wg0.Done()
+			err := e.NewClient().ReplayDeadLetter(ctx, dls[0])
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				results["replayed"]++
+			case errors.Is(err, jetstream.ErrAlreadyReplayed):
+				results["already"]++
+			default:
+				results[err.Error()]++
+			}
+		}()
+	}
+	wg0.Wait()
+	require.Equal(t, map[string]int{"replayed": 1, "already": 7}, results)
+	var wg sync.WaitGroup
+	outs := make([]dlqSummary, 2)
+	for i := range outs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, _, err := jetflow(t, "--nats-url", e.URL, "--json", "dlq", "replay", "--reason", "late")
+			require.NoError(t, err)
+			require.NoError(t, json.Unmarshal([]byte(out), &outs[i]))
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, 2, outs[0].Counts["replayed"]+outs[1].Counts["replayed"], "each dead letter replayed once: %+v", outs)
+	require.Equal(t, 4, outs[0].Counts["already_replayed"]+outs[1].Counts["already_replayed"])
+
+	for _, k := range keys {
+		in := e.WaitTerminal(workflow.InstanceID("late", k), 30*time.Second)
+		require.Equal(t, workflow.StatusCompleted, in.Status)
+		require.Equal(t, 1, in.Steps["a"].Attempt)
+	}
+	// A third run replays nothing; the listing says they were replayed.
+	out, _, err = jetflow(t, "--nats-url", e.URL, "--json", "dlq", "replay", "--all")
+	require.NoError(t, err)
+	sum = dlqSummary{}
+	require.NoError(t, json.Unmarshal([]byte(out), &sum))
+	require.Equal(t, map[string]int{"already_replayed": 3}, sum.Counts)
+	dls = waitDeadLetters(t, e, 3)
+	for _, d := range dls {
+		require.True(t, d.Replayed, "dead letter %d", d.Seq)
+	}
+	// Every instance ran once: one per key, no second start.
+	ids, err := e.Client.ListInstanceIDs(ctx)
+	require.NoError(t, err)
+	n := 0
+	for _, id := range ids {
+		if strings.HasPrefix(id, "late-") {
+			n++
+		}
+	}
+	require.Equal(t, 3, n)
+
+	// --force replays again; the instances exist, so nothing starts twice.
+	out, _, err = jetflow(t, "--nats-url", e.URL, "--json", "dlq", "replay", "--seq", strconv.FormatUint(dls[0].Seq, 10), "--force")
+	require.NoError(t, err)
+	sum = dlqSummary{}
+	require.NoError(t, json.Unmarshal([]byte(out), &sum))
+	require.Equal(t, map[string]int{"replayed": 1}, sum.Counts)
+
+	// Purge removes the selected dead letters and only those.
+	out, _, err = jetflow(t, "--nats-url", e.URL, "dlq", "purge", "--seq", strconv.FormatUint(dls[1].Seq, 10))
+	require.NoError(t, err)
+	require.Contains(t, out, "purged 1")
+	left := waitDeadLetters(t, e, 2)
+	require.NotContains(t, []uint64{left[0].Seq, left[1].Seq}, dls[1].Seq)
+	_, _, err = jetflow(t, "--nats-url", e.URL, "dlq", "purge", "--all")
+	require.NoError(t, err)
+	waitDeadLetters(t, e, 0)
+}
+
+// TestDLQReplayKeepsHeadersAndRefusesTruncated: a replay publishes the
+// rejected message's own headers (a trigger keyed by a header starts its
+// instance under that key); a payload the stream kept only in part is not
+// replayed.
+func TestDLQReplayKeepsHeadersAndRefusesTruncated(t *testing.T) {
+	t.Parallel()
+	e := jftest.StartTCP(t, jetstream.Config{DLQMaxPayload: 1024})
+	e.Register("name: hdr\nversion: 1\ntrigger: {subject: hdr.in, key: 'header:Order-Id'}\nsteps:\n  - {name: a, kind: task, task: echo}\n")
+	_, _ = e.Dispatcher(e.NewClient(), dispatcher.Config{})
+	ctx := context.Background()
+	// Rejected: not JSON (the reason names it). Then one too large to keep whole.
+	_, err := e.Client.Publish(ctx, "hdr.in", []byte("{not json"), map[string]string{"Order-Id": "o-7"})
+	require.NoError(t, err)
+	big := `{"pad":"` + strings.Repeat("x", 4096) + `"`
+	_, err = e.Client.Publish(ctx, "hdr.in", []byte(big), map[string]string{"Order-Id": "o-8"})
+	require.NoError(t, err)
+	dls := waitDeadLetters(t, e, 2)
+	require.Equal(t, "o-7", dls[0].Header.Get("Order-Id"), "the dead letter keeps the message's headers")
+	require.True(t, dls[1].Truncated)
+
+	out, _, err := jetflow(t, "--nats-url", e.URL, "--json", "dlq", "replay", "--subject", "hdr.*")
+	require.NoError(t, err)
+	var sum dlqSummary
+	require.NoError(t, json.Unmarshal([]byte(out), &sum))
+	require.Equal(t, map[string]int{"replayed": 1, "not_replayable": 1}, sum.Counts)
+	// The replayed one is rejected again, with its header: a new dead
+	// letter that still carries Order-Id.
+	dls = waitDeadLetters(t, e, 3)
+	require.Equal(t, "o-7", dls[2].Header.Get("Order-Id"))
+	require.Equal(t, "hdr.in", dls[2].SourceSubject)
+}
+
+// TestDLQFilter: a filter with no field selects nothing; the subject
+// filter is NATS subject matching.
+func TestDLQFilter(t *testing.T) {
+	t.Parallel()
+	d := jetstream.DeadLetter{Seq: 7, Reason: "unknown workflow late version 1", SourceSubject: "orders.eu.created"}
+	for _, tc := range []struct {
+		name string
+		f    jetstream.DLQFilter
+		want bool
+	}{
+		{"empty selects nothing", jetstream.DLQFilter{}, false},
+		{"all", jetstream.DLQFilter{All: true}, true},
+		{"seq", jetstream.DLQFilter{Seqs: []uint64{3, 7}}, true},
+		{"other seq", jetstream.DLQFilter{Seqs: []uint64{3}}, false},
+		{"reason", jetstream.DLQFilter{Reason: "late"}, true},
+		{"other reason", jetstream.DLQFilter{Reason: "early"}, false},
+		{"subject *", jetstream.DLQFilter{Subject: "orders.*.created"}, true},
+		{"subject >", jetstream.DLQFilter{Subject: "orders.>"}, true},
+		{"subject other", jetstream.DLQFilter{Subject: "orders.*"}, false},
+		{"and", jetstream.DLQFilter{Reason: "late", Subject: "orders.us.*"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, tc.f.Match(d)) })
+	}
+}

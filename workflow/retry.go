@@ -1,0 +1,103 @@
+package workflow
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Terminal reports whether a step has finished (completed or failed).
+func (s StepStatus) Terminal() bool { return s == StepCompleted || s == StepFailed }
+
+// RetryMsgID deduplicates the operator's retry number n of an instance.
+func RetryMsgID(instance string, n int) string {
+	return "retry/" + instance + "/" + strconv.Itoa(n)
+}
+
+// retry continues a failed or cancelled instance (EventRetry), with the
+// same id: the steps it resumes get fresh attempts (attempt numbers go on
+// from where they were, so task ids, output keys and result fences are
+// new), and everything the instance recorded stays. Without ev.Step it
+// resumes every step that failed without an on_failure step taking over
+// and every task, sleep or wait step that was still running when the
+// instance ended; with ev.Step it activates that step anew and the chain
+// goes on from it. The instance deadline, if any, starts again.
+//
+// A retry is applied once: ev.Attempt must equal the instance's Retries
+// (the count the operator saw); Retries then goes up by one.
+func retry(def *Definition, inst *Instance, ev Event, now time.Time, data Data) (Decision, error) {
+	why := ""
+	switch {
+	case inst.Status == StatusRunning:
+		why = "instance is running"
+	case inst.Status == StatusCompleted:
+		why = "a completed instance is not retried"
+	case inst.Parent != nil:
+		why = fmt.Sprintf("a child of bulk step %s of %s is not retried on its own: retry the parent", inst.Parent.Step, inst.Parent.ID)
+	case ev.Attempt != inst.Retries:
+		why = fmt.Sprintf("retry %d was already applied (retries: %d)", ev.Attempt+1, inst.Retries)
+	}
+	if why != "" {
+		return Decision{Instance: inst, Ignored: why}, nil
+	}
+	from, why := RetrySteps(def, inst, ev.Step)
+	if why != "" {
+		return Decision{Instance: inst, Ignored: why}, nil
+	}
+	t := &transition{def: def, inst: inst.Clone(), now: now, data: data, changed: true}
+	t.inst.Status, t.inst.Error, t.inst.OutputRef, t.inst.Ended = StatusRunning, "", "", time.Time{}
+	t.inst.Retries++
+	if def.Deadline > 0 {
+		t.setTimer(deadlineTimer, now.Add(def.Deadline.D()))
+	}
+	for _, name := range from {
+		t.activate(name)
+	}
+	return t.decision(inst)
+}
+
+// RetrySteps returns the steps a retry of inst resumes (see retry), in
+// definition order, or why it cannot be retried from there.
+func RetrySteps(def *Definition, inst *Instance, from string) ([]string, string) {
+	if from != "" {
+		s, ok := def.index[from]
+		if !ok {
+			return nil, fmt.Sprintf("workflow %s version %d has no step %q", def.Name, def.Version, from)
+		}
+		if st := inst.Steps[from]; s.Kind == KindBulk && st != nil {
+			return nil, fmt.Sprintf("bulk step %q ran already; its children exist and are not started again", from)
+		}
+		return []string{from}, ""
+	}
+	var out []string
+	for _, s := range def.Steps {
+		st := inst.Steps[s.Name]
+		if st == nil {
+			continue
+		}
+		switch {
+		case st.Status == StepFailed:
+			if s.OnFailure != "" && inst.Steps[s.OnFailure] != nil {
+				continue // its on_failure step took over
+			}
+			out = append(out, s.Name)
+		case !st.Status.Terminal() && (s.Kind == KindTask || s.Kind == KindSleep || s.Kind == KindWait):
+			out = append(out, s.Name)
+		}
+	}
+	if len(out) == 0 {
+		return nil, "no failed or interrupted step to continue from (name one with --from)"
+	}
+	return out, ""
+}
+
+// bulkRanBefore keeps the outcome of a bulk step that an operator's retry
+// reached again: it is not dispatched twice.
+func (t *transition) bulkRanBefore(s *Step, old *StepState) {
+	t.inst.Steps[s.Name] = old
+	if old.Status == StepCompleted {
+		t.follow(s)
+		return
+	}
+	t.failStep(s, old, old.Error)
+}
