@@ -148,7 +148,7 @@ func (d *Dispatcher) decideFire(ctx context.Context, wf string, sched *workflow.
 			return workflow.FireDecision{}, err
 		}
 		var last workflow.Status
-		if sched.Skips() && st.Last != "" && st.Last != f.ID && !st.Pending {
+		if sched.Skips() && st.Last != "" && st.Last != f.ID {
 			inst, _, err := d.client.GetInstance(ctx, st.Last)
 			switch {
 			case errors.Is(err, workflow.ErrNotFound):

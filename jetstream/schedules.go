@@ -61,7 +61,7 @@ const (
 // FireTTL is how long a fire waits for a dispatcher: a fire not consumed
 // within it (every dispatcher down) expires, so dispatchers that come
 // back do not start an hour-old backlog of fires.
-const FireTTL = time.Hour
+const FireTTL = workflow.FireTTL
 
 // ScheduleSubject is the subject of a schedule's message schedule.
 func ScheduleSubject(workflowName, schedule string) string {

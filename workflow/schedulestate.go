@@ -16,6 +16,9 @@ type ScheduleState struct {
 	LastFire time.Time `json:"last_fire,omitzero"`
 	// Pending: Last is being started; the next fire waits for it.
 	Pending bool `json:"pending,omitempty"`
+	// PendingAt is the time of the fire (or manual trigger) that is
+	// pending.
+	PendingAt time.Time `json:"pending_at,omitzero"`
 	// Next is the server's next fire time, from the last fire seen.
 	Next time.Time `json:"next,omitzero"`
 	// Started and Skipped count fires (a fire whose skip was retried may
@@ -37,6 +40,15 @@ type Fire struct {
 	// and is never "older" than the last fire.
 	Manual bool
 }
+
+// FireTTL is how long a fire message waits for a dispatcher before it
+// expires (the server drops it).
+const FireTTL = time.Hour
+
+// pendingLost: a pending start whose fire is this much older than the
+// fire being decided cannot come back: its message expired (FireTTL,
+// doubled for clocks and delays).
+const pendingLost = 2 * FireTTL
 
 // FireAction is what to do with a fire.
 type FireAction int
@@ -72,7 +84,8 @@ type FireDecision struct {
 //   - overlap: allow: start it;
 //   - (overlap: skip from here) a fire not after the last started fire:
 //     skip (out of order, as after a backlog);
-//   - another fire's start is pending: wait;
+//   - another fire's start is pending (its instance does not exist yet,
+//     and its fire has not expired): wait;
 //   - the last instance is running: skip;
 //   - otherwise start it.
 func DecideFire(st ScheduleState, f Fire, skip bool, last Status) FireDecision {
@@ -94,12 +107,14 @@ func DecideFire(st ScheduleState, f Fire, skip bool, last Status) FireDecision {
 		// in the id keeps each to one instance.
 	case !f.Manual && !st.LastFire.IsZero() && !f.At.After(st.LastFire):
 		return skipped("a later fire (" + st.LastFire.UTC().Format(time.RFC3339) + ") already started")
-	case st.Pending:
+	case st.Pending && last == "" && !f.At.After(st.PendingAt.Add(pendingLost)):
+		// (A pending instance that exists was started; one whose fire
+		// expired long ago never will be: neither holds this fire.)
 		return FireDecision{Action: FireWait, State: st, Reason: "the start of " + st.Last + " is not finished"}
 	case skip && st.Last != "" && last != "" && !last.Terminal():
 		return skipped("overlap: skip, and the last run " + st.Last + " is still " + string(last))
 	}
-	next.Last, next.Pending = f.ID, skip
+	next.Last, next.Pending, next.PendingAt = f.ID, skip, f.At
 	if !f.Manual && f.At.After(next.LastFire) {
 		next.LastFire = f.At
 	}
@@ -113,6 +128,6 @@ func FireStarted(st ScheduleState, id string) (ScheduleState, bool) {
 	if st.Last != id || !st.Pending {
 		return st, false
 	}
-	st.Pending = false
+	st.Pending, st.PendingAt = false, time.Time{}
 	return st, true
 }
