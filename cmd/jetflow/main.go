@@ -42,7 +42,7 @@ func newRoot() *cobra.Command {
 	root.AddCommand(
 		validateCmd(), registerCmd(g), definitionsCmd(g), publishCmd(g), startCmd(g),
 		instancesCmd(g), showCmd(g), waitCmd(g), cancelCmd(g), signalCmd(g), childrenCmd(g), statsCmd(g), dlqCmd(g), retryCmd(g), benchCmd(g),
-		workersCmd(g), dispatchersCmd(g), explainCmd(g), uiCmd(g),
+		workersCmd(g), dispatchersCmd(g), explainCmd(g), uiCmd(g), schedulesCmd(g), scheduleCmd(g),
 		provisionCmd(g), securityCmd(),
 	)
 	root.AddCommand(processCmds()...)
