@@ -401,7 +401,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		select {
 		case <-drained:
 		case <-t.C:
-			d.log.Warn().Dur("timeout", d.cfg.ShutdownTimeout).Msg("events still queued at the shutdown timeout; cancelling their passes (they are redelivered)")
+			d.log.Warn().Stringer("timeout", d.cfg.ShutdownTimeout).Msg("events still queued at the shutdown timeout; cancelling their passes (they are redelivered)")
 			hardCancel()
 			<-drained
 		}
@@ -415,10 +415,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		sub, err := d.client.ConsumeDispatcher(ctx, spec.stream, d.cfg.Buffer, func(m jetstream.Delivery) { spec.fn(hardCtx, m) })
 		if err != nil {
 			stop()
-			if ctx.Err() != nil {
-				return nil // stopped while starting: not a failure
-			}
-			return err
+			return stoppedWhileStarting(ctx, err)
 		}
 		subs = append(subs, sub)
 	}
@@ -428,7 +425,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	})
 	if err != nil {
 		stop()
-		return err
+		return stoppedWhileStarting(ctx, err)
 	}
 	subs = append(subs, guard)
 	d.consuming.Store(true)
@@ -470,7 +467,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			})
 		}()
 	}
-	d.log.Info().Int("shards", d.cfg.Shards).Dur("repair_interval", d.cfg.RepairInterval).Msg("dispatcher running")
+	d.log.Info().Int("shards", d.cfg.Shards).Stringer("repair_interval", d.cfg.RepairInterval).Msg("dispatcher running")
 	var tick <-chan time.Time
 	if d.cfg.StatsInterval > 0 {
 		t := time.NewTicker(d.cfg.StatsInterval)
@@ -532,7 +529,7 @@ func (d *Dispatcher) supervise(ctx context.Context, name string, failed error, l
 			return
 		}
 		d.stats.loopRestarts.WithLabelValues(name).Inc()
-		d.log.Error().Err(failed).Str("loop", name).Dur("restart_in", delay).Msg("background loop failed; restarting it")
+		d.log.Error().Err(failed).Str("loop", name).Stringer("restart_in", delay).Msg("background loop failed; restarting it")
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -670,7 +667,7 @@ func (d *Dispatcher) settle(ctx context.Context, source string, m jetstream.Deli
 		}
 		d.stats.retried.Add(1)
 		delay := retryBackoff(d.cfg.RetryDelay, m.Deliveries())
-		d.log.Warn().Err(o.err).Str("subject", m.Subject()).Uint64("delivery", m.Deliveries()).Dur("retry_in", delay).Msg("event will be retried")
+		d.log.Warn().Err(o.err).Str("subject", m.Subject()).Uint64("delivery", m.Deliveries()).Stringer("retry_in", delay).Msg("event will be retried")
 		_ = m.Nak(delay)
 	default:
 		_ = m.Ack()
@@ -994,4 +991,13 @@ func eventKey(def *workflow.Definition, m jetstream.Delivery, payload func() (an
 		return "", fmt.Errorf("event key field %q %v", spec, err)
 	}
 	return k, nil
+}
+
+// stoppedWhileStarting is nil when ctx ended while Run was starting (a
+// clean stop, whatever the start then failed with), else err.
+func stoppedWhileStarting(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }

@@ -234,6 +234,12 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		// dial in progress).
 		nats.Timeout(max(cfg.ConnectTimeout/4, 250*time.Millisecond)),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			// Without an error the connection was closed on purpose (Close,
+			// a drain at shutdown): nothing to warn about.
+			if err == nil {
+				log.Debug().Msg("nats disconnected")
+				return
+			}
 			log.Warn().Err(err).Msg("nats disconnected")
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {

@@ -171,6 +171,29 @@ func (w *fieldWriter) parentOmit(k string, p *workflow.ParentRef) {
 	}
 }
 
+func (w *fieldWriter) historyOmit(k string, h []workflow.AttemptRecord) {
+	if len(h) == 0 || !w.key(k) {
+		return
+	}
+	if w.err = w.e.EncodeArrayLen(len(h)); w.err != nil {
+		return
+	}
+	for i := range h {
+		a := &h[i]
+		aw := fieldWriter{e: w.e}
+		for aw.pass() {
+			aw.int("n", a.Attempt)
+			aw.time("s", a.Started)
+			aw.time("e", a.Ended)
+			aw.strOmit("w", a.Worker)
+			aw.strOmit("err", a.Error)
+		}
+		if w.err = aw.err; w.err != nil {
+			return
+		}
+	}
+}
+
 func encodeInstance(e *msgpack.Encoder, in *workflow.Instance) error {
 	w := fieldWriter{e: e}
 	for w.pass() {
@@ -257,6 +280,7 @@ func encodeStepState(e *msgpack.Encoder, st *workflow.StepState) error {
 		w.time("s", st.Started)
 		w.timeOmit("e", st.Ended)
 		w.timeOmit("as", st.AttemptStarted)
+		w.historyOmit("h", st.History)
 		w.intOmit("tot", st.Total)
 		w.intOmit("cur", st.Cursor)
 		w.intOmit("cf", st.ChunkFrom)
@@ -291,6 +315,7 @@ func encodeEvent(e *msgpack.Encoder, ev *workflow.Event) error {
 		w.strOmit("tok", ev.Token)
 		w.boolOmit("perm", ev.Permanent)
 		w.int64Omit("ra", int64(ev.RetryAfter))
+		w.strOmit("w", ev.Worker)
 		w.strOmit("t", ev.Timer)
 		w.strOmit("r", ev.Reason)
 		w.parentOmit("par", ev.Parent)

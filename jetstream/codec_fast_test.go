@@ -62,12 +62,11 @@ func fill(r *rand.Rand, v reflect.Value) {
 	case reflect.Bool:
 		v.SetBool(true)
 	case reflect.Slice:
-		if v.Type().Elem().Kind() == reflect.String { // Instance.Resume
-			list := make([]string, 1+r.IntN(3))
-			for i := range list {
-				list[i] = fmt.Sprintf("s%d", r.IntN(1000))
+		if v.Type().Elem().Kind() != reflect.Uint8 {
+			v.Set(reflect.MakeSlice(v.Type(), 1+r.IntN(3), 3))
+			for i := range v.Len() {
+				fill(r, v.Index(i))
 			}
-			v.Set(reflect.ValueOf(list))
 			return
 		}
 		b := make([]byte, 1+r.IntN(40))
@@ -97,6 +96,10 @@ func clearSome(r *rand.Rand, v reflect.Value) {
 		case f.Kind() == reflect.Map && f.Type().Elem().Kind() == reflect.Pointer:
 			for _, k := range f.MapKeys() {
 				clearSome(r, f.MapIndex(k).Elem())
+			}
+		case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.Struct:
+			for j := range f.Len() {
+				clearSome(r, f.Index(j))
 			}
 		}
 	}

@@ -45,6 +45,17 @@ func (c *Client) GetInstance(ctx context.Context, id string) (*workflow.Instance
 	return &in, e.Revision(), nil
 }
 
+// DecodeInstance decodes an instance record as stored in the instances
+// bucket (`nats kv get --raw jetflow_instances ID`). Errors match
+// ErrMalformed.
+func DecodeInstance(b []byte) (*workflow.Instance, error) {
+	var in workflow.Instance
+	if err := decode(b, &in); err != nil {
+		return nil, err
+	}
+	return &in, nil
+}
+
 // PutInstance writes an instance: a create when rev is 0 (ErrExists if it
 // is there), otherwise a compare-and-swap on rev (ErrConflict if another
 // writer got there first). It returns the new revision. With expires set

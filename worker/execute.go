@@ -91,7 +91,7 @@ func (w *Worker) execute(ctx context.Context, h Handler, m *jetstream.Msg) {
 			}
 		}
 	}
-	log.Debug().Dur("took", time.Since(start)).AnErr("error", herr).Msg("task done")
+	log.Debug().Stringer("took", time.Since(start)).AnErr("error", herr).Msg("task done")
 	w.report(ctx, m, t, outRef, herr, log)
 }
 
@@ -157,7 +157,7 @@ func (w *Worker) run(ctx context.Context, h Handler, task *Task, timeout time.Du
 
 // report publishes the attempt's result and acks the task.
 func (w *Worker) report(ctx context.Context, m *jetstream.Msg, t workflow.Task, outRef string, herr error, log zerolog.Logger) {
-	ev := workflow.Event{Kind: workflow.EventResult, Instance: t.Instance, Step: t.Step, Attempt: t.Attempt, OutputRef: outRef, Token: t.Token}
+	ev := workflow.Event{Kind: workflow.EventResult, Instance: t.Instance, Step: t.Step, Attempt: t.Attempt, OutputRef: outRef, Token: t.Token, Worker: w.cfg.Name}
 	if herr != nil {
 		ev.Error = herr.Error()
 		ev.Permanent = IsPermanent(herr)

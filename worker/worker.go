@@ -311,7 +311,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-time.After(w.cfg.ShutdownTimeout):
-		w.log.Warn().Dur("timeout", w.cfg.ShutdownTimeout).Msg("handlers still running at shutdown timeout; cancelling them")
+		w.log.Warn().Stringer("timeout", w.cfg.ShutdownTimeout).Msg("handlers still running at shutdown timeout; cancelling them")
 		hardCancel()
 		<-done
 	}
@@ -353,7 +353,7 @@ func (w *Worker) fetchLoop(ctx, hardCtx context.Context, taskType string, tc *je
 	pullFailed := func(err error) {
 		w.metrics.pullFailures.WithLabelValues(taskType).Inc()
 		backoff = min(max(2*backoff, 100*time.Millisecond), pullBackoffMax)
-		w.log.Warn().Err(err).Str("task_type", taskType).Dur("retry_in", backoff).Msg("pull failed; binding the consumer again and retrying")
+		w.log.Warn().Err(err).Str("task_type", taskType).Stringer("retry_in", backoff).Msg("pull failed; binding the consumer again and retrying")
 		retry = time.After(backoff)
 		rebind = true
 	}

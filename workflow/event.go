@@ -65,6 +65,9 @@ type Event struct {
 	Permanent bool `msgpack:"perm,omitempty"`
 	// RetryAfter overrides the retry policy's delay when positive.
 	RetryAfter time.Duration `msgpack:"ra,omitempty"`
+	// Worker names the worker that ran the attempt (its name in `jetflow
+	// workers`), recorded in the step's attempt history.
+	Worker string `msgpack:"w,omitempty"`
 
 	// Timer.
 	Timer string `msgpack:"t,omitempty"`

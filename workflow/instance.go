@@ -114,6 +114,10 @@ type StepState struct {
 	Ended     time.Time `msgpack:"e,omitempty"`
 	// AttemptStarted is when the current attempt was published.
 	AttemptStarted time.Time `msgpack:"as,omitempty"`
+	// History records the task step's attempts that ended, oldest first:
+	// at most RetryPolicy.MaxAttempts (MaxAttemptsCap) records of bounded
+	// size. The running attempt is Attempt, since AttemptStarted.
+	History []AttemptRecord `msgpack:"h,omitempty"`
 
 	// Bulk steps: the parent's O(1) record of its children.
 	// Total is the number of items; Cursor how many children were
@@ -147,6 +151,24 @@ type StepState struct {
 	GateSince time.Time `msgpack:"gs,omitempty"`
 }
 
+// AttemptRecord is one ended attempt of a task step.
+type AttemptRecord struct {
+	Attempt int       `msgpack:"n"`
+	Started time.Time `msgpack:"s"`
+	Ended   time.Time `msgpack:"e"`
+	// Worker is the name of the worker that reported the attempt's result
+	// (empty for an attempt that timed out or was presumed lost, and for
+	// results of workers that do not say).
+	Worker string `msgpack:"w,omitempty"`
+	// Error is why the attempt failed, cut to MaxHistoryError bytes
+	// (StepState.Error keeps the last one whole); empty on success.
+	Error string `msgpack:"err,omitempty"`
+}
+
+// MaxHistoryError bounds an error kept in an AttemptRecord, so an
+// instance grows by a bounded amount per attempt.
+const MaxHistoryError = 256
+
 // InFlight is the number of dispatched children not yet terminal.
 func (st *StepState) InFlight() int { return st.Cursor - st.Done - st.ChildFailed }
 
@@ -160,6 +182,7 @@ func (in *Instance) Clone() *Instance {
 	out.Steps = make(map[string]*StepState, len(in.Steps)+1)
 	for k, v := range in.Steps {
 		c := *v
+		c.History = slices.Clone(v.History)
 		out.Steps[k] = &c
 	}
 	out.Timers = maps.Clone(in.Timers)

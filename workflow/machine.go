@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Apply is the transition function: it applies one event to an instance at
@@ -202,6 +203,7 @@ func (t *transition) result(ev Event) {
 	}
 	t.changed = true
 	delete(t.inst.Timers, timeoutTimer(s.Name, st.Attempt))
+	t.endAttempt(st, ev.Worker, ev.Error)
 	if ev.Error == "" {
 		st.Status = StepCompleted
 		st.OutputRef = ev.OutputRef
@@ -277,7 +279,9 @@ func (t *transition) timer(id string) {
 		}
 	case "timeout":
 		if st.Status == StepRunning && st.Attempt == attempt {
-			t.attemptFailed(s, st, fmt.Sprintf("attempt %d timed out after %s", attempt, s.Timeout), false, 0)
+			msg := fmt.Sprintf("attempt %d timed out after %s", attempt, s.Timeout)
+			t.endAttempt(st, "", msg)
+			t.attemptFailed(s, st, msg, false, 0)
 		}
 	case "sleep":
 		if st.Status == StepRunning {
@@ -365,7 +369,26 @@ func (t *transition) repair(ev Event) {
 	}
 	t.changed = true
 	delete(t.inst.Timers, timeoutTimer(s.Name, st.Attempt))
-	t.attemptFailed(s, st, fmt.Sprintf("attempt %d presumed lost: %s", st.Attempt, ev.Reason), false, 0)
+	msg := fmt.Sprintf("attempt %d presumed lost: %s", st.Attempt, ev.Reason)
+	t.endAttempt(st, "", msg)
+	t.attemptFailed(s, st, msg, false, 0)
+}
+
+// endAttempt records the running attempt of st as ended now, by worker
+// (if known), with error msg ("" on success).
+func (t *transition) endAttempt(st *StepState, worker, msg string) {
+	if len(msg) > MaxHistoryError {
+		msg = truncateUTF8(msg, MaxHistoryError)
+	}
+	st.History = append(st.History, AttemptRecord{Attempt: st.Attempt, Started: st.AttemptStarted, Ended: t.now, Worker: worker, Error: msg})
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character.
+func truncateUTF8(s string, n int) string {
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func parseTimer(id string) (kind, step string, attempt int, ok bool) {
@@ -405,6 +428,7 @@ func (t *transition) activate(name string) {
 			return
 		}
 		st.Attempt = old.Attempt
+		st.History = old.History // Clone gave this instance its own copy
 	}
 	t.inst.Steps[name] = st
 	switch s.Kind {

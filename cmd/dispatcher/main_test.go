@@ -43,10 +43,17 @@ type proc struct {
 
 // startDispatcher starts a dispatcher process on store dir (in-process
 // connections only, so only the store directory is shared).
-func startDispatcher(t *testing.T, dir string) *proc {
+func startDispatcher(t *testing.T, dir string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "--store-dir", dir, "--listen", "", "--log-format", "json", "--repair-interval", "-1s")
-	cmd.Env = append(os.Environ(), runAsDispatcher+"=1")
+	return startWith(t, nil, append([]string{"--store-dir", dir, "--listen", "", "--log-format", "json", "--repair-interval", "-1s"}, args...)...)
+}
+
+// startWith starts a dispatcher process with args and the variables env
+// added to the test's environment.
+func startWith(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(append(os.Environ(), runAsDispatcher+"=1"), env...)
 	pipe, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	p := &proc{cmd: cmd, ready: make(chan struct{}), exited: make(chan struct{})}
@@ -142,4 +149,55 @@ func TestSecondDispatcherOnALockedStoreFails(t *testing.T) {
 	fourth.waitReady(t)
 	require.NoError(t, fourth.cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, fourth.waitExit(t), fourth.output())
+}
+
+// TestBadConfigurationExitsAtStart: a malformed environment variable, a
+// positional argument (also one before a flag, which Go's flag package
+// silently ended the flags at) and a single-dash flag stop the dispatcher
+// at start with a non-zero exit and an error that names the culprit.
+func TestBadConfigurationExitsAtStart(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		env  []string
+		args []string
+		want string
+	}{
+		{"malformed int", []string{"JETFLOW_SHARDS=abc"}, nil, `JETFLOW_SHARDS="abc" is not a valid --shards`},
+		{"duration without unit", []string{"JETFLOW_REPAIR_INTERVAL=5"}, nil, `JETFLOW_REPAIR_INTERVAL="5" is not a valid --repair-interval`},
+		{"retention not a duration", []string{"JETFLOW_INSTANCE_RETENTION=30days"}, nil, "JETFLOW_INSTANCE_RETENTION"},
+		{"malformed bool", []string{"JETFLOW_WORKER=yes please"}, nil, "JETFLOW_WORKER"},
+		{"extra argument", nil, []string{"extra-arg"}, `dispatcher takes no arguments, got ["extra-arg"]`},
+		{"argument before a flag", nil, []string{"extra-arg", "--worker"}, `dispatcher takes no arguments, got ["extra-arg"]`},
+		{"single-dash flag", nil, []string{"-worker"}, "unknown shorthand flag"},
+		{"unknown flag", nil, []string{"--shardz", "3"}, "unknown flag: --shardz"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			args := append([]string{"--store-dir", t.TempDir(), "--listen", ""}, c.args...)
+			p := startWith(t, c.env, args...)
+			err := p.waitExit(t)
+			var exit *exec.ExitError
+			require.True(t, errors.As(err, &exit), "the dispatcher must fail, got %v:\n%s", err, p.output())
+			require.Equal(t, 1, exit.ExitCode())
+			require.Contains(t, p.output(), c.want)
+			require.True(t, strings.HasPrefix(p.output(), "dispatcher: "), p.output())
+		})
+	}
+}
+
+// TestCleanShutdownLogsNoWarning: a dispatcher (with its in-process
+// worker) stopped by SIGTERM exits 0 and logs no "nats disconnected"
+// warning; its durations are logged with units.
+func TestCleanShutdownLogsNoWarning(t *testing.T) {
+	t.Parallel()
+	p := startDispatcher(t, t.TempDir(), "--worker")
+	p.waitReady(t)
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, p.waitExit(t), p.output())
+	out := p.output()
+	require.Contains(t, out, `"repair_interval":"-1s"`, "durations carry their unit")
+	for _, line := range strings.Split(out, "\n") {
+		require.False(t, strings.Contains(line, `"level":"warn"`) && strings.Contains(line, "disconnected"), line)
+	}
 }

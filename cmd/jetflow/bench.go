@@ -17,8 +17,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/jetflow/jetflow/bench"
-	"github.com/jetflow/jetflow/internal/run"
-	"github.com/jetflow/jetflow/internal/serve"
 	"github.com/jetflow/jetflow/jetstream"
 )
 
@@ -310,28 +308,6 @@ func waitPulling(ctx context.Context, c *jetstream.Client, workers int) error {
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
-	}
-}
-
-// Hidden subcommands so bench can start the dispatcher and worker as
-// separate processes of this one binary.
-func processCmds() []*cobra.Command {
-	return []*cobra.Command{
-		{
-			Use: "dispatcher", Hidden: true, DisableFlagParsing: true,
-			Short: "Run a dispatcher (same flags as cmd/dispatcher)",
-			RunE:  func(cmd *cobra.Command, args []string) error { return serve.Dispatcher(cmd.Context(), args) },
-		},
-		{
-			Use: "server", Hidden: true, DisableFlagParsing: true,
-			Short: "Run only the embedded NATS server (for benchmarks)",
-			RunE:  func(cmd *cobra.Command, args []string) error { return serve.Server(cmd.Context(), args) },
-		},
-		{
-			Use: "worker", Hidden: true, DisableFlagParsing: true,
-			Short: "Run the reference worker (same flags as cmd/worker)",
-			RunE:  func(cmd *cobra.Command, args []string) error { return run.Worker(cmd.Context(), args) },
-		},
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -180,6 +181,28 @@ func definitionsCmd(g *globals) *cobra.Command {
 			defs, err := c.Definitions(ctx)
 			if err != nil {
 				return err
+			}
+			if g.json {
+				type trigger struct {
+					Subject     string `json:"subject"`
+					Key         string `json:"key"`
+					OnDuplicate string `json:"on_duplicate,omitempty"`
+				}
+				type definition struct {
+					Name    string   `json:"name"`
+					Version int      `json:"version"`
+					Steps   int      `json:"steps"`
+					Trigger *trigger `json:"trigger,omitempty"`
+				}
+				out := make([]definition, 0, len(defs))
+				for _, d := range defs {
+					v := definition{Name: d.Name, Version: d.Version, Steps: len(d.Steps)}
+					if d.Trigger != nil {
+						v.Trigger = &trigger{Subject: d.Trigger.Subject, Key: d.Trigger.Key, OnDuplicate: string(d.Trigger.OnDuplicate)}
+					}
+					out = append(out, v)
+				}
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tVERSION\tSTEPS\tTRIGGER")
@@ -415,11 +438,11 @@ func waitFor(ctx context.Context, c *jetstream.Client, id string, timeout time.D
 }
 
 func instancesCmd(g *globals) *cobra.Command {
-	var status, wf, key string
+	var status, wf, key, after string
 	var limit int
 	cmd := &cobra.Command{
 		Use:   "instances",
-		Short: "List instances",
+		Short: "List instances, newest first, a page at a time (--limit, --after)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -435,35 +458,80 @@ func instancesCmd(g *globals) *cobra.Command {
 			var rows []*workflow.Instance
 			for _, id := range ids {
 				inst, _, err := c.GetInstance(ctx, id)
+				if errors.Is(err, workflow.ErrNotFound) {
+					continue // removed since it was listed (retention)
+				}
 				if err != nil {
-					continue
+					return err
 				}
 				if (status != "" && string(inst.Status) != status) || (wf != "" && inst.Workflow != wf) || (key != "" && inst.EventKey != key) {
 					continue
 				}
 				rows = append(rows, inst)
 			}
-			sort.Slice(rows, func(i, j int) bool { return rows[i].Created.After(rows[j].Created) })
-			if limit > 0 && len(rows) > limit {
-				rows = rows[:limit]
+			page, more, err := pageOf(rows, after, limit)
+			if err != nil {
+				return err
+			}
+			next := ""
+			if more {
+				next = page[len(page)-1].ID
 			}
 			if g.json {
-				return printJSON(cmd.OutOrStdout(), rows)
+				out := struct {
+					Instances []instanceView `json:"instances"`
+					More      bool           `json:"more"`
+					NextAfter string         `json:"next_after,omitempty"`
+				}{Instances: make([]instanceView, 0, len(page)), More: more, NextAfter: next}
+				for _, in := range page {
+					out.Instances = append(out.Instances, viewInstance(in))
+				}
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tWORKFLOW\tSTATUS\tCREATED\tDURATION\tEVENT KEY")
-			for _, in := range rows {
+			for _, in := range page {
 				fmt.Fprintf(tw, "%s\t%s@%d\t%s\t%s\t%s\t%s\n", in.ID, in.Workflow, in.Version, in.Status,
 					in.Created.Local().Format(time.DateTime), duration(in), in.EventKey)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if more {
+				fmt.Fprintf(cmd.ErrOrStderr(), "more instances: next page with --after %s\n", next)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&status, "status", "", "only this status (running, completed, failed, cancelled)")
 	cmd.Flags().StringVar(&wf, "workflow", "", "only this workflow")
 	cmd.Flags().StringVar(&key, "key", "", "only this event key (every run of it, under on_duplicate: rerun)")
-	cmd.Flags().IntVar(&limit, "limit", 50, "most recent N (0: all)")
+	cmd.Flags().IntVar(&limit, "limit", 50, "at most this many instances (0: all); when more exist, the last line (stderr) or next_after (--json) names the --after of the next page")
+	cmd.Flags().StringVar(&after, "after", "", "start after this instance id (the previous page's last)")
 	return cmd
+}
+
+// pageOf orders instances newest first (then by id) and returns at most
+// limit (0: all) of those after the instance with id after, and whether
+// more follow. An after that is not among them is an error.
+func pageOf(rows []*workflow.Instance, after string, limit int) ([]*workflow.Instance, bool, error) {
+	sort.Slice(rows, func(i, j int) bool {
+		if !rows[i].Created.Equal(rows[j].Created) {
+			return rows[i].Created.After(rows[j].Created)
+		}
+		return rows[i].ID < rows[j].ID
+	})
+	if after != "" {
+		i := slices.IndexFunc(rows, func(in *workflow.Instance) bool { return in.ID == after })
+		if i < 0 {
+			return nil, false, fmt.Errorf("--after %s: no such instance among those listed (with these filters)", after)
+		}
+		rows = rows[i+1:]
+	}
+	if limit > 0 && len(rows) > limit {
+		return rows[:limit], true, nil
+	}
+	return rows, false, nil
 }
 
 func duration(in *workflow.Instance) string {
@@ -520,15 +588,12 @@ func waitCmd(g *globals) *cobra.Command {
 }
 
 func showInstance(ctx context.Context, w io.Writer, c *jetstream.Client, in *workflow.Instance, asJSON bool) error {
-	var input, output any
-	if in.InputRef != "" {
-		input, _ = c.LoadData(ctx, in.InputRef)
-	}
-	if in.OutputRef != "" {
-		output, _ = c.LoadData(ctx, in.OutputRef)
+	v := viewInstance(in)
+	if err := withValues(ctx, c, &v); err != nil {
+		return err
 	}
 	if asJSON {
-		return printJSON(w, map[string]any{"instance": in, "input": input, "output": output})
+		return printJSON(w, v)
 	}
 	fmt.Fprintf(w, "instance  %s\nworkflow  %s version %d\nevent key %s\nstatus    %s\n", in.ID, in.Workflow, in.Version, in.EventKey, in.Status)
 	if in.RunNumber() > 1 {
@@ -544,47 +609,75 @@ func showInstance(ctx context.Context, w io.Writer, c *jetstream.Client, in *wor
 	if in.Error != "" {
 		fmt.Fprintf(w, "error     %s\n", in.Error)
 	}
-	fmt.Fprintf(w, "input     %s\n", compactJSON(input))
+	fmt.Fprintf(w, "input     %s\n", compactRaw(v.Input))
 	if in.Status == workflow.StatusCompleted {
-		fmt.Fprintf(w, "output    %s\n", compactJSON(output))
+		fmt.Fprintf(w, "output    %s\n", compactRaw(v.Output))
 	}
-	names := make([]string, 0, len(in.Steps))
-	for n := range in.Steps {
-		names = append(names, n)
-	}
-	sort.Slice(names, func(i, j int) bool { return in.Steps[names[i]].Started.Before(in.Steps[names[j]].Started) })
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nSTEP\tSTATUS\tATTEMPT\tTOOK\tPROGRESS\tERROR")
-	for _, n := range names {
-		st := in.Steps[n]
+	for _, st := range v.Steps {
 		took := "-"
 		if !st.Ended.IsZero() {
 			took = st.Ended.Sub(st.Started).Round(time.Millisecond).String()
 		}
 		progress := "-"
-		if st.Total > 0 || st.Cursor > 0 {
-			progress = fmt.Sprintf("bulk: %d dispatched, %d completed, %d failed of %d", st.Cursor, st.Done, st.ChildFailed, st.Total)
+		if b := st.Bulk; b != nil {
+			progress = fmt.Sprintf("bulk: %d dispatched, %d completed, %d failed of %d", b.Dispatched, b.Completed, b.Failed, b.Total)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", n, st.Status, st.Attempt, took, progress, st.Error)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", st.Name, st.Status, st.Attempt, took, progress, st.Error)
 	}
-	if len(in.Timers) > 0 {
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	printAttempts(w, v.Steps)
+	if len(v.Timers) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "\nTIMER\tDUE")
-		for id, at := range in.Timers {
-			fmt.Fprintf(tw, "%s\t%s\n", id, at.Local().Format(time.RFC3339))
+		for _, t := range v.Timers {
+			fmt.Fprintf(tw, "%s\t%s\n", t.ID, t.Due.Local().Format(time.RFC3339))
 		}
+		return tw.Flush()
 	}
-	return tw.Flush()
+	return nil
 }
 
-func compactJSON(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
+// printAttempts lists every attempt of every task step: when it started
+// and ended, the worker that ran it and why it failed.
+func printAttempts(w io.Writer, steps []stepView) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	header := false
+	for _, st := range steps {
+		for _, a := range st.Attempts {
+			if !header {
+				fmt.Fprintln(tw, "\nSTEP\tATTEMPT\tSTARTED\tENDED\tWORKER\tERROR")
+				header = true
+			}
+			ended, worker := "-", a.Worker
+			if !a.Ended.IsZero() {
+				ended = a.Ended.Local().Format("15:04:05.000") + " (" + a.Ended.Sub(a.Started).Round(time.Millisecond).String() + ")"
+			}
+			if worker == "" {
+				worker = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", st.Name, a.Attempt, a.Started.Local().Format(time.DateTime), ended, worker, a.Error)
+		}
 	}
-	if len(b) > 2000 {
-		return string(b[:2000]) + "…"
+	_ = tw.Flush()
+}
+
+// compactRaw prints a JSON value on one line, cut after 2000 bytes.
+func compactRaw(j json.RawMessage) string {
+	if len(j) == 0 {
+		return "null"
 	}
-	return string(b)
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, j); err != nil {
+		return string(j)
+	}
+	if buf.Len() > 2000 {
+		return string(buf.Bytes()[:2000]) + "…"
+	}
+	return buf.String()
 }
 
 func cancelCmd(g *globals) *cobra.Command {
@@ -703,20 +796,27 @@ func childrenCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(cmd.ErrOrStderr(), "children %d-%d of %d (dispatched %d, completed %d, failed %d)\n",
 				from, max(from, to-1), st.Total, st.Cursor, st.Done, st.ChildFailed)
 			type row struct {
-				Index  int    `json:"index"`
-				ID     string `json:"id"`
-				Status string `json:"status"`
-				Output any    `json:"output,omitempty"`
-				Error  string `json:"error,omitempty"`
+				Index  int             `json:"index"`
+				ID     string          `json:"id"`
+				Status string          `json:"status"`
+				Output json.RawMessage `json:"output,omitempty"`
+				Error  string          `json:"error,omitempty"`
 			}
 			var rows []row
 			for i := from; i < to; i++ {
 				id := workflow.ChildInstanceID(step.Workflow, parent.ID, step.Name, i)
 				r := row{Index: i, ID: id, Status: "not started"}
-				if ch, _, err := c.GetInstance(ctx, id); err == nil {
+				ch, _, err := c.GetInstance(ctx, id)
+				switch {
+				case errors.Is(err, workflow.ErrNotFound):
+				case err != nil:
+					return err
+				default:
 					r.Status, r.Error = string(ch.Status), ch.Error
 					if ch.OutputRef != "" {
-						r.Output, _ = c.LoadData(ctx, ch.OutputRef)
+						if r.Output, err = loadJSON(ctx, c, ch.OutputRef); err != nil {
+							return fmt.Errorf("output of %s: %w", id, err)
+						}
 					}
 				}
 				rows = append(rows, r)
@@ -727,7 +827,7 @@ func childrenCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "INDEX\tID\tSTATUS\tOUTPUT\tERROR")
 			for _, r := range rows {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Index, r.ID, r.Status, compactJSON(r.Output), r.Error)
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Index, r.ID, r.Status, compactRaw(r.Output), r.Error)
 			}
 			return tw.Flush()
 		},
@@ -756,16 +856,33 @@ func statsCmd(g *globals) *cobra.Command {
 			if len(answers) == 0 {
 				return errors.New("no dispatcher answered on jetflow.stats")
 			}
+			type answer struct {
+				Dispatcher string            `json:"dispatcher"`
+				Stats      map[string]uint64 `json:"stats"`
+			}
+			all := make([]answer, 0, len(answers))
 			for _, a := range answers {
-				var v any
+				var v answer
 				if err := json.Unmarshal(a, &v); err != nil {
-					return err
+					return fmt.Errorf("a dispatcher's answer on %s: %w", jetstream.StatsSubject, err)
 				}
-				if err := printJSON(cmd.OutOrStdout(), v); err != nil {
-					return err
+				all = append(all, v)
+			}
+			sort.Slice(all, func(i, j int) bool { return all[i].Dispatcher < all[j].Dispatcher })
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), all)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			for i, a := range all {
+				if i > 0 {
+					fmt.Fprintln(tw)
+				}
+				fmt.Fprintf(tw, "dispatcher %s\n", a.Dispatcher)
+				for _, k := range slices.Sorted(maps.Keys(a.Stats)) {
+					fmt.Fprintf(tw, "  %s\t%d\n", k, a.Stats[k])
 				}
 			}
-			return nil
+			return tw.Flush()
 		},
 	}
 }
@@ -821,7 +938,11 @@ func dlqCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if g.json {
-				return printJSON(cmd.OutOrStdout(), dls)
+				views := make([]deadLetterView, 0, len(dls))
+				for _, d := range dls {
+					views = append(views, viewDeadLetter(d))
+				}
+				return printJSON(cmd.OutOrStdout(), views)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SEQ\tTIME\tFROM\tSUBJECT\tSIZE\tREPLAYED\tREASON")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/jetflow/jetflow/internal/cli"
 	"github.com/jetflow/jetflow/internal/run"
 	"github.com/jetflow/jetflow/internal/serve"
 	"github.com/jetflow/jetflow/jetstream"
@@ -88,11 +89,13 @@ definitions with new trigger subjects or task types.`,
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&replicas, "replicas", run.EnvInt("JETFLOW_REPLICAS", 1), "replicas of streams and buckets (3 on a cluster) (env JETFLOW_REPLICAS)")
+	f.IntVar(&replicas, "replicas", 1, "replicas of streams and buckets (3 on a cluster)")
 	f.DurationVar(&ackWait, "ack-wait", 30*time.Second, "the dispatcher consumers' AckWait: how soon events held by a crashed dispatcher are redelivered")
 	f.DurationVar(&workerAckWait, "worker-ack-wait", 30*time.Second, "the task consumers' AckWait; running handlers extend it with heartbeats")
 	f.StringVar(&taskTypes, "task-types", "", "comma-separated task types to create consumers for, besides those of the registered definitions")
 	f.StringVar(&defsDir, "definitions", "", "register every *.yaml, *.yml and *.json definition in this directory first")
+	// The same settings as the dispatcher's, by the same variables.
+	cli.BindEnv(f)
 	return cmd
 }
 

@@ -4,16 +4,12 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/spf13/pflag"
+
+	"github.com/jetflow/jetflow/internal/cli"
+
 	"github.com/jetflow/jetflow/jetstream"
 )
-
-// FlagSet is what the standard library's flag.FlagSet and cobra's
-// pflag.FlagSet have in common, so every binary registers the same
-// connection flags.
-type FlagSet interface {
-	StringVar(p *string, name, value, usage string)
-	BoolVar(p *bool, name string, value bool, usage string)
-}
 
 // ConnFlags are the flags that say where NATS is and how to authenticate,
 // with the environment variables natscli reads. A flag left empty takes
@@ -44,25 +40,31 @@ type ConnOptions struct {
 	UseSelected bool
 }
 
-// Register adds the connection flags to fs.
-func (f *ConnFlags) Register(fs FlagSet, o ConnOptions) {
+// Register adds the connection flags to fs. The variables natscli reads
+// (NATS_URL, NATS_CREDS, ...) are read after each flag's own JETFLOW_
+// variable (cli.BindEnv).
+func (f *ConnFlags) Register(fs *pflag.FlagSet, o ConnOptions) {
 	f.defaultURL, f.useSelected = o.DefaultURL, o.UseSelected
-	fs.StringVar(&f.URL, "nats-url", "", "NATS server URLs, comma-separated; "+o.URLHelp+" (env JETFLOW_NATS_URL, NATS_URL)")
-	ctxHelp := "natscli context to connect with (~/.config/nats/context/NAME.json); flags and environment override its settings (env NATS_CONTEXT)"
+	fs.StringVar(&f.URL, "nats-url", "", "NATS server URLs, comma-separated; "+o.URLHelp)
+	ctxHelp := "natscli context to connect with (~/.config/nats/context/NAME.json); flags and environment override its settings"
 	if o.UseSelected {
 		ctxHelp += "; default: the selected context (nats context select)"
 		fs.BoolVar(&f.NoContext, "no-context", false, "do not read natscli's selected context")
 	}
 	fs.StringVar(&f.Context, "context", "", ctxHelp)
-	fs.StringVar(&f.Creds, "creds", "", "credentials file (user JWT and seed; operator mode, Synadia Cloud) (env NATS_CREDS)")
-	fs.StringVar(&f.NKey, "nkey", "", "nkey seed file, e.g. from jetflow security init (env NATS_NKEY)")
-	fs.StringVar(&f.User, "user", "", "user name; without --password it is a token, as in natscli (env NATS_USER)")
-	fs.StringVar(&f.Password, "password", "", "password (env NATS_PASSWORD)")
-	fs.StringVar(&f.Token, "token", "", "authentication token (env NATS_TOKEN)")
-	fs.StringVar(&f.TLSCA, "tls-ca", "", "PEM file of the CAs that sign the server's certificate (env NATS_CA)")
-	fs.StringVar(&f.TLSCert, "tls-cert", "", "client certificate for mutual TLS (env NATS_CERT)")
-	fs.StringVar(&f.TLSKey, "tls-key", "", "client certificate's key (env NATS_KEY)")
+	fs.StringVar(&f.Creds, "creds", "", "credentials file (user JWT and seed; operator mode, Synadia Cloud)")
+	fs.StringVar(&f.NKey, "nkey", "", "nkey seed file, e.g. from jetflow security init")
+	fs.StringVar(&f.User, "user", "", "user name; without --password it is a token, as in natscli")
+	fs.StringVar(&f.Password, "password", "", "password")
+	fs.StringVar(&f.Token, "token", "", "authentication token")
+	fs.StringVar(&f.TLSCA, "tls-ca", "", "PEM file of the CAs that sign the server's certificate")
+	fs.StringVar(&f.TLSCert, "tls-cert", "", "client certificate for mutual TLS")
+	fs.StringVar(&f.TLSKey, "tls-key", "", "client certificate's key")
 	fs.StringVar(&f.InboxPrefix, "inbox-prefix", "", "subject prefix of reply inboxes; default: this role's (see jetflow security permissions)")
+	for flag, v := range map[string]string{"nats-url": "NATS_URL", "context": "NATS_CONTEXT", "creds": "NATS_CREDS", "nkey": "NATS_NKEY",
+		"user": "NATS_USER", "password": "NATS_PASSWORD", "token": "NATS_TOKEN", "tls-ca": "NATS_CA", "tls-cert": "NATS_CERT", "tls-key": "NATS_KEY"} {
+		cli.AlsoEnv(fs, flag, v)
+	}
 }
 
 // Resolve applies the environment and the NATS context: the URL, Auth,

@@ -2,14 +2,13 @@ package run
 
 import (
 	"bytes"
-	"flag"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jetflow/jetflow/jetstream"
@@ -38,7 +37,7 @@ func writeNATSContext(t *testing.T, name, body string, selected bool) {
 func resolve(t *testing.T, o ConnOptions, args ...string) (Conn, error) {
 	t.Helper()
 	var f ConnFlags
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 	f.Register(fs, o)
 	require.NoError(t, fs.Parse(args))
 	return f.Resolve("_INBOX_role")
@@ -101,24 +100,6 @@ func TestUserWithoutPasswordIsAToken(t *testing.T) {
 	require.Equal(t, jetstream.Auth{User: "alice", Password: "pw"}, c.Auth)
 	_, err = resolve(t, ConnOptions{}, "--creds", "/a", "--nkey", "/b")
 	require.ErrorContains(t, err, "more than one way")
-}
-
-// captureStderr runs fn and returns what it wrote to os.Stderr.
-func captureStderr(t *testing.T, fn func()) string {
-	t.Helper()
-	r, w, err := os.Pipe()
-	require.NoError(t, err)
-	old := os.Stderr
-	os.Stderr = w
-	done := make(chan string)
-	go func() {
-		b, _ := io.ReadAll(r)
-		done <- string(b)
-	}()
-	fn()
-	os.Stderr = old
-	require.NoError(t, w.Close())
-	return <-done
 }
 
 // TestConnectedLogShowsNoSecrets: the line every binary logs once

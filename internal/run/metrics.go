@@ -2,24 +2,24 @@ package run
 
 import (
 	"context"
-	"flag"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetflow/jetflow/internal/obs"
 )
 
 // MetricsFlag registers --metrics-listen.
-func MetricsFlag(fs *flag.FlagSet) *string {
-	return fs.String("metrics-listen", Env("JETFLOW_METRICS_LISTEN", ""), "serve Prometheus /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9090 or :9090; empty: off (env JETFLOW_METRICS_LISTEN)")
+func MetricsFlag(fs *pflag.FlagSet) *string {
+	return fs.String("metrics-listen", "", "serve Prometheus /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9090 or :9090; empty: off")
 }
 
 // NameFlag registers --name.
-func NameFlag(fs *flag.FlagSet, what string) *string {
-	return fs.String("name", Env("JETFLOW_NAME", ""), "this "+what+"'s name in `jetflow "+what+"s`; default <host>-<pid> (env JETFLOW_NAME)")
+func NameFlag(fs *pflag.FlagSet, what string) *string {
+	return fs.String("name", "", "this "+what+"'s name in the list of jetflow "+what+"s; default <host>-<pid>")
 }
 
 // Exposure is a process's metrics listener; a nil Exposure (no

@@ -1,7 +1,6 @@
-// Package run holds what the binaries in cmd/ share (flag defaults from
-// the environment, logger setup, the connection, metrics) and the worker
-// command. It does not link nats-server: what may start an embedded server
-// is in package serve, so a worker binary stays small.
+// Package run holds what the commands share: connection flags, logger
+// setup, metrics and tracing, sizes and lists; the embedded server is
+// package serve's.
 package run
 
 import (

@@ -6,7 +6,6 @@ package serve
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -46,18 +45,7 @@ func Open(ctx context.Context, c run.Conn, cfg jetstream.Config, log zerolog.Log
 	cfg.Logger = log
 	cfg.Auth, cfg.InboxPrefix = c.Auth, c.InboxPrefix
 	if c.URL == "" {
-		sc, err := serverConfig(c.Listen)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		sc.StoreDir, sc.SyncAlways = c.StoreDir, c.SyncAlways
-		sc.ConfigFile, sc.Insecure = c.ServerConfig, c.Insecure
-		slog := log.With().Str("component", "nats-server").Logger()
-		sc.Logger = &slog
-		srv, err = embedded.Start(sc)
-		if errors.Is(err, embedded.ErrStoreLocked) {
-			return nil, nil, nil, fmt.Errorf("%w (a dispatcher started with `go run` keeps running when `go run` itself is sent SIGTERM or SIGKILL; see README \"Run it\")", err)
-		}
+		srv, err = StartServer(c, log)
 		if err != nil {
 			return nil, nil, nil, err
 		}

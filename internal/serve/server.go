@@ -1,50 +1,30 @@
 package serve
 
 import (
-	"context"
 	"errors"
-	"flag"
-	"os"
+	"fmt"
+
+	"github.com/rs/zerolog"
 
 	"github.com/jetflow/jetflow/embedded"
 	"github.com/jetflow/jetflow/internal/run"
 )
 
-// Server runs only an embedded NATS server with JetStream until ctx ends,
-// so benchmarks can measure the server and the dispatcher as separate
-// processes.
-func Server(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("server", flag.ContinueOnError)
-	var (
-		storeDir   = fs.String("store-dir", "jetflow-data", "JetStream store directory")
-		listen     = fs.String("listen", "127.0.0.1:4222", "client address")
-		syncAlways = fs.Bool("sync-always", false, "fsync every write before acknowledging it")
-		config     = fs.String("server-config", "", "NATS server config file (accounts, users, TLS)")
-		insecure   = fs.Bool("insecure", false, "allow listening beyond loopback without authentication")
-	)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	log, err := run.Logger(os.Stderr, "json", "warn", "server")
+// StartServer starts the embedded server c describes (StoreDir, Listen,
+// SyncAlways, ServerConfig, Insecure): the dispatcher's when it has no
+// URL, and `jetflow server`.
+func StartServer(c run.Conn, log zerolog.Logger) (*embedded.Server, error) {
+	sc, err := serverConfig(c.Listen)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	sc, err := serverConfig(*listen)
-	if err != nil {
-		return err
-	}
-	sc.StoreDir, sc.SyncAlways = *storeDir, *syncAlways
-	sc.ConfigFile, sc.Insecure = *config, *insecure
+	sc.StoreDir, sc.SyncAlways = c.StoreDir, c.SyncAlways
+	sc.ConfigFile, sc.Insecure = c.ServerConfig, c.Insecure
 	slog := log.With().Str("component", "nats-server").Logger()
 	sc.Logger = &slog
 	srv, err := embedded.Start(sc)
-	if err != nil {
-		return err
+	if errors.Is(err, embedded.ErrStoreLocked) {
+		return nil, fmt.Errorf("%w (a dispatcher started with `go run` keeps running when `go run` itself is sent SIGTERM or SIGKILL; see README \"Run it\")", err)
 	}
-	<-ctx.Done()
-	srv.Shutdown()
-	return nil
+	return srv, err
 }

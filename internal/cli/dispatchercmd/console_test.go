@@ -1,4 +1,4 @@
-package serve
+package dispatchercmd
 
 import (
 	"context"
@@ -27,7 +27,7 @@ func TestDispatcherServesTheConsole(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Dispatcher(ctx, []string{"--nats-url", e.URL, "--log-level", "error", "--repair-interval", "-1s", "--name", "ui-d", "--ui-listen", addr})
+		done <- Run(ctx, []string{"--nats-url", e.URL, "--log-level", "error", "--repair-interval", "-1s", "--name", "ui-d", "--ui-listen", addr})
 	}()
 	jftest.Eventually(t, 60*time.Second, func() bool {
 		resp, err := http.Get("http://" + addr + "/")

@@ -1,4 +1,4 @@
-package serve
+package dispatchercmd
 
 import (
 	"context"
@@ -10,23 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jetflow/jetflow/internal/jftest"
-	"github.com/jetflow/jetflow/internal/run"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/tasktoken"
 )
-
-func TestParseSize(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[string]int{"1024": 1024, "1MiB": 1 << 20, "512KiB": 512 << 10, " 2 MiB ": 2 << 20, "1GiB": 1 << 30} {
-		got, err := run.ParseSize(in)
-		require.NoError(t, err, in)
-		require.Equal(t, want, got, in)
-	}
-	for _, in := range []string{"", "lots", "1MB", "-1", "1.5MiB", "3GiB"} {
-		_, err := run.ParseSize(in)
-		require.Error(t, err, in)
-	}
-}
 
 // TestMaxPayloadIsValidatedAtStart: --max-payload and JETFLOW_MAX_PAYLOAD
 // set the limit the dispatcher provisions (workers and clients read it
@@ -43,7 +29,7 @@ func TestMaxPayloadIsValidatedAtStart(t *testing.T) {
 		dctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() {
-			done <- Dispatcher(dctx, append([]string{"--nats-url", e.URL, "--log-level", "error", "--repair-interval", "-1s"}, args...))
+			done <- Run(dctx, append([]string{"--nats-url", e.URL, "--log-level", "error", "--repair-interval", "-1s"}, args...))
 		}()
 		// Running: it pulls events (stopped while it starts, it would
 		// report the cancelled start).
@@ -72,14 +58,14 @@ func TestMaxPayloadIsValidatedAtStart(t *testing.T) {
 		// A dispatcher that accepted the value would run until this
 		// context ends, and return no error.
 		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		err := Dispatcher(sctx, []string{"--nats-url", e.URL, "--log-level", "error", "--max-payload", c.value})
+		err := Run(sctx, []string{"--nats-url", e.URL, "--log-level", "error", "--max-payload", c.value})
 		cancel()
 		require.ErrorContains(t, err, c.want, c.value)
 	}
 	// The embedded server too.
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	err := Dispatcher(sctx, []string{"--store-dir", t.TempDir(), "--listen", "", "--log-level", "error", "--max-payload", "9MiB"})
+	err := Run(sctx, []string{"--store-dir", t.TempDir(), "--listen", "", "--log-level", "error", "--max-payload", "9MiB"})
 	require.ErrorIs(t, err, jetstream.ErrMaxPayload)
 	require.ErrorContains(t, err, "(embedded) accepts (max_payload 8388608 bytes)")
 }
@@ -92,7 +78,7 @@ func TestTaskTokenKeyFileIsCheckedAtStart(t *testing.T) {
 	broken := filepath.Join(dir, "broken.keys")
 	require.NoError(t, os.WriteFile(broken, []byte("key tooshort\n"), 0o600))
 	for _, path := range []string{filepath.Join(dir, "missing.keys"), broken} {
-		err := Dispatcher(context.Background(), []string{"--nats-url", "nats://127.0.0.1:1", "--log-level", "error", "--task-token-key-file", path})
+		err := Run(context.Background(), []string{"--nats-url", "nats://127.0.0.1:1", "--log-level", "error", "--task-token-key-file", path})
 		require.ErrorContains(t, err, "--task-token-key-file")
 		require.ErrorIs(t, err, tasktoken.ErrKeyFile)
 	}
