@@ -23,6 +23,7 @@ type Backend interface {
 	Consumer
 	Housekeeping
 	FlowStore
+	ScheduleStore
 }
 
 // FlowStore holds the concurrency slot and rate-limit records
@@ -33,6 +34,31 @@ type FlowStore interface {
 	UpdateRate(ctx context.Context, key string, fn func(workflow.RateRecord) (workflow.RateRecord, bool)) error
 	GetSlot(ctx context.Context, key string) (workflow.SlotRecord, error)
 	SlotKeys(ctx context.Context) ([]string, error)
+}
+
+// ScheduleStore holds the state of schedules and debounce windows
+// (docs/schedules.md) and installs schedules on the server: every change
+// of a record is a compare-and-swap on its revision.
+type ScheduleStore interface {
+	// ScheduleState returns a schedule's state and its revision (0: none
+	// stored yet).
+	ScheduleState(ctx context.Context, workflowName, schedule string) (workflow.ScheduleState, uint64, error)
+	// PutScheduleState writes the state if its stored revision is still
+	// rev; a lost race matches workflow.ErrConflict.
+	PutScheduleState(ctx context.Context, workflowName, schedule string, st workflow.ScheduleState, rev uint64) (uint64, error)
+	// SyncSchedules makes the server hold exactly the schedules of def.
+	SyncSchedules(ctx context.Context, def *workflow.Definition) error
+	// DebounceWindow returns a key's open window (nil: none) and its
+	// revision.
+	DebounceWindow(ctx context.Context, workflowName, id string) (*workflow.DebounceState, uint64, error)
+	// PutDebounceWindow writes (nil: deletes) the window if its stored
+	// revision is still rev; a lost race matches workflow.ErrConflict.
+	PutDebounceWindow(ctx context.Context, workflowName, id string, st *workflow.DebounceState, rev uint64) error
+	// ArmDebounce (re)arms the window's timer to fire at due.
+	ArmDebounce(ctx context.Context, workflowName, id string, due time.Time) error
+	// TriggerMessage reads a stored trigger message by stream sequence:
+	// its payload and content type.
+	TriggerMessage(ctx context.Context, seq uint64) (data []byte, contentType string, err error)
 }
 
 // InstanceStore reads and writes instance records: every write is a
@@ -99,11 +125,12 @@ type Publisher interface {
 	NotifyDone(in *workflow.Instance)
 }
 
-// Consumer delivers the trigger and event messages and takes the ones
+// Consumer delivers the trigger, event and fire messages and takes the ones
 // the dispatcher rejects.
 type Consumer interface {
 	// ConsumeDispatcher delivers the messages of the dispatcher consumer
-	// on stream (jetstream.StreamTriggers or jetstream.StreamEvents),
+	// on stream (jetstream.StreamTriggers, jetstream.StreamEvents or
+	// jetstream.StreamSchedules),
 	// keeping at most buffer in flight.
 	ConsumeDispatcher(ctx context.Context, stream string, buffer int, handler func(jetstream.Delivery)) (*jetstream.Subscription, error)
 	// GuardTimerSubjects dead-letters messages on timer subjects that no

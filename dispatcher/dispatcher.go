@@ -244,6 +244,9 @@ type Dispatcher struct {
 	consuming atomic.Bool
 	// ran is set by the first call of Run.
 	ran atomic.Bool
+	// schedulesReady is set once the definitions stored at start are
+	// loaded: from then on a definition syncs its schedules on arrival.
+	schedulesReady atomic.Bool
 	// tracer is nil unless Config.Tracer is set; traceCtx is the
 	// context its spans start from.
 	tracer   trace.Tracer
@@ -363,6 +366,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		wg.Wait()
 		return err
 	}
+	// Definitions that arrive from now on sync their own schedules.
+	d.schedulesReady.Store(true)
+	for _, def := range d.defs.latestAll() {
+		d.syncSchedules(ctx, def)
+	}
 
 	var shardWG sync.WaitGroup
 	for _, s := range d.shards {
@@ -403,7 +411,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	for _, spec := range []struct {
 		stream string
 		fn     func(context.Context, jetstream.Delivery)
-	}{{jetstream.StreamTriggers, d.onTrigger}, {jetstream.StreamEvents, d.onEvent}} {
+	}{{jetstream.StreamTriggers, d.onTrigger}, {jetstream.StreamEvents, d.onEvent}, {jetstream.StreamSchedules, d.onFire}} {
 		sub, err := d.client.ConsumeDispatcher(ctx, spec.stream, d.cfg.Buffer, func(m jetstream.Delivery) { spec.fn(hardCtx, m) })
 		if err != nil {
 			stop()
@@ -540,6 +548,9 @@ func (d *Dispatcher) addDefinition(ctx context.Context, def *workflow.Definition
 		d.slots.Store(true)
 	}
 	d.log.Info().Str("workflow", def.Name).Int("version", def.Version).Msg("definition loaded")
+	if d.schedulesReady.Load() {
+		d.syncSchedules(ctx, def)
+	}
 	if def.Trigger != nil {
 		ctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
 		defer cancel()
@@ -768,10 +779,23 @@ func (d *Dispatcher) onTrigger(ctx context.Context, m jetstream.Delivery) {
 	digest := workflow.Digest(m.Data())
 	var items []*item
 	var problems []string
+	debounced := 0
 	for _, def := range defs {
 		key, err := eventKey(def, m, value)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("workflow %s: %v", def.Name, err))
+			continue
+		}
+		if deb, maxWait := def.Trigger.Debounces(); deb > 0 && !strings.HasPrefix(m.Subject(), "jetflow.start.") {
+			// The event joins its key's debounce window (schedules.go).
+			cctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
+			err := d.debounceEvent(cctx, def, key, m.StreamSeq(), deb, maxWait)
+			cancel()
+			if err != nil {
+				d.settle(ctx, "trigger", m, failure(err))
+				return
+			}
+			debounced++
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
@@ -800,6 +824,16 @@ func (d *Dispatcher) onTrigger(ctx context.Context, m jetstream.Delivery) {
 		items = append(items, &item{ev: ev, msg: m, input: input})
 	}
 	if len(items) == 0 {
+		if debounced > 0 {
+			if len(problems) > 0 {
+				cctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
+				_ = d.client.DeadLetter(cctx, "trigger", m, "dispatcher", strings.Join(problems, "; "))
+				cancel()
+				d.stats.deadLetters.WithLabelValues(reasonEventKey).Inc()
+			}
+			_ = m.Ack()
+			return
+		}
 		d.reject(ctx, "trigger", m, reasonEventKey, strings.Join(problems, "; "))
 		return
 	}
@@ -901,8 +935,11 @@ func (d *Dispatcher) latestFromStore(ctx context.Context, name string) *workflow
 // when the Content-Type header says so. Whatever it accepts decodes
 // later; whatever it rejects is dead-lettered with its error as reason.
 func payloadOf(m jetstream.Delivery, maxPayload int) ([]byte, error) {
-	data := m.Data()
-	if strings.EqualFold(m.Header(jetstream.HeaderContentType), "application/msgpack") {
+	return payloadOfData(m.Data(), m.Header(jetstream.HeaderContentType), maxPayload)
+}
+
+func payloadOfData(data []byte, contentType string, maxPayload int) ([]byte, error) {
+	if strings.EqualFold(contentType, "application/msgpack") {
 		j, err := jetstream.MsgpackToJSON(data)
 		if err != nil {
 			return nil, fmt.Errorf("payload (Content-Type application/msgpack): %v", err)

@@ -42,6 +42,11 @@ type faulty struct {
 	// redelivery: what a pass that failed after some of its effects
 	// leaves.
 	redeliverEvent func(m jetstream.Delivery) bool
+	// redeliverFire: the ack of the first delivery of a message on
+	// JETFLOW_SCHEDULES (a schedule's fire, or a debounce timer) becomes
+	// a NAK, so the fire comes back at once after its start was applied:
+	// a dispatcher that died before the ack.
+	redeliverFire func(m jetstream.Delivery) bool
 	// watchDefinitions, when set, replaces the definitions watch; inner
 	// is the real one.
 	watchDefinitions func(ctx context.Context, inner dispatcher.Backend, fn func(*workflow.Definition), ready func()) error
@@ -116,6 +121,9 @@ func (f *faulty) ConsumeDispatcher(ctx context.Context, stream string, buffer in
 			}
 			inner(m)
 		}
+	case stream == jetstream.StreamSchedules && f.redeliverFire != nil:
+		inner := handler
+		handler = func(m jetstream.Delivery) { inner(&ackRedeliverer{Delivery: m, redeliver: f.redeliverFire}) }
 	}
 	return f.Backend.ConsumeDispatcher(ctx, stream, buffer, handler)
 }
@@ -144,6 +152,20 @@ type ackDropper struct {
 func (m *ackDropper) Ack() error {
 	if m.drop(m.Delivery) {
 		return nil
+	}
+	return m.Delivery.Ack()
+}
+
+// ackRedeliverer is a fire whose first ack is a NAK (redelivered at
+// once) when redeliver says so.
+type ackRedeliverer struct {
+	jetstream.Delivery
+	redeliver func(jetstream.Delivery) bool
+}
+
+func (m *ackRedeliverer) Ack() error {
+	if m.Deliveries() == 1 && m.redeliver(m.Delivery) {
+		return m.Nak(0)
 	}
 	return m.Delivery.Ack()
 }

@@ -50,6 +50,8 @@ type Stats struct {
 	Signals           uint64 `json:"signals" metric:"jetflow_signals_applied_total"`
 	PullStalls        uint64 `json:"pull_stalls" metric:"jetflow_pull_stalls_total"`
 	LoopRestarts      uint64 `json:"loop_restarts" metric:"jetflow_loop_restarts_total"`
+	SchedulesStarted  uint64 `json:"schedules_started" metric:"jetflow_schedule_fires_total{outcome=started}"`
+	SchedulesSkipped  uint64 `json:"schedules_skipped" metric:"jetflow_schedule_fires_total{outcome=skipped}"`
 }
 
 // statField is one field of Stats: where it is, its key, and what it sums.
@@ -183,6 +185,7 @@ type metrics struct {
 	backlog                                           *backlogCollector
 	duplicateTriggers, staleEvents, duplicateChildren count
 	repairsApplied, repairsLost                       count
+	scheduleFires                                     *prometheus.CounterVec // outcome
 }
 
 // durationBuckets span a workflow's life: from milliseconds to a day.
@@ -230,6 +233,7 @@ func newMetrics(pullStalls func() uint64) *metrics {
 	m.repairsApplied = count{m.repairs.WithLabelValues(repairTask, "applied")}
 	m.repairsLost = count{m.repairs.WithLabelValues(repairTask, "lost")}
 	m.loopRestarts = vec("jetflow_loop_restarts_total", "Background loops of the dispatcher that failed and were restarted, by loop: definitions (the watch of the definitions bucket), repair (the repair loop), stats (the jetflow stats responder).", "loop")
+	m.scheduleFires = vec("jetflow_schedule_fires_total", "Fires of schedules by outcome: started (an instance), skipped (paused, overlap: skip, out of order), removed (the schedule was removed).", "outcome")
 	m.timersFired = f("jetflow_timers_fired_total", "Timer events that changed an instance.")
 	m.signals = f("jetflow_signals_applied_total", "Signals applied to an instance.")
 	m.slotOps = f("jetflow_slot_ops_total", "Concurrency slot acquires and releases carried out (docs/flow-control.md).")

@@ -67,3 +67,14 @@ func (r *registry) triggerSubjects() []string {
 	}
 	return out
 }
+
+// latestAll returns the latest definition of every workflow.
+func (r *registry) latestAll() []*workflow.Definition {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*workflow.Definition, 0, len(r.latest))
+	for _, def := range r.latest {
+		out = append(out, def)
+	}
+	return out
+}

@@ -189,6 +189,8 @@ type Client struct {
 	cache *lru
 	effs  effects // BucketEffects, bound on first use (effects.go)
 	flw   flow    // BucketFlow, bound on first use (flow.go)
+	// scheds is BucketSchedules, bound on first use (schedules.go).
+	scheds effects
 	// pullStalls counts pulls presumed lost and replaced (PullStalls).
 	pullStalls atomic.Uint64
 	reconnects *atomic.Uint64
@@ -438,7 +440,9 @@ func (c *Client) streamConfigs() []natsjs.StreamConfig {
 		{Bucket: BucketData, Description: "jetflow: write-once inputs and outputs", History: 1, Replicas: r, Storage: natsjs.FileStorage, MaxValueSize: int32(c.cfg.MaxPayload)},
 		effectsBucketConfig(r),
 		flowBucketConfig(r),
+		schedulesBucketConfig(r),
 	}
+	streams = append(streams, c.schedulesStreamConfig())
 	for _, bc := range buckets {
 		sc := bucketStream(bc)
 		if bc.Bucket == BucketInstances {
@@ -502,6 +506,9 @@ func (c *Client) provision(ctx context.Context) error {
 		if _, err := c.js.CreateOrUpdateConsumer(ctx, s, cc); err != nil {
 			return fmt.Errorf("provision consumer %s on %s: %w", ConsumerDispatcher, s, err)
 		}
+	}
+	if err := c.provisionSchedules(ctx); err != nil {
+		return err
 	}
 	guard := timerGuardConfig()
 	if cons, err := c.js.Consumer(ctx, StreamEvents, guard.Durable); err != nil || !sameConsumer(cons.CachedInfo().Config, guard) {

@@ -57,7 +57,7 @@ func (c *Client) Verify(ctx context.Context) error {
 				c.log.Warn().Str("stream", sc.Name).Msg("stream settings differ from this process's configuration; they stay as they are (run `jetflow provision` with admin credentials to change them)")
 			}
 		}
-		for _, s := range []string{StreamTriggers, StreamEvents} {
+		for _, s := range []string{StreamTriggers, StreamEvents, StreamSchedules} {
 			if _, err := c.lookupConsumer(ctx, s, ConsumerDispatcher, ProvisionCommand); err != nil {
 				return err
 			}

@@ -203,6 +203,8 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// read and remove tasks of task types no definition uses
 			// (the task guard).
 			[]string{msgDelete(tr), msgGet(jetstream.StreamTasks), msgDelete(jetstream.StreamTasks)},
+			// Read the last event of a debounce window (its input).
+			[]string{msgGet(tr)},
 			// Instance state: read, create, compare-and-swap; the repair
 			// loop watches it.
 			[]string{jetstream.BucketSubjects(inst), msgGet(kvInst)}, watch(inst),
@@ -220,6 +222,12 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// Its presence record (jetflow dispatchers), and the task
 			// queues it reads for jetflow_task_backlog.
 			bind(jetstream.BucketPresence), []string{announce(jetstream.PresenceDispatcher), consumerList(jetstream.StreamTasks)},
+			// Schedules (jetstream/schedules.go): install and remove
+			// them, read what is installed, consume their fires, and
+			// decide each fire on the schedule's state record.
+			[]string{streamInfo(jetstream.StreamSchedules), msgGet(jetstream.StreamSchedules), jetstream.ScheduleSubjects, jetstream.DLQSubject("schedule"),
+				consumerInfo(jetstream.StreamSchedules, d), consumerNext(jetstream.StreamSchedules, d), ack(jetstream.StreamSchedules, d)},
+			bind(jetstream.BucketSchedules), []string{jetstream.BucketSubjects(jetstream.BucketSchedules), msgGet(jetstream.BucketStream(jetstream.BucketSchedules))},
 			// Answers to `jetflow stats`, which operators ask. Not
 			// allow_responses: that would let whoever may send a stats
 			// request choose any reply subject, such as
@@ -272,6 +280,10 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// task queues (jetflow explain).
 			bind(jetstream.BucketPresence), watch(jetstream.BucketPresence),
 			[]string{streamInfo(jetstream.StreamTasks), msgGet(jetstream.StreamTasks), consumerList(jetstream.StreamTasks), consumerInfo(jetstream.StreamTasks, "*")},
+			// Schedules: list them (jetflow schedules), pause and resume
+			// them (their state records), trigger a run (a manual fire).
+			[]string{streamInfo(jetstream.StreamSchedules), msgGet(jetstream.StreamSchedules), jetstream.FireSubjects},
+			bind(jetstream.BucketSchedules), []string{jetstream.BucketSubjects(jetstream.BucketSchedules), msgGet(jetstream.BucketStream(jetstream.BucketSchedules))},
 			// Start, cancel, retry, signal (the payload first, under its key:
 			// <instance>.signal.<name>.<id>, workflow.SignalKey), stats.
 			[]string{jetstream.StartSubjects, jetstream.EventKindSubjects(workflow.EventCancel), jetstream.EventKindSubjects(workflow.EventSignal),

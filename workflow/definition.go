@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -73,6 +74,9 @@ type Definition struct {
 	// Concurrency bounds the running instances of this workflow per key
 	// value (flow.go). Default nil: no bound.
 	Concurrency *Concurrency `yaml:"concurrency,omitempty"`
+	// Schedules start instances at fire times (cron or interval), each
+	// fire time once. Default: none. See Schedule and docs/schedules.md.
+	Schedules []Schedule `yaml:"schedules,omitempty"`
 	// Steps of the workflow.
 	Steps []Step `yaml:"steps"`
 
@@ -100,6 +104,28 @@ type Trigger struct {
 	// (completed, failed or cancelled) and drops it while that run is still
 	// running. See ChooseRun for the exact rules.
 	OnDuplicate string `yaml:"on_duplicate,omitempty"`
+	// Debounce merges events of one event key: an event arriving less
+	// than Debounce after the one before it joins its window, and one
+	// instance starts when the window has been quiet for Debounce, with
+	// the window's last event as input. Default: none (every event key
+	// starts its instance at once). Must be positive when set.
+	Debounce *Duration `yaml:"debounce,omitempty"`
+	// MaxWait bounds a debounce window: it closes MaxWait after its first
+	// event even if events keep coming. Default: none. At least Debounce;
+	// only with Debounce.
+	MaxWait *Duration `yaml:"max_wait,omitempty"`
+}
+
+// Debounces reports the trigger's debounce window and bound (0, 0 when
+// it does not debounce).
+func (t *Trigger) Debounces() (debounce, maxWait time.Duration) {
+	if t == nil || t.Debounce == nil {
+		return 0, 0
+	}
+	if t.MaxWait != nil {
+		maxWait = t.MaxWait.D()
+	}
+	return t.Debounce.D(), maxWait
 }
 
 // Trigger duplicate policies (Trigger.OnDuplicate).
@@ -306,6 +332,9 @@ func (d *Definition) validate() error {
 	if d.Trigger != nil {
 		add(d.validateTrigger())
 	}
+	for _, err := range d.validateSchedules() {
+		add(err)
+	}
 	if len(d.Steps) == 0 {
 		add(d.errf("", "no steps"))
 		return joinErrs(errs)
@@ -373,6 +402,20 @@ func (d *Definition) validateTrigger() error {
 				return d.errf("", "trigger key %q has an empty path element", t.Key)
 			}
 		}
+	}
+	if t.Debounce != nil && *t.Debounce <= 0 {
+		return d.errf("", "trigger debounce must be positive, such as 5s, got %s", t.Debounce)
+	}
+	if t.MaxWait != nil {
+		switch {
+		case t.Debounce == nil:
+			return d.errf("", "trigger max_wait bounds a debounce window: set debounce too")
+		case *t.MaxWait < *t.Debounce:
+			return d.errf("", "trigger max_wait (%s) must be at least debounce (%s)", t.MaxWait, t.Debounce)
+		}
+	}
+	if t.Debounce != nil && t.OnDuplicate == DuplicateRerun {
+		return d.errf("", "trigger debounce and on_duplicate: rerun cannot be combined: a debounced key starts one instance per window already")
 	}
 	switch t.OnDuplicate {
 	case "", DuplicateIgnore, DuplicateRerun:

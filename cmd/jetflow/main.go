@@ -45,7 +45,7 @@ and the flag's name in upper case with dashes as underscores (--nats-url: JETFLO
 	root.AddCommand(
 		validateCmd(), registerCmd(g), definitionsCmd(g), publishCmd(g), startCmd(g),
 		instancesCmd(g), showCmd(g), waitCmd(g), cancelCmd(g), signalCmd(g), childrenCmd(g), statsCmd(g), dlqCmd(g), retryCmd(g), benchCmd(g),
-		workersCmd(g), dispatchersCmd(g), explainCmd(g), decodeCmd(), uiCmd(g),
+		workersCmd(g), dispatchersCmd(g), explainCmd(g), decodeCmd(), uiCmd(g), schedulesCmd(g), scheduleCmd(g),
 		provisionCmd(g), securityCmd(),
 	)
 	// The long-running commands have flags of their own, and none of the

@@ -107,6 +107,15 @@ func (e *Env) Restart() {
 	e.start()
 }
 
+// RestartAfter stops the server, keeps it down for downtime (the
+// scenario under test, such as schedules missing fire times), and starts
+// it again on the same store directory.
+func (e *Env) RestartAfter(downtime time.Duration) {
+	e.stop()
+	time.Sleep(downtime)
+	e.start()
+}
+
 // NewClient opens another connection to the same server (another
 // "process").
 func (e *Env) NewClient() *jetstream.Client {
