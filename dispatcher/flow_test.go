@@ -2,6 +2,7 @@ package dispatcher_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"sync"
@@ -666,4 +667,58 @@ func TestChildWorkflowLostNoticeIsReconciled(t *testing.T) {
 	p := e.WaitTerminal(parent, 30*time.Second)
 	require.Equal(t, workflow.StatusCompleted, p.Status, p.Error)
 	require.GreaterOrEqual(t, dropped.Load(), int64(1), "the notice was dropped")
+}
+
+// TestChildWorkflowWhoseStartIsLateIsCancelledWithItsParent: the parent is
+// cancelled while its child's start message is still on its way (here:
+// held back); the child is created cancelled, and its start, when it
+// comes, runs nothing.
+func TestChildWorkflowWhoseStartIsLateIsCancelledWithItsParent(t *testing.T) {
+	t.Parallel()
+	var (
+		mu   sync.Mutex
+		held []workflow.Child
+	)
+	hold := func(dec workflow.Decision) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		held = append(held, dec.Children...)
+		return len(dec.Children) > 0
+	}
+	// The repair loop is off: nothing else may publish the start.
+	e, g, _ := setupChildren(t, dispatcher.Config{RepairInterval: -1},
+		func(b dispatcher.Backend) dispatcher.Backend { return &faulty{Backend: b, dropPublish: hold} })
+	parent, child := startMom(t, e, "late", `{"n": 1}`)
+	jftest.Eventually(t, 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(held) == 1
+	}, "the child's start was never decided")
+	cancel(t, e, parent)
+	require.Equal(t, workflow.StatusCancelled, e.WaitTerminal(parent, 10*time.Second).Status)
+	c := e.WaitTerminal(child, 10*time.Second)
+	require.Equal(t, workflow.StatusCancelled, c.Status, "the child is created cancelled")
+	require.Contains(t, c.Error, "parent")
+
+	// The late start arrives: nothing runs.
+	mu.Lock()
+	late := held
+	mu.Unlock()
+	require.NoError(t, e.Client.PublishChildren(context.Background(), late))
+	jftest.Eventually(t, 20*time.Second, func() bool {
+		sts, _ := e.Client.CollectStats(context.Background(), 200*time.Millisecond)
+		for _, st := range sts {
+			var v struct {
+				Stats dispatcher.Stats `json:"stats"`
+			}
+			if json.Unmarshal(st, &v) == nil && v.Stats.DuplicateTriggers > 0 {
+				return true
+			}
+		}
+		return false
+	}, "the late start was not applied as a duplicate")
+	c = e.Instance(child)
+	require.Equal(t, workflow.StatusCancelled, c.Status)
+	require.Empty(t, c.Steps, "no step of the child ran")
+	require.Empty(t, g.started, "no task of the child ran")
 }

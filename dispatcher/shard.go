@@ -447,6 +447,16 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 			def, err = d.definition(ctx, res.inst.Workflow, res.inst.Version)
 		case ev.Kind == workflow.EventStart:
 			def, err = d.definition(ctx, ev.Workflow, ev.Version)
+		case ev.Kind == workflow.EventCancel && ev.Parent != nil && ev.Workflow != "":
+			// A parent cancels a child workflow whose start has not
+			// arrived: it is created cancelled (workflow.Apply).
+			if def = d.defs.latestOf(ev.Workflow); def == nil {
+				def = d.latestFromStore(ctx, ev.Workflow)
+			}
+			if def == nil {
+				res.outcomes[i] = outcome{reject: fmt.Sprintf("cancel of child %s of unknown workflow %s", ev.Instance, ev.Workflow), class: reasonUnknownWorkflow}
+				continue
+			}
 		default:
 			res.outcomes[i] = outcome{reject: fmt.Sprintf("%s event for unknown instance %s", ev.Kind, ev.Instance), class: reasonUnknownInstance}
 			continue

@@ -1,6 +1,9 @@
 package workflow
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Workflow steps (kind workflow) start one child instance and complete
 // with its output. They reuse the bulk step's machinery: the child's
@@ -74,8 +77,12 @@ func childCancels(def *Definition, inst *Instance) []OutEvent {
 			continue
 		}
 		child := ChildInstanceID(s.Workflow, inst.ID, s.Name, st.Attempt)
+		// The cancel names the child's workflow and parent, so a child
+		// whose start is still on its way is created cancelled (and its
+		// late start changes nothing).
 		out = append(out, OutEvent{
-			Event: Event{Kind: EventCancel, Instance: child, Reason: fmt.Sprintf("parent %s %s", inst.ID, inst.Status)},
+			Event: Event{Kind: EventCancel, Instance: child, Workflow: s.Workflow, Reason: fmt.Sprintf("parent %s %s", inst.ID, inst.Status),
+				Parent: &ParentRef{ID: inst.ID, Step: s.Name, Index: st.Attempt}},
 			MsgID: "cancel/" + child + "/parent",
 		})
 	}
@@ -90,4 +97,24 @@ func ChildOfStep(def *Definition, parent, step string, attempt int) string {
 		return ""
 	}
 	return ChildInstanceID(s.Workflow, parent, step, attempt)
+}
+
+// cancelledChild applies a parent's cancel to a child workflow that does
+// not exist yet (its start message is still on its way): the child is
+// created cancelled, so its start, when it comes, finds the instance and
+// changes nothing.
+func cancelledChild(def *Definition, ev Event, now time.Time, data Data) (Decision, error) {
+	p := *ev.Parent
+	inst := &Instance{
+		ID: ev.Instance, Workflow: def.Name, Version: def.Version,
+		EventKey: ChildEventKey(p.ID, p.Step, p.Index), InputRef: ChildInputKey(p.ID, p.Step, p.Index),
+		Status: StatusRunning, Created: now, Steps: map[string]*StepState{}, Parent: &p,
+	}
+	t := &transition{def: def, inst: inst, now: now, data: data, changed: true}
+	reason := ev.Reason
+	if reason == "" {
+		reason = "cancelled"
+	}
+	t.finish(StatusCancelled, "", reason+" before the child started")
+	return t.decision(nil)
 }

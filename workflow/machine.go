@@ -23,6 +23,9 @@ import (
 // expressions — is part of the decision.
 func Apply(def *Definition, inst *Instance, ev Event, now time.Time, data Data) (Decision, error) {
 	if inst == nil {
+		if ev.Kind == EventCancel && ev.Parent != nil && ev.Workflow == def.Name {
+			return cancelledChild(def, ev, now, data)
+		}
 		if ev.Kind != EventStart {
 			return Decision{Ignored: fmt.Sprintf("%s event for unknown instance %s", ev.Kind, ev.Instance)}, nil
 		}

@@ -126,3 +126,21 @@ steps:
 	require.Equal(t, []string{"after/4"}, taskSteps(dec.Tasks))
 	require.Empty(t, dec.Children)
 }
+
+// TestParentCancelCreatesALateChildCancelled: a parent's cancel that
+// reaches its child workflow before the child's start creates the child
+// cancelled; the start then changes nothing.
+func TestParentCancelCreatesALateChildCancelled(t *testing.T) {
+	t.Parallel()
+	h := setup(t, "name: kid\nversion: 1\nsteps:\n  - {name: do, kind: task, task: t}\n", map[string]any{})
+	parent := &workflow.ParentRef{ID: "mom-x", Step: "call", Index: 1}
+	h.id = workflow.ChildInstanceID("kid", parent.ID, parent.Step, parent.Index)
+	dec := h.apply(workflow.Event{Kind: workflow.EventCancel, Workflow: "kid", Parent: parent, Reason: "parent mom-x cancelled"})
+	require.True(t, dec.Changed)
+	require.Equal(t, workflow.StatusCancelled, h.inst.Status)
+	require.Contains(t, h.inst.Error, "before the child started")
+	require.Empty(t, dec.Tasks)
+	dec = h.apply(workflow.Event{Kind: workflow.EventStart, Workflow: "kid", Version: 1, Parent: parent})
+	require.False(t, dec.Changed, "the late start changes nothing")
+	require.False(t, h.apply(workflow.Event{Kind: workflow.EventCancel, Workflow: "other", Parent: parent}).Changed)
+}
