@@ -715,6 +715,12 @@ func (d *Dispatcher) onEvent(ctx context.Context, m jetstream.Delivery) {
 			d.reject(ctx, "event", m, reasonForged, err.Error())
 			return
 		}
+		if ev.OutputRef != "" && !workflow.OutputKeyOf(ev.OutputRef, ev.Instance, ev.Step, ev.Attempt, ev.Token) {
+			// Another writer may have put a value under a key it could
+			// guess; only the attempt's own (token-derived) key counts.
+			d.reject(ctx, "event", m, reasonForged, fmt.Sprintf("%v: output %s is not the key of attempt %d of step %s", tasktoken.ErrForged, ev.OutputRef, ev.Attempt, ev.Step))
+			return
+		}
 	}
 	if !d.enqueue(&item{ev: ev, msg: m, done: func(o outcome) { d.settle(ctx, "event", m, o) }}) {
 		_ = m.Nak(0)

@@ -241,3 +241,67 @@ func TestWithoutTaskTokensAnyResultIsAccepted(t *testing.T) {
 	require.Equal(t, workflow.StatusCompleted, e.WaitTerminal(id, 20*time.Second).Status)
 	close(h.gate(id))
 }
+
+// TestOutputsAreBoundToTaskTokens: with task tokens, an output written in
+// advance under the attempt's plain output key (anyone allowed to write
+// outputs can guess it) is never taken for the attempt's output: the
+// worker stores under the token-derived key, and a result, even with a
+// valid token, that names another key is dead-lettered as forged.
+func TestOutputsAreBoundToTaskTokens(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(heldDef)
+	k, err := tasktoken.NewKey()
+	require.NoError(t, err)
+	keys := tasktoken.KeySet{Keys: []tasktoken.Key{k}}
+	ring, err := tasktoken.Load(keyFile(t, keys))
+	require.NoError(t, err)
+	d, _ := e.Dispatcher(nil, dispatcher.Config{TaskTokens: ring, RepairInterval: -1})
+	h := &holder{}
+	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"hold": h.handle})
+	ctx := context.Background()
+
+	id := start(t, e.Client, "held", "output-victim")
+	h.waitStarted(t, id)
+	plain := workflow.OutputKey(id, "a", 1)
+	require.NoError(t, e.Client.PutDataEncoded(ctx, plain, []byte(`"forged"`), nil))
+	valid := keys.Sign(id, "a", 1, time.Now())
+	require.NoError(t, e.Client.PublishEvent(ctx, workflow.Event{
+		Kind: workflow.EventResult, Instance: id, Step: "a", Attempt: 1, Token: valid, OutputRef: plain,
+	}, "forged-output"))
+	forged := forgedDeadLetters(t, e.Client, 1)
+	require.Contains(t, forged[0].Reason, "is not the key of attempt 1")
+	require.Equal(t, workflow.StatusRunning, e.Instance(id).Status)
+
+	close(h.gate(id))
+	inst := e.WaitTerminal(id, 20*time.Second)
+	require.Equal(t, workflow.StatusCompleted, inst.Status)
+	require.Equal(t, workflow.TokenOutputKey(id, "a", 1, valid), inst.OutputRef)
+	out, err := e.Client.LoadData(ctx, inst.OutputRef)
+	require.NoError(t, err)
+	require.Equal(t, "ran "+id, out, "the output written in advance was not taken")
+	require.Equal(t, float64(1), deadLettersByReason(t, d, "forged_result"))
+}
+
+// TestOutputKeyOf: which output keys a result may name.
+func TestOutputKeyOf(t *testing.T) {
+	t.Parallel()
+	tok := "k1.abc"
+	own := workflow.TokenOutputKey("i", "s", 3, tok)
+	earlier := workflow.TokenOutputKey("i", "s", 2, "k1.other")
+	for _, tc := range []struct {
+		name string
+		ref  string
+		want bool
+	}{
+		{"its own", own, true},
+		{"an earlier attempt's (once)", earlier, true},
+		{"plain key", workflow.OutputKey("i", "s", 3), false},
+		{"a later attempt's", workflow.TokenOutputKey("i", "s", 4, tok), false},
+		{"another step's", workflow.TokenOutputKey("i", "t", 2, tok), false},
+		{"another instance's", workflow.TokenOutputKey("j", "s", 2, tok), false},
+		{"bad tag", workflow.OutputKey("i", "s", 2) + ".xyz", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, workflow.OutputKeyOf(tc.ref, "i", "s", 3, tok)) })
+	}
+}

@@ -250,8 +250,9 @@ func For(role Role, scope Scope) (Permissions, error) {
 		}
 		p.Publish = concat(p.Publish,
 			// Read inputs; write outputs, under their keys only
-			// (<instance>.<step>.<attempt>.out, workflow.OutputKey).
-			[]string{msgGet(kvData), "$KV." + data + ".*.*.*.out"},
+			// (<instance>.<step>.<attempt>.out, workflow.OutputKey, and
+			// with task tokens .out.<tag>, workflow.TokenOutputKey).
+			[]string{msgGet(kvData), "$KV." + data + ".*.*.*.out", "$KV." + data + ".*.*.*.out.*"},
 			// Claims and outcomes of steps marked once.
 			[]string{jetstream.BucketSubjects(effs), msgGet(kvEffs)},
 			// Results, on the result subjects only, and dead letters.

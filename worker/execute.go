@@ -78,7 +78,7 @@ func (w *Worker) execute(ctx context.Context, h Handler, m *jetstream.Msg) {
 		if err != nil {
 			herr = err
 		} else {
-			outRef = workflow.OutputKey(t.Instance, t.Step, t.Attempt)
+			outRef = workflow.TokenOutputKey(t.Instance, t.Step, t.Attempt, t.Token)
 			err := w.retryIO(ctx, log, "store output", func(ctx context.Context) error {
 				return w.client.PutDataEncoded(ctx, outRef, b, nil)
 			})

@@ -83,7 +83,7 @@ func (w *Worker) executeOnce(ctx context.Context, h Handler, m *jetstream.Msg, t
 	if herr == nil && out != nil {
 		b, err := encodeOutput(out)
 		if err == nil {
-			outRef = workflow.OutputKey(t.Instance, t.Step, t.Attempt)
+			outRef = workflow.TokenOutputKey(t.Instance, t.Step, t.Attempt, t.Token)
 			err = w.retryIO(ctx, log, "store output", func(ctx context.Context) error {
 				return w.client.PutDataEncoded(ctx, outRef, b, nil)
 			})

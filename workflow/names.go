@@ -3,6 +3,7 @@ package workflow
 import (
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -100,6 +101,40 @@ func StepRetryInputKey(instance, step string, attempt int) string {
 // OutputKey is the key of a step attempt's output.
 func OutputKey(instance, step string, attempt int) string {
 	return instance + "." + step + "." + strconv.Itoa(attempt) + ".out"
+}
+
+// TokenOutputKey is the key of a step attempt's output when tasks carry
+// task tokens: OutputKey with a tag derived from the attempt's token, so
+// only the worker that received the attempt knows the key. Another NATS
+// user allowed to write outputs cannot write this attempt's output before
+// it (the first write of a key stands), and the dispatcher accepts a
+// result only with its attempt's key (OutputKeyOf).
+func TokenOutputKey(instance, step string, attempt int, token string) string {
+	if token == "" {
+		return OutputKey(instance, step, attempt)
+	}
+	sum := sha256.Sum256([]byte("jetflow output key v1\x00" + token))
+	return OutputKey(instance, step, attempt) + "." + hex.EncodeToString(sum[:8])
+}
+
+// OutputKeyOf reports whether ref may be the output of a result of
+// (instance, step, attempt) with token: the attempt's TokenOutputKey, or,
+// for a step marked once that reports the outcome an earlier attempt
+// recorded, the tagged output key of an earlier attempt of the step.
+func OutputKeyOf(ref, instance, step string, attempt int, token string) bool {
+	if ref == TokenOutputKey(instance, step, attempt, token) {
+		return true
+	}
+	rest, ok := strings.CutPrefix(ref, instance+"."+step+".")
+	if !ok {
+		return false
+	}
+	n, tail, ok := strings.Cut(rest, ".")
+	if !ok || !strings.HasPrefix(tail, "out.") || len(tail) != len("out.")+16 {
+		return false
+	}
+	a, err := strconv.Atoi(n)
+	return err == nil && a >= 1 && a < attempt
 }
 
 // ChildInputKey is the key of the input of a bulk step's child at index.
