@@ -66,7 +66,9 @@ func (d *Dispatcher) runGates(ctx context.Context, ops []workflow.GateOp) error 
 				return fmt.Errorf("rate limit %s for %s: %w", op.Key, op.Holder, err)
 			}
 			if granted {
-				events = append(events, workflow.GrantEvent(workflow.GateRate, op.Holder, false, now))
+				// gateAt: the holder's start in the record (a start granted
+				// again keeps its first time), recorded as the attempt's start.
+				events = append(events, workflow.GrantEvent(workflow.GateRate, op.Holder, false, gateAt))
 			} else {
 				ev := workflow.GrantEvent(workflow.GateRate, op.Holder, true, gateAt)
 				ev.MsgID += fmt.Sprintf("/%d", now.UnixNano()) // each denial is news

@@ -356,9 +356,11 @@ type RateStart struct {
 
 // Take takes a start for h at now if fewer than limit started within
 // (now-per, now]. Idempotent: a holder whose start is within the window
-// is granted again without a new start. When denied, gateAt is when the
-// oldest start leaves the window.
-func (r RateRecord) Take(h Holder, limit int, per time.Duration, now time.Time) (out RateRecord, granted, changed bool, gateAt time.Time) {
+// is granted again without a new start. When granted, at is the time of
+// h's start (now, or the earlier start that is granted again): the
+// attempt's recorded start, on which the limit is kept. When denied, at
+// is when the oldest start leaves the window.
+func (r RateRecord) Take(h Holder, limit int, per time.Duration, now time.Time) (out RateRecord, granted, changed bool, at time.Time) {
 	cut := now.Add(-per)
 	for _, s := range r.Starts {
 		if s.At.After(cut) {
@@ -369,14 +371,14 @@ func (r RateRecord) Take(h Holder, limit int, per time.Duration, now time.Time) 
 	}
 	for _, s := range out.Starts {
 		if s.Holder == h {
-			return out, true, changed, time.Time{}
+			return out, true, changed, s.At
 		}
 	}
 	if len(out.Starts) >= limit {
 		return out, false, changed, out.Starts[len(out.Starts)-limit].At.Add(per)
 	}
 	out.Starts = append(out.Starts, RateStart{Holder: h, At: now})
-	return out, true, true, time.Time{}
+	return out, true, true, now
 }
 
 // holding lists the holders an instance state holds or waits for, by

@@ -178,6 +178,11 @@ func TestRateRecordNeverExceedsLimit(t *testing.T) {
 				took := len(next.Starts) > 0 && next.Starts[len(next.Starts)-1].Holder == h && next.Starts[len(next.Starts)-1].At.Equal(now)
 				if took && !containsStart(rec, h, now, per) {
 					starts = append(starts, now)
+					// Granted again later in the window: the first start's
+					// time, not the time of asking.
+					_, g3, _, at3 := next.Take(h, limit, per, now.Add(per/2))
+					require.True(t, g3)
+					require.True(t, at3.Equal(now), "seed %d: a start granted again reports its first time", seed)
 				}
 			} else {
 				require.True(t, retry.After(now), "seed %d: retry after now", seed)
