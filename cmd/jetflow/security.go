@@ -13,7 +13,6 @@ import (
 
 	"github.com/jetflow/jetflow/internal/cli"
 	"github.com/jetflow/jetflow/internal/run"
-	"github.com/jetflow/jetflow/internal/serve"
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/security"
 	"github.com/jetflow/jetflow/tasktoken"
@@ -56,7 +55,7 @@ definitions with new trigger subjects or task types.`,
 				jetstream.StreamTriggers, jetstream.StreamEvents, jetstream.StreamTasks, jetstream.StreamDLQ,
 				jetstream.BucketDefinitions, jetstream.BucketInstances, jetstream.BucketData, jetstream.BucketEffects)
 			if defsDir != "" {
-				if err := serve.RegisterDir(ctx, c, defsDir); err != nil {
+				if err := run.RegisterDir(ctx, c, defsDir); err != nil {
 					return err
 				}
 			}

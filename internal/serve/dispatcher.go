@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime/pprof"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -22,7 +20,6 @@ import (
 	"github.com/jetflow/jetflow/tasks"
 	"github.com/jetflow/jetflow/tasktoken"
 	"github.com/jetflow/jetflow/worker"
-	"github.com/jetflow/jetflow/workflow"
 )
 
 // DispatcherOptions configure a dispatcher process (the flags of the
@@ -136,7 +133,7 @@ func RunDispatcher(ctx context.Context, o DispatcherOptions) error {
 		}
 	}
 	if o.DefsDir != "" {
-		if err := RegisterDir(ctx, client, o.DefsDir); err != nil {
+		if err := run.RegisterDir(ctx, client, o.DefsDir); err != nil {
 			return err
 		}
 	}
@@ -171,39 +168,6 @@ func RunDispatcher(ctx context.Context, o DispatcherOptions) error {
 	}
 	metrics.SetReady(checks...)
 	return g.Wait()
-}
-
-// RegisterDir validates and stores every *.yaml, *.yml and *.json definition
-// in dir, and makes the trigger stream capture their trigger subjects.
-func RegisterDir(ctx context.Context, client *jetstream.Client, dir string) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("definitions: %w", err)
-	}
-	for _, e := range entries {
-		ext := strings.ToLower(filepath.Ext(e.Name()))
-		if e.IsDir() || (ext != ".yaml" && ext != ".yml" && ext != ".json") {
-			continue
-		}
-		path := filepath.Join(dir, e.Name())
-		src, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		def, err := workflow.Parse(path, src)
-		if err != nil {
-			return err
-		}
-		if err := client.PutDefinition(ctx, def, src); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		if def.Trigger != nil {
-			if err := client.EnsureTriggerSubjects(ctx, def.Trigger.Subject); err != nil {
-				return fmt.Errorf("%s: %w", path, err)
-			}
-		}
-	}
-	return nil
 }
 
 // loadTaskTokens reads the task token key file (nil when path is empty)
