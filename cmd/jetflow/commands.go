@@ -60,6 +60,19 @@ func (g *globals) client(ctx context.Context) (*jetstream.Client, error) {
 	return c, nil
 }
 
+// withClient makes a command's RunE that opens a bound client for fn and
+// closes it when fn returns.
+func (g *globals) withClient(fn func(cmd *cobra.Command, c *jetstream.Client, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c, err := g.client(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return fn(cmd, c, args)
+	}
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -104,13 +117,8 @@ func registerCmd(g *globals) *cobra.Command {
 		Use:   "register FILE...",
 		Short: "Validate and store workflow definitions",
 		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: g.withClient(func(cmd *cobra.Command, c *jetstream.Client, args []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			var registered []*workflow.Definition
 			defer func() { warnMissingChildren(cmd, c, registered) }()
 			for _, p := range args {
@@ -134,7 +142,7 @@ func registerCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "registered %s version %d: %s\n", def.Name, def.Version, trig)
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -171,13 +179,8 @@ func definitionsCmd(g *globals) *cobra.Command {
 		Aliases: []string{"defs"},
 		Short:   "List registered definitions",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: g.withClient(func(cmd *cobra.Command, c *jetstream.Client, _ []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			defs, err := c.Definitions(ctx)
 			if err != nil {
 				return err
@@ -214,7 +217,7 @@ func definitionsCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", d.Name, d.Version, len(d.Steps), trig)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 }
 
@@ -444,13 +447,8 @@ func instancesCmd(g *globals) *cobra.Command {
 		Use:   "instances",
 		Short: "List instances, newest first, a page at a time (--limit, --after)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: g.withClient(func(cmd *cobra.Command, c *jetstream.Client, _ []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			ids, err := c.ListInstanceIDs(ctx)
 			if err != nil {
 				return err
@@ -501,7 +499,7 @@ func instancesCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(cmd.ErrOrStderr(), "more instances: next page with --after %s\n", next)
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().StringVar(&status, "status", "", "only this status (running, completed, failed, cancelled)")
 	cmd.Flags().StringVar(&wf, "workflow", "", "only this workflow")
@@ -547,19 +545,14 @@ func showCmd(g *globals) *cobra.Command {
 		Use:   "show INSTANCE",
 		Short: "Show an instance: state, steps, attempts, errors, timings, output",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: g.withClient(func(cmd *cobra.Command, c *jetstream.Client, args []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			inst, _, err := c.GetInstance(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			return showInstance(ctx, cmd.OutOrStdout(), c, inst, g.json)
-		},
+		}),
 	}
 }
 
@@ -569,19 +562,14 @@ func waitCmd(g *globals) *cobra.Command {
 		Use:   "wait INSTANCE",
 		Short: "Wait for an instance to finish, then show it",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: g.withClient(func(cmd *cobra.Command, c *jetstream.Client, args []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			inst, err := waitFor(ctx, c, args[0], timeout, nil)
 			if err != nil {
 				return err
 			}
 			return showInstance(ctx, cmd.OutOrStdout(), c, inst, g.json)
-		},
+		}),
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait")
 	return cmd
@@ -771,13 +759,8 @@ func childrenCmd(g *globals) *cobra.Command {
 		Use:   "children PARENT STEP",
 		Short: "List the children of a bulk step, page by page, with their status and output",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: g.withClient(func(cmd *cobra.Command, c *jetstream.Client, args []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			parent, _, err := c.GetInstance(ctx, args[0])
 			if err != nil {
 				return err
@@ -830,7 +813,7 @@ func childrenCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Index, r.ID, r.Status, compactRaw(r.Output), r.Error)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	cmd.Flags().IntVar(&page, "page", 0, "page number, from 0")
 	cmd.Flags().IntVar(&size, "size", 50, "children per page")
@@ -842,13 +825,8 @@ func statsCmd(g *globals) *cobra.Command {
 		Use:   "stats",
 		Short: "Show every running dispatcher's counters (duplicates dropped, repairs, conflicts, ...)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: g.withClient(func(cmd *cobra.Command, c *jetstream.Client, _ []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			answers, err := c.CollectStats(ctx, time.Second)
 			if err != nil {
 				return err
@@ -883,7 +861,7 @@ func statsCmd(g *globals) *cobra.Command {
 				}
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 }
 
@@ -926,13 +904,8 @@ func dlqCmd(g *globals) *cobra.Command {
 		Use:   "dlq",
 		Short: "List dead-lettered messages with their reasons",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: g.withClient(func(cmd *cobra.Command, c *jetstream.Client, _ []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			dls, err := c.DeadLetters(ctx, limit)
 			if err != nil {
 				return err
@@ -958,7 +931,7 @@ func dlqCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Seq, d.Time.Local().Format(time.DateTime), d.Component, d.SourceSubject, size, replayed, d.Reason)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	cmd.Flags().IntVar(&limit, "limit", 100, "most messages to show")
 	cmd.AddCommand(dlqReplayCmd(g), dlqPurgeCmd(g))

@@ -28,13 +28,8 @@ it), a signal, a bulk step's children, a retry and the error before it;
 with the last error and when the repair loop may next act. It never
 writes. The repair settings are the dispatchers' defaults unless given.`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: g.withClient(func(cmd *cobra.Command, c *jetstream.Client, args []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			x, err := explain(ctx, c, args[0], policy, children, cmd.ErrOrStderr())
 			if err != nil {
 				return err
@@ -44,7 +39,7 @@ writes. The repair settings are the dispatchers' defaults unless given.`,
 			}
 			printExplanation(cmd.OutOrStdout(), x)
 			return nil
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.DurationVar(&policy.StaleTask, "stale-task", 10*time.Minute, "the dispatchers' --stale-task")

@@ -16,13 +16,8 @@ func workersCmd(g *globals) *cobra.Command {
 		Use:   "workers",
 		Short: "List the workers connected now: task types, concurrency, busy slots, tasks done, last seen",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: g.withClient(func(cmd *cobra.Command, c *jetstream.Client, _ []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			ws, err := c.Present(ctx, jetstream.PresenceWorker)
 			if err != nil {
 				return err
@@ -42,7 +37,7 @@ func workersCmd(g *globals) *cobra.Command {
 					w.Concurrency, w.Busy, w.TasksDone, ago(now, w.LastSeen))
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 }
 
@@ -51,13 +46,8 @@ func dispatchersCmd(g *globals) *cobra.Command {
 		Use:   "dispatchers",
 		Short: "List the dispatchers connected now: shards, consuming, instances started and finished, last seen",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: g.withClient(func(cmd *cobra.Command, c *jetstream.Client, _ []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			ds, err := c.Present(ctx, jetstream.PresenceDispatcher)
 			if err != nil {
 				return err
@@ -77,7 +67,7 @@ func dispatchersCmd(g *globals) *cobra.Command {
 					d.InstancesStarted, d.InstancesFinished, now.Sub(d.Started).Round(time.Second), ago(now, d.LastSeen))
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 }
 

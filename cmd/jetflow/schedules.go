@@ -67,13 +67,8 @@ func schedulesCmd(g *globals) *cobra.Command {
 		Use:   "schedules",
 		Short: "List the schedules of the latest definitions with their next fire times",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: g.withClient(func(cmd *cobra.Command, c *jetstream.Client, _ []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			rows, err := scheduleRows(ctx, c, wf, time.Now())
 			if err != nil {
 				return err
@@ -82,7 +77,7 @@ func schedulesCmd(g *globals) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), rows)
 			}
 			return printSchedules(cmd.OutOrStdout(), rows)
-		},
+		}),
 	}
 	cmd.Flags().StringVar(&wf, "workflow", "", "only this workflow")
 	return cmd
@@ -176,13 +171,8 @@ func scheduleCmd(g *globals) *cobra.Command {
 			Use:   use + " WORKFLOW SCHEDULE",
 			Short: short,
 			Args:  cobra.ExactArgs(2),
-			RunE: func(cmd *cobra.Command, args []string) error {
+			RunE: g.withClient(func(cmd *cobra.Command, c *jetstream.Client, args []string) error {
 				ctx := cmd.Context()
-				c, err := g.client(ctx)
-				if err != nil {
-					return err
-				}
-				defer c.Close()
 				defs, err := c.Definitions(ctx)
 				if err != nil {
 					return err
@@ -207,7 +197,7 @@ func scheduleCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), msg)
 				return nil
-			},
+			}),
 		}
 	}
 	cmd.AddCommand(

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jetflow/jetflow/console"
 	"github.com/jetflow/jetflow/internal/run"
+	"github.com/jetflow/jetflow/jetstream"
 )
 
 // uiCmd serves the web console (package console) with the CLI's
@@ -28,13 +29,8 @@ command's NATS credentials: cancel, signal, retry and replay are offered only
 when the server says these credentials may publish them, and never with
 --read-only. See docs/console.md.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: g.withClient(func(cmd *cobra.Command, c *jetstream.Client, _ []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			log, err := run.Logger(os.Stderr, "console", "info", "console")
 			if err != nil {
 				return err
@@ -47,7 +43,7 @@ when the server says these credentials may publish them, and never with
 			return console.Serve(ctx, listen, allowRemote, cs.Handler(), log, func(a net.Addr) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "jetflow console on http://%s\n", a)
 			})
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", envOr("JETFLOW_UI_LISTEN", console.DefaultListen), "address to serve the console on (env JETFLOW_UI_LISTEN)")
