@@ -128,16 +128,7 @@ func keyFile(t *testing.T, s tasktoken.KeySet) string {
 // the worker's real result, which echoes the token, completes the step.
 func TestForgedResultsChangeNothing(t *testing.T) {
 	t.Parallel()
-	e := jftest.Start(t, jetstream.Config{})
-	e.Register(heldDef)
-	k, err := tasktoken.NewKey()
-	require.NoError(t, err)
-	keys := tasktoken.KeySet{Keys: []tasktoken.Key{k}}
-	ring, err := tasktoken.Load(keyFile(t, keys))
-	require.NoError(t, err)
-	d, _ := e.Dispatcher(nil, dispatcher.Config{TaskTokens: ring, RepairInterval: -1})
-	h := &holder{}
-	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"hold": h.handle})
+	e, keys, d, h := tokenSetup(t)
 	ctx := context.Background()
 
 	id := start(t, e.Client, "held", "victim")
@@ -249,16 +240,7 @@ func TestWithoutTaskTokensAnyResultIsAccepted(t *testing.T) {
 // valid token, that names another key is dead-lettered as forged.
 func TestOutputsAreBoundToTaskTokens(t *testing.T) {
 	t.Parallel()
-	e := jftest.Start(t, jetstream.Config{})
-	e.Register(heldDef)
-	k, err := tasktoken.NewKey()
-	require.NoError(t, err)
-	keys := tasktoken.KeySet{Keys: []tasktoken.Key{k}}
-	ring, err := tasktoken.Load(keyFile(t, keys))
-	require.NoError(t, err)
-	d, _ := e.Dispatcher(nil, dispatcher.Config{TaskTokens: ring, RepairInterval: -1})
-	h := &holder{}
-	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"hold": h.handle})
+	e, keys, d, h := tokenSetup(t)
 	ctx := context.Background()
 
 	id := start(t, e.Client, "held", "output-victim")
@@ -304,4 +286,21 @@ func TestOutputKeyOf(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, workflow.OutputKeyOf(tc.ref, "i", "s", 3, tok)) })
 	}
+}
+
+// tokenSetup starts a server with heldDef, a dispatcher signing tasks
+// with one key, and a worker whose hold tasks wait for the test.
+func tokenSetup(t *testing.T) (*jftest.Env, tasktoken.KeySet, *dispatcher.Dispatcher, *holder) {
+	t.Helper()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(heldDef)
+	k, err := tasktoken.NewKey()
+	require.NoError(t, err)
+	keys := tasktoken.KeySet{Keys: []tasktoken.Key{k}}
+	ring, err := tasktoken.Load(keyFile(t, keys))
+	require.NoError(t, err)
+	d, _ := e.Dispatcher(nil, dispatcher.Config{TaskTokens: ring, RepairInterval: -1})
+	h := &holder{}
+	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"hold": h.handle})
+	return e, keys, d, h
 }
