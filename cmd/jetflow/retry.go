@@ -3,7 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -128,36 +128,23 @@ func retryable(def *workflow.Definition, inst *workflow.Instance, from string) (
 }
 
 // selectInstances lists the instances of workflow wf in status that ended
-// within since (0: any), oldest first.
+// (or last changed) within since (0: any), oldest first.
 func selectInstances(cmd *cobra.Command, c *jetstream.Client, wf, status string, since time.Duration) ([]*workflow.Instance, error) {
-	ctx := cmd.Context()
-	ids, err := c.ListInstanceIDs(ctx)
+	all, err := c.Instances(cmd.Context(), jetstream.InstanceFilter{Workflow: wf, Status: workflow.Status(status)})
 	if err != nil {
 		return nil, err
 	}
-	cutoff := time.Time{}
-	if since > 0 {
-		cutoff = time.Now().Add(-since)
-	}
 	var out []*workflow.Instance
-	for _, id := range ids {
-		inst, _, err := c.GetInstance(ctx, id)
-		if err != nil {
-			return nil, fmt.Errorf("instance %s: %w", id, err)
-		}
-		if inst.Workflow != wf || string(inst.Status) != status {
-			continue
-		}
+	for _, inst := range all {
 		when := inst.Ended
 		if when.IsZero() {
 			when = inst.Updated
 		}
-		if !cutoff.IsZero() && when.Before(cutoff) {
-			continue
+		if since <= 0 || time.Since(when) <= since {
+			out = append(out, inst)
 		}
-		out = append(out, inst)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	slices.Reverse(out) // Instances is newest first
 	return out, nil
 }
 
