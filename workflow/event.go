@@ -24,8 +24,9 @@ const (
 	// fails (and is retried under the step's policy) unless it already
 	// finished, in which case the repair changes nothing.
 	EventRepair EventKind = "repair"
-	// EventGrant: the outcome of a gate (a concurrency slot or a rate
-	// limit start) the instance or one of its attempts waits for.
+	// EventGrant: the outcome of a gate (a concurrency slot, a rate
+	// limit start, or the end of a pause) the instance or one of its
+	// attempts waits for.
 	EventGrant EventKind = "grant"
 	// EventRetry: an operator continues a failed or cancelled instance
 	// (jetflow retry) from its failed step, or from Step when set.
@@ -99,6 +100,14 @@ type Event struct {
 	Gate   string    `msgpack:"g,omitempty"`
 	Denied bool      `msgpack:"den,omitempty"`
 	GateAt time.Time `msgpack:"gat,omitempty"`
+
+	// Paused is not part of the message: the dispatcher sets it, when it
+	// applies the event, to whether the instance's workflow is paused
+	// (jetflow pause) as its watch of the pause records says. An attempt
+	// that would start while it is set waits at GatePaused instead. It is
+	// an input of Apply like now: a replay that sets it as recorded
+	// decides the same.
+	Paused bool `msgpack:"-" json:"-"`
 }
 
 // Decision is the outcome of applying an event: the new instance and what

@@ -43,6 +43,9 @@ type ExplainFacts struct {
 	// Child holds, by workflow step, the stored state of the step's
 	// child (Status empty: it does not exist).
 	Child map[string]ChildFacts
+	// PausedKnown is set when the instance's pause record was read;
+	// Paused then says whether its workflow is paused (jetflow pause).
+	PausedKnown, Paused bool
 }
 
 // TaskFacts is the state of one task type's queue (see
@@ -119,6 +122,7 @@ const (
 	WaitSlot     = "slot"     // a concurrency slot (the instance's or an attempt's)
 	WaitRate     = "rate"     // a rate-limit start for an attempt
 	WaitChild    = "child"    // a workflow step's child instance
+	WaitPaused   = "paused"   // an attempt held while its workflow is paused
 )
 
 // Wait is what one open step waits for.
@@ -345,6 +349,14 @@ func explainTask(s *Step, st *StepState, inst *Instance, f ExplainFacts, w Wait)
 func explainGate(s *Step, st *StepState, inst *Instance, f ExplainFacts, w Wait) Wait {
 	w.TaskType, w.Attempt, w.Since = s.Task, st.Attempt, st.GateSince
 	w.MaxAttempts = s.Retry.withDefaults().MaxAttempts
+	if st.Gate == GatePaused {
+		w.For = WaitPaused
+		w.Detail = fmt.Sprintf("attempt %d waits because workflow %s is paused: its %s task is published when the workflow is resumed (jetflow resume %s)", st.Attempt, inst.Workflow, s.Task, inst.Workflow)
+		if f.PausedKnown && !f.Paused {
+			w.Detail += "; the workflow is not paused any more: its release is on its way (the repair loops send it again while it waits)"
+		}
+		return w
+	}
 	if st.Gate == GateSlot {
 		slotWait(&w, st.Slot, Holder{Instance: inst.ID, Step: s.Name, Attempt: st.Attempt}, s.Concurrency.Limit, f,
 			fmt.Sprintf("attempt %d waits for a concurrency slot of step %s (at most %d attempts at once per key value) before its %s task is published", st.Attempt, s.Name, s.Concurrency.Limit, s.Task))
@@ -524,6 +536,8 @@ func summary(inst *Instance, x Explanation) string {
 			}
 		case WaitRate:
 			whats = append(whats, fmt.Sprintf("step %s waits for its rate limit", w.Step))
+		case WaitPaused:
+			whats = append(whats, fmt.Sprintf("step %s waits because workflow %s is paused", w.Step, inst.Workflow))
 		case WaitChild:
 			whats = append(whats, fmt.Sprintf("step %s waits for its child workflow", w.Step))
 		}

@@ -79,6 +79,9 @@ const (
 const (
 	GateSlot = "slot" // waits for a concurrency slot
 	GateRate = "rate" // waits for a rate-limit start
+	// GatePaused: an attempt that was to start while its workflow was
+	// paused (jetflow pause) waits for the resume; pause.go.
+	GatePaused = "paused"
 )
 
 func (d *Definition) validateConcurrency(step string, c *Concurrency, workflowLevel bool) error {
@@ -604,6 +607,18 @@ func (t *transition) grant(ev Event) {
 		t.setTimer(rateTimer(s.Name, st.Attempt), ev.GateAt)
 	case ev.Denied:
 		t.ignored = "denied slot for a step (steps always queue)"
+	case ev.Gate == GatePaused:
+		t.releasePaused(s, st)
+	case t.paused:
+		// Granted while the workflow is paused: the attempt keeps its
+		// slot (if any) and waits for the resume; a rate start is given
+		// up and taken again then, so the limit is kept on real starts.
+		t.changed = true
+		held := ""
+		if st.Slot != "" {
+			held = GateSlot
+		}
+		t.hold(st, held)
 	default:
 		t.changed = true
 		t.passGate(s, st)

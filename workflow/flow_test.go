@@ -232,6 +232,14 @@ type flowSim struct {
 	limit int
 	loss  int // percent of post-CAS work lost
 	steps int
+
+	// Pausing (TestPauseUnderReorderingAndCrashes): pauses > 0 turns the
+	// workflow paused and resumed at random, up to pauses times; stale is
+	// the percent of Applies that see the previous pause state.
+	pauses, stale  int
+	paused, before bool
+	resumes        int
+	tasks          map[string]int // tasks decided by Apply, per attempt
 }
 
 func (s *flowSim) push(items ...any) { s.queue = append(s.queue, items...) }
@@ -255,10 +263,22 @@ func (s *flowSim) checkLimits() {
 func (s *flowSim) apply(ev workflow.Event) {
 	s.t.Helper()
 	s.now = s.now.Add(time.Millisecond)
+	ev.Paused = s.paused
+	if s.stale > 0 && s.r.IntN(100) < s.stale {
+		ev.Paused = s.before // a dispatcher whose watch is behind
+	}
 	dec, err := workflow.Apply(s.def, s.insts[ev.Instance], ev, s.now, s.data)
 	require.NoError(s.t, err)
 	if !dec.Changed {
 		return
+	}
+	if s.tasks != nil {
+		for _, t := range dec.Tasks {
+			require.False(s.t, ev.Paused, "task %s/%s/%d decided while the workflow is paused", t.Instance, t.Step, t.Attempt)
+			k := fmt.Sprintf("%s/%s/%d", t.Instance, t.Step, t.Attempt)
+			s.tasks[k]++
+			require.Equal(s.t, 1, s.tasks[k], "task %s decided twice", k)
+		}
 	}
 	for _, w := range dec.Writes {
 		s.data[w.Key] = w.Value
@@ -309,6 +329,7 @@ func (s *flowSim) gate(op workflow.GateOp) {
 // repair is what redeliveries, the gate repairs and the slot
 // reconciliation do once nothing else moves.
 func (s *flowSim) repair() {
+	s.releasePaused("repair")
 	for _, id := range sortedIDs(s.insts) {
 		out := workflow.Outstanding(s.def, s.insts[id])
 		for _, g := range out.Gates {
@@ -339,6 +360,32 @@ func (s *flowSim) repair() {
 	}
 }
 
+// togglePause pauses or resumes the workflow; a resume sends the
+// releases of every held attempt, as the dispatchers' sweep does.
+func (s *flowSim) togglePause() {
+	s.before, s.paused = s.paused, !s.paused
+	if !s.paused {
+		s.resumes++
+		s.releasePaused(fmt.Sprintf("resume-%d", s.resumes))
+	}
+}
+
+// releasePaused is the release of the held attempts of every instance,
+// sent while the workflow is not paused (the sweep on resume, and the
+// repair loop).
+func (s *flowSim) releasePaused(round string) {
+	if s.paused {
+		return
+	}
+	for _, id := range sortedIDs(s.insts) {
+		for _, h := range workflow.PausedAttempts(s.insts[id]) {
+			if s.r.IntN(100) >= s.loss {
+				s.push(workflow.PauseRelease(h, round))
+			}
+		}
+	}
+}
+
 func sortedIDs[V any](m map[string]V) []string {
 	var out []string
 	for k := range m {
@@ -363,8 +410,17 @@ func (s *flowSim) run(n, keys int, cancels int) {
 	}
 	for rounds := 0; ; rounds++ {
 		require.Less(s.t, rounds, 200, "no progress")
+		if s.paused && rounds > 0 {
+			s.togglePause() // stuck while paused: resume, so it can end
+		}
 		for len(s.queue) > 0 {
 			s.steps++
+			if s.pauses > 0 && s.r.IntN(20) == 0 {
+				s.pauses--
+				s.togglePause()
+			} else if s.before != s.paused && s.r.IntN(10) == 0 {
+				s.before = s.paused // the slow watch caught up
+			}
 			i := s.r.IntN(len(s.queue)) // any order
 			item := s.queue[i]
 			s.queue = append(s.queue[:i], s.queue[i+1:]...)
@@ -424,6 +480,40 @@ func TestSlotsUnderReorderingAndCrashes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPauseUnderReorderingAndCrashes: the workflow of the simulation is
+// paused and resumed at random while its messages arrive in any order,
+// some Applies see the pause state from before the last change (a
+// dispatcher whose watch is behind), and work is lost after CAS writes.
+// No Apply that sees the workflow paused publishes a task; no attempt's
+// task is decided twice; and every instance still ends, each attempt held
+// by a pause released once it is resumed.
+func TestPauseUnderReorderingAndCrashes(t *testing.T) {
+	t.Parallel()
+	held := 0
+	for seed := uint64(0); seed < 60; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(seed, 21))
+			limit := 1 + r.IntN(3)
+			s := &flowSim{t: t, r: r, def: mustParse(t, fmt.Sprintf(simDef, limit)), data: memData{},
+				insts: map[string]*workflow.Instance{}, slots: map[string]workflow.SlotRecord{},
+				now: t0, limit: limit, loss: []int{0, 5, 20}[seed%3],
+				pauses: 5 + r.IntN(20), stale: []int{0, 10, 30}[seed%3], tasks: map[string]int{}}
+			s.data["out"] = "ok"
+			s.paused = seed%2 == 0 // half start paused: every trigger is held
+			s.before = s.paused
+			if s.paused {
+				held++
+			}
+			s.run(30, 1+r.IntN(4), r.IntN(5))
+			for _, in := range s.insts {
+				require.Contains(t, []workflow.Status{workflow.StatusCompleted, workflow.StatusCancelled, workflow.StatusFailed}, in.Status)
+				require.Empty(t, workflow.PausedAttempts(in))
+			}
+		})
+	}
+	require.Positive(t, held)
 }
 
 const childStepDef = `

@@ -143,12 +143,15 @@ type StepState struct {
 	// Flow control (task steps with concurrency or rate_limit): Slot and
 	// Rate are the keys of the step's slot and rate records (SlotKey,
 	// RateKey); Gate is what the current attempt waits for before its
-	// task is published (GateSlot, GateRate; empty: published), since
-	// GateSince.
+	// task is published (GatePaused, GateSlot, GateRate; empty:
+	// published), since GateSince. Held, while the attempt waits at
+	// GatePaused, is the gate it had passed when it was held (GateSlot:
+	// it holds its slot; empty: none), where it goes on when released.
 	Slot      string    `msgpack:"slot,omitempty"`
 	Rate      string    `msgpack:"rate,omitempty"`
 	Gate      string    `msgpack:"gate,omitempty"`
 	GateSince time.Time `msgpack:"gs,omitempty"`
+	Held      string    `msgpack:"held,omitempty"`
 }
 
 // AttemptRecord is one ended attempt of a task step.

@@ -40,7 +40,7 @@ func Apply(def *Definition, inst *Instance, ev Event, now time.Time, data Data) 
 	if inst.Status.Terminal() {
 		return Decision{Instance: inst, Ignored: "instance already " + string(inst.Status)}, nil
 	}
-	t := &transition{def: def, inst: inst.Clone(), now: now, data: data}
+	t := &transition{def: def, inst: inst.Clone(), now: now, data: data, paused: ev.Paused}
 	switch ev.Kind {
 	case EventResult:
 		t.result(ev)
@@ -82,7 +82,7 @@ func start(def *Definition, ev Event, now time.Time, data Data) (Decision, error
 		Run:         ev.Run,
 		Trace:       ev.Trace,
 	}
-	t := &transition{def: def, inst: inst, now: now, data: data, changed: true}
+	t := &transition{def: def, inst: inst, now: now, data: data, changed: true, paused: ev.Paused}
 	if def.Deadline > 0 {
 		t.setTimer(deadlineTimer, now.Add(def.Deadline.D()))
 	}
@@ -162,6 +162,7 @@ type transition struct {
 	inst     *Instance
 	now      time.Time
 	data     Data
+	paused   bool // the instance's workflow is paused (Event.Paused)
 	changed  bool
 	ignored  string
 	err      error // infrastructure error: abort the transition
@@ -514,6 +515,16 @@ func (t *transition) exprFailed(s *Step, st *StepState, err error) {
 func (t *transition) startAttempt(s *Step, st *StepState) {
 	st.Attempt++
 	st.Status = StepRunning
+	if t.paused {
+		t.hold(st, "")
+		return
+	}
+	t.enterGates(s, st)
+}
+
+// enterGates takes an attempt through its flow-control gates, slot then
+// rate, to its task.
+func (t *transition) enterGates(s *Step, st *StepState) {
 	switch {
 	case st.Slot != "":
 		st.Gate, st.GateSince = GateSlot, t.now

@@ -179,7 +179,9 @@ func gateWaits(inst *Instance) []gateWait {
 	}
 	for _, name := range sortedKeys(inst.Steps) {
 		st := inst.Steps[name]
-		if st.Status == StepRunning && st.Gate != "" && !hasRateTimer(inst, name, st.Attempt) {
+		// An attempt held by a pause owes no op: the resume releases it
+		// (PauseReleases).
+		if st.Status == StepRunning && st.Gate != "" && st.Gate != GatePaused && !hasRateTimer(inst, name, st.Attempt) {
 			out = append(out, gateWait{step: name, attempt: st.Attempt, since: st.GateSince})
 		}
 	}

@@ -44,7 +44,7 @@ func retry(def *Definition, inst *Instance, ev Event, now time.Time, data Data) 
 	if why != "" {
 		return Decision{Instance: inst, Ignored: why}, nil
 	}
-	t := &transition{def: def, inst: inst.Clone(), now: now, data: data, changed: true}
+	t := &transition{def: def, inst: inst.Clone(), now: now, data: data, changed: true, paused: ev.Paused}
 	t.inst.Status, t.inst.Error, t.inst.OutputRef, t.inst.Ended = StatusRunning, "", "", time.Time{}
 	t.inst.Retries++
 	if def.Deadline > 0 {
