@@ -163,7 +163,11 @@ type Housekeeping interface {
 	TaskTypesStored(ctx context.Context) (map[string]uint64, error)
 	RemoveTasks(ctx context.Context, taskType string, olderThan time.Time, reason string, limit int) (int, error)
 	AnnounceEvery(ctx context.Context, interval time.Duration, rec func() jetstream.Presence)
-	ServeStats(ctx context.Context, name string, stats func() any) error
+	ServeStats(ctx context.Context, name string, stats func() any, pauseRevision func() uint64) error
+	// WatchPauses calls fn with every pause record (jetflow pause) stored
+	// now and later, calls ready once the stored ones were delivered, and
+	// returns when ctx ends (nil) or the watch fails.
+	WatchPauses(ctx context.Context, ready func(), fn func(jetstream.PauseState)) error
 }
 
 var _ Backend = (*jetstream.Client)(nil)

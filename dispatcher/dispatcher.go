@@ -260,6 +260,8 @@ type Dispatcher struct {
 	// slots is set once a definition with a concurrency limit was
 	// loaded: the repair loop then reconciles the slot records.
 	slots atomic.Bool
+	// pauses: the paused workflows (pause.go).
+	pauses *pauses
 }
 
 // New creates a dispatcher on a provisioned backend (a *jetstream.Client).
@@ -274,6 +276,7 @@ func New(client Backend, cfg Config) (*Dispatcher, error) {
 		log:      cfg.Logger.With().Str("component", "dispatcher").Logger(),
 		defs:     newRegistry(),
 		stopping: make(chan struct{}),
+		pauses:   newPauses(),
 	}
 	d.stats = newMetrics(client.PullStalls)
 	if cfg.Tracer != nil {
@@ -356,6 +359,40 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			err = errors.New("the definitions watch ended before it delivered the stored definitions")
 		}
 		return fmt.Errorf("watch definitions: %w", err)
+	case <-ctx.Done():
+		stopWatch()
+		wg.Wait()
+		return nil
+	}
+	// The pause records are applied before the first event: a
+	// dispatcher that starts while a workflow is paused holds its
+	// attempts from the start.
+	pausesReady := make(chan struct{})
+	var pausesOnce sync.Once
+	pausesErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := d.watchPauses(watchCtx, func() { pausesOnce.Do(func() { close(pausesReady) }) })
+		select {
+		case <-pausesReady:
+		default:
+			pausesErr <- err
+			return
+		}
+		d.supervise(watchCtx, loopPauses, err, func(ctx context.Context) error {
+			return d.watchPauses(ctx, func() {})
+		})
+	}()
+	select {
+	case <-pausesReady:
+	case err := <-pausesErr:
+		stopWatch()
+		wg.Wait()
+		if err == nil {
+			err = errors.New("the watch ended before it delivered the stored records")
+		}
+		return fmt.Errorf("watch pause records: %w", err)
 	case <-ctx.Done():
 		stopWatch()
 		wg.Wait()
@@ -455,7 +492,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		d.supervise(watchCtx, loopStats, nil, func(ctx context.Context) error {
-			return d.client.ServeStats(ctx, d.cfg.Name, func() any { return d.Stats() })
+			return d.client.ServeStats(ctx, d.cfg.Name, func() any { return d.Stats() }, d.pauses.rev.Load)
 		})
 	}()
 	if d.cfg.RepairInterval > 0 {
@@ -498,6 +535,7 @@ const (
 	loopDefinitions = "definitions" // the watch of the definitions bucket
 	loopRepair      = "repair"      // the repair loop (and its watch of instance writes)
 	loopStats       = "stats"       // the responder of jetflow stats
+	loopPauses      = "pauses"      // the watch of the pause records
 )
 
 // errLoopEnded is the failure of a loop that returned nil before its

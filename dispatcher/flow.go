@@ -68,7 +68,14 @@ func (d *Dispatcher) runGates(ctx context.Context, ops []workflow.GateOp) error 
 			if granted {
 				// gateAt: the holder's start in the record (a start granted
 				// again keeps its first time), recorded as the attempt's start.
-				events = append(events, workflow.GrantEvent(workflow.GateRate, op.Holder, false, gateAt))
+				// Each grant is news too: an attempt held by a pause gives
+				// its start up and takes one again when released, and
+				// the record may grant it the same start again, which
+				// must not be dropped as a duplicate message. A second
+				// grant changes nothing once the attempt passed the gate.
+				ev := workflow.GrantEvent(workflow.GateRate, op.Holder, false, gateAt)
+				ev.MsgID += fmt.Sprintf("/%d", now.UnixNano())
+				events = append(events, ev)
 			} else {
 				ev := workflow.GrantEvent(workflow.GateRate, op.Holder, true, gateAt)
 				ev.MsgID += fmt.Sprintf("/%d", now.UnixNano()) // each denial is news

@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -28,6 +29,8 @@ type repairLoop struct {
 	sent map[string]map[string]bool
 	// slotsReconciled: when the slot records were last reconciled.
 	slotsReconciled time.Time
+	// held: the instances with attempts held by a pause (pause.go).
+	held map[string]heldAttempts
 }
 
 // watched is the latest write of one running instance. A sweep decodes
@@ -54,6 +57,7 @@ type watched struct {
 func (r *repairLoop) run(ctx context.Context) error {
 	r.running = map[string]*watched{}
 	r.sent = map[string]map[string]bool{}
+	r.held = map[string]heldAttempts{}
 	ready := make(chan struct{})
 	var once sync.Once
 	errc := make(chan error, 1)
@@ -77,6 +81,8 @@ func (r *repairLoop) run(ctx context.Context) error {
 			return err
 		case <-t.C:
 			r.sweep(ctx)
+		case <-r.d.pauses.resumed:
+			r.releaseHeld(ctx, fmt.Sprintf("resume-%d", r.d.pauses.rev.Load()))
 		}
 	}
 }
@@ -98,6 +104,7 @@ func (r *repairLoop) observe(u *jetstream.InstanceUpdate) {
 func (r *repairLoop) forget(id string) {
 	delete(r.running, id)
 	delete(r.sent, id)
+	delete(r.held, id)
 }
 
 // load returns the instance of a watched write that a sweep must look
@@ -167,6 +174,7 @@ func (r *repairLoop) sweep(ctx context.Context) {
 	}
 	var events []workflow.OutEvent
 	defer r.countChildren()
+	defer r.releaseHeld(ctx, releaseRound(now))
 	for _, w := range snapshot {
 		in, err := r.load(ctx, w, now)
 		if err != nil {
@@ -178,6 +186,7 @@ func (r *repairLoop) sweep(ctx context.Context) {
 		if in == nil {
 			continue
 		}
+		r.noteHeld(in)
 		def, err := d.definition(ctx, in.Workflow, in.Version)
 		if err != nil {
 			continue

@@ -557,6 +557,7 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 				continue
 			}
 		}
+		ev.Paused = d.pauses.is(def.Name) // jetflow pause: attempts wait
 		dec, err := workflow.Apply(def, res.inst, ev, now, data)
 		if err != nil {
 			res.outcomes[i] = failure(err)

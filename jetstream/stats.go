@@ -12,11 +12,13 @@ import (
 // with its counters (JSON). Not stored in any stream.
 const StatsSubject = "jetflow.stats"
 
-// ServeStats answers requests on StatsSubject with the JSON of stats()
-// until ctx ends.
-func (c *Client) ServeStats(ctx context.Context, name string, stats func() any) error {
+// ServeStats answers requests on StatsSubject until ctx ends, with a
+// JSON object: "dispatcher" (name), "stats" (the JSON of stats()) and
+// "pause_revision" (pauseRevision(): the revision of the last pause
+// record the dispatcher applied; jetflow pause waits for it).
+func (c *Client) ServeStats(ctx context.Context, name string, stats func() any, pauseRevision func() uint64) error {
 	sub, err := c.nc.Subscribe(StatsSubject, func(m *nats.Msg) {
-		b, err := json.Marshal(map[string]any{"dispatcher": name, "stats": stats()})
+		b, err := json.Marshal(StatsAnswer{Dispatcher: name, Stats: stats(), PauseRevision: pauseRevision()})
 		if err == nil {
 			_ = m.Respond(b)
 		}
@@ -26,6 +28,15 @@ func (c *Client) ServeStats(ctx context.Context, name string, stats func() any) 
 	}
 	<-ctx.Done()
 	return sub.Unsubscribe()
+}
+
+// StatsAnswer is a dispatcher's answer on StatsSubject.
+type StatsAnswer struct {
+	Dispatcher string `json:"dispatcher"`
+	Stats      any    `json:"stats"`
+	// PauseRevision: the dispatcher applied every pause record up to
+	// this revision of BucketFlow (PauseState.Revision).
+	PauseRevision uint64 `json:"pause_revision"`
 }
 
 // CollectStats asks every dispatcher for its counters and gathers the

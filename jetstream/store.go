@@ -415,6 +415,11 @@ func (c *Client) watchInstances(ctx context.Context, existing bool, ready func()
 // lives as long as ctx; a permissions violation while it is being created
 // fails it at once.
 func (c *Client) watchAll(ctx context.Context, b *bucket, opts ...natsjs.WatchOpt) (natsjs.KeyWatcher, error) {
+	return c.watchKeys(ctx, b, ">", opts...)
+}
+
+// watchKeys is watchAll for the keys that match a filter.
+func (c *Client) watchKeys(ctx context.Context, b *bucket, keys string, opts ...natsjs.WatchOpt) (natsjs.KeyWatcher, error) {
 	w, stop := c.perms.watch(c.perms.mark(), jsAPI)
 	defer stop()
 	type result struct {
@@ -423,7 +428,7 @@ func (c *Client) watchAll(ctx context.Context, b *bucket, opts ...natsjs.WatchOp
 	}
 	res := make(chan result, 1)
 	go func() {
-		w, err := b.kv().WatchAll(ctx, opts...)
+		w, err := b.kv().Watch(ctx, keys, opts...)
 		res <- result{w, err}
 	}()
 	select {
