@@ -47,6 +47,13 @@ func (c *Client) Explain(ctx context.Context, id string, policy workflow.RepairP
 	}
 	if !inst.Status.Terminal() {
 		c.readPresence(ctx, &f, warn)
+		if len(workflow.PausedAttempts(inst)) > 0 {
+			if st, err := c.PauseOf(ctx, inst.Workflow); err == nil {
+				f.PausedKnown, f.Paused = true, st.Paused
+			} else {
+				fmt.Fprintf(warn, "cannot read the pause record of %s: %v\n", inst.Workflow, err)
+			}
+		}
 	}
 	for name, st := range inst.Steps {
 		s, ok := def.Step(name)

@@ -100,6 +100,27 @@ func (c *Client) SetPaused(ctx context.Context, workflowName string, paused bool
 	return st, false, fmt.Errorf("pause record %s: %d CAS conflicts in a row: %w", key, maxFlowConflicts, workflow.ErrConflict)
 }
 
+// PauseOf reads one workflow's pause record (not paused when there is
+// none).
+func (c *Client) PauseOf(ctx context.Context, workflowName string) (PauseState, error) {
+	st := PauseState{Workflow: workflowName}
+	if _, err := c.flowKV(ctx); err != nil {
+		return st, err
+	}
+	e, err := c.get(ctx, c.flw.b, PauseKey(workflowName))
+	switch {
+	case errors.Is(err, natsjs.ErrKeyNotFound), errors.Is(err, natsjs.ErrKeyDeleted):
+		return st, nil
+	case err != nil:
+		return st, fmt.Errorf("read pause record of %s: %w", workflowName, translate(err))
+	}
+	st.Revision = e.Revision()
+	if err := decode(e.Value(), &st.PauseRecord); err != nil {
+		return st, fmt.Errorf("pause record of %s: %w", workflowName, err)
+	}
+	return st, nil
+}
+
 // Pauses lists the pause records (paused and resumed workflows), by
 // workflow. A missing flow bucket reads as none.
 func (c *Client) Pauses(ctx context.Context) (map[string]PauseState, error) {

@@ -185,6 +185,10 @@ func definitionsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			pauses, err := c.Pauses(ctx)
+			if err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: cannot read the pause records: %v\n", err)
+			}
 			if g.json {
 				type trigger struct {
 					Subject     string `json:"subject"`
@@ -196,10 +200,12 @@ func definitionsCmd(g *globals) *cobra.Command {
 					Version int      `json:"version"`
 					Steps   int      `json:"steps"`
 					Trigger *trigger `json:"trigger,omitempty"`
+					// Paused: the workflow is paused (jetflow pause).
+					Paused bool `json:"paused"`
 				}
 				out := make([]definition, 0, len(defs))
 				for _, d := range defs {
-					v := definition{Name: d.Name, Version: d.Version, Steps: len(d.Steps)}
+					v := definition{Name: d.Name, Version: d.Version, Steps: len(d.Steps), Paused: pauses[d.Name].Paused}
 					if d.Trigger != nil {
 						v.Trigger = &trigger{Subject: d.Trigger.Subject, Key: d.Trigger.Key, OnDuplicate: string(d.Trigger.OnDuplicate)}
 					}
@@ -208,13 +214,17 @@ func definitionsCmd(g *globals) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tVERSION\tSTEPS\tTRIGGER")
+			fmt.Fprintln(tw, "NAME\tVERSION\tSTEPS\tTRIGGER\tPAUSED")
 			for _, d := range defs {
 				trig := "-"
 				if d.Trigger != nil {
 					trig = d.Trigger.Subject + " (key " + d.Trigger.Key + ")"
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", d.Name, d.Version, len(d.Steps), trig)
+				paused := "-"
+				if pauses[d.Name].Paused {
+					paused = "paused since " + pauses[d.Name].Since.Format(time.RFC3339)
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", d.Name, d.Version, len(d.Steps), trig, paused)
 			}
 			return tw.Flush()
 		}),

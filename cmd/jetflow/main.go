@@ -48,6 +48,7 @@ and the flag's name in upper case with dashes as underscores (--nats-url: JETFLO
 		workersCmd(g), dispatchersCmd(g), explainCmd(g), decodeCmd(), uiCmd(g), schedulesCmd(g), scheduleCmd(g),
 		provisionCmd(g), securityCmd(),
 	)
+	root.AddCommand(pauseCmds(g)...)
 	// The long-running commands have flags of their own, and none of the
 	// client commands' (cli.Setup).
 	root.AddCommand(dispatchercmd.New(), workercmd.New(), servercmd.New())
