@@ -159,6 +159,13 @@ func TestForbiddenOperationsAreDenied(t *testing.T) {
 	t.Run("operator publishes a task", func(t *testing.T) {
 		requireDenied(t, operator.PublishTasks(ctx, []workflow.Task{task}), "jetflow.task.echo")
 	})
+	t.Run("operator writes a slot record", func(t *testing.T) {
+		_, err := operator.UpdateSlot(ctx, "slot.secure-order.=.x", func(r workflow.SlotRecord) (workflow.SlotRecord, bool) {
+			r.Holders = append(r.Holders, workflow.Holder{Instance: "evil"})
+			return r, true
+		})
+		requireDenied(t, err, "$KV.jetflow_flow.slot.secure-order.=.x")
+	})
 	t.Run("operator may cancel, signal and start", func(t *testing.T) {
 		require.NoError(t, operator.PublishEvent(ctx, cancel, "c2"))
 		require.NoError(t, operator.Signal(ctx, id, "approved", []byte(`{}`), "s2"))

@@ -196,6 +196,22 @@ func TestRolesRunAWorkflow(t *testing.T) {
 	require.NoError(t, oc.ReplayDeadLetter(ctx, trig))
 	require.ErrorIs(t, oc.ReplayDeadLetter(ctx, trig), jetstream.ErrAlreadyReplayed)
 	require.NoError(t, oc.PurgeDeadLetter(ctx, trig.Seq))
+	// Operators pause and resume workflows (jetflow pause), list the
+	// pause records (jetflow definitions), and see the dispatcher apply
+	// them.
+	st, changed, err := oc.SetPaused(ctx, "secure-order", true, time.Now())
+	require.NoError(t, err)
+	require.True(t, changed)
+	jftest.Eventually(t, 30*time.Second, func() bool {
+		c, err := oc.AwaitPause(ctx, st.Revision, time.Second)
+		return err == nil && len(c.Confirmed) == 1 && len(c.Unconfirmed) == 0
+	}, "the dispatcher did not confirm the pause")
+	pauses, err := oc.Pauses(ctx)
+	require.NoError(t, err)
+	require.True(t, pauses["secure-order"].Paused)
+	_, changed, err = oc.SetPaused(ctx, "secure-order", false, time.Now())
+	require.NoError(t, err)
+	require.True(t, changed)
 
 	for _, l := range []*roleLog{adminLog, dispatcherLog, producerLog, operatorLog} {
 		require.Empty(t, l.violations(), "%s was denied something it needs:\n%s", l.role, l)

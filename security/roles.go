@@ -285,6 +285,10 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// them (their state records), trigger a run (a manual fire).
 			[]string{streamInfo(jetstream.StreamSchedules), msgGet(jetstream.StreamSchedules), jetstream.FireSubjects},
 			bind(jetstream.BucketSchedules), []string{jetstream.BucketSubjects(jetstream.BucketSchedules), msgGet(jetstream.BucketStream(jetstream.BucketSchedules))},
+			// Pause and resume workflows (jetflow pause): their pause
+			// records in the flow bucket, read (and listed) and written
+			// by compare-and-swap; the slot and rate records only read.
+			bind(jetstream.BucketFlow), []string{"$KV." + jetstream.BucketFlow + ".pause.*", msgGet(jetstream.BucketStream(jetstream.BucketFlow))}, watch(jetstream.BucketFlow),
 			// Start, cancel, retry, signal (the payload first, under its key:
 			// <instance>.signal.<name>.<id>, workflow.SignalKey), stats.
 			[]string{jetstream.StartSubjects, jetstream.EventKindSubjects(workflow.EventCancel), jetstream.EventKindSubjects(workflow.EventSignal),
