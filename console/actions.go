@@ -19,7 +19,7 @@ import (
 
 // capabilities are the actions the console offers.
 type capabilities struct {
-	Cancel, Signal, Retry, Replay bool
+	Cancel, Signal, Retry, Replay, Pause bool
 	// Why says why actions are not offered (read-only, or what the
 	// server said about the credentials).
 	Why string
@@ -60,9 +60,10 @@ func (cs *Console) capabilities(ctx context.Context) capabilities {
 			rules.May("$KV."+jetstream.BucketData+"."+workflow.SignalKey(probe, probe, probe))
 		caps.Retry = rules.May(jetstream.EventKindSubject(probe, workflow.EventRetry))
 		caps.Replay = rules.May(strings.TrimSuffix(jetstream.DLQReplayedSubjects, "*") + "1")
+		caps.Pause = rules.May("$KV." + jetstream.BucketFlow + "." + jetstream.PauseKey(probe))
 		caps.rules = rules
-		if !caps.Cancel && !caps.Signal && !caps.Retry && !caps.Replay {
-			caps.Why = "actions hidden: these NATS credentials may not cancel, signal, retry or replay (the operator role may)"
+		if !caps.Cancel && !caps.Signal && !caps.Retry && !caps.Replay && !caps.Pause {
+			caps.Why = "actions hidden: these NATS credentials may not cancel, signal, retry, replay or pause (the operator role may)"
 		}
 	}
 	cs.caps, cs.capsAt, cs.capsLoaded = caps, now, true
@@ -374,4 +375,100 @@ func (cs *Console) doReplay(w http.ResponseWriter, r *http.Request) {
 	}
 	cs.log.Info().Uint64("dlq_seq", d.Seq).Str("subject", d.SourceSubject).Msg("dead letter replayed from the console")
 	http.Redirect(w, r, "/dlq?done="+url.QueryEscape(fmt.Sprintf("dead letter %d replayed on %s", d.Seq, d.SourceSubject)), http.StatusSeeOther)
+}
+
+type pausePage struct {
+	basePage
+	Workflow string
+	Pause    bool // true: pause; false: resume
+	Paused   bool // the workflow is paused now
+	Since    time.Time
+	CSRF     string
+}
+
+// confirmPause asks to confirm a pause or a resume of a workflow.
+func (cs *Console) confirmPause(w http.ResponseWriter, r *http.Request, pause bool) {
+	ctx := r.Context()
+	if caps := cs.capabilities(ctx); !caps.Pause {
+		cs.fail(w, r, http.StatusForbidden, fmt.Errorf("%w: pause and resume are not offered (%s)", errForbidden, caps.Why))
+		return
+	}
+	wf, ok := cs.knownWorkflow(w, r)
+	if !ok {
+		return
+	}
+	st, err := cs.c.PauseOf(ctx, wf)
+	if err != nil {
+		cs.failRead(w, r, err)
+		return
+	}
+	title := "Confirm resume"
+	if pause {
+		title = "Confirm pause"
+	}
+	p := pausePage{basePage: cs.base(r, title, "workflows"), Workflow: wf, Pause: pause, Paused: st.Paused, Since: st.Since, CSRF: csrfToken(w, r)}
+	cs.render(w, r, "pause", &p)
+}
+
+func (cs *Console) confirmPauseOn(w http.ResponseWriter, r *http.Request)  { cs.confirmPause(w, r, true) }
+func (cs *Console) confirmPauseOff(w http.ResponseWriter, r *http.Request) { cs.confirmPause(w, r, false) }
+func (cs *Console) doPauseOn(w http.ResponseWriter, r *http.Request)       { cs.doPause(w, r, true) }
+func (cs *Console) doPauseOff(w http.ResponseWriter, r *http.Request)      { cs.doPause(w, r, false) }
+
+// knownWorkflow returns the workflow the path names, if it is registered.
+func (cs *Console) knownWorkflow(w http.ResponseWriter, r *http.Request) (string, bool) {
+	wf := r.PathValue("name")
+	defs, err := cs.c.Definitions(r.Context())
+	if err != nil {
+		cs.failRead(w, r, err)
+		return "", false
+	}
+	for _, d := range defs {
+		if d.Name == wf {
+			return wf, true
+		}
+	}
+	cs.fail(w, r, http.StatusNotFound, fmt.Errorf("unknown workflow %s", wf))
+	return "", false
+}
+
+// doPause pauses or resumes a workflow (jetflow pause, resume): a
+// compare-and-swap of its pause record; pausing a paused workflow
+// changes nothing.
+func (cs *Console) doPause(w http.ResponseWriter, r *http.Request, pause bool) {
+	ctx := r.Context()
+	if err := checkPost(r); err != nil {
+		cs.fail(w, r, http.StatusForbidden, err)
+		return
+	}
+	if !cs.capabilities(ctx).Pause {
+		cs.fail(w, r, http.StatusForbidden, fmt.Errorf("%w: pause and resume are not offered", errForbidden))
+		return
+	}
+	wf, ok := cs.knownWorkflow(w, r)
+	if !ok {
+		return
+	}
+	_, changed, err := cs.c.SetPaused(ctx, wf, pause, cs.cfg.Now())
+	if err != nil {
+		status := http.StatusBadGateway
+		if errors.Is(err, jetstream.ErrPermissionDenied) {
+			status = http.StatusForbidden
+		}
+		cs.fail(w, r, status, err)
+		return
+	}
+	what := "resumed"
+	if pause {
+		what = "paused"
+	}
+	msg := "workflow " + wf + " " + what
+	if !changed {
+		msg = "workflow " + wf + " was already " + what + "; nothing changed"
+		if !pause {
+			msg = "workflow " + wf + " is not paused; nothing changed"
+		}
+	}
+	cs.log.Info().Str("workflow", wf).Bool("paused", pause).Bool("changed", changed).Msg("pause changed from the console")
+	http.Redirect(w, r, "/workflows?done="+url.QueryEscape(msg)+"#wf-"+url.PathEscape(wf), http.StatusSeeOther)
 }

@@ -182,7 +182,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	shot("instances-filtered")
 
 	// The order's page: its timeline has a row per step, the retried
-	// charge with its earlier attempt.
+	// charge with each of its attempts.
 	_, err = chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`#instances a[href="/instances/`+order+`"]`)))
 	require.NoError(t, err)
 	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.ID("timeline"))))
@@ -190,9 +190,12 @@ func TestConsoleInABrowser(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"charge", "ship"}, steps)
 	require.Contains(t, text(`#timeline g.row[data-step="charge"] text.label`), "charge ×2")
-	n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#timeline rect.seg.retrying').length`))
+	n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#timeline g.row[data-step="charge"] rect.seg.attempt').length`))
 	require.NoError(t, err)
-	require.Equal(t, 1, n, "the earlier attempt is drawn")
+	require.Equal(t, 2, n, "each attempt is a block of its own")
+	n, err = chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#timeline g.row[data-step="charge"] rect.seg.failed.attempt').length`))
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "the earlier attempt failed")
 	require.Contains(t, text("#explain-summary"), "shipped")
 	p := shot("instance")
 	if os.Getenv("JETFLOW_UPDATE_SCREENSHOT") == "1" {

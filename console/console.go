@@ -131,6 +131,10 @@ func (cs *Console) Handler() http.Handler {
 	mux.HandleFunc("POST /instances/{id}/retry", cs.doRetry)
 	mux.HandleFunc("GET /dlq/{seq}/replay", cs.confirmReplay)
 	mux.HandleFunc("POST /dlq/{seq}/replay", cs.doReplay)
+	mux.HandleFunc("GET /workflows/{name}/pause", cs.confirmPauseOn)
+	mux.HandleFunc("POST /workflows/{name}/pause", cs.doPauseOn)
+	mux.HandleFunc("GET /workflows/{name}/resume", cs.confirmPauseOff)
+	mux.HandleFunc("POST /workflows/{name}/resume", cs.doPauseOff)
 	return securityHeaders(mux)
 }
 

@@ -236,8 +236,8 @@ func TestInstancesFilterAndPage(t *testing.T) {
 	require.Contains(t, body, "use RFC 3339")
 }
 
-// TestInstanceTimeline: a step retried once shows its earlier attempt
-// and backoff and its current attempt; the wait step waiting; the
+// TestInstanceTimeline: a step retried once shows each attempt as its
+// own block, the failed one with its error; the wait step waiting; the
 // explanation says what it waits for; inputs and outputs as JSON.
 func TestInstanceTimeline(t *testing.T) {
 	t.Parallel()
@@ -251,8 +251,12 @@ func TestInstanceTimeline(t *testing.T) {
 	require.Contains(t, body, `<svg class="timeline"`)
 	require.Contains(t, body, `<g class="row" data-step="charge"><text class="label" x="8" y="`)
 	require.Contains(t, body, "charge ×2", "the retried step is labelled with its attempts")
-	require.Contains(t, body, `class="seg retrying"`, "the first attempt and its backoff")
-	require.Contains(t, body, "charge: attempt 2, completed")
+	require.Contains(t, body, `class="seg failed attempt"`, "the first attempt, a block of its own")
+	require.Contains(t, body, "charge: attempt 1 failed after", "the first attempt with its error")
+	require.Contains(t, body, "card network timeout")
+	require.Contains(t, body, `class="seg completed attempt"`, "the second attempt, a block of its own")
+	require.Contains(t, body, "charge: attempt 2 completed")
+	require.Contains(t, body, "(worker w1)")
 	require.Contains(t, body, `<g class="row" data-step="ship">`)
 	require.Contains(t, body, `class="seg running open"`, "the wait step is open")
 	require.Contains(t, body, `waits for signal &#34;shipped&#34;`, "the explanation")
@@ -490,7 +494,11 @@ func TestReadOnlyOffersNoAction(t *testing.T) {
 	require.NotContains(t, body, `id="action-cancel"`)
 	require.NotContains(t, body, `id="action-signal"`)
 	require.Contains(t, body, "read-only console")
-	status, _ := get(t, nil, e.srv.URL+"/instances/"+id+"/cancel")
+	body = e.page("/workflows")
+	require.NotContains(t, body, `id="pause-hold"`, "no pause on a read-only console")
+	status, _ := get(t, nil, e.srv.URL+"/workflows/hold/pause")
+	require.Equal(t, http.StatusForbidden, status)
+	status, _ = get(t, nil, e.srv.URL+"/instances/"+id+"/cancel")
 	require.Equal(t, http.StatusForbidden, status)
 	jar, _ := cookiejar.New(nil)
 	u, _ := url.Parse(e.srv.URL)
@@ -527,4 +535,64 @@ func TestServeRefusesRemoteAddresses(t *testing.T) {
 	t.Parallel()
 	err := console.Serve(context.Background(), "0.0.0.0:0", false, http.NotFoundHandler(), jftest.Logger(t), nil)
 	require.ErrorIs(t, err, console.ErrRemoteListen)
+}
+
+// TestPauseFromTheConsole: the workflows page offers Pause; the
+// confirmed pause (with the token) holds the workflow's new instances,
+// the page shows it paused and offers Resume, and the confirmed resume
+// lets them complete. A POST without the token changes nothing.
+func TestPauseFromTheConsole(t *testing.T) {
+	t.Parallel()
+	e := setup(t, console.Config{})
+	body := e.page("/workflows")
+	require.Contains(t, body, `id="pause-mail"`)
+	require.NotContains(t, body, `id="paused-mail"`)
+
+	jar, _ := cookiejar.New(nil)
+	c := noRedirect(jar)
+	status, form := get(t, c, e.srv.URL+"/workflows/mail/pause")
+	require.Equal(t, http.StatusOK, status)
+	require.Contains(t, form, "Pause workflow <code>mail</code>?")
+	token := csrfOf(t, form)
+	resp, err := noRedirect(nil).PostForm(e.srv.URL+"/workflows/mail/pause", url.Values{"csrf": {token}})
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusForbidden, resp.StatusCode, "no cookie: refused")
+	st, err := e.Client.PauseOf(context.Background(), "mail")
+	require.NoError(t, err)
+	require.False(t, st.Paused, "a refused POST changed nothing")
+
+	resp, err = c.PostForm(e.srv.URL+"/workflows/mail/pause", url.Values{"csrf": {token}})
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Contains(t, resp.Header.Get("Location"), "workflow+mail+paused")
+	st, err = e.Client.PauseOf(context.Background(), "mail")
+	require.NoError(t, err)
+	require.True(t, st.Paused)
+	c2, err := e.Client.AwaitPause(context.Background(), st.Revision, 10*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, []string{"d1"}, c2.Confirmed)
+
+	body = e.page("/workflows")
+	require.Contains(t, body, `id="paused-mail"`)
+	require.Contains(t, body, `id="resume-mail"`)
+	id := e.start("mail", "m-held", `{}`)
+	jftest.Eventually(t, 30*time.Second, func() bool {
+		in := e.Instance(id)
+		return in != nil && in.Steps["send"] != nil && in.Steps["send"].Gate == workflow.GatePaused
+	}, "the instance is not held")
+	body = e.page("/instances/" + id)
+	require.Contains(t, body, "waits because workflow mail is paused")
+	require.Contains(t, body, `class="seg waiting gate open"`, "the held attempt, waiting at its gate")
+
+	status, form = get(t, c, e.srv.URL+"/workflows/mail/resume")
+	require.Equal(t, http.StatusOK, status)
+	resp, err = c.PostForm(e.srv.URL+"/workflows/mail/resume", url.Values{"csrf": {csrfOf(t, form)}})
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Equal(t, workflow.StatusCompleted, e.WaitTerminal(id, 30*time.Second).Status)
+	status, _ = get(t, nil, e.srv.URL+"/workflows/nope/pause")
+	require.Equal(t, http.StatusNotFound, status)
 }

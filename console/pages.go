@@ -132,6 +132,10 @@ type workflowVersions struct {
 	Latest   *workflow.Definition
 	Versions []int
 	Graph    template.HTML
+	// Pause is its pause record (jetflow pause); PauseUnknown: it could
+	// not be read.
+	Pause        jetstream.PauseState
+	PauseUnknown bool
 }
 
 type workflowsPage struct {
@@ -158,7 +162,12 @@ func (cs *Console) workflows(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	p := workflowsPage{basePage: cs.base(r, "Workflows", "workflows")}
+	pauses, perr := cs.c.Pauses(r.Context())
+	if perr != nil {
+		cs.log.Warn().Err(perr).Msg("cannot read the pause records")
+	}
 	for _, wv := range by {
+		wv.Pause, wv.PauseUnknown = pauses[wv.Name], perr != nil
 		sort.Sort(sort.Reverse(sort.IntSlice(wv.Versions)))
 		wv.Graph = graphSVG(wv.Latest, nil, "g-"+wv.Name)
 		p.Workflows = append(p.Workflows, *wv)

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-var pageNames = []string{"overview", "workflows", "definition", "instances", "instance", "children", "dlq", "confirm", "replay", "error"}
+var pageNames = []string{"overview", "workflows", "definition", "instances", "instance", "children", "dlq", "confirm", "replay", "pause", "error"}
 
 var funcs = template.FuncMap{
 	"time": func(t time.Time) string {

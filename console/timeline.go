@@ -12,12 +12,13 @@ import (
 )
 
 // A Gantt-style timeline of an instance: one row per activated step, in
-// the order the steps started. An instance keeps, per step, when the step
-// started and ended and when its current attempt started; so a retried
-// step is drawn as the span of its earlier attempts and their backoff
-// (hatched) followed by the span of its current attempt. Pending timers
-// (retries, timeouts, sleeps, wait timeouts, the deadline) are diamonds
-// at their due time.
+// the order the steps started. A task step draws each attempt as its own
+// block, from its history (StepState.History: when each ended attempt
+// started and ended, and its error), with the backoff between attempts
+// hatched and the wait of the current attempt at a gate (a concurrency
+// slot, a rate limit, a pause) in its own block; other steps are one
+// block from start to end. Pending timers (retries, timeouts, sleeps,
+// wait timeouts, the deadline) are diamonds at their due time.
 
 type timelineSeg struct {
 	From, To time.Time
@@ -61,6 +62,100 @@ func parseTimer(id string) (kind, step string, attempt int) {
 	return id[:first], id[first+1 : last], attempt
 }
 
+// attemptSegs draws a task step's attempts, one block each, from its
+// history; false when it has none to draw from (not a task step, or an
+// instance written before attempts were recorded).
+func attemptSegs(n string, st *workflow.StepState, stop time.Time, open bool) ([]timelineSeg, bool) {
+	if st.Attempt == 0 || len(st.History) == 0 && st.AttemptStarted.IsZero() && st.Gate == "" {
+		return nil, false
+	}
+	for _, h := range st.History {
+		if h.Started.IsZero() {
+			return nil, false
+		}
+	}
+	var segs []timelineSeg
+	var last time.Time
+	lastAttempt := 0
+	for _, h := range st.History {
+		if !last.IsZero() && h.Started.After(last) {
+			segs = append(segs, timelineSeg{From: last, To: h.Started, Class: "retrying",
+				Title: fmt.Sprintf("%s: backoff before attempt %d, %s", n, h.Attempt, h.Started.Sub(last).Round(time.Millisecond))})
+		}
+		cls, title := "completed attempt", fmt.Sprintf("%s: attempt %d completed, %s", n, h.Attempt, h.Ended.Sub(h.Started).Round(time.Millisecond))
+		if h.Error != "" {
+			cls, title = "failed attempt", fmt.Sprintf("%s: attempt %d failed after %s — %s", n, h.Attempt, h.Ended.Sub(h.Started).Round(time.Millisecond), h.Error)
+		}
+		if h.Worker != "" {
+			title += " (worker " + h.Worker + ")"
+		}
+		segs = append(segs, timelineSeg{From: h.Started, To: h.Ended, Class: cls, Title: title})
+		last, lastAttempt = h.Ended, h.Attempt
+	}
+	if st.Status == workflow.StepWaiting && !last.IsZero() {
+		segs = append(segs, timelineSeg{From: last, To: stop, Class: "retrying open",
+			Title: fmt.Sprintf("%s: backoff before attempt %d, %s so far", n, st.Attempt+1, stop.Sub(last).Round(time.Millisecond))})
+	}
+	if lastAttempt >= st.Attempt || st.Status != workflow.StepRunning {
+		return segs, true // every attempt ended
+	}
+	// The current attempt: waiting at a gate, or running since its task
+	// was published.
+	suffix := ""
+	if open {
+		suffix = " so far"
+	}
+	from := st.AttemptStarted
+	if st.Gate != "" {
+		from = st.GateSince
+	}
+	if from.IsZero() || (!last.IsZero() && from.Before(last)) {
+		from = last
+	}
+	if from.IsZero() {
+		from = st.Started
+	}
+	if !last.IsZero() && from.After(last) && st.Gate == "" {
+		segs = append(segs, timelineSeg{From: last, To: from, Class: "retrying",
+			Title: fmt.Sprintf("%s: backoff before attempt %d, %s", n, st.Attempt, from.Sub(last).Round(time.Millisecond))})
+	}
+	cls := "running"
+	title := fmt.Sprintf("%s: attempt %d running, %s%s", n, st.Attempt, stop.Sub(from).Round(time.Millisecond), suffix)
+	if st.Gate != "" {
+		cls = "waiting gate"
+		title = fmt.Sprintf("%s: attempt %d waits at gate %s, %s%s", n, st.Attempt, st.Gate, stop.Sub(from).Round(time.Millisecond), suffix)
+	}
+	if open {
+		cls += " open"
+	}
+	segs = append(segs, timelineSeg{From: from, To: stop, Class: cls, Title: title})
+	return segs, true
+}
+
+// stepSegs draws a step as one block (its earlier attempts and their
+// backoff hatched before the current one, when it has no history).
+func stepSegs(n string, st *workflow.StepState, stop time.Time, cls string, open bool) []timelineSeg {
+	var segs []timelineSeg
+	cur := st.Started
+	if st.Attempt > 1 && st.AttemptStarted.After(st.Started) {
+		segs = append(segs, timelineSeg{From: st.Started, To: st.AttemptStarted, Class: "retrying",
+			Title: fmt.Sprintf("%s: attempts 1–%d and their backoff, %s", n, st.Attempt-1, st.AttemptStarted.Sub(st.Started).Round(time.Millisecond))})
+		cur = st.AttemptStarted
+	}
+	title := fmt.Sprintf("%s: %s", n, st.Status)
+	if st.Attempt > 0 {
+		title = fmt.Sprintf("%s: attempt %d, %s", n, st.Attempt, st.Status)
+	}
+	title += fmt.Sprintf(", %s", stop.Sub(cur).Round(time.Millisecond))
+	if open {
+		title += " so far"
+	}
+	if st.Error != "" {
+		title += " — " + st.Error
+	}
+	return append(segs, timelineSeg{From: cur, To: stop, Class: cls, Title: title})
+}
+
 // timelineRows builds the rows of inst's timeline as of now.
 func timelineRows(inst *workflow.Instance, now time.Time) []timelineRow {
 	names := make([]string, 0, len(inst.Steps))
@@ -91,24 +186,11 @@ func timelineRows(inst *workflow.Instance, now time.Time) []timelineRow {
 		if open && !inst.Status.Terminal() {
 			cls += " open"
 		}
-		cur := st.Started
-		if st.Attempt > 1 && st.AttemptStarted.After(st.Started) {
-			r.Segs = append(r.Segs, timelineSeg{From: st.Started, To: st.AttemptStarted, Class: "retrying",
-				Title: fmt.Sprintf("%s: attempts 1–%d and their backoff, %s", n, st.Attempt-1, st.AttemptStarted.Sub(st.Started).Round(time.Millisecond))})
-			cur = st.AttemptStarted
+		if segs, ok := attemptSegs(n, st, stop, open && !inst.Status.Terminal()); ok {
+			r.Segs = segs
+		} else {
+			r.Segs = stepSegs(n, st, stop, cls, open && !inst.Status.Terminal())
 		}
-		title := fmt.Sprintf("%s: %s", n, st.Status)
-		if st.Attempt > 0 {
-			title = fmt.Sprintf("%s: attempt %d, %s", n, st.Attempt, st.Status)
-		}
-		title += fmt.Sprintf(", %s", stop.Sub(cur).Round(time.Millisecond))
-		if open && !inst.Status.Terminal() {
-			title += " so far"
-		}
-		if st.Error != "" {
-			title += " — " + st.Error
-		}
-		r.Segs = append(r.Segs, timelineSeg{From: cur, To: stop, Class: cls, Title: title})
 		if st.Attempt > 1 {
 			r.Label = fmt.Sprintf("%s ×%d", n, st.Attempt)
 		}
