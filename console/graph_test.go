@@ -68,6 +68,33 @@ func TestTimelineRows(t *testing.T) {
 	require.Equal(t, "deadline", rows[2].Marks[0].Kind)
 }
 
+// TestTimelineDrawsEachAttempt: a task step with an attempt history
+// draws each ended attempt as a block (the failed one with its error),
+// the backoff between them, and the current attempt waiting at a gate.
+func TestTimelineDrawsEachAttempt(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	inst := &workflow.Instance{ID: "i", Status: workflow.StatusRunning, Created: t0,
+		Steps: map[string]*workflow.StepState{
+			"c": {Status: workflow.StepRunning, Attempt: 3, Started: t0, Gate: workflow.GatePaused, GateSince: t0.Add(7 * time.Second),
+				History: []workflow.AttemptRecord{
+					{Attempt: 1, Started: t0, Ended: t0.Add(time.Second), Error: "boom", Worker: "w1"},
+					{Attempt: 2, Started: t0.Add(3 * time.Second), Ended: t0.Add(4 * time.Second), Error: "bang"},
+				}},
+		},
+	}
+	rows := timelineRows(inst, t0.Add(9*time.Second))
+	require.Len(t, rows, 1)
+	var classes []string
+	for _, s := range rows[0].Segs {
+		classes = append(classes, s.Class)
+	}
+	require.Equal(t, []string{"failed attempt", "retrying", "failed attempt", "retrying", "waiting gate open"}, classes)
+	require.Contains(t, rows[0].Segs[0].Title, "attempt 1 failed after 1s — boom (worker w1)")
+	require.Equal(t, t0.Add(7*time.Second), rows[0].Segs[4].From, "the held attempt's block starts when it began to wait")
+	require.Contains(t, rows[0].Segs[4].Title, "waits at gate paused")
+}
+
 // FuzzParseTime: the instance filter's time field never panics and
 // accepts what it prints.
 func FuzzParseTime(f *testing.F) {

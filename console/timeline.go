@@ -66,7 +66,11 @@ func parseTimer(id string) (kind, step string, attempt int) {
 // history; false when it has none to draw from (not a task step, or an
 // instance written before attempts were recorded).
 func attemptSegs(n string, st *workflow.StepState, stop time.Time, open bool) ([]timelineSeg, bool) {
-	if st.Attempt == 0 || len(st.History) == 0 && st.AttemptStarted.IsZero() && st.Gate == "" {
+	ended := st.Attempt // the attempts the history must hold
+	if st.Status == workflow.StepRunning {
+		ended--
+	}
+	if st.Attempt == 0 || len(st.History) < ended || st.Status == workflow.StepRunning && st.Gate == "" && st.AttemptStarted.IsZero() {
 		return nil, false
 	}
 	for _, h := range st.History {
@@ -115,7 +119,7 @@ func attemptSegs(n string, st *workflow.StepState, stop time.Time, open bool) ([
 	if from.IsZero() {
 		from = st.Started
 	}
-	if !last.IsZero() && from.After(last) && st.Gate == "" {
+	if !last.IsZero() && from.After(last) {
 		segs = append(segs, timelineSeg{From: last, To: from, Class: "retrying",
 			Title: fmt.Sprintf("%s: backoff before attempt %d, %s", n, st.Attempt, from.Sub(last).Round(time.Millisecond))})
 	}

@@ -292,6 +292,7 @@ func encodeStepState(e *msgpack.Encoder, st *workflow.StepState) error {
 		w.strOmit("rate", st.Rate)
 		w.strOmit("gate", st.Gate)
 		w.timeOmit("gs", st.GateSince)
+		w.strOmit("held", st.Held)
 	}
 	return w.err
 }
