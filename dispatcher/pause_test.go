@@ -270,3 +270,68 @@ func TestPauseReleaseLostAtResumeIsSentByTheRepairLoop(t *testing.T) {
 	require.Equal(t, len(ids), counts[workflow.StatusCompleted])
 	p.requireExactlyOnce(ids, "a", "b")
 }
+
+// TestPauseHoldsAttemptsQueuedAtASlot: attempts that already wait for a
+// concurrency slot when the pause is set are held when the slot is
+// granted (keeping it), and after the resume run one at a time, each
+// once.
+func TestPauseHoldsAttemptsQueuedAtASlot(t *testing.T) {
+	t.Parallel()
+	p := setupPause(t, `
+name: pz
+version: 1
+steps:
+  - {name: a, kind: task, task: pz-a, concurrency: {limit: 1}, next: b}
+  - {name: b, kind: task, task: pz-b}
+`)
+	d, _ := p.Dispatcher(nil, dispatcher.Config{Name: "d1", RepairInterval: 100 * time.Millisecond})
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var mu sync.Mutex
+	running, peak := 0, 0
+	p.Worker(nil, worker.Config{Name: "w", Concurrency: 8}, map[string]worker.Handler{
+		"pz-a": func(ctx context.Context, task *worker.Task) (any, error) {
+			mu.Lock()
+			running++
+			peak = max(peak, running)
+			mu.Unlock()
+			defer func() { mu.Lock(); running--; mu.Unlock() }()
+			once.Do(func() { close(started) })
+			<-release
+			return p.ledger.handler(ctx, task)
+		},
+		"pz-b": p.ledger.handler,
+	})
+	ids := p.trigger(5, "slot")
+	<-started
+	jftest.Eventually(t, 30*time.Second, func() bool {
+		waiting := 0
+		for _, id := range ids {
+			if in := p.Instance(id); in != nil && in.Steps["a"] != nil && in.Steps["a"].Gate == workflow.GateSlot {
+				waiting++
+			}
+		}
+		return waiting == 4
+	}, "four attempts do not wait for the slot")
+	p.setPaused(true)
+	published := d.Stats().TasksPublished
+	close(release)
+	// The first instance's step a ends and frees the slot; the next in
+	// line gets it and is held by the pause, keeping it.
+	jftest.Eventually(t, 30*time.Second, func() bool {
+		for _, id := range ids {
+			in := p.Instance(id)
+			if in != nil && in.Steps["a"] != nil && in.Steps["a"].Gate == workflow.GatePaused && in.Steps["a"].Held == workflow.GateSlot {
+				return true
+			}
+		}
+		return false
+	}, "no attempt is held with its slot")
+	require.Equal(t, 1, p.ledger.total(), "only the attempt that ran before the pause ran")
+	require.LessOrEqual(t, d.Stats().TasksPublished, published+0, "nothing was published after the pause")
+	p.setPaused(false)
+	counts := waitAllTerminal(t, p.Env, ids, 60*time.Second)
+	require.Equal(t, 5, counts[workflow.StatusCompleted])
+	p.requireExactlyOnce(ids, "a", "b")
+	require.Equal(t, 1, peak, "the limit held")
+}
