@@ -3,7 +3,6 @@ package workflow
 import (
 	"bytes"
 	"fmt"
-	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -343,6 +342,31 @@ func (d *Definition) validate() error {
 		add(d.errf("", "%d steps; at most %d are allowed", len(d.Steps), MaxSteps))
 		return joinErrs(errs)
 	}
+	errs = append(errs, d.validateSteps()...)
+	if d.Output != "" {
+		add(d.compile("", "output", d.Output))
+	}
+	if d.Concurrency != nil {
+		add(d.validateConcurrency("", d.Concurrency, true))
+	}
+	if len(errs) > 0 {
+		return joinErrs(errs)
+	}
+	if err := d.checkGraph(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// validateSteps indexes the steps by name, resolves the start step and
+// checks each step.
+func (d *Definition) validateSteps() []error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	d.index = make(map[string]*Step, len(d.Steps))
 	for i := range d.Steps {
 		s := &d.Steps[i]
@@ -365,19 +389,7 @@ func (d *Definition) validate() error {
 	for i := range d.Steps {
 		add(d.validateStep(&d.Steps[i]))
 	}
-	if d.Output != "" {
-		add(d.compile("", "output", d.Output))
-	}
-	if d.Concurrency != nil {
-		add(d.validateConcurrency("", d.Concurrency, true))
-	}
-	if len(errs) > 0 {
-		return joinErrs(errs)
-	}
-	if err := d.checkGraph(); err != nil {
-		return err
-	}
-	return nil
+	return errs
 }
 
 func (d *Definition) validateTrigger() error {
@@ -471,186 +483,6 @@ func (d *Definition) ref(step, field, target string) error {
 	return nil
 }
 
-func (d *Definition) validateStep(s *Step) error {
-	if s.Name == "" {
-		return nil // already reported
-	}
-	var errs []error
-	add := func(err error) {
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	add(d.ref(s.Name, "next", s.Next))
-	add(d.ref(s.Name, "on_failure", s.OnFailure))
-	notFor := func(field string, set bool) {
-		if set {
-			add(d.errf(s.Name, "%s is not allowed on a %s step", field, s.Kind))
-		}
-	}
-	if s.Kind != KindTask {
-		notFor("once", s.Once)
-	}
-	if s.Kind != KindSleep {
-		notFor("duration", s.Duration != 0)
-	}
-	if s.Kind != KindWait {
-		notFor("signal", s.Signal != "")
-	}
-	if s.Kind != KindTask {
-		notFor("concurrency", s.Concurrency != nil)
-		notFor("rate_limit", s.RateLimit != nil)
-	}
-	if s.Kind != KindBulk && s.Kind != KindWorkflow {
-		notFor("workflow", s.Workflow != "")
-	}
-	if s.Kind != KindBulk {
-		notFor("items", s.Items != "")
-		notFor("max_in_flight", s.MaxInFlight != 0)
-		notFor("max_items", s.MaxItems != 0)
-		notFor("on_child_failure", s.OnChildFailure != "")
-	}
-	switch s.Kind {
-	case KindTask:
-		if err := ValidateName("task type", s.Task); err != nil {
-			add(d.errf(s.Name, "%v", err))
-		}
-		if s.Input != "" {
-			add(d.compile(s.Name, "input", s.Input))
-		}
-		if s.Retry != nil {
-			r := s.Retry.withDefaults()
-			if r.MaxAttempts < 1 || r.MaxAttempts > MaxAttemptsCap {
-				add(d.errf(s.Name, "retry.max_attempts must be between 1 and %d, got %d", MaxAttemptsCap, s.Retry.MaxAttempts))
-			}
-			if !(r.BackoffCoefficient >= 1) || math.IsInf(r.BackoffCoefficient, 0) {
-				add(d.errf(s.Name, "retry.backoff_coefficient must be at least 1, got %g", r.BackoffCoefficient))
-			}
-		}
-		if s.Concurrency != nil {
-			add(d.validateConcurrency(s.Name, s.Concurrency, false))
-		}
-		if s.RateLimit != nil {
-			add(d.validateRateLimit(s.Name, s.RateLimit))
-		}
-		notFor("branches", len(s.Branches) > 0)
-		notFor("cases", len(s.Cases) > 0)
-		notFor("default", s.Default != "")
-	case KindWorkflow:
-		if err := ValidateName("child workflow", s.Workflow); err != nil {
-			add(d.errf(s.Name, "%v", err))
-		}
-		if s.Input != "" {
-			add(d.compile(s.Name, "input", s.Input))
-		}
-		notFor("task", s.Task != "")
-		notFor("retry", s.Retry != nil)
-		notFor("timeout", s.Timeout != 0)
-		notFor("branches", len(s.Branches) > 0)
-		notFor("cases", len(s.Cases) > 0)
-		notFor("default", s.Default != "")
-	case KindParallel:
-		if len(s.Branches) == 0 {
-			add(d.errf(s.Name, "a parallel step needs at least one branch"))
-		}
-		seen := map[string]bool{}
-		for i, b := range s.Branches {
-			if b == "" {
-				add(d.errf(s.Name, "branch %d is empty", i+1))
-			}
-			add(d.ref(s.Name, "branch", b))
-			if seen[b] {
-				add(d.errf(s.Name, "branch %q is listed twice", b))
-			}
-			seen[b] = true
-		}
-		notFor("task", s.Task != "")
-		notFor("input", s.Input != "")
-		notFor("retry", s.Retry != nil)
-		notFor("timeout", s.Timeout != 0)
-		notFor("cases", len(s.Cases) > 0)
-		notFor("default", s.Default != "")
-		notFor("on_failure", s.OnFailure != "")
-	case KindSwitch:
-		if len(s.Cases) == 0 {
-			add(d.errf(s.Name, "a switch step needs at least one case"))
-		}
-		for i, c := range s.Cases {
-			if c.When == "" {
-				add(d.errf(s.Name, "case %d has no condition (when)", i+1))
-			} else {
-				add(d.compile(s.Name, fmt.Sprintf("case %d condition", i+1), c.When))
-			}
-			if c.Next == "" {
-				add(d.errf(s.Name, "case %d has no next step", i+1))
-			}
-			add(d.ref(s.Name, fmt.Sprintf("case %d next", i+1), c.Next))
-		}
-		add(d.ref(s.Name, "default", s.Default))
-		notFor("task", s.Task != "")
-		notFor("input", s.Input != "")
-		notFor("retry", s.Retry != nil)
-		notFor("timeout", s.Timeout != 0)
-		notFor("branches", len(s.Branches) > 0)
-		notFor("next", s.Next != "")
-		notFor("on_failure", s.OnFailure != "")
-	case KindBulk:
-		if err := ValidateName("child workflow", s.Workflow); err != nil {
-			add(d.errf(s.Name, "%v", err))
-		}
-		if s.Items == "" {
-			add(d.errf(s.Name, "a bulk step needs items (an expression giving a list)"))
-		} else {
-			add(d.compile(s.Name, "items", s.Items))
-		}
-		if s.MaxInFlight < 0 {
-			add(d.errf(s.Name, "max_in_flight must not be negative, got %d", s.MaxInFlight))
-		}
-		if s.MaxItems < 0 || s.MaxItems > MaxItemsCap {
-			add(d.errf(s.Name, "max_items must be between 0 (default %d) and %d, got %d", DefaultMaxItems, MaxItemsCap, s.MaxItems))
-		}
-		switch s.OnChildFailure {
-		case "", FailFast, WaitAll:
-		default:
-			add(d.errf(s.Name, "on_child_failure must be %s or %s, got %q", FailFast, WaitAll, s.OnChildFailure))
-		}
-		notFor("task", s.Task != "")
-		notFor("input", s.Input != "")
-		notFor("retry", s.Retry != nil)
-		notFor("timeout", s.Timeout != 0)
-		notFor("branches", len(s.Branches) > 0)
-		notFor("cases", len(s.Cases) > 0)
-		notFor("default", s.Default != "")
-	case KindSleep:
-		if s.Duration <= 0 {
-			add(d.errf(s.Name, "a sleep step needs a positive duration"))
-		}
-		notFor("task", s.Task != "")
-		notFor("input", s.Input != "")
-		notFor("retry", s.Retry != nil)
-		notFor("timeout", s.Timeout != 0)
-		notFor("branches", len(s.Branches) > 0)
-		notFor("cases", len(s.Cases) > 0)
-		notFor("default", s.Default != "")
-		notFor("on_failure", s.OnFailure != "")
-	case KindWait:
-		if err := ValidateName("signal", s.Signal); err != nil {
-			add(d.errf(s.Name, "%v", err))
-		}
-		notFor("task", s.Task != "")
-		notFor("input", s.Input != "")
-		notFor("retry", s.Retry != nil)
-		notFor("branches", len(s.Branches) > 0)
-		notFor("cases", len(s.Cases) > 0)
-		notFor("default", s.Default != "")
-	case "":
-		add(d.errf(s.Name, "kind is missing (one of %s)", strings.Join(stepKinds, ", ")))
-	default:
-		add(d.errf(s.Name, "unknown kind %q (one of %s)", s.Kind, strings.Join(stepKinds, ", ")))
-	}
-	return joinErrs(errs)
-}
-
 // edges lists the steps that can follow s, in a fixed order.
 func (s *Step) edges() []string {
 	var out []string
@@ -669,7 +501,15 @@ func (s *Step) edges() []string {
 // checkGraph rejects cycles, unreachable steps and steps shared between
 // scopes, and records each step's scope.
 func (d *Definition) checkGraph() error {
-	// Cycles: depth-first search with colours.
+	if err := d.findCycle(); err != nil {
+		return err
+	}
+	return d.assignScopes()
+}
+
+// findCycle reports the first cycle reachable from the start step, by a
+// depth-first search with colours.
+func (d *Definition) findCycle() error {
 	const (
 		white = iota
 		grey
@@ -703,11 +543,13 @@ func (d *Definition) checkGraph() error {
 		colour[n] = black
 	}
 	visit(d.Start)
-	if cycle != nil {
-		return cycle
-	}
-	// Scopes: each step belongs to the root chain or to exactly one parallel
-	// step's branches.
+	return cycle
+}
+
+// assignScopes records each step's scope: the root chain or exactly one
+// parallel step's branch. It reports steps reachable from two scopes and
+// steps not reachable at all.
+func (d *Definition) assignScopes() error {
 	d.scopes = map[string]string{}
 	var errs []error
 	var assign func(step, scope string)
