@@ -232,7 +232,7 @@ func definitionExtras(def *workflow.Definition) []field {
 	if def.Trigger != nil {
 		t := "subject " + def.Trigger.Subject + ", key " + def.Trigger.Key
 		if def.Trigger.OnDuplicate != "" {
-			t += ", on_duplicate " + def.Trigger.OnDuplicate
+			t += ", on_duplicate " + string(def.Trigger.OnDuplicate)
 		}
 		out = append(out, field{"trigger", t})
 	}
@@ -480,7 +480,7 @@ func (cs *Console) instance(w http.ResponseWriter, r *http.Request) {
 		sd := stepData{Name: row.Step, State: st}
 		if defErr == nil {
 			if s, ok := def.Step(row.Step); ok {
-				sd.Kind = s.Kind
+				sd.Kind = string(s.Kind)
 				sd.Bulk = s.Kind == workflow.KindBulk
 			}
 		}

@@ -3,6 +3,7 @@ package workflow
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -11,18 +12,25 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
+// StepKind is what a step does: the value of its kind field. A
+// definition with any other value is rejected, naming the valid ones.
+type StepKind string
+
 // Step kinds.
 const (
-	KindTask     = "task"     // run a task on a worker
-	KindParallel = "parallel" // start branches and join when all end
-	KindSwitch   = "switch"   // route to the first case whose condition holds
-	KindBulk     = "bulk"     // start one child instance per item and wait for all
-	KindSleep    = "sleep"    // wait for a duration, durably
-	KindWait     = "wait"     // wait for a named signal, optionally with a timeout
-	KindWorkflow = "workflow" // start one child workflow and complete with its output
+	KindTask     StepKind = "task"     // run a task on a worker
+	KindParallel StepKind = "parallel" // start branches and join when all end
+	KindSwitch   StepKind = "switch"   // route to the first case whose condition holds
+	KindBulk     StepKind = "bulk"     // start one child instance per item and wait for all
+	KindSleep    StepKind = "sleep"    // wait for a duration, durably
+	KindWait     StepKind = "wait"     // wait for a named signal, optionally with a timeout
+	KindWorkflow StepKind = "workflow" // start one child workflow and complete with its output
 )
 
-var stepKinds = []string{KindTask, KindParallel, KindSwitch, KindBulk, KindSleep, KindWait, KindWorkflow}
+var stepKinds = []StepKind{KindTask, KindParallel, KindSwitch, KindBulk, KindSleep, KindWait, KindWorkflow}
+
+// StepKinds lists every step kind, in documentation order.
+func StepKinds() []StepKind { return slices.Clone(stepKinds) }
 
 // Bulk limits and failure policies.
 const (
@@ -34,10 +42,16 @@ const (
 	BulkChunk = 1000
 
 	// FailFast fails the bulk step at the first failed child.
-	FailFast = "fail_fast"
-	// WaitAll waits for every child and reports the counts.
-	WaitAll = "wait_all"
+	FailFast ChildFailurePolicy = "fail_fast"
+	// WaitAll waits for every child and reports the counts. The default.
+	WaitAll ChildFailurePolicy = "wait_all"
 )
+
+// ChildFailurePolicy is what a bulk step does when a child fails
+// (on_child_failure): FailFast or WaitAll. Empty means WaitAll.
+type ChildFailurePolicy string
+
+func (p ChildFailurePolicy) valid() bool { return p == "" || p == FailFast || p == WaitAll }
 
 // Limits on definitions.
 const (
@@ -102,7 +116,7 @@ type Trigger struct {
 	// starts a new run "<id>-r<n>" when the latest run of the key has ended
 	// (completed, failed or cancelled) and drops it while that run is still
 	// running. See ChooseRun for the exact rules.
-	OnDuplicate string `yaml:"on_duplicate,omitempty"`
+	OnDuplicate DuplicatePolicy `yaml:"on_duplicate,omitempty"`
 	// Debounce merges events of one event key: an event arriving less
 	// than Debounce after the one before it joins its window, and one
 	// instance starts when the window has been quiet for Debounce, with
@@ -127,14 +141,19 @@ func (t *Trigger) Debounces() (debounce, maxWait time.Duration) {
 	return t.Debounce.D(), maxWait
 }
 
+// DuplicatePolicy is what a trigger for an event key that already has
+// an instance does (trigger.on_duplicate): DuplicateIgnore or
+// DuplicateRerun. Empty means DuplicateIgnore.
+type DuplicatePolicy string
+
 // Trigger duplicate policies (Trigger.OnDuplicate).
 const (
 	// DuplicateIgnore drops every trigger for an event key that already
 	// has an instance. The default.
-	DuplicateIgnore = "ignore"
+	DuplicateIgnore DuplicatePolicy = "ignore"
 	// DuplicateRerun starts a new run of the event key when its latest run
 	// has ended.
-	DuplicateRerun = "rerun"
+	DuplicateRerun DuplicatePolicy = "rerun"
 )
 
 // Reruns reports whether duplicate triggers of this workflow start new runs
@@ -147,8 +166,9 @@ func (d *Definition) Reruns() bool {
 type Step struct {
 	// Name identifies the step within the workflow.
 	Name string `yaml:"name"`
-	// Kind is one of task, parallel, switch.
-	Kind string `yaml:"kind"`
+	// Kind is one of the StepKinds; it decides which other fields the
+	// step may set.
+	Kind StepKind `yaml:"kind"`
 	// Task is the task type a worker handles (kind task).
 	Task string `yaml:"task,omitempty"`
 	// Input is an expression evaluated when the step starts; its value is
@@ -211,7 +231,7 @@ type Step struct {
 	// OnChildFailure is fail_fast (the step fails at the first failed
 	// child) or wait_all (default: wait for every child; the step completes
 	// and its output reports the counts).
-	OnChildFailure string `yaml:"on_child_failure,omitempty"`
+	OnChildFailure ChildFailurePolicy `yaml:"on_child_failure,omitempty"`
 }
 
 // Case is one branch of a switch.

@@ -501,7 +501,7 @@ func TestParseTriggerOnDuplicate(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name, src string
-		want      string
+		want      workflow.DuplicatePolicy
 		reruns    bool
 	}{
 		{name: "omitted is ignore", src: trig("orders.created", "id"), want: "", reruns: false},

@@ -22,7 +22,7 @@ type kindSpec struct {
 }
 
 // stepKindSpecs is the table of step kinds. Its keys are stepKinds.
-var stepKindSpecs = map[string]kindSpec{
+var stepKindSpecs = map[StepKind]kindSpec{
 	KindTask: {
 		allowed:  []string{"task", "input", "retry", "timeout", "once", "concurrency", "rate_limit", "next", "on_failure"},
 		required: []string{"task"},
@@ -130,7 +130,13 @@ func (d *Definition) validateStep(s *Step) error {
 	return joinErrs(errs)
 }
 
-func kindList() string { return strings.Join(stepKinds, ", ") }
+func kindList() string {
+	names := make([]string, len(stepKinds))
+	for i, k := range stepKinds {
+		names[i] = string(k)
+	}
+	return strings.Join(names, ", ")
+}
 
 // nameErr reports an invalid name of a step field, or nil.
 func (d *Definition) nameErr(step, what, name string) error {
@@ -167,9 +173,7 @@ func checkMaxItems(d *Definition, s *Step, add func(error)) {
 }
 
 func checkOnChildFailure(d *Definition, s *Step, add func(error)) {
-	switch s.OnChildFailure {
-	case FailFast, WaitAll:
-	default:
+	if !s.OnChildFailure.valid() {
 		add(d.errf(s.Name, "on_child_failure must be %s or %s, got %q", FailFast, WaitAll, s.OnChildFailure))
 	}
 }
