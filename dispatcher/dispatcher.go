@@ -831,11 +831,9 @@ func (d *Dispatcher) onTrigger(ctx context.Context, m jetstream.Delivery) {
 	}
 	if len(items) == 0 {
 		if debounced > 0 {
-			if len(problems) > 0 {
-				cctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
-				_ = d.client.DeadLetter(cctx, "trigger", m, "dispatcher", strings.Join(problems, "; "))
-				cancel()
-				d.stats.deadLetters.WithLabelValues(reasonEventKey).Inc()
+			if len(problems) > 0 && !d.deadLetterPartial(ctx, m, problems) {
+				_ = m.Nak(d.cfg.RetryDelay)
+				return
 			}
 			_ = m.Ack()
 			return
@@ -860,10 +858,12 @@ func (d *Dispatcher) onTrigger(ctx context.Context, m jetstream.Delivery) {
 			}
 			if first.err == nil && first.reject == "" && len(problems) > 0 {
 				// Some bindings started; record the ones that could not.
-				dctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
-				_ = d.client.DeadLetter(dctx, "trigger", m, "dispatcher", strings.Join(problems, "; "))
-				cancel()
-				d.stats.deadLetters.WithLabelValues(reasonEventKey).Inc()
+				// Without that record the trigger is not acked: its
+				// redelivery finds the starts already made.
+				if !d.deadLetterPartial(ctx, m, problems) {
+					_ = m.Nak(d.cfg.RetryDelay)
+					return
+				}
 			}
 			d.settle(ctx, "trigger", m, first)
 		}
@@ -872,6 +872,24 @@ func (d *Dispatcher) onTrigger(ctx context.Context, m jetstream.Delivery) {
 			return
 		}
 	}
+}
+
+// deadLetterPartial records the bindings of a trigger that could not
+// start while others did (or joined a debounce window), so the trigger
+// itself is acked, not terminated. It reports false, logged, when the
+// dead letter could not be written: the caller must then nak the trigger
+// instead of acking it, as reject does.
+func (d *Dispatcher) deadLetterPartial(ctx context.Context, m jetstream.Delivery, problems []string) bool {
+	reason := strings.Join(problems, "; ")
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
+	defer cancel()
+	if err := d.client.DeadLetter(ctx, "trigger", m, "dispatcher", reason); err != nil {
+		d.log.Error().Err(err).Str("subject", m.Subject()).Str("reason", reason).Msg("dead-letter failed; will retry")
+		return false
+	}
+	d.stats.deadLetters.WithLabelValues(reasonEventKey).Inc()
+	d.log.Warn().Str("subject", m.Subject()).Str("reason", reason).Msg("trigger partly dead-lettered")
+	return true
 }
 
 // parentOf reads the parent of a bulk child's start message.
