@@ -149,6 +149,9 @@ type Consumer interface {
 	Reconnects() uint64
 	// PullStalls counts pull requests presumed lost and replaced.
 	PullStalls() uint64
+	// BadMetadata counts received messages whose JetStream metadata
+	// (delivery count, stream sequence) could not be read.
+	BadMetadata() uint64
 }
 
 // Housekeeping is what the dispatcher's background loops use: the watch

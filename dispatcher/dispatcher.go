@@ -275,7 +275,7 @@ func New(client Backend, cfg Config) (*Dispatcher, error) {
 		defs:     newRegistry(),
 		stopping: make(chan struct{}),
 	}
-	d.stats = newMetrics(client.PullStalls)
+	d.stats = newMetrics(client.PullStalls, client.BadMetadata)
 	if cfg.Tracer != nil {
 		d.tracer, d.traceCtx = cfg.Tracer.Tracer(tracerName), context.Background()
 	}

@@ -191,7 +191,7 @@ type metrics struct {
 // durationBuckets span a workflow's life: from milliseconds to a day.
 var durationBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400}
 
-func newMetrics(pullStalls func() uint64) *metrics {
+func newMetrics(pullStalls, badMetadata func() uint64) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	f := func(name, help string) count {
 		c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
@@ -247,6 +247,9 @@ func newMetrics(pullStalls func() uint64) *metrics {
 	m.all = append(m.all, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "jetflow_pull_stalls_total", Help: "Pulls from NATS presumed lost (no heartbeat) and replaced.",
 	}, func() float64 { return float64(pullStalls()) }))
+	m.all = append(m.all, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "jetflow_bad_metadata_total", Help: "Messages whose JetStream metadata (delivery count, stream sequence) could not be read; each was handled as a first delivery. Should stay 0.",
+	}, func() float64 { return float64(badMetadata()) }))
 	m.bulkChildren = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "jetflow_bulk_children", Help: "Children of the running bulk steps by state: pending (not dispatched yet), running, completed, failed. Refreshed by the repair loop.",
 	}, []string{"state"})

@@ -193,6 +193,8 @@ type Client struct {
 	scheds effects
 	// pullStalls counts pulls presumed lost and replaced (PullStalls).
 	pullStalls atomic.Uint64
+	// badMeta counts messages whose metadata could not be read (BadMetadata).
+	badMeta    atomic.Uint64
 	reconnects *atomic.Uint64
 	// perms hands permission violations to the requests they fail
 	// (permission.go); noProvision is Config.NoProvision, or set after

@@ -315,7 +315,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		hardCancel()
 		<-done
 	}
-	w.log.Info().Uint64("pull_stalls", w.client.PullStalls()).Msg("worker stopped")
+	w.log.Info().Uint64("pull_stalls", w.client.PullStalls()).Uint64("bad_metadata", w.client.BadMetadata()).Msg("worker stopped")
 	select {
 	case err := <-errs:
 		return err
