@@ -599,13 +599,17 @@ func (cs *Console) children(w http.ResponseWriter, r *http.Request) {
 	for i := p.From; i < p.To; i++ {
 		id := workflow.ChildInstanceID(step.Workflow, parent.ID, stepName, i)
 		row := childRow{Index: i, ID: id, Status: "not started", NotStarted: true}
-		if ch, _, err := cs.c.GetInstance(ctx, id); err == nil {
+		ch, _, err := cs.c.GetInstance(ctx, id)
+		switch {
+		case errors.Is(err, workflow.ErrNotFound):
+		case err != nil:
+			// Not "not started": the child could not be read.
+			cs.failRead(w, r, fmt.Errorf("child %s: %w", id, err))
+			return
+		default:
 			row.Status, row.Error, row.NotStarted, row.URL = string(ch.Status), ch.Error, false, "/instances/"+url.PathEscape(id)
 			if ch.OutputRef != "" {
-				if v, err := cs.c.LoadData(ctx, ch.OutputRef); err == nil {
-					b, _ := json.Marshal(v)
-					row.Output = shorten(string(b), 200)
-				}
+				row.Output = cs.outputCell(ctx, ch.OutputRef)
 			}
 		}
 		p.Rows = append(p.Rows, row)
@@ -618,6 +622,20 @@ func (cs *Console) children(w http.ResponseWriter, r *http.Request) {
 		p.NextURL = base + strconv.Itoa(page+1)
 	}
 	cs.render(w, r, "children", &p)
+}
+
+// outputCell is a child's output, shortened, for a table cell; when the
+// value cannot be read, the cell says so instead of looking empty.
+func (cs *Console) outputCell(ctx context.Context, ref string) string {
+	v, err := cs.c.LoadData(ctx, ref)
+	if err != nil {
+		return "(cannot read the output: " + err.Error() + ")"
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "(cannot show the output: " + err.Error() + ")"
+	}
+	return shorten(string(b), 200)
 }
 
 // ---- dead letters

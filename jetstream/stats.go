@@ -17,8 +17,13 @@ const StatsSubject = "jetflow.stats"
 func (c *Client) ServeStats(ctx context.Context, name string, stats func() any) error {
 	sub, err := c.nc.Subscribe(StatsSubject, func(m *nats.Msg) {
 		b, err := json.Marshal(map[string]any{"dispatcher": name, "stats": stats()})
-		if err == nil {
-			_ = m.Respond(b)
+		if err != nil {
+			c.log.Error().Err(err).Msg("cannot encode this dispatcher's stats; jetflow stats will not list it")
+			return
+		}
+		if err := m.Respond(b); err != nil {
+			// The asker stops waiting after its timeout either way.
+			c.log.Debug().Err(err).Msg("cannot answer a stats request")
 		}
 	})
 	if err != nil {

@@ -650,7 +650,7 @@ func printAttempts(w io.Writer, steps []stepView) {
 			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", st.Name, a.Attempt, a.Started.Local().Format(time.DateTime), ended, worker, a.Error)
 		}
 	}
-	_ = tw.Flush()
+	_ = tw.Flush() // an output error shows as missing output, as for fmt.Fprint
 }
 
 // compactRaw prints a JSON value on one line, cut after 2000 bytes.
