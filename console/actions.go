@@ -57,7 +57,7 @@ func (cs *Console) capabilities(ctx context.Context) capabilities {
 		const probe = "_"
 		caps.Cancel = rules.May(jetstream.EventKindSubject(probe, workflow.EventCancel))
 		caps.Signal = rules.May(jetstream.EventKindSubject(probe, workflow.EventSignal)) &&
-			rules.May("$KV."+jetstream.BucketData+"."+workflow.SignalKey(probe, probe, probe))
+			rules.May(jetstream.KeySubject(jetstream.BucketData, workflow.SignalKey(probe, probe, probe)))
 		caps.Retry = rules.May(jetstream.EventKindSubject(probe, workflow.EventRetry))
 		caps.Replay = rules.May(strings.TrimSuffix(jetstream.DLQReplayedSubjects, "*") + "1")
 		caps.rules = rules

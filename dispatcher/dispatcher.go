@@ -735,7 +735,7 @@ func (d *Dispatcher) onTrigger(ctx context.Context, m jetstream.Delivery) {
 		return
 	}
 	var defs []*workflow.Definition
-	if name, ok := strings.CutPrefix(m.Subject(), "jetflow.start."); ok {
+	if name, ok := jetstream.StartedWorkflow(m.Subject()); ok {
 		def := d.defs.latestOf(name)
 		if def == nil {
 			lctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
@@ -792,7 +792,7 @@ func (d *Dispatcher) onTrigger(ctx context.Context, m jetstream.Delivery) {
 			problems = append(problems, fmt.Sprintf("workflow %s: %v", def.Name, err))
 			continue
 		}
-		if deb, maxWait := def.Trigger.Debounces(); deb > 0 && !strings.HasPrefix(m.Subject(), "jetflow.start.") {
+		if deb, maxWait := def.Trigger.Debounces(); deb > 0 && !isStart(m) {
 			// The event joins its key's debounce window (schedules.go).
 			cctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
 			err := d.debounceEvent(cctx, def, key, m.StreamSeq(), deb, maxWait)
@@ -892,6 +892,12 @@ func (d *Dispatcher) deadLetterPartial(ctx context.Context, m jetstream.Delivery
 	return true
 }
 
+// isStart reports whether m is an explicit start (jetstream.StartSubject).
+func isStart(m jetstream.Delivery) bool {
+	_, ok := jetstream.StartedWorkflow(m.Subject())
+	return ok
+}
+
 // parentOf reads the parent of a bulk child's start message.
 func parentOf(m jetstream.Delivery) (workflow.ParentRef, bool) {
 	id := m.Header(jetstream.HeaderParent)
@@ -981,7 +987,7 @@ func payloadOfData(data []byte, contentType string, maxPayload int) ([]byte, err
 // header as it is, or a payload field in its canonical form
 // (workflow.EventKey: a string as it is, an integer as its digits).
 func eventKey(def *workflow.Definition, m jetstream.Delivery, payload func() (any, error)) (string, error) {
-	if def.Trigger == nil || strings.HasPrefix(m.Subject(), "jetflow.start.") {
+	if def.Trigger == nil || isStart(m) {
 		if k := m.Header(jetstream.HeaderEventKey); k != "" {
 			return k, nil
 		}

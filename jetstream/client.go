@@ -629,7 +629,7 @@ func bucketStream(kc natsjs.KeyValueConfig) natsjs.StreamConfig {
 	return natsjs.StreamConfig{
 		Name:              "KV_" + kc.Bucket,
 		Description:       kc.Description,
-		Subjects:          []string{"$KV." + kc.Bucket + ".>"},
+		Subjects:          []string{BucketSubjects(kc.Bucket)},
 		MaxMsgsPerSubject: int64(max(kc.History, 1)),
 		MaxBytes:          -1,
 		MaxMsgSize:        maxValue,

@@ -202,9 +202,3 @@ func (c *Client) guard(ctx context.Context, patterns ...string) (context.Context
 		return err
 	}
 }
-
-// jsAPI is the pattern of every JetStream API request.
-const jsAPI = "$JS.API.>"
-
-// keySubject is the subject of a KV key.
-func keySubject(bucket, key string) string { return "$KV." + bucket + "." + key }

@@ -8,10 +8,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// StatsSubject is the core NATS subject on which every dispatcher answers
-// with its counters (JSON). Not stored in any stream.
-const StatsSubject = "jetflow.stats"
-
 // ServeStats answers requests on StatsSubject with the JSON of stats()
 // until ctx ends.
 func (c *Client) ServeStats(ctx context.Context, name string, stats func() any) error {

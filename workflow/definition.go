@@ -417,8 +417,7 @@ func (d *Definition) validateTrigger() error {
 	if err := ValidateSubject(t.Subject, true); err != nil {
 		return d.errf("", "trigger subject: %v", err)
 	}
-	first, _, _ := strings.Cut(t.Subject, ".")
-	if first == "*" || first == ">" || strings.HasPrefix(t.Subject, "jetflow.") || strings.HasPrefix(t.Subject, "$") || t.Subject == ">" || t.Subject == "*" || strings.HasPrefix(t.Subject, "_INBOX") {
+	if ReservedSubject(t.Subject) {
 		return d.errf("", "trigger subject %q is reserved (jetflow.*, $*, _INBOX* and bare wildcards cannot be triggers)", t.Subject)
 	}
 	switch {

@@ -10,6 +10,30 @@ import (
 	"strings"
 )
 
+// Subject prefixes no trigger may use.
+const (
+	// SubjectPrefix starts every subject jetflow itself uses.
+	SubjectPrefix = "jetflow."
+	// SystemSubjectPrefix starts the NATS server's own subjects ($JS,
+	// $KV, $SYS, ...).
+	SystemSubjectPrefix = "$"
+	// InboxSubjectPrefix starts reply subjects: nats.go's "_INBOX." and
+	// each jetflow role's "_INBOX_jetflow_<role>.".
+	InboxSubjectPrefix = "_INBOX"
+)
+
+// ReservedSubject reports whether a subject (wildcards allowed) cannot be
+// a trigger subject: it is jetflow's (SubjectPrefix), the server's
+// (SystemSubjectPrefix) or a reply inbox's (InboxSubjectPrefix), or its
+// first token is a wildcard (which would cover all of those).
+func ReservedSubject(subject string) bool {
+	first, _, _ := strings.Cut(subject, ".")
+	return first == "*" || first == ">" ||
+		strings.HasPrefix(subject, SubjectPrefix) ||
+		strings.HasPrefix(subject, SystemSubjectPrefix) ||
+		strings.HasPrefix(subject, InboxSubjectPrefix)
+}
+
 // MaxNameLen is the longest workflow, step or task type name accepted.
 const MaxNameLen = 64
 

@@ -243,7 +243,7 @@ func publishCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			subject := args[0]
-			if strings.HasPrefix(subject, "jetflow.") || strings.HasPrefix(subject, "$") {
+			if strings.HasPrefix(subject, workflow.SubjectPrefix) || strings.HasPrefix(subject, workflow.SystemSubjectPrefix) {
 				return fmt.Errorf("subject %s is reserved (jetflow.* for jetflow itself, $* for NATS): publish to a trigger subject, or start a workflow with: jetflow start WORKFLOW", subject)
 			}
 			if err := workflow.ValidateSubject(subject, false); err != nil {
