@@ -176,7 +176,9 @@ type Step struct {
 	Input string `yaml:"input,omitempty"`
 	// Retry policy (kind task). Default: DefaultRetryPolicy.
 	Retry *RetryPolicy `yaml:"retry,omitempty"`
-	// Timeout bounds one attempt, start to close (kind task). Zero: none.
+	// Timeout bounds one attempt, start to close (kind task), or the wait
+	// for the signal (kind wait: the step fails when it passes). Zero:
+	// none.
 	Timeout Duration `yaml:"timeout,omitempty"`
 	// Once runs the handler at most once for this step (kind task), across
 	// attempts and redeliveries: the worker claims the step's effect key
@@ -187,10 +189,11 @@ type Step struct {
 	// not have happened" and is never run again. Default false: at least
 	// once, with Task.EffectKey for idempotent handlers.
 	Once bool `yaml:"once,omitempty"`
-	// Next is the step that follows. Empty: this step ends its chain.
+	// Next is the step that follows (every kind but switch). Empty: this
+	// step ends its chain.
 	Next string `yaml:"next,omitempty"`
-	// OnFailure is the step to run when this step fails for good. Empty:
-	// the instance fails.
+	// OnFailure is the step to run when this step fails for good (kinds
+	// task, bulk, wait and workflow). Empty: the instance fails.
 	OnFailure string `yaml:"on_failure,omitempty"`
 	// Branches name the first step of each branch (kind parallel). Each
 	// branch runs until its chain ends; the parallel step completes when all

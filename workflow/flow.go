@@ -443,7 +443,7 @@ func sortedHolders(m map[Holder]string) []Holder {
 	return out
 }
 
-// slotLimit is the limit of the workflow's (step "") or a step's slot.
+// SlotLimit is the limit of the workflow's (step "") or a step's slot.
 func SlotLimit(def *Definition, step string) int {
 	if step == "" {
 		if def.Concurrency != nil {
