@@ -251,7 +251,6 @@ func retryOffered(inst *workflow.Instance) bool {
 	return (inst.Status == workflow.StatusFailed || inst.Status == workflow.StatusCancelled) && inst.Parent == nil
 }
 
-
 func (cs *Console) doRetry(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if err := checkPost(r); err != nil {
