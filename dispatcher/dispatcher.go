@@ -280,7 +280,7 @@ func New(client Backend, cfg Config) (*Dispatcher, error) {
 		d.tracer, d.traceCtx = cfg.Tracer.Tracer(tracerName), context.Background()
 	}
 	for i := 0; i < cfg.Shards; i++ {
-		d.shards = append(d.shards, &shard{d: d, in: make(chan *item, cfg.BatchSize*2), cache: map[string]*cached{}, recounted: map[string]time.Time{}, scheduled: map[string]time.Time{}, owed: map[string]uint64{}})
+		d.shards = append(d.shards, &shard{d: d, in: make(chan *item, cfg.BatchSize*2), cache: map[string]*cached{}, bar: newBarriers(d), owed: map[string]uint64{}})
 	}
 	return d, nil
 }
@@ -588,17 +588,8 @@ type item struct {
 	// the data bucket before the instance is created (nil for bulk
 	// children, whose parent wrote it).
 	input []byte
-	// barrier is set once this item's child barrier was created by this
-	// dispatcher, so a CAS retry still counts it.
-	barrier bool
-	// barrierExists is set when a batched create (shard.preBarriers)
-	// found this item's barrier already there.
-	barrierExists bool
-	// barrierEpoch is the step's Recounts in the state this item's
-	// barrier was created against; barrierMark how many recounts the
-	// current pass had applied when it was created (0 when it was created
-	// before the pass). See shard.apply.
-	barrierEpoch, barrierMark int
+	// bar is what this item learned of its child barrier (barriers.go).
+	bar barrierState
 	// done receives the outcome; nil error means the event was applied
 	// (or was a harmless duplicate) and the message may be acked.
 	done func(outcome)
