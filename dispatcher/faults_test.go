@@ -52,6 +52,9 @@ type faulty struct {
 	watchDefinitions func(ctx context.Context, inner dispatcher.Backend, fn func(*workflow.Definition), ready func()) error
 	// watchInstances, when set, replaces the watch of instance writes.
 	watchInstances func(ctx context.Context, inner dispatcher.Backend, existing bool, ready func(), fn func(*jetstream.InstanceUpdate)) error
+	// failDeadLetter: writing a dead letter fails, as if the DLQ
+	// stream's leader were away.
+	failDeadLetter func(m jetstream.Delivery, reason string) bool
 	// putInstance, when set, replaces the instance write.
 	putInstance func(ctx context.Context, inner dispatcher.Backend, in *workflow.Instance, rev uint64, expires bool) (uint64, error)
 }
@@ -71,6 +74,13 @@ func (f *faulty) PutInstance(ctx context.Context, in *workflow.Instance, rev uin
 		return 0, fmt.Errorf("%w: answer of the commit lost", jetstream.ErrRequestTimeout)
 	}
 	return newRev, err
+}
+
+func (f *faulty) DeadLetter(ctx context.Context, source string, m jetstream.Delivery, component, reason string) error {
+	if f.failDeadLetter != nil && f.failDeadLetter(m, reason) {
+		return fmt.Errorf("dead letter dropped: %w", errInjected)
+	}
+	return f.Backend.DeadLetter(ctx, source, m, component, reason)
 }
 
 // publish applies the publish faults to one publish call, dec holding

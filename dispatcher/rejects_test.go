@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,4 +143,40 @@ func TestTimerSubjectsHoldOnlyTimerSchedules(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, st.Msgs, "only the hour-long timer is left in %s", jetstream.StreamEvents)
 	require.Equal(t, workflow.StatusRunning, e.Instance(long).Status)
+}
+
+// TestPartlyStartedTriggerKeepsItsProblemsWhenTheDLQFails: a trigger
+// that starts one of the two workflows bound to its subject and cannot
+// start the other (no event key in the payload) is acked only once the
+// binding that could not start is dead-lettered; when that write fails
+// the message is retried, and the retry starts nothing twice.
+func TestPartlyStartedTriggerKeepsItsProblemsWhenTheDLQFails(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register("name: by-id\nversion: 1\ntrigger: {subject: split.in, key: id}\nsteps:\n  - {name: a, kind: task, task: echo}\n")
+	e.Register("name: by-customer\nversion: 1\ntrigger: {subject: split.in, key: customer}\nsteps:\n  - {name: a, kind: task, task: echo}\n")
+	var failed atomic.Int32
+	backend := &faulty{Backend: e.Client, failDeadLetter: func(m jetstream.Delivery, reason string) bool {
+		// The first two tries fail.
+		return m.Subject() == "split.in" && failed.Add(1) <= 2
+	}}
+	d, _ := e.Dispatcher(backend, dispatcher.Config{RetryDelay: 50 * time.Millisecond})
+	ctx := context.Background()
+	require.NoError(t, e.Client.PublishRaw(ctx, "split.in", []byte(`{"id":"o-1"}`)))
+
+	var dls []jetstream.DeadLetter
+	jftest.Eventually(t, 30*time.Second, func() bool {
+		var err error
+		dls, err = e.Client.DeadLetters(ctx, 10)
+		return err == nil && len(dls) == 1
+	}, "the binding that could not start was not dead-lettered")
+	require.Contains(t, dls[0].Reason, "workflow by-customer")
+	require.GreaterOrEqual(t, failed.Load(), int32(3), "the dead letter was written only after the injected failures")
+	inst, _, err := e.Client.GetInstance(ctx, workflow.InstanceID("by-id", "o-1"))
+	require.NoError(t, err)
+	require.Equal(t, "by-id", inst.Workflow)
+	require.GreaterOrEqual(t, d.Stats().DuplicateTriggers, uint64(1), "the retried trigger found its start applied")
+	list, err := e.Client.Instances(ctx, jetstream.InstanceFilter{})
+	require.NoError(t, err)
+	require.Len(t, list, 1, "one instance, however often the trigger came back")
 }

@@ -121,6 +121,12 @@ const (
 // StartSubject is where an explicit start of a workflow is published.
 func StartSubject(workflowName string) string { return startPrefix + workflowName }
 
+// StartedWorkflow returns the workflow an explicit start's subject
+// (StartSubject) names; ok is false for any other subject.
+func StartedWorkflow(subject string) (name string, ok bool) {
+	return strings.CutPrefix(subject, startPrefix)
+}
+
 // EventSubject is where events of an instance are published.
 func EventSubject(instance string) string { return eventPrefix + instance }
 
