@@ -208,9 +208,11 @@ const (
 // StartSubject is where an explicit start of a workflow is published.
 func StartSubject(workflowName string) string { return startPrefix + workflowName }
 
-// StartedWorkflow is the workflow an explicit start subject names, and
-// whether subject is one (StartSubject).
-func StartedWorkflow(subject string) (string, bool) { return strings.CutPrefix(subject, startPrefix) }
+// StartedWorkflow returns the workflow an explicit start's subject
+// (StartSubject) names; ok is false for any other subject.
+func StartedWorkflow(subject string) (name string, ok bool) {
+	return strings.CutPrefix(subject, startPrefix)
+}
 
 // EventSubject is where events of an instance are published.
 func EventSubject(instance string) string { return eventPrefix + instance }
