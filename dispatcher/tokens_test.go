@@ -265,26 +265,33 @@ func TestOutputsAreBoundToTaskTokens(t *testing.T) {
 	require.Equal(t, float64(1), deadLettersByReason(t, d, "forged_result"))
 }
 
-// TestOutputKeyOf: which output keys a result may name.
-func TestOutputKeyOf(t *testing.T) {
+// TestEarlierOutputKey: which output keys have the shape of an earlier
+// attempt's (the dispatcher then accepts one only as the step's recorded
+// outcome).
+func TestEarlierOutputKey(t *testing.T) {
 	t.Parallel()
 	tok := "k1.abc"
-	own := workflow.TokenOutputKey("i", "s", 3, tok)
 	earlier := workflow.TokenOutputKey("i", "s", 2, "k1.other")
 	for _, tc := range []struct {
 		name string
 		ref  string
-		want bool
+		want int
 	}{
-		{"its own", own, true},
-		{"an earlier attempt's (once)", earlier, true},
-		{"plain key", workflow.OutputKey("i", "s", 3), false},
-		{"a later attempt's", workflow.TokenOutputKey("i", "s", 4, tok), false},
-		{"another step's", workflow.TokenOutputKey("i", "t", 2, tok), false},
-		{"another instance's", workflow.TokenOutputKey("j", "s", 2, tok), false},
-		{"bad tag", workflow.OutputKey("i", "s", 2) + ".xyz", false},
+		{"an earlier attempt's", earlier, 2},
+		{"its own", workflow.TokenOutputKey("i", "s", 3, tok), 0},
+		{"plain key", workflow.OutputKey("i", "s", 2), 0},
+		{"a later attempt's", workflow.TokenOutputKey("i", "s", 4, tok), 0},
+		{"another step's", workflow.TokenOutputKey("i", "t", 2, tok), 0},
+		{"another instance's", workflow.TokenOutputKey("j", "s", 2, tok), 0},
+		{"bad tag", workflow.OutputKey("i", "s", 2) + ".xyz", 0},
+		{"not hex", workflow.OutputKey("i", "s", 2) + ".zzzzzzzzzzzzzzzz", 0},
+		{"padded attempt", "i.s.01.out.0123456789abcdef", 0},
 	} {
-		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, workflow.OutputKeyOf(tc.ref, "i", "s", 3, tok)) })
+		t.Run(tc.name, func(t *testing.T) {
+			a, ok := workflow.EarlierOutputKey(tc.ref, "i", "s", 3)
+			require.Equal(t, tc.want != 0, ok)
+			require.Equal(t, tc.want, a)
+		})
 	}
 }
 

@@ -67,6 +67,16 @@ const (
 	// DLQReplayedSubjects are the replay marks of dead letters.
 	DLQReplayedSubjects = dlqReplayedPrefix + "*"
 	DoneSubjects        = "jetflow.done.>"
+	// EffectClaimSubject and EffectRecordSubject are the core NATS
+	// subjects (not stored in any stream) of the effect service: with task
+	// tokens, a worker asks a dispatcher to claim a once step's effect key
+	// and to record its outcome (effectservice.go). EffectSubjects is
+	// their wildcard, which the dispatchers serve in one queue group.
+	EffectClaimSubject  = "jetflow.effect.claim"
+	EffectRecordSubject = "jetflow.effect.record"
+	EffectSubjects      = "jetflow.effect.*"
+	// EffectQueue is the queue group of the dispatchers on EffectSubjects.
+	EffectQueue = "jetflow_dispatchers"
 	definitionsKeys     = ">"
 )
 
