@@ -14,6 +14,7 @@ import (
 	"github.com/jetflow/jetflow/dispatcher"
 	"github.com/jetflow/jetflow/internal/jftest"
 	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/tasktoken"
 	"github.com/jetflow/jetflow/worker"
 	"github.com/jetflow/jetflow/workflow"
 )
@@ -43,8 +44,34 @@ const unknownOutcome = "was claimed by an earlier delivery that did not record a
 // claimer's outcome, recorded late, is what later attempts report; and a
 // task delivered again after the step completed reports the recorded
 // outcome without calling the handler.
+// With task tokens the dispatchers claim and record for the workers
+// (the effect service); without, the workers write the bucket.
 func TestOnceStepNeverRunsTwice(t *testing.T) {
 	t.Parallel()
+	for _, tokens := range []bool{false, true} {
+		t.Run(map[bool]string{false: "direct", true: "tokens"}[tokens], func(t *testing.T) {
+			t.Parallel()
+			testOnceStepNeverRunsTwice(t, tokens)
+		})
+	}
+}
+
+// onceTokens returns a dispatcher config with task tokens (and the key
+// set, to sign tasks in the test) when tokens is set.
+func onceTokens(t *testing.T, tokens bool) (dispatcher.Config, *tasktoken.KeySet) {
+	t.Helper()
+	if !tokens {
+		return dispatcher.Config{}, nil
+	}
+	k, err := tasktoken.NewKey()
+	require.NoError(t, err)
+	keys := tasktoken.KeySet{Keys: []tasktoken.Key{k}}
+	ring, err := tasktoken.Static(keys)
+	require.NoError(t, err)
+	return dispatcher.Config{TaskTokens: ring}, &keys
+}
+
+func testOnceStepNeverRunsTwice(t *testing.T, tokens bool) {
 	n := 100
 	switch {
 	case testing.Short():
@@ -52,9 +79,13 @@ func TestOnceStepNeverRunsTwice(t *testing.T) {
 	case raceDetector:
 		n = 60
 	}
+	if tokens {
+		n /= 2 // the same paths, on a shared machine
+	}
 	e := jftest.Start(t, jetstream.Config{WorkerAckWait: time.Second})
 	e.Register(payDef)
-	d, _ := e.Dispatcher(nil, dispatcher.Config{})
+	dcfg, signer := onceTokens(t, tokens)
+	d, _ := e.Dispatcher(nil, dcfg)
 	l := newEffectLedger()
 	plain := l.handler("any")
 	ctx := context.Background()
@@ -197,10 +228,14 @@ func TestOnceStepNeverRunsTwice(t *testing.T) {
 	inst := e.Instance(done)
 	key := workflow.EffectKey(done, "charge")
 	before := l.totalCalls()
-	task, err := jetstream.EncodeMessage(workflow.Task{
+	redo := workflow.Task{
 		Instance: done, Workflow: "pay", Version: 1, Step: "charge", Type: "charge", Attempt: 1,
 		InputRef: inst.Steps["charge"].InputRef, EffectKey: key, Once: true, MaxAttempts: 4,
-	})
+	}
+	if signer != nil {
+		redo.Token = signer.Sign(done, "charge", 1, time.Now())
+	}
+	task, err := jetstream.EncodeMessage(redo)
 	require.NoError(t, err)
 	require.NoError(t, e.Client.PublishRaw(ctx, jetstream.TaskSubject("charge"), task))
 	waitQuiet(t, e, 30*time.Second)
@@ -217,6 +252,15 @@ func TestOnceStepNeverRunsTwice(t *testing.T) {
 // outcome, reported as permanent: no retry runs the handler again.
 func TestOnceStepErrorIsFinal(t *testing.T) {
 	t.Parallel()
+	for _, tokens := range []bool{false, true} {
+		t.Run(map[bool]string{false: "direct", true: "tokens"}[tokens], func(t *testing.T) {
+			t.Parallel()
+			testOnceStepErrorIsFinal(t, tokens)
+		})
+	}
+}
+
+func testOnceStepErrorIsFinal(t *testing.T, tokens bool) {
 	e := jftest.Start(t, jetstream.Config{})
 	e.Register(`
 name: once-fail
@@ -224,7 +268,8 @@ version: 1
 steps:
   - {name: a, kind: task, task: boom, once: true, retry: {max_attempts: 5, initial_interval: 100ms}}
 `)
-	e.Dispatcher(nil, dispatcher.Config{})
+	dcfg, _ := onceTokens(t, tokens)
+	e.Dispatcher(nil, dcfg)
 	var calls atomic.Int64
 	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"boom": func(context.Context, *worker.Task) (any, error) {
 		calls.Add(1)

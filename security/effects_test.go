@@ -1,0 +1,143 @@
+package security_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/jetflow/jetflow/dispatcher"
+	"github.com/jetflow/jetflow/internal/jftest"
+	"github.com/jetflow/jetflow/jetstream"
+	"github.com/jetflow/jetflow/security"
+	"github.com/jetflow/jetflow/tasktoken"
+	"github.com/jetflow/jetflow/workflow"
+)
+
+// TestEffectRequestsNeedTheTaskToken: on the generated config, with task
+// tokens, a worker claims and records a once step only through a
+// dispatcher, which refuses (and writes nothing for) a request without
+// the attempt's token, for another instance's step, for a claim that is
+// not the requester's, or naming an output that is not the attempt's;
+// the worker holding the token claims and records once.
+func TestEffectRequestsNeedTheTaskToken(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	defs := parseDefs(t, parentDef, childDef)
+	s := startSecured(t, securedOptions{scope: security.ScopeOf(defs)})
+	admin, _ := s.connect(security.Admin, jetstream.Config{})
+	require.NoError(t, admin.Provision(ctx))
+
+	dc, dispatcherLog := s.connect(security.Dispatcher, jetstream.Config{})
+	require.NoError(t, dc.Provision(ctx))
+	key, err := tasktoken.NewKey()
+	require.NoError(t, err)
+	keys := tasktoken.KeySet{Keys: []tasktoken.Key{key}}
+	ring, err := tasktoken.Static(keys)
+	require.NoError(t, err)
+	d, err := dispatcher.New(dc, dispatcher.Config{StatsInterval: -1, Logger: jftest.Logger(t), TaskTokens: ring})
+	require.NoError(t, err)
+	runInBackground(t, d.Run)
+
+	wc, workerLog := s.connect(security.Worker, jetstream.Config{})
+	require.NoError(t, wc.Bind(ctx))
+	id := workflow.InstanceID("secure-order", "victim")
+	effect := workflow.EffectKey(id, "charge")
+	now := time.Now()
+	valid := keys.Sign(id, "charge", 1, now)
+	other, err := tasktoken.NewKey()
+	require.NoError(t, err)
+	request := func(op jetstream.EffectOp, r jetstream.EffectRequest) (*jetstream.EffectReply, error) {
+		var reply *jetstream.EffectReply
+		var err error
+		// The first request may come before the dispatcher serves.
+		jftest.Eventually(t, 30*time.Second, func() bool {
+			reply, err = wc.RequestEffect(ctx, op, &r)
+			return !errorsIsNoDispatcher(err)
+		}, "no dispatcher answered")
+		return reply, err
+	}
+	unclaimed := func(t *testing.T) {
+		t.Helper()
+		_, _, err := admin.GetEffect(ctx, effect)
+		require.ErrorIs(t, err, workflow.ErrNotFound, "a refused request wrote the effect record")
+	}
+
+	for name, r := range map[string]jetstream.EffectRequest{
+		"no token":          {Instance: id, Step: "charge", Attempt: 1, Nonce: "n1"},
+		"garbage token":     {Instance: id, Step: "charge", Attempt: 1, Nonce: "n1", Token: "not-a-token"},
+		"another key":       {Instance: id, Step: "charge", Attempt: 1, Nonce: "n1", Token: tasktoken.KeySet{Keys: []tasktoken.Key{other}}.Sign(id, "charge", 1, now)},
+		"another instance":  {Instance: id, Step: "charge", Attempt: 1, Nonce: "n1", Token: keys.Sign(workflow.InstanceID("secure-order", "mine"), "charge", 1, now)},
+		"another attempt":   {Instance: id, Step: "charge", Attempt: 2, Nonce: "n1", Token: valid},
+		"no nonce":          {Instance: id, Step: "charge", Attempt: 1, Token: valid},
+		"record unclaimed":  {Instance: id, Step: "charge", Attempt: 1, Nonce: "n1", Token: valid, Revision: 1},
+		"another step":      {Instance: id, Step: "check", Attempt: 1, Nonce: "n1", Token: valid},
+		"malformed attempt": {Instance: id, Step: "charge", Nonce: "n1", Token: valid},
+	} {
+		t.Run("claim refused: "+name, func(t *testing.T) {
+			op := jetstream.EffectClaim
+			if name == "record unclaimed" {
+				op = jetstream.EffectRecord
+			}
+			reply, err := request(op, r)
+			require.ErrorIs(t, err, jetstream.ErrEffectRefused)
+			require.Equal(t, jetstream.EffectRefused, reply.Status)
+			unclaimed(t)
+		})
+	}
+
+	// The worker holding the token claims; nobody else records over its
+	// claim, and it records only its attempt's output key.
+	claim := jetstream.EffectRequest{Instance: id, Step: "charge", Attempt: 1, Token: valid, Nonce: "mine"}
+	reply, err := request(jetstream.EffectClaim, claim)
+	require.NoError(t, err)
+	require.Equal(t, jetstream.EffectClaimed, reply.Status)
+	rev := reply.Revision
+	again, err := request(jetstream.EffectClaim, jetstream.EffectRequest{Instance: id, Step: "charge", Attempt: 1, Token: valid, Nonce: "theirs"})
+	require.NoError(t, err)
+	require.Equal(t, jetstream.EffectExists, again.Status, "a second claim")
+	require.Equal(t, "mine", again.Record.Token)
+
+	own := workflow.TokenOutputKey(id, "charge", 1, valid)
+	for name, r := range map[string]jetstream.EffectRequest{
+		"another nonce":       {Instance: id, Step: "charge", Attempt: 1, Token: valid, Nonce: "theirs", Revision: rev, Error: "declined"},
+		"a self-chosen key":   {Instance: id, Step: "charge", Attempt: 1, Token: valid, Nonce: "mine", Revision: rev, OutputRef: workflow.TokenOutputKey(id, "charge", 1, "attacker")},
+		"the plain key":       {Instance: id, Step: "charge", Attempt: 1, Token: valid, Nonce: "mine", Revision: rev, OutputRef: workflow.OutputKey(id, "charge", 1)},
+		"no token":            {Instance: id, Step: "charge", Attempt: 1, Nonce: "mine", Revision: rev, Error: "declined"},
+		"output and an error": {Instance: id, Step: "charge", Attempt: 1, Token: valid, Nonce: "mine", Revision: rev, OutputRef: own, Error: "declined"},
+	} {
+		t.Run("record refused: "+name, func(t *testing.T) {
+			reply, err := request(jetstream.EffectRecord, r)
+			require.ErrorIs(t, err, jetstream.ErrEffectRefused)
+			require.Equal(t, jetstream.EffectRefused, reply.Status)
+			rec, got, err := admin.GetEffect(ctx, effect)
+			require.NoError(t, err)
+			require.False(t, rec.Done, "a refused request recorded an outcome")
+			require.Equal(t, rev, got)
+		})
+	}
+	record := claim
+	record.Revision, record.OutputRef = rev, own
+	reply, err = request(jetstream.EffectRecord, record)
+	require.NoError(t, err)
+	require.Equal(t, jetstream.EffectRecorded, reply.Status)
+	reply, err = request(jetstream.EffectRecord, record)
+	require.NoError(t, err)
+	require.Equal(t, jetstream.EffectRecorded, reply.Status, "a repeated try is answered recorded")
+	rec, _, err := wc.GetEffect(ctx, effect)
+	require.NoError(t, err, "the worker reads the effect records")
+	require.True(t, rec.Done)
+	require.Equal(t, own, rec.OutputRef)
+	hist, err := admin.EffectHistory(ctx, effect)
+	require.NoError(t, err)
+	require.Len(t, hist, 2, "one claim, one outcome")
+
+	require.Empty(t, dispatcherLog.violations(), "the dispatcher was denied something it needs:\n%s", dispatcherLog)
+	require.Empty(t, workerLog.violations(), "the worker was denied something it needs:\n%s", workerLog)
+}
+
+func errorsIsNoDispatcher(err error) bool {
+	return errors.Is(err, jetstream.ErrNoDispatcher)
+}
