@@ -243,6 +243,11 @@ func testOnceStepNeverRunsTwice(t *testing.T, tokens bool) {
 	require.Equal(t, 1, l.callsOf(key))
 	require.Equal(t, inst.Events, e.Instance(done).Events, "the replayed result changed the instance")
 
+	if tokens {
+		require.Positive(t, metricValue(t, d, "jetflow_effect_requests_total", map[string]string{"op": "claim", "outcome": "claimed"}),
+			"with task tokens the workers claim through the dispatcher")
+		require.Positive(t, metricValue(t, d, "jetflow_effect_requests_total", map[string]string{"op": "record", "outcome": "recorded"}))
+	}
 	total, _, repeated, _ := l.summary()
 	t.Logf("once: %d instances; %d completed, %d failed with an unknown outcome (%d of them claimed by the killed worker and never resolved); the paused claimer's instance: %s; raw handler invocations %d (%d keys ran more than once, none of them a once step); stale results ignored: %d",
 		n, completed, unknown, killedKeys, zombieOutcome, total, repeated, d.Stats().StaleEvents)

@@ -76,19 +76,29 @@ func (h *holder) waitStarted(t *testing.T, id string) {
 // deadLettersByReason reads jetflow_dead_letters_total{reason}.
 func deadLettersByReason(t *testing.T, d *dispatcher.Dispatcher, reason string) float64 {
 	t.Helper()
+	return metricValue(t, d, "jetflow_dead_letters_total", map[string]string{"reason": reason})
+}
+
+// metricValue reads the counter of a family with the given labels.
+func metricValue(t *testing.T, d *dispatcher.Dispatcher, family string, labels map[string]string) float64 {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(d.Collector())
 	fams, err := reg.Gather()
 	require.NoError(t, err)
 	for _, f := range fams {
-		if f.GetName() != "jetflow_dead_letters_total" {
+		if f.GetName() != family {
 			continue
 		}
 		for _, m := range f.GetMetric() {
+			matched := 0
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
-					return m.GetCounter().GetValue()
+				if v, ok := labels[l.GetName()]; ok && v == l.GetValue() {
+					matched++
 				}
+			}
+			if matched == len(labels) {
+				return m.GetCounter().GetValue()
 			}
 		}
 	}
