@@ -58,7 +58,7 @@ func TestOnceStepNeverRunsTwice(t *testing.T) {
 
 // onceTokens returns a dispatcher config with task tokens (and the key
 // set, to sign tasks in the test) when tokens is set.
-func onceTokens(t *testing.T, tokens bool) (dispatcher.Config, *tasktoken.KeySet) {
+func onceTokens(t testing.TB, tokens bool) (dispatcher.Config, *tasktoken.KeySet) {
 	t.Helper()
 	if !tokens {
 		return dispatcher.Config{}, nil
