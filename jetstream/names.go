@@ -76,8 +76,8 @@ const (
 	EffectRecordSubject = "jetflow.effect.record"
 	EffectSubjects      = "jetflow.effect.*"
 	// EffectQueue is the queue group of the dispatchers on EffectSubjects.
-	EffectQueue = "jetflow_dispatchers"
-	definitionsKeys     = ">"
+	EffectQueue     = "jetflow_dispatchers"
+	definitionsKeys = ">"
 )
 
 // Inbox prefixes: each role's connections take replies on subjects under
