@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -140,7 +141,9 @@ const effectWorkers = 64
 // (EffectQueue) with what handle returns, until ctx ends; it then waits
 // for the requests being handled. A request that does not decode gets an
 // EffectRefused reply without reaching handle; one without a reply
-// subject is dropped (dropped is called for both, with the reason).
+// subject, or whose reply subject is no worker's inbox (a jetflow or
+// server subject, another role's inbox), is dropped (dropped is called
+// for both, with the reason).
 func (c *Client) ServeEffects(ctx context.Context, handle func(context.Context, EffectOp, *EffectRequest) *EffectReply, dropped func(op EffectOp, reason string)) error {
 	sem := make(chan struct{}, effectWorkers)
 	var (
@@ -164,8 +167,8 @@ func (c *Client) ServeEffects(ctx context.Context, handle func(context.Context, 
 			dropped(EffectOp(m.Subject), "unknown effect subject "+m.Subject)
 			return
 		}
-		if m.Reply == "" {
-			dropped(op, "request without a reply subject")
+		if !effectReplyAllowed(m.Reply) {
+			dropped(op, fmt.Sprintf("reply subject %q is not a worker's inbox", m.Reply))
 			return
 		}
 		var req EffectRequest
@@ -199,6 +202,23 @@ func (c *Client) ServeEffects(ctx context.Context, handle func(context.Context, 
 	}
 	<-ctx.Done()
 	return sub.Unsubscribe()
+}
+
+// effectReplyAllowed keeps the dispatcher from answering an effect
+// request where a requester should not make it publish: nowhere, on
+// jetflow's own or the server's subjects, or in another role's inbox
+// (NATS permissions deny those too on a secured server; an open bus has
+// none).
+func effectReplyAllowed(reply string) bool {
+	if reply == "" || strings.HasPrefix(reply, "$") || strings.HasPrefix(reply, subjectPrefix) {
+		return false
+	}
+	for _, p := range []string{InboxPrefixAdmin, InboxPrefixDispatcher, InboxPrefixProducer, InboxPrefixOperator} {
+		if strings.HasPrefix(reply, p+".") {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Client) respondEffect(m *nats.Msg, r *EffectReply) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jetflow/jetflow/dispatcher"
@@ -134,10 +135,52 @@ func TestEffectRequestsNeedTheTaskToken(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, hist, 2, "one claim, one outcome")
 
+	// A request whose reply subject is another role's inbox (which NATS
+	// does not check on a publish) is dropped, not answered there.
+	op, _ := s.raw(security.Operator)
+	stolen, err := op.SubscribeSync(security.Operator.InboxPrefix() + ".stolen")
+	require.NoError(t, err)
+	require.NoError(t, op.Flush())
+	nc, _ := s.raw(security.Worker)
+	b, err := jetstream.EncodeMessage(jetstream.EffectRequest{Instance: id, Step: "other", Attempt: 1, Token: keys.Sign(id, "other", 1, now), Nonce: "n"})
+	require.NoError(t, err)
+	before := refusedClaims(t, d)
+	require.NoError(t, nc.PublishRequest(jetstream.EffectClaimSubject, security.Operator.InboxPrefix()+".stolen", b))
+	jftest.Eventually(t, 30*time.Second, func() bool { return refusedClaims(t, d) > before }, "the request was not refused")
+	n, _, err := stolen.Pending()
+	require.NoError(t, err)
+	require.Zero(t, n, "the dispatcher answered in the operator's inbox")
+	_, _, err = admin.GetEffect(ctx, workflow.EffectKey(id, "other"))
+	require.ErrorIs(t, err, workflow.ErrNotFound)
+
 	require.Empty(t, dispatcherLog.violations(), "the dispatcher was denied something it needs:\n%s", dispatcherLog)
 	require.Empty(t, workerLog.violations(), "the worker was denied something it needs:\n%s", workerLog)
 }
 
 func errorsIsNoDispatcher(err error) bool {
 	return errors.Is(err, jetstream.ErrNoDispatcher)
+}
+
+// refusedClaims reads jetflow_effect_requests_total{op="claim",outcome="refused"}.
+func refusedClaims(t *testing.T, d *dispatcher.Dispatcher) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(d.Collector())
+	fams, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range fams {
+		if f.GetName() != "jetflow_effect_requests_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["op"] == "claim" && labels["outcome"] == "refused" {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
