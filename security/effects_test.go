@@ -14,6 +14,7 @@ import (
 	"github.com/jetflow/jetflow/jetstream"
 	"github.com/jetflow/jetflow/security"
 	"github.com/jetflow/jetflow/tasktoken"
+	"github.com/jetflow/jetflow/worker"
 	"github.com/jetflow/jetflow/workflow"
 )
 
@@ -183,4 +184,56 @@ func refusedClaims(t *testing.T, d *dispatcher.Dispatcher) float64 {
 		}
 	}
 	return 0
+}
+
+// TestOnceStepWithoutTaskTokens: on the generated config but without
+// task tokens, a worker denied writes to jetflow_effects claims and
+// records its once steps through the dispatchers, and the step runs.
+func TestOnceStepWithoutTaskTokens(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const def = `
+name: once-open
+version: 1
+steps:
+  - {name: charge, kind: task, task: echo, once: true}
+`
+	defs := parseDefs(t, def)
+	s := startSecured(t, securedOptions{scope: security.ScopeOf(defs)})
+	admin, _ := s.connect(security.Admin, jetstream.Config{})
+	require.NoError(t, admin.Provision(ctx))
+	require.NoError(t, admin.PutDefinition(ctx, defs[0], []byte(def)))
+	_, err := admin.EnsureTaskConsumer(ctx, "echo")
+	require.NoError(t, err)
+
+	dc, _ := s.connect(security.Dispatcher, jetstream.Config{})
+	require.NoError(t, dc.Provision(ctx))
+	d, err := dispatcher.New(dc, dispatcher.Config{StatsInterval: -1, Logger: jftest.Logger(t)})
+	require.NoError(t, err)
+	runInBackground(t, d.Run)
+	wc, workerLog := s.connect(security.Worker, jetstream.Config{})
+	require.NoError(t, wc.Bind(ctx))
+	w, err := worker.New(jftest.App(wc), worker.Config{Logger: jftest.Logger(t)})
+	require.NoError(t, err)
+	require.NoError(t, w.Handle("echo", echo))
+	runInBackground(t, w.Run)
+
+	for _, key := range []string{"a", "b"} {
+		require.NoError(t, admin.PublishStart(ctx, jetstream.Start{Workflow: "once-open", EventKey: key, Payload: []byte(`{"n":1}`)}))
+		id := workflow.InstanceID("once-open", key)
+		var inst *workflow.Instance
+		jftest.Eventually(t, 30*time.Second, func() bool {
+			inst, _, err = admin.GetInstance(ctx, id)
+			return err == nil && inst.Status.Terminal()
+		}, "instance %s did not finish", id)
+		require.Equal(t, workflow.StatusCompleted, inst.Status, inst.Error)
+		rec, _, err := admin.GetEffect(ctx, workflow.EffectKey(id, "charge"))
+		require.NoError(t, err)
+		require.True(t, rec.Done)
+	}
+	for _, v := range workerLog.violations() {
+		require.Contains(t, []string{"$KV.jetflow_effects." + workflow.EffectKey(workflow.InstanceID("once-open", "a"), "charge"),
+			"$JS.API.CONSUMER.CREATE.JETFLOW_TASKS.worker_echo.jetflow.task.echo"}, v,
+			"the worker tries to write the bucket once, is denied, and asks the dispatchers from then on")
+	}
 }
