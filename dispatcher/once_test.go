@@ -163,7 +163,7 @@ func testOnceStepNeverRunsTwice(t *testing.T, tokens bool) {
 	// The checks: per effect key of a once step, at most one handler call
 	// and at most one recorded outcome, and the instance agrees with the
 	// record.
-	var completed, unknown, killedKeys int
+	var completed, unknown, killedKeys, claimedOnly int
 	zombieOutcome := ""
 	for _, id := range ids {
 		inst := e.Instance(id)
@@ -181,8 +181,15 @@ func testOnceStepNeverRunsTwice(t *testing.T, tokens bool) {
 			}
 		}
 		require.LessOrEqual(t, outcomes, 1, "%s: more than one recorded outcome", key)
-		require.Equal(t, 1, calls, "%s: claimed, so its handler started exactly once", key)
 		last := hist[len(hist)-1]
+		if calls == 0 {
+			// The killed worker's claim landed (the dispatcher's answer,
+			// or the server's, never reached it) and it died before
+			// calling the handler: the claim stays without an outcome,
+			// and the step fails as unknown, never runs.
+			require.False(t, last.Done, "%s: an outcome recorded without a handler call", key)
+			claimedOnly++
+		}
 		outs := l.outputsOf(key)
 		switch inst.Status {
 		case workflow.StatusCompleted:
@@ -199,8 +206,10 @@ func testOnceStepNeverRunsTwice(t *testing.T, tokens bool) {
 			require.Contains(t, inst.Error, key)
 			if !last.Done {
 				killedKeys++
-				require.Len(t, outs, 1)
-				require.Contains(t, outs[0], "@killed", "%s: only a killed claimer leaves no outcome", key)
+				require.LessOrEqual(t, len(outs), 1)
+				for _, o := range outs {
+					require.Contains(t, o, "@killed", "%s: only a killed claimer leaves no outcome", key)
+				}
 			}
 		default:
 			t.Fatalf("%s: %s", id, inst.Status)
@@ -249,8 +258,8 @@ func testOnceStepNeverRunsTwice(t *testing.T, tokens bool) {
 		require.Positive(t, metricValue(t, d, "jetflow_effect_requests_total", map[string]string{"op": "record", "outcome": "recorded"}))
 	}
 	total, _, repeated, _ := l.summary()
-	t.Logf("once: %d instances; %d completed, %d failed with an unknown outcome (%d of them claimed by the killed worker and never resolved); the paused claimer's instance: %s; raw handler invocations %d (%d keys ran more than once, none of them a once step); stale results ignored: %d",
-		n, completed, unknown, killedKeys, zombieOutcome, total, repeated, d.Stats().StaleEvents)
+	t.Logf("once: %d instances; %d completed, %d failed with an unknown outcome (%d of them claimed by the killed worker and never resolved, %d of those before it called the handler); the paused claimer's instance: %s; raw handler invocations %d (%d keys ran more than once, none of them a once step); stale results ignored: %d",
+		n, completed, unknown, killedKeys, claimedOnly, zombieOutcome, total, repeated, d.Stats().StaleEvents)
 }
 
 // TestOnceStepErrorIsFinal: a once step's handler error is its recorded
