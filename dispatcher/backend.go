@@ -24,6 +24,7 @@ type Backend interface {
 	Housekeeping
 	FlowStore
 	ScheduleStore
+	EffectStore
 }
 
 // FlowStore holds the concurrency slot and rate-limit records

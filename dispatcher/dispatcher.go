@@ -490,8 +490,9 @@ func (d *Dispatcher) drainShards(shardWG *sync.WaitGroup, hardCancel context.Can
 }
 
 // startLoops starts the dispatcher's background loops under ctx, owned
-// by wg: presence, task backlog, task guard, stats answers and repair
-// (the last two supervised: restarted with backoff when they fail).
+// by wg: presence, task backlog, task guard, effect service, stats
+// answers and repair (the last three supervised: restarted with backoff
+// when they fail).
 func (d *Dispatcher) startLoops(ctx context.Context, wg *sync.WaitGroup) {
 	start := func(on bool, loop func(context.Context)) {
 		if !on {
@@ -506,6 +507,14 @@ func (d *Dispatcher) startLoops(ctx context.Context, wg *sync.WaitGroup) {
 	start(d.cfg.PresenceInterval > 0, d.announce)
 	start(d.cfg.BacklogInterval > 0, d.watchBacklog)
 	start(d.cfg.TaskGuardInterval > 0, d.guardTasks)
+	// The effect service: with task tokens (and wherever workers may not
+	// write the effects bucket) the dispatchers claim and record the
+	// effects of once steps for the workers (effects.go).
+	start(true, func(ctx context.Context) {
+		d.supervise(ctx, loopEffects, nil, func(ctx context.Context) error {
+			return d.client.ServeEffects(ctx, d.serveEffect, d.effectDropped)
+		})
+	})
 	start(true, func(ctx context.Context) {
 		d.supervise(ctx, loopStats, nil, func(ctx context.Context) error {
 			return d.client.ServeStats(ctx, d.cfg.Name, func() any { return d.Stats() })
@@ -524,6 +533,7 @@ const (
 	loopDefinitions = "definitions" // the watch of the definitions bucket
 	loopRepair      = "repair"      // the repair loop (and its watch of instance writes)
 	loopStats       = "stats"       // the responder of jetflow stats
+	loopEffects     = "effects"     // the effect service (claims and outcomes of once steps)
 )
 
 // errLoopEnded is the failure of a loop that returned nil before its
@@ -732,11 +742,19 @@ func (d *Dispatcher) onEvent(ctx context.Context, m jetstream.Delivery) {
 			d.reject(ctx, "event", m, reasonForged, err.Error())
 			return
 		}
-		if ev.OutputRef != "" && !workflow.OutputKeyOf(ev.OutputRef, ev.Instance, ev.Step, ev.Attempt, ev.Token) {
+		if ev.OutputRef != "" && ev.OutputRef != workflow.TokenOutputKey(ev.Instance, ev.Step, ev.Attempt, ev.Token) {
 			// Another writer may have put a value under a key it could
-			// guess; only the attempt's own (token-derived) key counts.
-			d.reject(ctx, "event", m, reasonForged, fmt.Sprintf("%v: output %s is not the key of attempt %d of step %s", tasktoken.ErrForged, ev.OutputRef, ev.Attempt, ev.Step))
-			return
+			// guess; only the attempt's own (token-derived) key counts,
+			// or a once step's recorded outcome (one read, on this path
+			// only).
+			if err := d.checkReplayedOutput(ctx, ev); err != nil {
+				if errors.Is(err, tasktoken.ErrForged) {
+					d.reject(ctx, "event", m, reasonForged, err.Error())
+				} else {
+					d.settle(ctx, "event", m, outcome{err: err})
+				}
+				return
+			}
 		}
 	}
 	if !d.enqueue(&item{ev: ev, msg: m, done: func(o outcome) { d.settle(ctx, "event", m, o) }}) {

@@ -186,6 +186,7 @@ type metrics struct {
 	duplicateTriggers, staleEvents, duplicateChildren count
 	repairsApplied, repairsLost                       count
 	scheduleFires                                     *prometheus.CounterVec // outcome
+	effectRequests                                    *prometheus.CounterVec // op, outcome
 }
 
 // durationBuckets span a workflow's life: from milliseconds to a day.
@@ -232,8 +233,9 @@ func newMetrics(pullStalls, badMetadata func() uint64) *metrics {
 	m.repairs = vec("jetflow_repairs_total", "Repairs by kind (task, timer, bulk) and outcome: sent by the repair loop; applied or lost (the work had finished) for task repairs.", "kind", "outcome")
 	m.repairsApplied = count{m.repairs.WithLabelValues(repairTask, "applied")}
 	m.repairsLost = count{m.repairs.WithLabelValues(repairTask, "lost")}
-	m.loopRestarts = vec("jetflow_loop_restarts_total", "Background loops of the dispatcher that failed and were restarted, by loop: definitions (the watch of the definitions bucket), repair (the repair loop), stats (the jetflow stats responder).", "loop")
+	m.loopRestarts = vec("jetflow_loop_restarts_total", "Background loops of the dispatcher that failed and were restarted, by loop: definitions (the watch of the definitions bucket), repair (the repair loop), stats (the jetflow stats responder), effects (the effect service).", "loop")
 	m.scheduleFires = vec("jetflow_schedule_fires_total", "Fires of schedules by outcome: started (an instance), skipped (paused, overlap: skip, out of order), removed (the schedule was removed).", "outcome")
+	m.effectRequests = vec("jetflow_effect_requests_total", "Effect requests of workers running once steps (task tokens only), by op (claim, record) and outcome: claimed, exists, recorded, conflict, refused (forged or malformed: nothing written), failed (the bucket could not be read or written).", "op", "outcome")
 	m.timersFired = f("jetflow_timers_fired_total", "Timer events that changed an instance.")
 	m.signals = f("jetflow_signals_applied_total", "Signals applied to an instance.")
 	m.slotOps = f("jetflow_slot_ops_total", "Concurrency slot acquires and releases carried out (docs/flow-control.md).")

@@ -95,6 +95,16 @@ const (
 	// operator role may ask it: the console shows an action only when the
 	// answer says the action's subject may be published.
 	UserInfoSubject = "$SYS.REQ.USER.INFO"
+	// EffectClaimSubject and EffectRecordSubject are the core NATS
+	// subjects (not stored in any stream) of the effect service: with task
+	// tokens, a worker asks a dispatcher to claim a once step's effect key
+	// and to record its outcome (effectservice.go). EffectSubjects is
+	// their wildcard, which the dispatchers serve in one queue group.
+	EffectClaimSubject  = subjectPrefix + "effect.claim"
+	EffectRecordSubject = subjectPrefix + "effect.record"
+	EffectSubjects      = subjectPrefix + "effect.*"
+	// EffectQueue is the queue group of the dispatchers on EffectSubjects.
+	EffectQueue = "jetflow_dispatchers"
 )
 
 // NATS server subjects: KV keys and the JetStream API

@@ -225,14 +225,19 @@ func For(role Role, scope Scope) (Permissions, error) {
 			[]string{streamInfo(jetstream.StreamSchedules), msgGet(jetstream.StreamSchedules), jetstream.ScheduleSubjects, jetstream.DLQSubject("schedule"),
 				consumerInfo(jetstream.StreamSchedules, d), consumerNext(jetstream.StreamSchedules, d), ack(jetstream.StreamSchedules, d)},
 			bind(jetstream.BucketSchedules), []string{jetstream.BucketSubjects(jetstream.BucketSchedules), msgGet(jetstream.BucketStream(jetstream.BucketSchedules))},
-			// Answers to `jetflow stats`, which operators ask. Not
-			// allow_responses: that would let whoever may send a stats
-			// request choose any reply subject, such as
-			// $JS.API.STREAM.DELETE.JETFLOW_TASKS, and have the dispatcher
-			// publish there.
-			[]string{jetstream.InboxPrefixOperator + ".>"},
+			// Claims and outcomes of steps marked once: the dispatchers
+			// are the only writers of the effects bucket and write them
+			// for the workers (jetstream/effectservice.go), after checking
+			// the attempt's task token.
+			[]string{jetstream.BucketSubjects(effs), msgGet(kvEffs)},
+			// Answers to `jetflow stats`, which operators ask, and to the
+			// effect requests of workers. Not allow_responses: that would
+			// let whoever may send a request choose any reply subject,
+			// such as $JS.API.STREAM.DELETE.JETFLOW_TASKS, and have the
+			// dispatcher publish there.
+			[]string{jetstream.InboxPrefixOperator + ".>", jetstream.InboxPrefixWorker + ".>"},
 		)
-		p.Subscribe = append(p.Subscribe, jetstream.StatsSubject)
+		p.Subscribe = append(p.Subscribe, jetstream.StatsSubject, jetstream.EffectSubjects)
 	case Worker:
 		consumers := []string{"*"} // every task consumer
 		if len(scope.TaskTypes) > 0 {
@@ -250,8 +255,11 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// (<instance>.<step>.<attempt>.out, workflow.OutputKey, and
 			// with task tokens .out.<tag>, workflow.TokenOutputKey).
 			[]string{msgGet(kvData), jetstream.KeySubject(data, "*.*.*.out"), jetstream.KeySubject(data, "*.*.*.out.*")},
-			// Claims and outcomes of steps marked once.
-			[]string{jetstream.BucketSubjects(effs), msgGet(kvEffs)},
+			// Steps marked once: ask a dispatcher to claim the effect key
+			// and record the outcome (it writes the effects bucket, which
+			// the worker may only read: a writer could overwrite any
+			// record, since NATS cannot tell a create from a put).
+			[]string{jetstream.EffectClaimSubject, jetstream.EffectRecordSubject, msgGet(kvEffs)},
 			// Results, on the result subjects only, and dead letters.
 			[]string{jetstream.EventKindSubjects(workflow.EventResult), jetstream.DLQSubject("task")},
 			// Its presence record (jetflow workers).

@@ -168,6 +168,10 @@ type Worker struct {
 	tracer   trace.Tracer // nil unless Config.Tracer is set
 	// fetching is set while Run pulls tasks (Ready).
 	fetching atomic.Bool
+	// effectsDenied is set once the server refused this worker a write
+	// to the effects bucket: once steps are then claimed through the
+	// dispatchers even without task tokens (once.go).
+	effectsDenied atomic.Bool
 }
 
 // New creates a worker on client. Run binds to jetflow's buckets, waiting
