@@ -355,6 +355,8 @@ func (c *Client) Wait(ctx context.Context, instance string, out any) (*workflow.
 			return nil, err
 		}
 		if sub == nil && inst != nil {
+			// Best effort: without the announcement the loop still
+			// polls the bucket, only later.
 			sub, _ = c.a.SubscribeDone(inst.Workflow, func(id string, _ workflow.Status) {
 				if id == instance {
 					select {

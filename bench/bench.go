@@ -123,6 +123,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if res != nil {
 		// Counters explain a slow run (a retried pull, a stream outage).
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// Optional: a run's figures stand without the counters.
 		res.Dispatchers, _ = o.Client.CollectStats(sctx, 300*time.Millisecond)
 		scancel()
 	}

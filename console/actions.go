@@ -57,7 +57,7 @@ func (cs *Console) capabilities(ctx context.Context) capabilities {
 		const probe = "_"
 		caps.Cancel = rules.May(jetstream.EventKindSubject(probe, workflow.EventCancel))
 		caps.Signal = rules.May(jetstream.EventKindSubject(probe, workflow.EventSignal)) &&
-			rules.May("$KV."+jetstream.BucketData+"."+workflow.SignalKey(probe, probe, probe))
+			rules.May(jetstream.KeySubject(jetstream.BucketData, workflow.SignalKey(probe, probe, probe)))
 		caps.Retry = rules.May(jetstream.EventKindSubject(probe, workflow.EventRetry))
 		caps.Replay = rules.May(strings.TrimSuffix(jetstream.DLQReplayedSubjects, "*") + "1")
 		caps.Pause = rules.May("$KV." + jetstream.BucketFlow + "." + jetstream.PauseKey(probe))
@@ -165,7 +165,7 @@ func (cs *Console) confirm(w http.ResponseWriter, r *http.Request, action string
 		p.StepNames = append(p.StepNames, s.Name)
 	}
 	if action == "retry" {
-		steps, why := retryable(def, inst, "")
+		steps, why := workflow.Retryable(def, inst, "")
 		if !retryOffered(inst) {
 			cs.fail(w, r, http.StatusConflict, fmt.Errorf("instance %s cannot be retried: %s", inst.ID, why))
 			return
@@ -252,21 +252,6 @@ func retryOffered(inst *workflow.Instance) bool {
 	return (inst.Status == workflow.StatusFailed || inst.Status == workflow.StatusCancelled) && inst.Parent == nil
 }
 
-// retryable says which steps a retry of inst resumes (from: that step),
-// or why it cannot be retried: the checks the dispatcher's transition
-// makes (workflow.RetrySteps and the instance's status).
-func retryable(def *workflow.Definition, inst *workflow.Instance, from string) ([]string, string) {
-	switch {
-	case inst.Status == workflow.StatusRunning:
-		return nil, "it is running"
-	case inst.Status == workflow.StatusCompleted:
-		return nil, "it completed"
-	case inst.Parent != nil:
-		return nil, fmt.Sprintf("it is a child of bulk step %s of %s: retry the parent", inst.Parent.Step, inst.Parent.ID)
-	}
-	return workflow.RetrySteps(def, inst, from)
-}
-
 func (cs *Console) doRetry(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if err := checkPost(r); err != nil {
@@ -294,7 +279,7 @@ func (cs *Console) doRetry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	from := strings.TrimSpace(r.PostFormValue("from"))
-	steps, why := retryable(def, inst, from)
+	steps, why := workflow.Retryable(def, inst, from)
 	if why != "" {
 		cs.fail(w, r, http.StatusConflict, fmt.Errorf("instance %s cannot be retried: %s", inst.ID, why))
 		return

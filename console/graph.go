@@ -99,7 +99,7 @@ func layout(def *workflow.Definition) graphLayout {
 			l = maxLayer + 1
 		}
 		g.index[s.Name] = len(g.Nodes)
-		g.Nodes = append(g.Nodes, graphNode{Name: s.Name, Kind: s.Kind, Detail: stepDetail(s), Layer: l, Row: rows[l]})
+		g.Nodes = append(g.Nodes, graphNode{Name: s.Name, Kind: string(s.Kind), Detail: stepDetail(s), Layer: l, Row: rows[l]})
 		rows[l]++
 	}
 	return g
@@ -117,7 +117,7 @@ func stepDetail(s workflow.Step) string {
 	case workflow.KindWait:
 		return "wait " + s.Signal
 	}
-	return s.Kind
+	return string(s.Kind)
 }
 
 func shorten(s string, n int) string {

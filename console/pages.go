@@ -241,7 +241,7 @@ func definitionExtras(def *workflow.Definition) []field {
 	if def.Trigger != nil {
 		t := "subject " + def.Trigger.Subject + ", key " + def.Trigger.Key
 		if def.Trigger.OnDuplicate != "" {
-			t += ", on_duplicate " + def.Trigger.OnDuplicate
+			t += ", on_duplicate " + string(def.Trigger.OnDuplicate)
 		}
 		out = append(out, field{"trigger", t})
 	}
@@ -489,7 +489,7 @@ func (cs *Console) instance(w http.ResponseWriter, r *http.Request) {
 		sd := stepData{Name: row.Step, State: st}
 		if defErr == nil {
 			if s, ok := def.Step(row.Step); ok {
-				sd.Kind = s.Kind
+				sd.Kind = string(s.Kind)
 				sd.Bulk = s.Kind == workflow.KindBulk
 			}
 		}
@@ -608,13 +608,17 @@ func (cs *Console) children(w http.ResponseWriter, r *http.Request) {
 	for i := p.From; i < p.To; i++ {
 		id := workflow.ChildInstanceID(step.Workflow, parent.ID, stepName, i)
 		row := childRow{Index: i, ID: id, Status: "not started", NotStarted: true}
-		if ch, _, err := cs.c.GetInstance(ctx, id); err == nil {
+		ch, _, err := cs.c.GetInstance(ctx, id)
+		switch {
+		case errors.Is(err, workflow.ErrNotFound):
+		case err != nil:
+			// Not "not started": the child could not be read.
+			cs.failRead(w, r, fmt.Errorf("child %s: %w", id, err))
+			return
+		default:
 			row.Status, row.Error, row.NotStarted, row.URL = string(ch.Status), ch.Error, false, "/instances/"+url.PathEscape(id)
 			if ch.OutputRef != "" {
-				if v, err := cs.c.LoadData(ctx, ch.OutputRef); err == nil {
-					b, _ := json.Marshal(v)
-					row.Output = shorten(string(b), 200)
-				}
+				row.Output = cs.outputCell(ctx, ch.OutputRef)
 			}
 		}
 		p.Rows = append(p.Rows, row)
@@ -627,6 +631,20 @@ func (cs *Console) children(w http.ResponseWriter, r *http.Request) {
 		p.NextURL = base + strconv.Itoa(page+1)
 	}
 	cs.render(w, r, "children", &p)
+}
+
+// outputCell is a child's output, shortened, for a table cell; when the
+// value cannot be read, the cell says so instead of looking empty.
+func (cs *Console) outputCell(ctx context.Context, ref string) string {
+	v, err := cs.c.LoadData(ctx, ref)
+	if err != nil {
+		return "(cannot read the output: " + err.Error() + ")"
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "(cannot show the output: " + err.Error() + ")"
+	}
+	return shorten(string(b), 200)
 }
 
 // ---- dead letters

@@ -24,6 +24,7 @@ type Backend interface {
 	Housekeeping
 	FlowStore
 	ScheduleStore
+	EffectStore
 }
 
 // FlowStore holds the concurrency slot and rate-limit records
@@ -149,6 +150,9 @@ type Consumer interface {
 	Reconnects() uint64
 	// PullStalls counts pull requests presumed lost and replaced.
 	PullStalls() uint64
+	// BadMetadata counts received messages whose JetStream metadata
+	// (delivery count, stream sequence) could not be read.
+	BadMetadata() uint64
 }
 
 // Housekeeping is what the dispatcher's background loops use: the watch

@@ -278,12 +278,12 @@ func New(client Backend, cfg Config) (*Dispatcher, error) {
 		stopping: make(chan struct{}),
 		pauses:   newPauses(),
 	}
-	d.stats = newMetrics(client.PullStalls)
+	d.stats = newMetrics(client.PullStalls, client.BadMetadata)
 	if cfg.Tracer != nil {
 		d.tracer, d.traceCtx = cfg.Tracer.Tracer(tracerName), context.Background()
 	}
 	for i := 0; i < cfg.Shards; i++ {
-		d.shards = append(d.shards, &shard{d: d, in: make(chan *item, cfg.BatchSize*2), cache: map[string]*cached{}, recounted: map[string]time.Time{}, scheduled: map[string]time.Time{}, owed: map[string]uint64{}})
+		d.shards = append(d.shards, &shard{d: d, in: make(chan *item, cfg.BatchSize*2), cache: map[string]*cached{}, bar: newBarriers(d), owed: map[string]uint64{}})
 	}
 	return d, nil
 }
@@ -330,77 +330,28 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	// at most ShutdownTimeout (the drain), and ends when Run returns.
 	hardCtx, hardCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer hardCancel()
+	// The loops (definitions watch, repair, stats...) run under watchCtx,
+	// owned by wg; they stop after the shards drained.
 	watchCtx, stopWatch := context.WithCancel(hardCtx)
 	defer stopWatch()
-	ready := make(chan struct{})
-	var readyOnce sync.Once
-	markReady := func() { readyOnce.Do(func() { close(ready) }) }
-	addDefinition := func(def *workflow.Definition) { d.addDefinition(watchCtx, def) }
 	var wg sync.WaitGroup
-	watchErr := make(chan error, 1)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		err := d.client.WatchDefinitions(watchCtx, addDefinition, markReady)
-		select {
-		case <-ready:
-		default:
-			watchErr <- err // Run cannot start
-			return
-		}
-		d.supervise(watchCtx, loopDefinitions, err, func(ctx context.Context) error {
-			return d.client.WatchDefinitions(ctx, addDefinition, func() {})
-		})
-	}()
-	select {
-	case <-ready:
-	case err := <-watchErr:
-		if err == nil {
-			err = errors.New("the definitions watch ended before it delivered the stored definitions")
-		}
-		return fmt.Errorf("watch definitions: %w", err)
-	case <-ctx.Done():
+	stopLoops := func() {
 		stopWatch()
 		wg.Wait()
-		return nil
+	}
+	if err := d.startDefinitions(ctx, watchCtx, &wg); err != nil || ctx.Err() != nil {
+		stopLoops()
+		return err
 	}
 	// The pause records are applied before the first event: a
 	// dispatcher that starts while a workflow is paused holds its
 	// attempts from the start.
-	pausesReady := make(chan struct{})
-	var pausesOnce sync.Once
-	pausesErr := make(chan error, 1)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		err := d.watchPauses(watchCtx, func() { pausesOnce.Do(func() { close(pausesReady) }) })
-		select {
-		case <-pausesReady:
-		default:
-			pausesErr <- err
-			return
-		}
-		d.supervise(watchCtx, loopPauses, err, func(ctx context.Context) error {
-			return d.watchPauses(ctx, func() {})
-		})
-	}()
-	select {
-	case <-pausesReady:
-	case err := <-pausesErr:
-		stopWatch()
-		wg.Wait()
-		if err == nil {
-			err = errors.New("the watch ended before it delivered the stored records")
-		}
-		return fmt.Errorf("watch pause records: %w", err)
-	case <-ctx.Done():
-		stopWatch()
-		wg.Wait()
-		return nil
+	if err := d.startPauses(ctx, watchCtx, &wg); err != nil || ctx.Err() != nil {
+		stopLoops()
+		return err
 	}
 	if err := d.client.EnsureTriggerSubjects(ctx, d.defs.triggerSubjects()...); err != nil {
-		stopWatch()
-		wg.Wait()
+		stopLoops()
 		return err
 	}
 	// Definitions that arrive from now on sync their own schedules.
@@ -417,93 +368,23 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			s.run(hardCtx)
 		}()
 	}
-	subs := make([]*jetstream.Subscription, 0, 2)
+	var subs []*jetstream.Subscription
 	stop := func() {
 		close(d.stopping)
 		for _, s := range subs {
 			s.Stop()
 		}
-		d.gate.Lock() // no handler is enqueueing any more
-		for _, s := range d.shards {
-			close(s.in)
-		}
-		d.gate.Unlock()
-		drained := make(chan struct{})
-		go func() {
-			shardWG.Wait()
-			close(drained)
-		}()
-		t := time.NewTimer(d.cfg.ShutdownTimeout)
-		defer t.Stop()
-		select {
-		case <-drained:
-		case <-t.C:
-			d.log.Warn().Stringer("timeout", d.cfg.ShutdownTimeout).Msg("events still queued at the shutdown timeout; cancelling their passes (they are redelivered)")
-			hardCancel()
-			<-drained
-		}
-		stopWatch()
-		wg.Wait()
+		d.drainShards(&shardWG, hardCancel)
+		stopLoops()
 	}
-	for _, spec := range []struct {
-		stream string
-		fn     func(context.Context, jetstream.Delivery)
-	}{{jetstream.StreamTriggers, d.onTrigger}, {jetstream.StreamEvents, d.onEvent}, {jetstream.StreamSchedules, d.onFire}} {
-		sub, err := d.client.ConsumeDispatcher(ctx, spec.stream, d.cfg.Buffer, func(m jetstream.Delivery) { spec.fn(hardCtx, m) })
-		if err != nil {
-			stop()
-			return stoppedWhileStarting(ctx, err)
-		}
-		subs = append(subs, sub)
-	}
-	guard, err := d.client.GuardTimerSubjects(hardCtx, func(subject, reason string) {
-		d.stats.deadLetters.WithLabelValues(reasonTimerJunk).Inc()
-		d.log.Warn().Str("subject", subject).Str("reason", reason).Msg("message dead-lettered")
-	})
+	subs, err := d.consume(ctx, hardCtx)
 	if err != nil {
 		stop()
 		return stoppedWhileStarting(ctx, err)
 	}
-	subs = append(subs, guard)
 	d.consuming.Store(true)
 	defer d.consuming.Store(false)
-	if d.cfg.PresenceInterval > 0 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d.announce(watchCtx)
-		}()
-	}
-	if d.cfg.BacklogInterval > 0 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d.watchBacklog(watchCtx)
-		}()
-	}
-	if d.cfg.TaskGuardInterval > 0 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d.guardTasks(watchCtx)
-		}()
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		d.supervise(watchCtx, loopStats, nil, func(ctx context.Context) error {
-			return d.client.ServeStats(ctx, d.cfg.Name, func() any { return d.Stats() }, d.pauses.rev.Load)
-		})
-	}()
-	if d.cfg.RepairInterval > 0 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d.supervise(watchCtx, loopRepair, nil, func(ctx context.Context) error {
-				return (&repairLoop{d: d}).run(ctx)
-			})
-		}()
-	}
+	d.startLoops(watchCtx, &wg)
 	d.log.Info().Int("shards", d.cfg.Shards).Stringer("repair_interval", d.cfg.RepairInterval).Msg("dispatcher running")
 	var tick <-chan time.Time
 	if d.cfg.StatsInterval > 0 {
@@ -529,12 +410,140 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 }
 
+// startDefinitions starts the definitions watch (owned by wg, supervised
+// under watchCtx once it delivered the stored definitions) and returns
+// when the stored definitions are loaded, when it failed before that, or
+// when ctx ended (then with nil: Run returns without starting).
+func (d *Dispatcher) startDefinitions(ctx, watchCtx context.Context, wg *sync.WaitGroup) error {
+	ready := make(chan struct{})
+	var readyOnce sync.Once
+	markReady := func() { readyOnce.Do(func() { close(ready) }) }
+	addDefinition := func(def *workflow.Definition) { d.addDefinition(watchCtx, def) }
+	watchErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := d.client.WatchDefinitions(watchCtx, addDefinition, markReady)
+		select {
+		case <-ready:
+		default:
+			watchErr <- err // Run cannot start
+			return
+		}
+		d.supervise(watchCtx, loopDefinitions, err, func(ctx context.Context) error {
+			return d.client.WatchDefinitions(ctx, addDefinition, func() {})
+		})
+	}()
+	select {
+	case <-ready:
+		return nil
+	case err := <-watchErr:
+		if err == nil {
+			err = errors.New("the definitions watch ended before it delivered the stored definitions")
+		}
+		return fmt.Errorf("watch definitions: %w", err)
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// consume starts the consumers of triggers, events and schedule fires,
+// and the guard of the timer subjects; their handlers run under hardCtx.
+// On error the subscriptions started so far are returned, for the
+// caller to stop.
+func (d *Dispatcher) consume(ctx, hardCtx context.Context) ([]*jetstream.Subscription, error) {
+	subs := make([]*jetstream.Subscription, 0, 4)
+	for _, spec := range []struct {
+		stream string
+		fn     func(context.Context, jetstream.Delivery)
+	}{{jetstream.StreamTriggers, d.onTrigger}, {jetstream.StreamEvents, d.onEvent}, {jetstream.StreamSchedules, d.onFire}} {
+		sub, err := d.client.ConsumeDispatcher(ctx, spec.stream, d.cfg.Buffer, func(m jetstream.Delivery) { spec.fn(hardCtx, m) })
+		if err != nil {
+			return subs, err
+		}
+		subs = append(subs, sub)
+	}
+	guard, err := d.client.GuardTimerSubjects(hardCtx, func(subject, reason string) {
+		d.stats.deadLetters.WithLabelValues(reasonTimerJunk).Inc()
+		d.log.Warn().Str("subject", subject).Str("reason", reason).Msg("message dead-lettered")
+	})
+	if err != nil {
+		return subs, err
+	}
+	return append(subs, guard), nil
+}
+
+// drainShards closes the shards' queues once no handler enqueues any
+// more, and waits for them to finish what is queued, for at most
+// ShutdownTimeout; then it cancels their passes (hardCancel): the events
+// they hold are redelivered.
+func (d *Dispatcher) drainShards(shardWG *sync.WaitGroup, hardCancel context.CancelFunc) {
+	d.gate.Lock() // no handler is enqueueing any more
+	for _, s := range d.shards {
+		close(s.in)
+	}
+	d.gate.Unlock()
+	drained := make(chan struct{})
+	go func() {
+		shardWG.Wait()
+		close(drained)
+	}()
+	t := time.NewTimer(d.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+	case <-t.C:
+		d.log.Warn().Stringer("timeout", d.cfg.ShutdownTimeout).Msg("events still queued at the shutdown timeout; cancelling their passes (they are redelivered)")
+		hardCancel()
+		<-drained
+	}
+}
+
+// startLoops starts the dispatcher's background loops under ctx, owned
+// by wg: presence, task backlog, task guard, effect service, stats
+// answers and repair (the last three supervised: restarted with backoff
+// when they fail).
+func (d *Dispatcher) startLoops(ctx context.Context, wg *sync.WaitGroup) {
+	start := func(on bool, loop func(context.Context)) {
+		if !on {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			loop(ctx)
+		}()
+	}
+	start(d.cfg.PresenceInterval > 0, d.announce)
+	start(d.cfg.BacklogInterval > 0, d.watchBacklog)
+	start(d.cfg.TaskGuardInterval > 0, d.guardTasks)
+	// The effect service: with task tokens (and wherever workers may not
+	// write the effects bucket) the dispatchers claim and record the
+	// effects of once steps for the workers (effects.go).
+	start(true, func(ctx context.Context) {
+		d.supervise(ctx, loopEffects, nil, func(ctx context.Context) error {
+			return d.client.ServeEffects(ctx, d.serveEffect, d.effectDropped)
+		})
+	})
+	start(true, func(ctx context.Context) {
+		d.supervise(ctx, loopStats, nil, func(ctx context.Context) error {
+			return d.client.ServeStats(ctx, d.cfg.Name, func() any { return d.Stats() }, d.pauses.rev.Load)
+		})
+	})
+	start(d.cfg.RepairInterval > 0, func(ctx context.Context) {
+		d.supervise(ctx, loopRepair, nil, func(ctx context.Context) error {
+			return (&repairLoop{d: d}).run(ctx)
+		})
+	})
+}
+
 // Background loops that Run restarts when they fail: the loop label of
 // jetflow_loop_restarts_total.
 const (
 	loopDefinitions = "definitions" // the watch of the definitions bucket
 	loopRepair      = "repair"      // the repair loop (and its watch of instance writes)
 	loopStats       = "stats"       // the responder of jetflow stats
+	loopEffects     = "effects"     // the effect service (claims and outcomes of once steps)
 	loopPauses      = "pauses"      // the watch of the pause records
 )
 
@@ -626,17 +635,8 @@ type item struct {
 	// the data bucket before the instance is created (nil for bulk
 	// children, whose parent wrote it).
 	input []byte
-	// barrier is set once this item's child barrier was created by this
-	// dispatcher, so a CAS retry still counts it.
-	barrier bool
-	// barrierExists is set when a batched create (shard.preBarriers)
-	// found this item's barrier already there.
-	barrierExists bool
-	// barrierEpoch is the step's Recounts in the state this item's
-	// barrier was created against; barrierMark how many recounts the
-	// current pass had applied when it was created (0 when it was created
-	// before the pass). See shard.apply.
-	barrierEpoch, barrierMark int
+	// bar is what this item learned of its child barrier (barriers.go).
+	bar barrierState
 	// done receives the outcome; nil error means the event was applied
 	// (or was a harmless duplicate) and the message may be acked.
 	done func(outcome)
@@ -753,11 +753,19 @@ func (d *Dispatcher) onEvent(ctx context.Context, m jetstream.Delivery) {
 			d.reject(ctx, "event", m, reasonForged, err.Error())
 			return
 		}
-		if ev.OutputRef != "" && !workflow.OutputKeyOf(ev.OutputRef, ev.Instance, ev.Step, ev.Attempt, ev.Token) {
+		if ev.OutputRef != "" && ev.OutputRef != workflow.TokenOutputKey(ev.Instance, ev.Step, ev.Attempt, ev.Token) {
 			// Another writer may have put a value under a key it could
-			// guess; only the attempt's own (token-derived) key counts.
-			d.reject(ctx, "event", m, reasonForged, fmt.Sprintf("%v: output %s is not the key of attempt %d of step %s", tasktoken.ErrForged, ev.OutputRef, ev.Attempt, ev.Step))
-			return
+			// guess; only the attempt's own (token-derived) key counts,
+			// or a once step's recorded outcome (one read, on this path
+			// only).
+			if err := d.checkReplayedOutput(ctx, ev); err != nil {
+				if errors.Is(err, tasktoken.ErrForged) {
+					d.reject(ctx, "event", m, reasonForged, err.Error())
+				} else {
+					d.settle(ctx, "event", m, outcome{err: err})
+				}
+				return
+			}
 		}
 	}
 	if !d.enqueue(&item{ev: ev, msg: m, done: func(o outcome) { d.settle(ctx, "event", m, o) }}) {
@@ -772,43 +780,93 @@ func (d *Dispatcher) onTrigger(ctx context.Context, m jetstream.Delivery) {
 		d.reject(ctx, "trigger", m, reasonTooLarge, fmt.Sprintf("payload is %d bytes; the limit is %d (jetflow.max_payload)", len(m.Data()), maxPayload))
 		return
 	}
-	var defs []*workflow.Definition
-	if name, ok := strings.CutPrefix(m.Subject(), "jetflow.start."); ok {
-		def := d.defs.latestOf(name)
-		if def == nil {
-			lctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
-			def = d.latestFromStore(lctx, name)
-			cancel()
-		}
-		if def == nil {
-			reason := fmt.Sprintf("unknown workflow %q: no definition is registered under that name", name)
-			if parent, ok := parentOf(m); ok {
-				// A bulk parent must not wait for a child that cannot start.
-				if err := d.failChild(ctx, m, parent, reason); err != nil {
-					_ = m.Nak(d.cfg.RetryDelay)
-					return
-				}
-			}
-			d.reject(ctx, "trigger", m, reasonUnknownWorkflow, reason)
-			return
-		}
-		if parent, ok := parentOf(m); ok {
-			d.onChildStart(ctx, m, def, parent)
-			return
-		}
-		defs = append(defs, def)
-	} else {
-		defs = d.defs.bound(m.Subject())
-		if len(defs) == 0 {
-			d.reject(ctx, "trigger", m, reasonNoBinding, fmt.Sprintf("no registered workflow is triggered by subject %q", m.Subject()))
-			return
-		}
+	defs := d.triggered(ctx, m)
+	if defs == nil {
+		return // settled
 	}
 	input, err := payloadOf(m, maxPayload)
 	if err != nil {
 		d.reject(ctx, "trigger", m, reasonBadPayload, err.Error())
 		return
 	}
+	s, err := d.startsOf(ctx, m, defs, input)
+	if err != nil {
+		d.settle(ctx, "trigger", m, failure(err))
+		return
+	}
+	if len(s.items) == 0 && s.debounced == 0 {
+		d.reject(ctx, "trigger", m, reasonEventKey, strings.Join(s.problems, "; "))
+		return
+	}
+	if len(s.items) == 0 {
+		// Every start joined a debounce window; record the bindings that
+		// could not.
+		if err := d.deadLetterProblems(ctx, m, s.problems); err != nil {
+			_ = m.Nak(d.cfg.RetryDelay)
+			return
+		}
+		_ = m.Ack()
+		return
+	}
+	d.enqueueStarts(ctx, m, s)
+}
+
+// triggered returns the definitions a trigger starts: the one an explicit
+// start names (jetflow.start.<workflow>), or those bound to its subject.
+// It returns nil when it settled the message itself: dead-lettered (no
+// such workflow, no binding), handed to a bulk parent's child start
+// (onChildStart), or given back.
+func (d *Dispatcher) triggered(ctx context.Context, m jetstream.Delivery) []*workflow.Definition {
+	name, explicit := jetstream.StartedWorkflow(m.Subject())
+	if !explicit {
+		defs := d.defs.bound(m.Subject())
+		if len(defs) == 0 {
+			d.reject(ctx, "trigger", m, reasonNoBinding, fmt.Sprintf("no registered workflow is triggered by subject %q", m.Subject()))
+			return nil
+		}
+		return defs
+	}
+	def := d.defs.latestOf(name)
+	if def == nil {
+		lctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
+		def = d.latestFromStore(lctx, name)
+		cancel()
+	}
+	parent, child := parentOf(m)
+	switch {
+	case def == nil:
+		reason := fmt.Sprintf("unknown workflow %q: no definition is registered under that name", name)
+		if child {
+			// A bulk parent must not wait for a child that cannot start.
+			if err := d.failChild(ctx, m, parent, reason); err != nil {
+				_ = m.Nak(d.cfg.RetryDelay)
+				return nil
+			}
+		}
+		d.reject(ctx, "trigger", m, reasonUnknownWorkflow, reason)
+		return nil
+	case child:
+		d.onChildStart(ctx, m, def, parent)
+		return nil
+	}
+	return []*workflow.Definition{def}
+}
+
+// starts is what one trigger message starts.
+type starts struct {
+	items []*item
+	// problems: the bindings that cannot start (no usable event key, too
+	// many runs), each with its reason.
+	problems []string
+	// debounced: how many starts joined a debounce window instead.
+	debounced int
+}
+
+// startsOf builds the start events of a trigger for each definition it
+// starts, with the instance id from the event key and the run the
+// definition's on_duplicate chooses. An error is transient: the message
+// is retried.
+func (d *Dispatcher) startsOf(ctx context.Context, m jetstream.Delivery, defs []*workflow.Definition, input []byte) (starts, error) {
 	// The decoded payload only when a key is read from it.
 	var payload any
 	var payloadErr error
@@ -820,38 +878,35 @@ func (d *Dispatcher) onTrigger(ctx context.Context, m jetstream.Delivery) {
 		}
 		return payload, payloadErr
 	}
+	_, explicit := jetstream.StartedWorkflow(m.Subject())
 	digest := workflow.Digest(m.Data())
-	var items []*item
-	var problems []string
-	debounced := 0
+	var s starts
 	for _, def := range defs {
 		key, err := eventKey(def, m, value)
 		if err != nil {
-			problems = append(problems, fmt.Sprintf("workflow %s: %v", def.Name, err))
+			s.problems = append(s.problems, fmt.Sprintf("workflow %s: %v", def.Name, err))
 			continue
 		}
-		if deb, maxWait := def.Trigger.Debounces(); deb > 0 && !strings.HasPrefix(m.Subject(), "jetflow.start.") {
-			// The event joins its key's debounce window (schedules.go).
+		if deb, maxWait := def.Trigger.Debounces(); deb > 0 && !explicit {
+			// The event joins its key's debounce window (debounce.go).
 			cctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
 			err := d.debounceEvent(cctx, def, key, m.StreamSeq(), deb, maxWait)
 			cancel()
 			if err != nil {
-				d.settle(ctx, "trigger", m, failure(err))
-				return
+				return s, err
 			}
-			debounced++
+			s.debounced++
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
 		target, err := d.chooseRun(cctx, def, workflow.InstanceID(def.Name, key), m, digest)
 		cancel()
 		if errors.Is(err, workflow.ErrTooManyRuns) {
-			problems = append(problems, fmt.Sprintf("workflow %s: event key %q: %v", def.Name, key, err))
+			s.problems = append(s.problems, fmt.Sprintf("workflow %s: event key %q: %v", def.Name, key, err))
 			continue
 		}
 		if err != nil {
-			d.settle(ctx, "trigger", m, outcome{err: err})
-			return
+			return s, err
 		}
 		id := target.id
 		ev := workflow.Event{
@@ -865,27 +920,20 @@ func (d *Dispatcher) onTrigger(ctx context.Context, m jetstream.Delivery) {
 		if target.choice.Run > 1 {
 			ev.Run = target.choice.Run
 		}
-		items = append(items, &item{ev: ev, msg: m, input: input})
+		s.items = append(s.items, &item{ev: ev, msg: m, input: input})
 	}
-	if len(items) == 0 {
-		if debounced > 0 {
-			if len(problems) > 0 {
-				cctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
-				_ = d.client.DeadLetter(cctx, "trigger", m, "dispatcher", strings.Join(problems, "; "))
-				cancel()
-				d.stats.deadLetters.WithLabelValues(reasonEventKey).Inc()
-			}
-			_ = m.Ack()
-			return
-		}
-		d.reject(ctx, "trigger", m, reasonEventKey, strings.Join(problems, "; "))
-		return
-	}
-	// The message is settled when every start it caused is settled.
+	return s, nil
+}
+
+// enqueueStarts hands a trigger's starts to their shards. The message is
+// settled when every start it caused is settled: with the first failure
+// or reject, else acked once the bindings that could not start are
+// dead-lettered.
+func (d *Dispatcher) enqueueStarts(ctx context.Context, m jetstream.Delivery, s starts) {
 	var mu sync.Mutex
-	pending := len(items)
+	pending := len(s.items)
 	var first outcome
-	for _, it := range items {
+	for _, it := range s.items {
 		it.done = func(o outcome) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -896,12 +944,13 @@ func (d *Dispatcher) onTrigger(ctx context.Context, m jetstream.Delivery) {
 			if pending > 0 {
 				return
 			}
-			if first.err == nil && first.reject == "" && len(problems) > 0 {
+			if first.err == nil && first.reject == "" {
 				// Some bindings started; record the ones that could not.
-				dctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
-				_ = d.client.DeadLetter(dctx, "trigger", m, "dispatcher", strings.Join(problems, "; "))
-				cancel()
-				d.stats.deadLetters.WithLabelValues(reasonEventKey).Inc()
+				// Retried when that fails: the starts are then duplicates
+				// of instances that exist.
+				if err := d.deadLetterProblems(ctx, m, s.problems); err != nil {
+					first = outcome{err: err}
+				}
 			}
 			d.settle(ctx, "trigger", m, first)
 		}
@@ -910,6 +959,25 @@ func (d *Dispatcher) onTrigger(ctx context.Context, m jetstream.Delivery) {
 			return
 		}
 	}
+}
+
+// deadLetterProblems records, for a trigger that started some of its
+// bindings, the ones that could not start (the message itself is acked,
+// not dead-lettered as a whole). Nothing without problems.
+func (d *Dispatcher) deadLetterProblems(ctx context.Context, m jetstream.Delivery, problems []string) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	reason := strings.Join(problems, "; ")
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
+	defer cancel()
+	if err := d.client.DeadLetter(ctx, "trigger", m, "dispatcher", reason); err != nil {
+		d.log.Error().Err(err).Str("subject", m.Subject()).Str("reason", reason).Msg("dead-letter of the bindings a trigger could not start failed; will retry")
+		return fmt.Errorf("dead-letter: %w", err)
+	}
+	d.stats.deadLetters.WithLabelValues(reasonEventKey).Inc()
+	d.log.Warn().Str("subject", m.Subject()).Str("reason", reason).Msg("part of a trigger dead-lettered")
+	return nil
 }
 
 // parentOf reads the parent of a bulk child's start message.
@@ -1001,7 +1069,7 @@ func payloadOfData(data []byte, contentType string, maxPayload int) ([]byte, err
 // header as it is, or a payload field in its canonical form
 // (workflow.EventKey: a string as it is, an integer as its digits).
 func eventKey(def *workflow.Definition, m jetstream.Delivery, payload func() (any, error)) (string, error) {
-	if def.Trigger == nil || strings.HasPrefix(m.Subject(), "jetflow.start.") {
+	if def.Trigger == nil || isStart(m) {
 		if k := m.Header(jetstream.HeaderEventKey); k != "" {
 			return k, nil
 		}
@@ -1044,4 +1112,10 @@ func stoppedWhileStarting(ctx context.Context, err error) error {
 		return nil
 	}
 	return err
+}
+
+// isStart reports whether m is an explicit start (jetstream.StartSubject).
+func isStart(m jetstream.Delivery) bool {
+	_, ok := jetstream.StartedWorkflow(m.Subject())
+	return ok
 }

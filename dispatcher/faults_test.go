@@ -47,6 +47,9 @@ type faulty struct {
 	// a NAK, so the fire comes back at once after its start was applied:
 	// a dispatcher that died before the ack.
 	redeliverFire func(m jetstream.Delivery) bool
+	// failDeadLetter: writing the dead letter of a message fails, as if
+	// the dead-letter stream were unreachable.
+	failDeadLetter func(m jetstream.Delivery) bool
 	// watchDefinitions, when set, replaces the definitions watch; inner
 	// is the real one.
 	watchDefinitions func(ctx context.Context, inner dispatcher.Backend, fn func(*workflow.Definition), ready func()) error
@@ -126,6 +129,13 @@ func (f *faulty) ConsumeDispatcher(ctx context.Context, stream string, buffer in
 		handler = func(m jetstream.Delivery) { inner(&ackRedeliverer{Delivery: m, redeliver: f.redeliverFire}) }
 	}
 	return f.Backend.ConsumeDispatcher(ctx, stream, buffer, handler)
+}
+
+func (f *faulty) DeadLetter(ctx context.Context, source string, m jetstream.Delivery, component, reason string) error {
+	if f.failDeadLetter != nil && f.failDeadLetter(m) {
+		return fmt.Errorf("dead letter dropped: %w", errInjected)
+	}
+	return f.Backend.DeadLetter(ctx, source, m, component, reason)
 }
 
 func (f *faulty) WatchDefinitions(ctx context.Context, fn func(*workflow.Definition), ready func()) error {

@@ -186,12 +186,13 @@ type metrics struct {
 	duplicateTriggers, staleEvents, duplicateChildren count
 	repairsApplied, repairsLost                       count
 	scheduleFires                                     *prometheus.CounterVec // outcome
+	effectRequests                                    *prometheus.CounterVec // op, outcome
 }
 
 // durationBuckets span a workflow's life: from milliseconds to a day.
 var durationBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400}
 
-func newMetrics(pullStalls func() uint64) *metrics {
+func newMetrics(pullStalls, badMetadata func() uint64) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	f := func(name, help string) count {
 		c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
@@ -232,8 +233,9 @@ func newMetrics(pullStalls func() uint64) *metrics {
 	m.repairs = vec("jetflow_repairs_total", "Repairs by kind (task, timer, bulk) and outcome: sent by the repair loop; applied or lost (the work had finished) for task repairs.", "kind", "outcome")
 	m.repairsApplied = count{m.repairs.WithLabelValues(repairTask, "applied")}
 	m.repairsLost = count{m.repairs.WithLabelValues(repairTask, "lost")}
-	m.loopRestarts = vec("jetflow_loop_restarts_total", "Background loops of the dispatcher that failed and were restarted, by loop: definitions (the watch of the definitions bucket), repair (the repair loop), stats (the jetflow stats responder), pauses (the watch of the pause records).", "loop")
+	m.loopRestarts = vec("jetflow_loop_restarts_total", "Background loops of the dispatcher that failed and were restarted, by loop: definitions (the watch of the definitions bucket), repair (the repair loop), stats (the jetflow stats responder), effects (the effect service), pauses (the watch of the pause records).", "loop")
 	m.scheduleFires = vec("jetflow_schedule_fires_total", "Fires of schedules by outcome: started (an instance), skipped (paused, overlap: skip, out of order), removed (the schedule was removed).", "outcome")
+	m.effectRequests = vec("jetflow_effect_requests_total", "Effect requests of workers running once steps (task tokens only), by op (claim, record) and outcome: claimed, exists, recorded, conflict, refused (forged or malformed: nothing written), failed (the bucket could not be read or written).", "op", "outcome")
 	m.timersFired = f("jetflow_timers_fired_total", "Timer events that changed an instance.")
 	m.signals = f("jetflow_signals_applied_total", "Signals applied to an instance.")
 	m.slotOps = f("jetflow_slot_ops_total", "Concurrency slot acquires and releases carried out (docs/flow-control.md).")
@@ -247,6 +249,9 @@ func newMetrics(pullStalls func() uint64) *metrics {
 	m.all = append(m.all, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "jetflow_pull_stalls_total", Help: "Pulls from NATS presumed lost (no heartbeat) and replaced.",
 	}, func() float64 { return float64(pullStalls()) }))
+	m.all = append(m.all, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "jetflow_bad_metadata_total", Help: "Messages whose JetStream metadata (delivery count, stream sequence) could not be read; each was handled as a first delivery. Should stay 0.",
+	}, func() float64 { return float64(badMetadata()) }))
 	m.bulkChildren = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "jetflow_bulk_children", Help: "Children of the running bulk steps by state: pending (not dispatched yet), running, completed, failed. Refreshed by the repair loop.",
 	}, []string{"state"})

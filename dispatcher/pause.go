@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -72,6 +73,40 @@ func (p *pauses) list() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// startPauses starts the watch of the pause records under watchCtx and
+// returns once the stored ones were applied (or ctx ended); an error
+// when the watch cannot start.
+func (d *Dispatcher) startPauses(ctx, watchCtx context.Context, wg *sync.WaitGroup) error {
+	ready := make(chan struct{})
+	var once sync.Once
+	watchErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := d.watchPauses(watchCtx, func() { once.Do(func() { close(ready) }) })
+		select {
+		case <-ready:
+		default:
+			watchErr <- err // Run cannot start
+			return
+		}
+		d.supervise(watchCtx, loopPauses, err, func(ctx context.Context) error {
+			return d.watchPauses(ctx, func() {})
+		})
+	}()
+	select {
+	case <-ready:
+		return nil
+	case err := <-watchErr:
+		if err == nil {
+			err = errors.New("the watch ended before it delivered the stored records")
+		}
+		return fmt.Errorf("watch pause records: %w", err)
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 // watchPauses follows the pause records until ctx ends; ready is called

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,4 +143,36 @@ func TestTimerSubjectsHoldOnlyTimerSchedules(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, st.Msgs, "only the hour-long timer is left in %s", jetstream.StreamEvents)
 	require.Equal(t, workflow.StatusRunning, e.Instance(long).Status)
+}
+
+// TestPartlyRejectedTriggerIsNotLost: a trigger bound to two workflows
+// starts the one whose key it has and dead-letters the other; when that
+// dead letter cannot be written, the trigger is not acked but redelivered
+// until it is, and the start it made stays one instance.
+func TestPartlyRejectedTriggerIsNotLost(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register("name: has-key\nversion: 1\ntrigger: {subject: both.in, key: id}\nsteps:\n  - {name: a, kind: sleep, duration: 1h}\n")
+	e.Register("name: no-key\nversion: 1\ntrigger: {subject: both.in, key: missing}\nsteps:\n  - {name: a, kind: sleep, duration: 1h}\n")
+	var failed atomic.Int32
+	backend := &faulty{Backend: e.Client, failDeadLetter: func(m jetstream.Delivery) bool {
+		return m.Deliveries() == 1 && failed.Add(1) == 1
+	}}
+	e.Dispatcher(backend, dispatcher.Config{RetryDelay: 10 * time.Millisecond})
+	ctx := context.Background()
+	require.NoError(t, e.Client.PublishRaw(ctx, "both.in", []byte(`{"id":"k1"}`)))
+
+	var dls []jetstream.DeadLetter
+	jftest.Eventually(t, 20*time.Second, func() bool {
+		var err error
+		dls, err = e.Client.DeadLetters(ctx, 10)
+		return err == nil && len(dls) > 0
+	}, "the binding without a key was never dead-lettered")
+	require.Len(t, dls, 1)
+	require.Equal(t, "both.in", dls[0].SourceSubject)
+	require.Contains(t, dls[0].Reason, "workflow no-key")
+	require.EqualValues(t, 1, failed.Load(), "the first dead letter failed")
+	ids, err := e.Client.ListInstanceIDs(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []string{workflow.InstanceID("has-key", "k1")}, ids)
 }

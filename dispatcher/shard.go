@@ -14,44 +14,6 @@ import (
 // before its events are NAKed for a later retry.
 const maxConflicts = 20
 
-// defaultRecountInterval is Config.RecountInterval's default.
-const defaultRecountInterval = 2 * time.Second
-
-// recountDue reports whether a recount of the event's bulk step may run
-// now.
-func (s *shard) recountDue(ev workflow.Event, now time.Time) bool {
-	last, ok := s.recounted[recountKey(ev)]
-	return !ok || now.Sub(last) >= s.d.cfg.RecountInterval
-}
-
-// recountLater makes sure a recount of the step starts after now, for a
-// redelivered completion whose barrier exists while recounts are
-// throttled: the recount that throttles it may have started before that
-// barrier was created, and then covers nothing. It schedules the recount
-// durably (a message schedule delivers it to the instance's event
-// subject), before the completion is acked; one schedule serves every
-// completion that arrives until it fires.
-func (s *shard) recountLater(ctx context.Context, ev workflow.Event, now time.Time) error {
-	key := recountKey(ev)
-	if at, ok := s.scheduled[key]; ok && at.After(now) {
-		return nil
-	}
-	at := s.recounted[key].Add(s.d.cfg.RecountInterval)
-	if at.Before(now) {
-		at = now
-	}
-	at, err := s.d.client.ScheduleRecount(ctx, ev.Instance, ev.Step, at)
-	if err != nil {
-		return err
-	}
-	if len(s.scheduled) > 10000 {
-		clear(s.scheduled)
-	}
-	s.scheduled[key] = at
-	s.d.stats.recountsScheduled.Add(1)
-	return nil
-}
-
 type cached struct {
 	inst *workflow.Instance
 	rev  uint64
@@ -63,11 +25,8 @@ type shard struct {
 	d     *Dispatcher
 	in    chan *item
 	cache map[string]*cached
-	// recounted: when the last recount of each bulk step started.
-	recounted map[string]time.Time
-	// scheduled: when the scheduled recount of each bulk step fires
-	// (recountLater).
-	scheduled map[string]time.Time
+	// bar counts bulk children's completions (barriers.go).
+	bar *barriers
 	// owed: for an instance, the revision whose owed work
 	// (workflow.Outstanding) this shard knows to have been published:
 	// it published all of it, or committed that revision from one it
@@ -191,46 +150,20 @@ func (s *shard) process(ctx context.Context, id string, items []*item) {
 			// may want under the same keys later. Read first.
 			continue
 		}
-		newRev := rev
-		if res.changed {
-			// Data first: the instance must never point at a value that
-			// is not there.
-			if len(res.writes) > 0 {
-				if err := d.client.PutDataBatch(ctx, res.writes); err != nil {
-					// A computed value over the payload limit can only
-					// fail again: dead-letter the events (failure).
-					settleAll(failure(err))
-					return
-				}
-			}
-			newRev, err = d.client.PutInstance(ctx, res.inst, rev, s.expires(ctx, res.inst))
-			if err != nil {
-				delete(s.cache, id)
-				if errors.Is(err, workflow.ErrConflict) || errors.Is(err, workflow.ErrExists) {
-					if !assumeNew {
-						d.stats.conflicts.Add(1)
-					}
-					continue // another writer won: re-read and apply again
-				}
-				settleAll(outcome{err: err})
-				return
-			}
-			d.stats.commits.Add(1)
-			s.remember(res.inst, newRev)
-			s.count(inst, res)
-			if res.inst.Status.Terminal() {
-				d.client.NotifyDone(res.inst)
-			}
+		newRev, again, o := s.commit(ctx, inst, rev, res, assumeNew)
+		if again {
+			continue // another writer won: re-read and apply again
+		}
+		if o != nil {
+			settleAll(*o)
+			return
 		}
 		// Only now, with the state committed, is the work published.
 		if err = s.publish(ctx, res.decided); err != nil {
 			// A flow record that cannot be decoded (something other than
-			// jetflow wrote it) fails every retry the same: dead-letter.
-			if errors.Is(err, jetstream.ErrMalformed) {
-				settleAll(failure(fmt.Errorf("publish after commit: %w", err)))
-				return
-			}
-			settleAll(outcome{err: fmt.Errorf("publish after commit: %w", err)})
+			// jetflow wrote it) fails every retry the same: failure
+			// dead-letters it; anything else is retried.
+			settleAll(failure(fmt.Errorf("publish after commit: %w", err)))
 			return
 		}
 		if err := s.settleOwed(ctx, id, inst, rev, newRev, res); err != nil {
@@ -245,6 +178,45 @@ func (s *shard) process(ctx context.Context, id string, items []*item) {
 		}
 		return
 	}
+}
+
+// commit writes what a pass decided: its data values first (the
+// instance must never point at a value that is not there), then the
+// instance with a CAS on rev (a Create for a new one). again reports a
+// lost CAS (or a start that found its instance created meanwhile): the
+// pass starts over from a fresh read. A non-nil outcome ends the pass
+// with it. A pass that changed nothing writes nothing and keeps rev.
+func (s *shard) commit(ctx context.Context, before *workflow.Instance, rev uint64, res *applied, assumeNew bool) (newRev uint64, again bool, _ *outcome) {
+	d := s.d
+	if !res.changed {
+		return rev, false, nil
+	}
+	if len(res.writes) > 0 {
+		if err := d.client.PutDataBatch(ctx, res.writes); err != nil {
+			// A computed value over the payload limit can only fail
+			// again: dead-letter the events (failure).
+			o := failure(err)
+			return 0, false, &o
+		}
+	}
+	newRev, err := d.client.PutInstance(ctx, res.inst, rev, s.expires(ctx, res.inst))
+	if err != nil {
+		delete(s.cache, res.inst.ID)
+		if errors.Is(err, workflow.ErrConflict) || errors.Is(err, workflow.ErrExists) {
+			if !assumeNew {
+				d.stats.conflicts.Add(1)
+			}
+			return 0, true, nil
+		}
+		return 0, false, &outcome{err: err}
+	}
+	d.stats.commits.Add(1)
+	s.remember(res.inst, newRev)
+	s.count(before, res)
+	if res.inst.Status.Terminal() {
+		d.client.NotifyDone(res.inst)
+	}
+	return newRev, false, nil
 }
 
 // settleOwed makes sure what the instance owes is published, after a
@@ -362,65 +334,6 @@ type ignoredEvent struct {
 	why  string
 }
 
-// preBarriers creates, in one pipelined round, the barriers of the child
-// completions in items that the instance as read would accept. A parent
-// receives its children's completions in batches; one synchronous KV
-// create per child, in the parent's shard, serialised a fan-out. apply
-// then goes through the items one by one as before and creates the
-// barriers that were not decided here (a completion the evolving state
-// accepts but the state as read did not, or a create whose outcome is
-// unknown). A barrier created here for a completion that an earlier item
-// of the same batch made moot (the step or instance ended) is harmless:
-// nothing counts that step's children any more.
-func (s *shard) preBarriers(ctx context.Context, inst *workflow.Instance, items []*item, now time.Time, data workflow.Data) error {
-	if inst == nil {
-		return nil
-	}
-	var idx []int
-	var keys []string
-	var def *workflow.Definition
-	for i, it := range items {
-		ev := it.ev
-		if ev.Kind != workflow.EventChildDone || it.barrier || it.barrierExists {
-			continue
-		}
-		if def == nil {
-			var err error
-			if def, err = s.d.definition(ctx, inst.Workflow, inst.Version); err != nil {
-				return nil // apply reports it
-			}
-		}
-		if !bulkStep(def, ev.Step) {
-			continue
-		}
-		probe, err := workflow.Apply(def, inst, ev, now, data)
-		if err != nil || !probe.Changed {
-			continue
-		}
-		idx = append(idx, i)
-		keys = append(keys, workflow.ChildBarrierKey(ev.Instance, ev.Step, ev.Index, ev.ChildStatus == workflow.StatusCompleted))
-	}
-	if len(keys) < 2 {
-		return nil // apply's own create is as good
-	}
-	created, errs := s.d.client.CreateBarriers(ctx, keys)
-	for j, i := range idx {
-		switch {
-		case errs[j] != nil:
-			// Unknown whether it landed: the whole group is retried, and
-			// a redelivered completion whose barrier exists is recounted
-			// from the barriers (as after a failed single create).
-			return errs[j]
-		case created[j]:
-			items[i].barrier = true
-			items[i].barrierEpoch = recountEpoch(inst, items[i].ev.Step)
-		default:
-			items[i].barrierExists = true
-		}
-	}
-	return nil
-}
-
 // apply runs the transition function over the group's events in order.
 func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*item) (*applied, error) {
 	d := s.d
@@ -428,134 +341,41 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 	now := d.cfg.Clock()
 	data := d.client.DataView(ctx)
 	for _, it := range items {
-		it.barrierMark = 0 // barriers of earlier passes predate this one
+		it.bar.mark = 0 // barriers of earlier passes predate this one
 	}
-	if err := s.preBarriers(ctx, inst, items, now, data); err != nil {
+	if err := s.bar.pre(ctx, inst, items, now, data); err != nil {
 		return nil, err
 	}
 	// recounts: how many recounts this pass applied so far. A recount
 	// counts every barrier that exists when it runs, so it covers the
 	// completions whose barriers were created before it, also those not
-	// yet counted: they must not be counted again (see below).
+	// yet counted: they must not be counted again (barriers.admit).
 	recounts := 0
 	for i, it := range items {
-		ev := it.ev
-		var def *workflow.Definition
-		var err error
-		switch {
-		case res.inst != nil:
-			def, err = d.definition(ctx, res.inst.Workflow, res.inst.Version)
-		case ev.Kind == workflow.EventStart:
-			def, err = d.definition(ctx, ev.Workflow, ev.Version)
-		case ev.Kind == workflow.EventCancel && ev.Parent != nil && ev.Workflow != "":
-			// A parent cancels a child workflow whose start has not
-			// arrived: it is created cancelled (workflow.Apply).
-			if def = d.defs.latestOf(ev.Workflow); def == nil {
-				def = d.latestFromStore(ctx, ev.Workflow)
-			}
-			if def == nil {
-				res.outcomes[i] = outcome{reject: fmt.Sprintf("cancel of child %s of unknown workflow %s", ev.Instance, ev.Workflow), class: reasonUnknownWorkflow}
-				continue
-			}
-		default:
-			res.outcomes[i] = outcome{reject: fmt.Sprintf("%s event for unknown instance %s", ev.Kind, ev.Instance), class: reasonUnknownInstance}
+		def, o := s.definitionFor(ctx, res.inst, it.ev)
+		if def == nil {
+			res.outcomes[i] = o
 			continue
+		}
+		if o, ok := s.storeInput(ctx, res.inst, it); !ok {
+			res.outcomes[i] = o
+			continue
+		}
+		adm, err := s.bar.admit(ctx, def, res.inst, it, recounts, now, data)
+		if adm.duplicate {
+			res.foundApplied = true
 		}
 		if err != nil {
-			if errors.Is(err, workflow.ErrNotFound) {
-				res.outcomes[i] = outcome{reject: fmt.Sprintf("unknown workflow %s version %d", ev.Workflow, ev.Version), class: reasonUnknownWorkflow}
-			} else {
-				res.outcomes[i] = outcome{err: err}
-			}
+			res.outcomes[i] = outcome{err: err}
 			continue
 		}
-		if ev.Kind == workflow.EventStart && res.inst == nil && it.input != nil {
-			if err := d.client.PutDataEncoded(ctx, ev.InputRef, it.input, nil); err != nil {
-				res.outcomes[i] = outcome{reject: fmt.Sprintf("cannot store input: %v", err), class: reasonPermanent}
-				if !isPermanent(err) {
-					res.outcomes[i] = outcome{err: err}
-				}
-				continue
-			}
+		if adm.skip {
+			continue
 		}
-		if ev.Kind == workflow.EventChildDone && res.inst != nil && it.barrier && bulkStep(def, ev.Step) {
-			// This dispatcher created the barrier, and the increment is
-			// not committed (a CAS retry, or a barrier created before this
-			// pass or earlier in it). A recount since may have counted it.
-			switch {
-			case recounts > it.barrierMark:
-				// A recount of this pass ran after the barrier existed.
-				continue
-			case recountEpoch(res.inst, ev.Step) != it.barrierEpoch:
-				// A committed recount that may or may not have seen the
-				// barrier: count again from the barriers, which now
-				// include it, instead of adding one.
-				if ev, _, err = s.recount(ctx, ev, now); err != nil {
-					res.outcomes[i] = outcome{err: err}
-					continue
-				}
-			}
-		}
-		if ev.Kind == workflow.EventChildDone && res.inst != nil && !it.barrier && bulkStep(def, ev.Step) {
-			// A child's completion counts once: it must pass its
-			// write-once barrier first — but only a completion the parent
-			// would accept, or a premature or stale one would burn the
-			// barrier of the real one. Apply is pure, so ask it first.
-			probe, err := workflow.Apply(def, res.inst, ev, now, data)
-			if err != nil {
-				res.outcomes[i] = outcome{err: err}
-				continue
-			}
-			if probe.Changed {
-				created := false
-				if !it.barrierExists {
-					key := workflow.ChildBarrierKey(ev.Instance, ev.Step, ev.Index, ev.ChildStatus == workflow.StatusCompleted)
-					if created, err = d.client.CreateBarrier(ctx, key); err != nil {
-						res.outcomes[i] = outcome{err: err}
-						continue
-					}
-				}
-				if !created {
-					// The barrier exists: this completion was counted, or
-					// is being counted by the pass that created the
-					// barrier, or that pass died between the barrier and
-					// its commit. Which one, no delivery count can tell
-					// (after a crash of the server the redelivery of an
-					// applied notice says 1), so recount from the
-					// barriers, now or, when a recount just ran, soon; a
-					// recount never counts a barrier twice. The pass that
-					// counted it may also have died before publishing
-					// what it decided: settleOwed republishes.
-					d.stats.duplicateChildren.Add(1)
-					res.foundApplied = true
-					if !s.recountDue(ev, now) {
-						if err := s.recountLater(ctx, ev, now); err != nil {
-							res.outcomes[i] = outcome{err: err}
-						}
-						continue
-					}
-					if ev, _, err = s.recount(ctx, ev, now); err != nil {
-						res.outcomes[i] = outcome{err: err}
-						continue
-					}
-				}
-				if created {
-					it.barrier = true
-					it.barrierEpoch = recountEpoch(res.inst, ev.Step)
-					it.barrierMark = recounts
-				}
-			}
-		}
-		var counted func(int) bool // the barriers, when this item recounted them
-		if ev.Kind == workflow.EventRecount && ev.Completed < 0 && !bulkStep(def, ev.Step) {
-			// A workflow step's one child has no barrier to count: its
-			// reconciliation only pokes the child (UncountedChildren).
-			counted = func(int) bool { return false }
-		} else if ev.Kind == workflow.EventRecount && ev.Completed < 0 {
-			if ev, counted, err = s.recount(ctx, ev, now); err != nil {
-				res.outcomes[i] = outcome{err: err}
-				continue
-			}
+		ev, counted, err := s.bar.recountRequest(ctx, def, adm.ev, now)
+		if err != nil {
+			res.outcomes[i] = outcome{err: err}
+			continue
 		}
 		ev.Paused = d.pauses.is(def.Name) // jetflow pause: attempts wait
 		dec, err := workflow.Apply(def, res.inst, ev, now, data)
@@ -567,72 +387,150 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 			// A reconciliation round (workflow.ReconcileParent): the
 			// recount counted every barrier; poke every dispatched child
 			// without one, and each answers from its own state.
-			state := res.inst
-			if dec.Changed {
-				state = dec.Instance
-			}
-			if state != nil {
-				pokes := workflow.UncountedChildren(def, state, ev.Step, it.ev.Round, counted)
-				res.decided.Children = append(res.decided.Children, pokes...)
-				d.stats.reconcilePokes.Add(uint64(len(pokes)))
-			}
+			s.poke(res, def, dec, ev.Step, it.ev.Round, counted)
 		}
 		if ev.Kind == workflow.EventRecount && dec.Changed {
 			recounts++
 		}
-		switch {
-		case ev.Kind == workflow.EventRepair && dec.Changed:
-			d.stats.repairsApplied.Add(1)
-		case ev.Kind == workflow.EventRepair:
-			d.stats.repairsLost.Add(1)
-		case ev.Kind == workflow.EventTimer && dec.Changed:
-			d.stats.timersFired.Add(1)
-		case ev.Kind == workflow.EventSignal && dec.Changed:
-			d.stats.signals.Add(1)
-		}
+		s.account(ev, dec)
 		if !dec.Changed {
-			res.ignored = append(res.ignored, ignoredEvent{res.inst, it, dec.Ignored})
-			if it.reconcile != "" && ev.Kind == workflow.EventStart {
-				// A poke: the child answers from its own state.
-				if workflow.ReconcileChild(res.inst) == workflow.ChildNotify {
-					res.notifyParent = true
-				}
-				continue
-			}
-			if res.inst != nil && !otherTrigger(res.inst, ev) {
-				res.foundApplied = true
-			}
+			res.unchanged(it, ev, dec.Ignored)
 			continue
 		}
-		res.inst = dec.Instance
-		res.changed = true
-		res.writes = append(res.writes, dec.Writes...)
-		res.decided.Tasks = append(res.decided.Tasks, dec.Tasks...)
-		res.decided.Timers = append(res.decided.Timers, dec.Timers...)
-		res.decided.Children = append(res.decided.Children, dec.Children...)
-		res.decided.Events = append(res.decided.Events, dec.Events...)
-		res.decided.Gates = append(res.decided.Gates, dec.Gates...)
+		res.add(dec)
 	}
 	if res.inst != nil && res.inst.Status.Terminal() {
-		// Work decided earlier in the group is moot once the instance is
-		// over; only the notice to a parent remains.
-		res.decided.Tasks, res.decided.Timers, res.decided.Children = nil, nil, nil
-		var keep []workflow.OutEvent
-		for _, e := range res.decided.Events {
-			if e.Event.Kind == workflow.EventChildDone || e.Event.Kind == workflow.EventCancel {
-				keep = append(keep, e)
-			}
-		}
-		res.decided.Events = keep
-		var releases []workflow.GateOp
-		for _, g := range res.decided.Gates {
-			if g.Kind == workflow.OpRelease {
-				releases = append(releases, g)
-			}
-		}
-		res.decided.Gates = releases
+		res.ended()
 	}
 	return res, nil
+}
+
+// definitionFor returns the definition an event applies under: its
+// instance's, or for an event without one, the definition a start names,
+// or that of the child workflow a parent's cancel creates cancelled (the
+// start has not arrived; workflow.Apply). Without one, the outcome says
+// why (a reject or a retry).
+func (s *shard) definitionFor(ctx context.Context, inst *workflow.Instance, ev workflow.Event) (*workflow.Definition, outcome) {
+	d := s.d
+	var def *workflow.Definition
+	var err error
+	switch {
+	case inst != nil:
+		def, err = d.definition(ctx, inst.Workflow, inst.Version)
+	case ev.Kind == workflow.EventStart:
+		def, err = d.definition(ctx, ev.Workflow, ev.Version)
+	case ev.Kind == workflow.EventCancel && ev.Parent != nil && ev.Workflow != "":
+		if def = d.defs.latestOf(ev.Workflow); def == nil {
+			def = d.latestFromStore(ctx, ev.Workflow)
+		}
+		if def == nil {
+			return nil, outcome{reject: fmt.Sprintf("cancel of child %s of unknown workflow %s", ev.Instance, ev.Workflow), class: reasonUnknownWorkflow}
+		}
+	default:
+		return nil, outcome{reject: fmt.Sprintf("%s event for unknown instance %s", ev.Kind, ev.Instance), class: reasonUnknownInstance}
+	}
+	if errors.Is(err, workflow.ErrNotFound) {
+		return nil, outcome{reject: fmt.Sprintf("unknown workflow %s version %d", ev.Workflow, ev.Version), class: reasonUnknownWorkflow}
+	}
+	if err != nil {
+		return nil, outcome{err: err}
+	}
+	return def, outcome{}
+}
+
+// storeInput writes the input of a start that creates its instance to
+// the data bucket, before the instance that points at it exists. ok is
+// false when it could not: the outcome says whether to retry.
+func (s *shard) storeInput(ctx context.Context, inst *workflow.Instance, it *item) (_ outcome, ok bool) {
+	ev := it.ev
+	if ev.Kind != workflow.EventStart || inst != nil || it.input == nil {
+		return outcome{}, true
+	}
+	if err := s.d.client.PutDataEncoded(ctx, ev.InputRef, it.input, nil); err != nil {
+		if !isPermanent(err) {
+			return outcome{err: err}, false
+		}
+		return outcome{reject: fmt.Sprintf("cannot store input: %v", err), class: reasonPermanent}, false
+	}
+	return outcome{}, true
+}
+
+// poke adds to the pass the pokes of a reconciliation round: every
+// dispatched child of the bulk step without a barrier (counted).
+func (s *shard) poke(res *applied, def *workflow.Definition, dec workflow.Decision, step, round string, counted func(int) bool) {
+	state := res.inst
+	if dec.Changed {
+		state = dec.Instance
+	}
+	if state == nil {
+		return
+	}
+	pokes := workflow.UncountedChildren(def, state, step, round, counted)
+	res.decided.Children = append(res.decided.Children, pokes...)
+	s.d.stats.reconcilePokes.Add(uint64(len(pokes)))
+}
+
+// account counts the applied events the metrics name by kind.
+func (s *shard) account(ev workflow.Event, dec workflow.Decision) {
+	st := s.d.stats
+	switch {
+	case ev.Kind == workflow.EventRepair && dec.Changed:
+		st.repairsApplied.Add(1)
+	case ev.Kind == workflow.EventRepair:
+		st.repairsLost.Add(1)
+	case ev.Kind == workflow.EventTimer && dec.Changed:
+		st.timersFired.Add(1)
+	case ev.Kind == workflow.EventSignal && dec.Changed:
+		st.signals.Add(1)
+	}
+}
+
+// unchanged records an event of the pass that changed nothing (why).
+func (res *applied) unchanged(it *item, ev workflow.Event, why string) {
+	res.ignored = append(res.ignored, ignoredEvent{res.inst, it, why})
+	if it.reconcile != "" && ev.Kind == workflow.EventStart {
+		// A poke: the child answers from its own state.
+		if workflow.ReconcileChild(res.inst) == workflow.ChildNotify {
+			res.notifyParent = true
+		}
+		return
+	}
+	if res.inst != nil && !otherTrigger(res.inst, ev) {
+		res.foundApplied = true
+	}
+}
+
+// add folds a decision that changed the instance into the pass.
+func (res *applied) add(dec workflow.Decision) {
+	res.inst = dec.Instance
+	res.changed = true
+	res.writes = append(res.writes, dec.Writes...)
+	res.decided.Tasks = append(res.decided.Tasks, dec.Tasks...)
+	res.decided.Timers = append(res.decided.Timers, dec.Timers...)
+	res.decided.Children = append(res.decided.Children, dec.Children...)
+	res.decided.Events = append(res.decided.Events, dec.Events...)
+	res.decided.Gates = append(res.decided.Gates, dec.Gates...)
+}
+
+// ended drops the work decided earlier in the pass that is moot once the
+// instance is over: only the notice to a parent, the cancels of its
+// children and the release of its slots remain.
+func (res *applied) ended() {
+	res.decided.Tasks, res.decided.Timers, res.decided.Children = nil, nil, nil
+	var keep []workflow.OutEvent
+	for _, e := range res.decided.Events {
+		if e.Event.Kind == workflow.EventChildDone || e.Event.Kind == workflow.EventCancel {
+			keep = append(keep, e)
+		}
+	}
+	res.decided.Events = keep
+	var releases []workflow.GateOp
+	for _, g := range res.decided.Gates {
+		if g.Kind == workflow.OpRelease {
+			releases = append(releases, g)
+		}
+	}
+	res.decided.Gates = releases
 }
 
 // otherTrigger reports a start that is not the message that started inst
@@ -646,34 +544,6 @@ func (s *shard) apply(ctx context.Context, inst *workflow.Instance, items []*ite
 func otherTrigger(inst *workflow.Instance, ev workflow.Event) bool {
 	return ev.Kind == workflow.EventStart && inst.TriggerSeq != 0 && ev.TriggerSeq != 0 && ev.TriggerSeq != inst.TriggerSeq
 }
-
-// recountEpoch is how many recounts changed a bulk step's counts
-// (StepState.Recounts); 0 for a missing instance or step.
-func recountEpoch(inst *workflow.Instance, step string) int {
-	if inst == nil || inst.Steps[step] == nil {
-		return 0
-	}
-	return inst.Steps[step].Recounts
-}
-
-// recount turns a child completion or a recount request into a recount
-// of the step's barriers; counted reports the indexes that have one.
-func (s *shard) recount(ctx context.Context, ev workflow.Event, now time.Time) (_ workflow.Event, counted func(int) bool, _ error) {
-	if len(s.recounted) > 10000 {
-		clear(s.recounted)
-	}
-	s.recounted[recountKey(ev)] = now
-	ok, failed, err := s.d.client.BarrierIndexes(ctx, ev.Instance, ev.Step)
-	if err != nil {
-		return ev, nil, err
-	}
-	s.d.stats.recounts.Add(1)
-	counted = func(i int) bool { return ok[i] || failed[i] }
-	return workflow.Event{Kind: workflow.EventRecount, Instance: ev.Instance, Step: ev.Step, Completed: len(ok), Failed: len(failed)}, counted, nil
-}
-
-// recountKey names a bulk step in the shard's recount bookkeeping.
-func recountKey(ev workflow.Event) string { return ev.Instance + "/" + ev.Step }
 
 // isPermanent reports an error that retrying the event can only repeat:
 // a value too large to store, or a stored value (an instance, an input
@@ -781,12 +651,4 @@ func (s *shard) publish(ctx context.Context, dec workflow.Decision) error {
 		}
 	}
 	return nil
-}
-
-// bulkStep reports whether a step of def is a bulk step: only its
-// children's completions pass barriers and recounts (a workflow step's
-// single child needs neither).
-func bulkStep(def *workflow.Definition, step string) bool {
-	s, ok := def.Step(step)
-	return ok && s.Kind == workflow.KindBulk
 }

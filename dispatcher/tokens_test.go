@@ -76,19 +76,29 @@ func (h *holder) waitStarted(t *testing.T, id string) {
 // deadLettersByReason reads jetflow_dead_letters_total{reason}.
 func deadLettersByReason(t *testing.T, d *dispatcher.Dispatcher, reason string) float64 {
 	t.Helper()
+	return metricValue(t, d, "jetflow_dead_letters_total", map[string]string{"reason": reason})
+}
+
+// metricValue reads the counter of a family with the given labels.
+func metricValue(t *testing.T, d *dispatcher.Dispatcher, family string, labels map[string]string) float64 {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(d.Collector())
 	fams, err := reg.Gather()
 	require.NoError(t, err)
 	for _, f := range fams {
-		if f.GetName() != "jetflow_dead_letters_total" {
+		if f.GetName() != family {
 			continue
 		}
 		for _, m := range f.GetMetric() {
+			matched := 0
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
-					return m.GetCounter().GetValue()
+				if v, ok := labels[l.GetName()]; ok && v == l.GetValue() {
+					matched++
 				}
+			}
+			if matched == len(labels) {
+				return m.GetCounter().GetValue()
 			}
 		}
 	}
@@ -265,26 +275,33 @@ func TestOutputsAreBoundToTaskTokens(t *testing.T) {
 	require.Equal(t, float64(1), deadLettersByReason(t, d, "forged_result"))
 }
 
-// TestOutputKeyOf: which output keys a result may name.
-func TestOutputKeyOf(t *testing.T) {
+// TestEarlierOutputKey: which output keys have the shape of an earlier
+// attempt's (the dispatcher then accepts one only as the step's recorded
+// outcome).
+func TestEarlierOutputKey(t *testing.T) {
 	t.Parallel()
 	tok := "k1.abc"
-	own := workflow.TokenOutputKey("i", "s", 3, tok)
 	earlier := workflow.TokenOutputKey("i", "s", 2, "k1.other")
 	for _, tc := range []struct {
 		name string
 		ref  string
-		want bool
+		want int
 	}{
-		{"its own", own, true},
-		{"an earlier attempt's (once)", earlier, true},
-		{"plain key", workflow.OutputKey("i", "s", 3), false},
-		{"a later attempt's", workflow.TokenOutputKey("i", "s", 4, tok), false},
-		{"another step's", workflow.TokenOutputKey("i", "t", 2, tok), false},
-		{"another instance's", workflow.TokenOutputKey("j", "s", 2, tok), false},
-		{"bad tag", workflow.OutputKey("i", "s", 2) + ".xyz", false},
+		{"an earlier attempt's", earlier, 2},
+		{"its own", workflow.TokenOutputKey("i", "s", 3, tok), 0},
+		{"plain key", workflow.OutputKey("i", "s", 2), 0},
+		{"a later attempt's", workflow.TokenOutputKey("i", "s", 4, tok), 0},
+		{"another step's", workflow.TokenOutputKey("i", "t", 2, tok), 0},
+		{"another instance's", workflow.TokenOutputKey("j", "s", 2, tok), 0},
+		{"bad tag", workflow.OutputKey("i", "s", 2) + ".xyz", 0},
+		{"not hex", workflow.OutputKey("i", "s", 2) + ".zzzzzzzzzzzzzzzz", 0},
+		{"padded attempt", "i.s.01.out.0123456789abcdef", 0},
 	} {
-		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, workflow.OutputKeyOf(tc.ref, "i", "s", 3, tok)) })
+		t.Run(tc.name, func(t *testing.T) {
+			a, ok := workflow.EarlierOutputKey(tc.ref, "i", "s", 3)
+			require.Equal(t, tc.want != 0, ok)
+			require.Equal(t, tc.want, a)
+		})
 	}
 }
 
@@ -303,4 +320,82 @@ func tokenSetup(t *testing.T) (*jftest.Env, tasktoken.KeySet, *dispatcher.Dispat
 	h := &holder{}
 	e.Worker(nil, worker.Config{}, map[string]worker.Handler{"hold": h.handle})
 	return e, keys, d, h
+}
+
+// TestReplayedOutputMustBeTheRecordedOne: a once step's result may name
+// an earlier attempt's output (the outcome that attempt recorded), but
+// only the output the effect record names. A worker holding attempt 2's
+// token that writes a tagged key of attempt 1 itself and reports it is
+// dead-lettered as forged, before and after an outcome is recorded; the
+// recorded outcome, recorded through the effect service with attempt 1's
+// token, is accepted.
+func TestReplayedOutputMustBeTheRecordedOne(t *testing.T) {
+	t.Parallel()
+	e := jftest.Start(t, jetstream.Config{})
+	e.Register(`
+name: once-replay
+version: 1
+steps:
+  - {name: charge, kind: task, task: charge, once: true, retry: {max_attempts: 3, initial_interval: 100ms}}
+`)
+	k, err := tasktoken.NewKey()
+	require.NoError(t, err)
+	keys := tasktoken.KeySet{Keys: []tasktoken.Key{k}}
+	ring, err := tasktoken.Static(keys)
+	require.NoError(t, err)
+	d, _ := e.Dispatcher(nil, dispatcher.Config{TaskTokens: ring, RepairInterval: -1})
+	ctx := context.Background()
+	id := start(t, e.Client, "once-replay", "r")
+	attemptIs := func(n int) {
+		jftest.Eventually(t, 20*time.Second, func() bool {
+			inst := e.Instance(id)
+			return inst != nil && inst.Steps["charge"] != nil && inst.Steps["charge"].Attempt == n && inst.Steps["charge"].Status == workflow.StepRunning
+		}, "attempt %d of charge never ran", n)
+	}
+	attemptIs(1)
+	now := time.Now()
+	tok1, tok2 := keys.Sign(id, "charge", 1, now), keys.Sign(id, "charge", 2, now)
+	// Attempt 1 fails retryably (a worker found the claim without outcome).
+	require.NoError(t, e.Client.PublishEvent(ctx, workflow.Event{Kind: workflow.EventResult, Instance: id, Step: "charge", Attempt: 1, Token: tok1, Error: "effect outcome unknown"}, "a1"))
+	attemptIs(2)
+
+	forge := func(tag string) {
+		forged := workflow.TokenOutputKey(id, "charge", 1, tag)
+		require.NoError(t, e.Client.PutDataEncoded(ctx, forged, []byte(`"forged"`), nil))
+		require.NoError(t, e.Client.PublishEvent(ctx, workflow.Event{Kind: workflow.EventResult, Instance: id, Step: "charge", Attempt: 2, Token: tok2, OutputRef: forged}, "forged-"+tag))
+	}
+	forge("before-record")
+	dls := forgedDeadLetters(t, e.Client, 1)
+	require.Contains(t, dls[0].Reason, "no recorded outcome")
+	require.Equal(t, workflow.StatusRunning, e.Instance(id).Status, "a self-written output of an earlier attempt was accepted")
+
+	// Attempt 1's claimer (paused, then awake) records its outcome late.
+	claim := &jetstream.EffectRequest{Instance: id, Step: "charge", Attempt: 1, Token: tok1, Nonce: "n1"}
+	var reply *jetstream.EffectReply
+	jftest.Eventually(t, 20*time.Second, func() bool {
+		reply, err = e.Client.RequestEffect(ctx, jetstream.EffectClaim, claim)
+		return err == nil
+	}, "the effect service never answered: %v", err)
+	require.Equal(t, jetstream.EffectClaimed, reply.Status)
+	out1 := workflow.TokenOutputKey(id, "charge", 1, tok1)
+	require.NoError(t, e.Client.PutDataEncoded(ctx, out1, []byte(`"charged"`), nil))
+	record := *claim
+	record.Revision, record.OutputRef = reply.Revision, out1
+	reply, err = e.Client.RequestEffect(ctx, jetstream.EffectRecord, &record)
+	require.NoError(t, err)
+	require.Equal(t, jetstream.EffectRecorded, reply.Status)
+
+	forge("after-record")
+	dls = forgedDeadLetters(t, e.Client, 2)
+	require.Equal(t, workflow.StatusRunning, e.Instance(id).Status, "a self-written output of an earlier attempt was accepted")
+
+	// Attempt 2's worker reports the recorded outcome: accepted.
+	require.NoError(t, e.Client.PublishEvent(ctx, workflow.Event{Kind: workflow.EventResult, Instance: id, Step: "charge", Attempt: 2, Token: tok2, OutputRef: out1}, "replay"))
+	inst := e.WaitTerminal(id, 20*time.Second)
+	require.Equal(t, workflow.StatusCompleted, inst.Status)
+	require.Equal(t, out1, inst.OutputRef)
+	out, err := e.Client.LoadData(ctx, inst.OutputRef)
+	require.NoError(t, err)
+	require.Equal(t, "charged", out)
+	require.Equal(t, float64(2), deadLettersByReason(t, d, "forged_result"))
 }

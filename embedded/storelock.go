@@ -65,6 +65,8 @@ func lockStore(dir string) (*storeLock, error) {
 	// The file is never removed: a process that opened it just before a
 	// removal would lock a file nobody else sees.
 	if err := f.Truncate(0); err == nil {
+		// Best effort: the pid only names the holder in another
+		// process's StoreLockedError.
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return &storeLock{f: f}, nil

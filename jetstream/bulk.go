@@ -50,7 +50,7 @@ func (c *Client) PutDataBatch(ctx context.Context, writes []workflow.Write) erro
 		if len(b) > c.cfg.MaxPayload {
 			return fmt.Errorf("%w: value for %s is %d bytes, the limit is %d", ErrTooLarge, w.Key, len(b), c.cfg.MaxPayload)
 		}
-		f, err := c.js.PublishAsync("$KV."+BucketData+"."+w.Key, b, natsjs.WithExpectLastSequencePerSubject(0))
+		f, err := c.js.PublishAsync(keySubject(BucketData, w.Key), b, natsjs.WithExpectLastSequencePerSubject(0))
 		if err != nil {
 			return fmt.Errorf("put data %s: %w", w.Key, err)
 		}
@@ -159,7 +159,7 @@ func (c *Client) CreateBarriers(ctx context.Context, keys []string) (created []b
 	mark := c.perms.mark()
 	futures := make([]natsjs.PubAckFuture, len(keys))
 	for i, k := range keys {
-		f, err := c.js.PublishAsync("$KV."+BucketData+"."+k, nil, natsjs.WithExpectLastSequencePerSubject(0))
+		f, err := c.js.PublishAsync(keySubject(BucketData, k), nil, natsjs.WithExpectLastSequencePerSubject(0))
 		if err != nil {
 			errs[i] = fmt.Errorf("barrier %s: %w", k, err)
 			continue
@@ -209,7 +209,7 @@ func (c *Client) BarrierIndexes(ctx context.Context, parent, step string) (compl
 		return nil, nil, fmt.Errorf("barriers of %s step %s: %w", parent, step, err)
 	}
 	read := func(ok bool) (map[int]bool, error) {
-		prefix := "$KV." + BucketData + "." + workflow.ChildBarrierPrefix(parent, step, ok)
+		prefix := keySubject(BucketData, workflow.ChildBarrierPrefix(parent, step, ok))
 		info, err := s.Info(ctx, natsjs.WithSubjectFilter(prefix+"*"))
 		if err != nil {
 			return nil, fmt.Errorf("barriers of %s step %s: %w", parent, step, err)

@@ -193,6 +193,8 @@ type Client struct {
 	scheds effects
 	// pullStalls counts pulls presumed lost and replaced (PullStalls).
 	pullStalls atomic.Uint64
+	// badMeta counts messages whose metadata could not be read (BadMetadata).
+	badMeta    atomic.Uint64
 	reconnects *atomic.Uint64
 	// perms hands permission violations to the requests they fail
 	// (permission.go); noProvision is Config.NoProvision, or set after
@@ -627,7 +629,7 @@ func bucketStream(kc natsjs.KeyValueConfig) natsjs.StreamConfig {
 	return natsjs.StreamConfig{
 		Name:              "KV_" + kc.Bucket,
 		Description:       kc.Description,
-		Subjects:          []string{"$KV." + kc.Bucket + ".>"},
+		Subjects:          []string{BucketSubjects(kc.Bucket)},
 		MaxMsgsPerSubject: int64(max(kc.History, 1)),
 		MaxBytes:          -1,
 		MaxMsgSize:        maxValue,

@@ -15,6 +15,7 @@ import (
 // message type from the layers above the adapter.
 type Msg struct {
 	m natsjs.Msg
+	c *Client // counts and logs unreadable metadata (badMetadata)
 }
 
 // Delivery is a message as a consumer of the dispatcher receives it: what
@@ -47,9 +48,13 @@ func (m *Msg) Subject() string { return m.m.Subject() }
 func (m *Msg) Header(key string) string { return m.m.Headers().Get(key) }
 
 // Deliveries is how many times this message has been delivered, from 1.
+// If the JetStream metadata cannot be read (the message did not come
+// from a consumer) it is 1, so the message is handled as a first
+// delivery; the failure is counted in Client.BadMetadata and logged.
 func (m *Msg) Deliveries() uint64 {
 	md, err := m.m.Metadata()
 	if err != nil {
+		m.c.badMetadata(m.m.Subject(), err)
 		return 1
 	}
 	return md.NumDelivered
@@ -57,14 +62,35 @@ func (m *Msg) Deliveries() uint64 {
 
 // StreamSeq is the message's sequence in its stream: the same on every
 // redelivery of the message, and different for every message stored (0 if
-// the metadata cannot be read).
+// the metadata cannot be read, counted in Client.BadMetadata and logged).
 func (m *Msg) StreamSeq() uint64 {
 	md, err := m.m.Metadata()
 	if err != nil {
+		m.c.badMetadata(m.m.Subject(), err)
 		return 0
 	}
 	return md.Sequence.Stream
 }
+
+// badMetadata records a message whose JetStream metadata could not be
+// read: counted always, logged as an error the first time and at debug
+// level after, so a flood of them does not flood the log.
+func (c *Client) badMetadata(subject string, err error) {
+	if c == nil {
+		return
+	}
+	ev := c.log.Debug()
+	if c.badMeta.Add(1) == 1 {
+		ev = c.log.Error()
+	}
+	ev.Err(err).Str("subject", subject).Msg("cannot read a message's JetStream metadata; it is handled as a first delivery (jetflow_bad_metadata_total counts these)")
+}
+
+// BadMetadata is how many times the JetStream metadata (delivery count,
+// stream sequence) of a message this client received could not be read.
+// It should stay 0; jetflow then treats the message as a first delivery
+// with sequence 0.
+func (c *Client) BadMetadata() uint64 { return c.badMeta.Load() }
 
 // Ack acknowledges the message.
 func (m *Msg) Ack() error { return m.m.Ack() }
@@ -158,7 +184,7 @@ func (c *Client) ConsumeDispatcher(ctx context.Context, stream string, buffer in
 	if err = done(err); err != nil {
 		return nil, fmt.Errorf("consumer %s on %s: %w", ConsumerDispatcher, stream, err)
 	}
-	cc, err := cons.Consume(func(m natsjs.Msg) { handler(&Msg{m: m}) },
+	cc, err := cons.Consume(func(m natsjs.Msg) { handler(&Msg{m: m, c: c}) },
 		natsjs.PullMaxMessages(buffer), natsjs.PullExpiry(pullExpiry), natsjs.PullHeartbeat(pullHeartbeat),
 		natsjs.ConsumeErrHandler(func(_ natsjs.ConsumeContext, err error) {
 			if errors.Is(err, natsjs.ErrNoHeartbeat) {
@@ -250,7 +276,7 @@ func (tc *TaskConsumer) Fetch(ctx context.Context, n int) (*TaskBatch, error) {
 		defer cancel()
 		defer close(out.msgs)
 		for m := range b.Messages() {
-			out.msgs <- &Msg{m: m}
+			out.msgs <- &Msg{m: m, c: tc.c}
 		}
 		switch err := b.Error(); {
 		case errors.Is(err, natsjs.ErrNoHeartbeat):

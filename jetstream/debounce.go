@@ -91,7 +91,7 @@ func (c *Client) PutDebounceWindow(ctx context.Context, workflowName, id string,
 		}
 		_, err = b.kv().Update(ctx, key, v, rev)
 		return err
-	}, "$KV."+BucketSchedules+"."+key)
+	}, keySubject(BucketSchedules, key))
 	if err != nil {
 		return fmt.Errorf("write debounce window %s/%s: %w", workflowName, id, translate(err))
 	}

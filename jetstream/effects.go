@@ -14,6 +14,7 @@ import (
 
 // Effect is the record of one run-at-most-once step (a task step with
 // once: true) in BucketEffects, under the step's effect key. A worker
+// (with task tokens, a dispatcher on a worker's request: effectservice.go)
 // writes it twice at most: the claim, with Create, before it calls the
 // handler; the outcome, with a compare-and-swap on the claim's revision,
 // after the handler returned. So a key has at most one claim and at most

@@ -12,13 +12,6 @@ import (
 	"github.com/jetflow/jetflow/workflow"
 )
 
-// BucketFlow holds the flow-control records: "slot.<workflow>.<step or
-// =>.<digest of the key value>" (workflow.SlotRecord, msgpack) and
-// "rate.<workflow>.<step>.<digest>" (workflow.RateRecord). Every change is
-// a compare-and-swap on the key's revision; an emptied slot record is
-// deleted the same way.
-const BucketFlow = "jetflow_flow"
-
 // maxFlowConflicts bounds the CAS rounds of one flow record update.
 const maxFlowConflicts = 200
 

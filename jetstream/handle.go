@@ -100,5 +100,5 @@ func (c *Client) publishMsg(ctx context.Context, m *nats.Msg, opts ...natsjs.Pub
 // readSubjects are the requests that read a stream's messages (a KV
 // get), with and without direct gets, and the stream lookup of a rebind.
 func readSubjects(stream string) []string {
-	return []string{"$JS.API.STREAM.MSG.GET." + stream, "$JS.API.DIRECT.GET." + stream + ".>", "$JS.API.DIRECT.GET." + stream, "$JS.API.STREAM.INFO." + stream}
+	return []string{APIMsgGet(stream), APIDirectGet(stream) + ".>", APIDirectGet(stream), APIStreamInfo(stream)}
 }

@@ -262,7 +262,7 @@ func (c *Client) DetachStream(ctx context.Context, stream string) (restore func(
 	}
 	cfg := s.CachedInfo().Config
 	detached := cfg
-	detached.Subjects = []string{"jetflow.detached." + stream}
+	detached.Subjects = []string{detachedPrefix + stream}
 	if _, err := c.js.UpdateStream(ctx, detached); err != nil {
 		return nil, fmt.Errorf("detach stream %s: %w", stream, err)
 	}

@@ -22,6 +22,9 @@ const (
 	StreamTasks = "JETFLOW_TASKS"
 	// StreamDLQ keeps rejected messages with the reason, for operators.
 	StreamDLQ = "JETFLOW_DLQ"
+	// StreamSchedules holds the schedules (never consumed, so kept) and
+	// their fires (work queue: removed when a dispatcher acks them).
+	StreamSchedules = "JETFLOW_SCHEDULES"
 )
 
 // KV buckets.
@@ -45,30 +48,124 @@ const (
 	// value the JSON record of a running process (Presence), rewritten
 	// every few seconds with a per-message TTL. In memory.
 	BucketPresence = "jetflow_presence"
+	// BucketSchedules: key "<workflow>.<schedule>", value the JSON
+	// workflow.ScheduleState, changed only by compare-and-swap.
+	BucketSchedules = "jetflow_schedules"
+	// BucketFlow holds the flow-control records: "slot.<workflow>.<step or
+	// =>.<digest of the key value>" (workflow.SlotRecord, msgpack) and
+	// "rate.<workflow>.<step>.<digest>" (workflow.RateRecord). Every change is
+	// a compare-and-swap on the key's revision; an emptied slot record is
+	// deleted the same way.
+	BucketFlow = "jetflow_flow"
 )
 
 // Subjects.
 const (
-	subjectPrefix = "jetflow."
-	startPrefix   = "jetflow.start."
-	eventPrefix   = "jetflow.event."
-	timerPrefix   = "jetflow.timer."
-	taskPrefix    = "jetflow.task."
-	dlqPrefix     = "jetflow.dlq."
+	subjectPrefix = workflow.SubjectPrefix // "jetflow."
+	startPrefix   = subjectPrefix + "start."
+	eventPrefix   = subjectPrefix + "event."
+	timerPrefix   = subjectPrefix + "timer."
+	taskPrefix    = subjectPrefix + "task."
+	dlqPrefix     = subjectPrefix + "dlq."
 	// dlqReplayedPrefix + a JETFLOW_DLQ sequence marks that dead
 	// letter replayed (jetflow dlq replay).
-	dlqReplayedPrefix = "jetflow.dlq.replayed."
-	donePrefix        = "jetflow.done."
-	StartSubjects     = "jetflow.start.>"
-	EventSubjects     = "jetflow.event.>"
-	TimerSubjects     = "jetflow.timer.>"
-	TaskSubjects      = "jetflow.task.>"
-	DLQSubjects       = "jetflow.dlq.>"
+	dlqReplayedPrefix = dlqPrefix + "replayed."
+	donePrefix        = subjectPrefix + "done."
+	schedulePrefix    = subjectPrefix + "schedule."
+	firePrefix        = subjectPrefix + "fire."
+	// detachedPrefix + a stream name is where DetachStream moves a
+	// stream's subjects (tests).
+	detachedPrefix   = subjectPrefix + "detached."
+	StartSubjects    = startPrefix + ">"
+	EventSubjects    = eventPrefix + ">"
+	TimerSubjects    = timerPrefix + ">"
+	TaskSubjects     = taskPrefix + ">"
+	DLQSubjects      = dlqPrefix + ">"
+	ScheduleSubjects = schedulePrefix + ">"
+	FireSubjects     = firePrefix + ">"
 	// DLQReplayedSubjects are the replay marks of dead letters.
 	DLQReplayedSubjects = dlqReplayedPrefix + "*"
-	DoneSubjects        = "jetflow.done.>"
+	DoneSubjects        = donePrefix + ">"
 	definitionsKeys     = ">"
+	// StatsSubject is the core NATS subject on which every dispatcher
+	// answers with its counters (JSON). Not stored in any stream.
+	StatsSubject = subjectPrefix + "stats"
+	// UserInfoSubject is where the NATS server tells a connection its own
+	// user, account and permissions (every account imports it). The
+	// operator role may ask it: the console shows an action only when the
+	// answer says the action's subject may be published.
+	UserInfoSubject = "$SYS.REQ.USER.INFO"
+	// EffectClaimSubject and EffectRecordSubject are the core NATS
+	// subjects (not stored in any stream) of the effect service: with task
+	// tokens, a worker asks a dispatcher to claim a once step's effect key
+	// and to record its outcome (effectservice.go). EffectSubjects is
+	// their wildcard, which the dispatchers serve in one queue group.
+	EffectClaimSubject  = subjectPrefix + "effect.claim"
+	EffectRecordSubject = subjectPrefix + "effect.record"
+	EffectSubjects      = subjectPrefix + "effect.*"
+	// EffectQueue is the queue group of the dispatchers on EffectSubjects.
+	EffectQueue = "jetflow_dispatchers"
 )
+
+// NATS server subjects: KV keys and the JetStream API
+// (https://docs.nats.io/reference/reference-protocols/nats_api_reference).
+const (
+	kvPrefix    = "$KV."
+	jsPrefix    = "$JS."
+	jsAPIPrefix = jsPrefix + "API."
+	// jsAPI is the pattern of every JetStream API request.
+	jsAPI = jsAPIPrefix + ">"
+)
+
+// KeySubject is the subject of a KV key ("*" and ">" tokens make it a
+// pattern over keys).
+func KeySubject(bucket, key string) string { return kvPrefix + bucket + "." + key }
+
+// keySubject is KeySubject, for the adapter's own calls.
+func keySubject(bucket, key string) string { return KeySubject(bucket, key) }
+
+// JetStream API subjects, one stream or consumer and one verb each.
+
+// APIStreamInfo is the request for a stream's information.
+func APIStreamInfo(stream string) string { return jsAPIPrefix + "STREAM.INFO." + stream }
+
+// APIMsgGet is the request for one stored message of a stream.
+func APIMsgGet(stream string) string { return jsAPIPrefix + "STREAM.MSG.GET." + stream }
+
+// APIMsgDelete is the request that deletes one message of a stream.
+func APIMsgDelete(stream string) string { return jsAPIPrefix + "STREAM.MSG.DELETE." + stream }
+
+// APIDirectGet is the direct-get request of a stream (add ".>" for the
+// per-subject form).
+func APIDirectGet(stream string) string { return jsAPIPrefix + "DIRECT.GET." + stream }
+
+// APIConsumerInfo is the request for a consumer's information.
+func APIConsumerInfo(stream, consumer string) string {
+	return jsAPIPrefix + "CONSUMER.INFO." + stream + "." + consumer
+}
+
+// APIConsumerNext is a pull request of a consumer.
+func APIConsumerNext(stream, consumer string) string {
+	return jsAPIPrefix + "CONSUMER.MSG.NEXT." + stream + "." + consumer
+}
+
+// APIConsumerList is the request listing a stream's consumers.
+func APIConsumerList(stream string) string { return jsAPIPrefix + "CONSUMER.LIST." + stream }
+
+// APIConsumerCreate is the pattern of consumer creations on a stream.
+func APIConsumerCreate(stream string) string { return jsAPIPrefix + "CONSUMER.CREATE." + stream + ".>" }
+
+// APIConsumerDelete is the pattern of consumer deletions on a stream.
+func APIConsumerDelete(stream string) string { return jsAPIPrefix + "CONSUMER.DELETE." + stream + ".>" }
+
+// AckSubjects is the pattern of acks of a consumer's messages.
+func AckSubjects(stream, consumer string) string {
+	return jsPrefix + "ACK." + stream + "." + consumer + ".>"
+}
+
+// FlowControlSubjects is the pattern of flow-control replies of a
+// stream's (ordered) consumers.
+func FlowControlSubjects(stream string) string { return jsPrefix + "FC." + stream + ".>" }
 
 // Inbox prefixes: each role's connections take replies on subjects under
 // its own prefix (nats.CustomInboxPrefix), so a NATS user may subscribe
@@ -121,6 +218,12 @@ const (
 // StartSubject is where an explicit start of a workflow is published.
 func StartSubject(workflowName string) string { return startPrefix + workflowName }
 
+// StartedWorkflow returns the workflow an explicit start's subject
+// (StartSubject) names; ok is false for any other subject.
+func StartedWorkflow(subject string) (name string, ok bool) {
+	return strings.CutPrefix(subject, startPrefix)
+}
+
 // EventSubject is where events of an instance are published.
 func EventSubject(instance string) string { return eventPrefix + instance }
 
@@ -158,7 +261,7 @@ func TaskSubject(taskType string) string { return taskPrefix + taskType }
 func BucketStream(bucket string) string { return "KV_" + bucket }
 
 // BucketSubjects is the subject wildcard of a KV bucket's keys.
-func BucketSubjects(bucket string) string { return "$KV." + bucket + ".>" }
+func BucketSubjects(bucket string) string { return KeySubject(bucket, ">") }
 
 // WorkerConsumer is the durable consumer name for a task type.
 func WorkerConsumer(taskType string) string { return workerConsumerPrefix + taskType }

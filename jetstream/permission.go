@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/jetflow/jetflow/workflow"
 )
 
 // ErrPermissionDenied matches every error of a request the NATS server
@@ -165,18 +167,7 @@ func (w *violationWaiter) matches(pe *PermissionError) bool {
 
 // subjectMatches reports whether subject (whose wildcard tokens are taken
 // literally) matches pattern.
-func subjectMatches(pattern, subject string) bool {
-	pt, st := strings.Split(pattern, "."), strings.Split(subject, ".")
-	for i, p := range pt {
-		if p == ">" {
-			return len(st) > i
-		}
-		if i >= len(st) || (p != "*" && p != st[i]) {
-			return false
-		}
-	}
-	return len(pt) == len(st)
-}
+func subjectMatches(pattern, subject string) bool { return workflow.SubjectMatches(pattern, subject) }
 
 // guarded runs do with a context that ends as soon as the server reports
 // a permissions violation on a subject matching one of patterns or on
@@ -202,9 +193,3 @@ func (c *Client) guard(ctx context.Context, patterns ...string) (context.Context
 		return err
 	}
 }
-
-// jsAPI is the pattern of every JetStream API request.
-const jsAPI = "$JS.API.>"
-
-// keySubject is the subject of a KV key.
-func keySubject(bucket, key string) string { return "$KV." + bucket + "." + key }

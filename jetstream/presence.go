@@ -126,7 +126,7 @@ func (c *Client) Announce(ctx context.Context, p Presence) error {
 	if err != nil {
 		return err
 	}
-	subject := "$KV." + BucketPresence + "." + presenceKey(p.Kind, p.Name)
+	subject := keySubject(BucketPresence, presenceKey(p.Kind, p.Name))
 	return c.bounded(ctx, func(ctx context.Context) error {
 		_, err := c.js.Publish(ctx, subject, b, natsjs.WithMsgTTL(ttl))
 		if err != nil {
@@ -139,7 +139,7 @@ func (c *Client) Announce(ctx context.Context, p Presence) error {
 // Withdraw removes a process's record at once (a graceful stop). The
 // delete marker itself expires after a second.
 func (c *Client) Withdraw(ctx context.Context, kind, name string) error {
-	subject := "$KV." + BucketPresence + "." + presenceKey(kind, name)
+	subject := keySubject(BucketPresence, presenceKey(kind, name))
 	m := &nats.Msg{Subject: subject, Header: nats.Header{}}
 	m.Header.Set("KV-Operation", "PURGE")
 	m.Header.Set("Nats-Rollup", "sub")

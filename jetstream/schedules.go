@@ -23,22 +23,6 @@ import (
 // schedule's headers and the server's Nats-Schedule-Next; dispatchers
 // consume the fires. Nothing in jetflow runs a scheduler loop.
 
-// StreamSchedules holds the schedules (never consumed, so kept) and
-// their fires (work queue: removed when a dispatcher acks them).
-const StreamSchedules = "JETFLOW_SCHEDULES"
-
-// BucketSchedules: key "<workflow>.<schedule>", value the JSON
-// workflow.ScheduleState, changed only by compare-and-swap.
-const BucketSchedules = "jetflow_schedules"
-
-// Schedule subjects.
-const (
-	schedulePrefix   = "jetflow.schedule."
-	firePrefix       = "jetflow.fire."
-	ScheduleSubjects = "jetflow.schedule.>"
-	FireSubjects     = "jetflow.fire.>"
-)
-
 // Schedule headers. The server copies them from the schedule to each
 // fire (it strips only Nats-Schedule*), so a fire carries the pattern it
 // was fired by.
@@ -197,7 +181,7 @@ func (c *Client) PutScheduleState(ctx context.Context, workflowName, schedule st
 		}
 		newRev, err = b.kv().Update(ctx, key, v, rev)
 		return err
-	}, "$KV."+BucketSchedules+"."+key)
+	}, keySubject(BucketSchedules, key))
 	if err != nil {
 		return 0, fmt.Errorf("write schedule %s/%s: %w", workflowName, schedule, translate(err))
 	}
@@ -234,7 +218,7 @@ func (c *Client) InstalledSchedules(ctx context.Context, workflowName string) ([
 			subjects = append(subjects, s)
 		}
 		return nil
-	}, "$JS.API.STREAM.INFO."+StreamSchedules)
+	}, APIStreamInfo(StreamSchedules))
 	if err != nil {
 		return nil, fmt.Errorf("list schedules: %w", err)
 	}

@@ -8,10 +8,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// StatsSubject is the core NATS subject on which every dispatcher answers
-// with its counters (JSON). Not stored in any stream.
-const StatsSubject = "jetflow.stats"
-
 // ServeStats answers requests on StatsSubject until ctx ends, with a
 // JSON object: "dispatcher" (name), "stats" (the JSON of stats()) and
 // "pause_revision" (pauseRevision(): the revision of the last pause
@@ -19,8 +15,13 @@ const StatsSubject = "jetflow.stats"
 func (c *Client) ServeStats(ctx context.Context, name string, stats func() any, pauseRevision func() uint64) error {
 	sub, err := c.nc.Subscribe(StatsSubject, func(m *nats.Msg) {
 		b, err := json.Marshal(StatsAnswer{Dispatcher: name, Stats: stats(), PauseRevision: pauseRevision()})
-		if err == nil {
-			_ = m.Respond(b)
+		if err != nil {
+			c.log.Error().Err(err).Msg("cannot encode this dispatcher's stats; jetflow stats will not list it")
+			return
+		}
+		if err := m.Respond(b); err != nil {
+			// The asker stops waiting after its timeout either way.
+			c.log.Debug().Err(err).Msg("cannot answer a stats request")
 		}
 	})
 	if err != nil {

@@ -75,7 +75,7 @@ func (c *Client) PutInstance(ctx context.Context, in *workflow.Instance, rev uin
 			// The KV API has no TTL on Update; this is the same write (the
 			// subject of the key, the expected last revision) with Nats-TTL.
 			var ack *natsjs.PubAck
-			ack, err = c.js.Publish(ctx, "$KV."+BucketInstances+"."+in.ID, b,
+			ack, err = c.js.Publish(ctx, keySubject(BucketInstances, in.ID), b,
 				natsjs.WithExpectLastSequencePerSubject(rev), natsjs.WithMsgTTL(c.cfg.InstanceRetention))
 			if err == nil {
 				nrev = ack.Sequence
@@ -190,7 +190,7 @@ func (c *Client) createData(ctx context.Context, key string, b []byte) error {
 	return c.bounded(ctx, func(ctx context.Context) error {
 		_, err := c.data.kv().Create(ctx, key, b)
 		return err
-	}, keySubject(BucketData, key), "$JS.API.STREAM.MSG.GET."+BucketStream(BucketData))
+	}, keySubject(BucketData, key), APIMsgGet(BucketStream(BucketData)))
 }
 
 // DataRaw returns the encoded value under key.

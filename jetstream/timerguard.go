@@ -79,7 +79,7 @@ func (c *Client) GuardTimerSubjects(ctx context.Context, rejected func(subject, 
 		if s := h.Get(natsjs.ScheduleHeader); s != "" {
 			reason += fmt.Sprintf("; this is a schedule %q targeting %q", s, h.Get(natsjs.ScheduleTargetHeader))
 		}
-		m := &Msg{m: nm}
+		m := &Msg{m: nm, c: c}
 		dctx, cancel := context.WithTimeout(ctx, 2*c.cfg.RequestTimeout)
 		defer cancel()
 		if err := c.DeadLetter(dctx, "timer", m, "dispatcher", reason); err != nil {

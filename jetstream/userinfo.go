@@ -8,12 +8,6 @@ import (
 	"time"
 )
 
-// UserInfoSubject is where the NATS server tells a connection its own
-// user, account and permissions (every account imports it). The
-// operator role may ask it: the console shows an action only when the
-// answer says the action's subject may be published.
-const UserInfoSubject = "$SYS.REQ.USER.INFO"
-
 // PublishRules are what a connection's user may publish, as the server
 // reported them.
 type PublishRules struct {

@@ -30,8 +30,14 @@ case ${1:-} in
 esac
 
 if [ -z "$force" ] && [ -f "$DIR/nats-server.conf" ] && [ -f "$DIR/cluster.conf" ] && [ -f "$DIR/task-token.keys" ]; then
-  echo "==> $DIR exists; keeping it (--force for new secrets)" >&2
-  exit 0
+  # Secrets from a version whose role permissions predate the effect
+  # service (workers writing jetflow_effects) are replaced.
+  if grep -q 'jetflow.effect.claim' "$DIR/nats-server.conf"; then
+    echo "==> $DIR exists; keeping it (--force for new secrets)" >&2
+    exit 0
+  fi
+  echo "==> $DIR has role permissions of an earlier version; writing new secrets" >&2
+  force=--force
 fi
 if [ ! -x "$CLI" ]; then
   echo "==> go build -o $CLI ./cmd/jetflow" >&2
@@ -41,6 +47,10 @@ mkdir -p "$DIR"
 "$CLI" security init --dir "$DIR" --server-dir /etc/nats/secrets --tls \
   --tls-hosts nats1,nats2,nats3,localhost,127.0.0.1 \
   --definitions "$ROOT/examples" --task-types echo,noop,sleep,fail,http $force >/dev/null
+if ! grep -q 'jetflow.effect.claim' "$DIR/nats-server.conf"; then
+  echo "==> $CLI wrote role permissions of an earlier version; rebuild it (go build -o $CLI ./cmd/jetflow)" >&2
+  exit 1
+fi
 rm -f "$DIR/task-token.keys"
 "$CLI" security token-key --file "$DIR/task-token.keys" >/dev/null
 

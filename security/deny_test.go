@@ -97,6 +97,26 @@ func TestForbiddenOperationsAreDenied(t *testing.T) {
 		key := workflow.ChildBarrierKey(id, "notify", 0, true)
 		requireDenied(t, worker.CreateData(ctx, key, nil), "$KV.jetflow_data."+key)
 	})
+	t.Run("worker writes an effect record", func(t *testing.T) {
+		// Claims and outcomes of once steps are the dispatchers' to write
+		// (NATS cannot tell a create from a put, a delete or a purge).
+		key := workflow.EffectKey(id, "charge")
+		claim := &jetstream.Effect{Instance: id, Step: "charge", Attempt: 1, Token: "n"}
+		_, err := worker.ClaimEffect(ctx, key, claim)
+		requireDenied(t, err, "$KV.jetflow_effects."+key)
+		_, err = worker.RecordEffect(ctx, key, claim, 1)
+		requireDenied(t, err, "$KV.jetflow_effects."+key)
+		nc, errs := s.raw(security.Worker)
+		for _, op := range []string{"DEL", "PURGE"} {
+			m := nats.NewMsg("$KV.jetflow_effects." + key)
+			m.Header.Set("KV-Operation", op)
+			if op == "PURGE" {
+				m.Header.Set("Nats-Rollup", "sub")
+			}
+			require.NoError(t, nc.PublishMsg(m))
+			requireRawDenied(t, errs, "$KV.jetflow_effects."+key)
+		}
+	})
 	t.Run("worker publishes a trigger", func(t *testing.T) {
 		_, err := worker.Publish(ctx, "orders.created", []byte(`{"id":"x"}`), nil)
 		requireDenied(t, err, "orders.created")

@@ -66,6 +66,7 @@ func TestFleetDenials(t *testing.T) {
 		security.Worker: append([]op{
 			{name: "writes an instance", subject: "$KV." + jetstream.BucketInstances + ".probe", body: "x"},
 			{name: "writes an input", subject: "$KV." + jetstream.BucketData + ".probe.in", body: "x"},
+			{name: "writes an effect record", subject: "$KV." + jetstream.BucketEffects + ".probe/charge", body: "x"},
 			{name: "publishes a trigger", subject: "orders.created", body: `{"orderId":"x"}`},
 			{name: "publishes a task", subject: jetstream.TaskSubject("echo"), body: "x"},
 			{name: "cancels an instance", subject: "jetflow.event.probe.cancel", body: "x"},

@@ -112,8 +112,7 @@ func (s Scope) Validate() error {
 		if err := workflow.ValidateSubject(subj, true); err != nil {
 			return fmt.Errorf("trigger subject: %w", err)
 		}
-		first, _, _ := strings.Cut(subj, ".")
-		if strings.HasPrefix(subj, "jetflow.") || strings.HasPrefix(subj, "$") || strings.HasPrefix(subj, "_INBOX") || first == "*" || first == ">" {
+		if workflow.ReservedSubject(subj) {
 			return fmt.Errorf("trigger subject %q is reserved (jetflow.*, $*, _INBOX* and leading wildcards cannot be triggers)", subj)
 		}
 	}
@@ -138,30 +137,28 @@ type Permissions struct {
 // subjects.
 var ErrNoTriggerSubjects = errors.New("the producer role needs the trigger subjects it publishes on (--trigger-subjects or --definitions)")
 
-// JetStream API and KV subjects, one stream or consumer and one verb each
-// (https://docs.nats.io/reference/reference-protocols/nats_api_reference).
-func streamInfo(stream string) string { return "$JS.API.STREAM.INFO." + stream }
-func msgGet(stream string) string     { return "$JS.API.STREAM.MSG.GET." + stream }
-func msgDelete(stream string) string  { return "$JS.API.STREAM.MSG.DELETE." + stream }
-func consumerInfo(stream, consumer string) string {
-	return "$JS.API.CONSUMER.INFO." + stream + "." + consumer
-}
-func consumerNext(stream, consumer string) string {
-	return "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer
-}
-func ack(stream, consumer string) string { return "$JS.ACK." + stream + "." + consumer + ".>" }
-func consumerList(stream string) string  { return "$JS.API.CONSUMER.LIST." + stream }
+// JetStream API subjects, one stream or consumer and one verb each
+// (named in jetstream/names.go).
+var (
+	streamInfo   = jetstream.APIStreamInfo
+	msgGet       = jetstream.APIMsgGet
+	msgDelete    = jetstream.APIMsgDelete
+	consumerInfo = jetstream.APIConsumerInfo
+	consumerNext = jetstream.APIConsumerNext
+	ack          = jetstream.AckSubjects
+	consumerList = jetstream.APIConsumerList
+)
 
 // announce is what writing a presence record of kind takes (the
 // record's key, and the PubAck on the role's inbox).
-func announce(kind string) string { return "$KV." + jetstream.BucketPresence + "." + kind + ".*" }
+func announce(kind string) string { return jetstream.KeySubject(jetstream.BucketPresence, kind+".*") }
 
 // watch is what reading a bucket's keys (a KV watch or key listing)
 // takes: an ordered consumer on the bucket's stream, created, answered
 // (flow control) and deleted when done.
 func watch(bucket string) []string {
 	s := jetstream.BucketStream(bucket)
-	return []string{"$JS.API.CONSUMER.CREATE." + s + ".>", "$JS.FC." + s + ".>", "$JS.API.CONSUMER.DELETE." + s + ".>"}
+	return []string{jetstream.APIConsumerCreate(s), jetstream.FlowControlSubjects(s), jetstream.APIConsumerDelete(s)}
 }
 
 // bind is what binding a bucket takes.
@@ -228,14 +225,19 @@ func For(role Role, scope Scope) (Permissions, error) {
 			[]string{streamInfo(jetstream.StreamSchedules), msgGet(jetstream.StreamSchedules), jetstream.ScheduleSubjects, jetstream.DLQSubject("schedule"),
 				consumerInfo(jetstream.StreamSchedules, d), consumerNext(jetstream.StreamSchedules, d), ack(jetstream.StreamSchedules, d)},
 			bind(jetstream.BucketSchedules), []string{jetstream.BucketSubjects(jetstream.BucketSchedules), msgGet(jetstream.BucketStream(jetstream.BucketSchedules))},
-			// Answers to `jetflow stats`, which operators ask. Not
-			// allow_responses: that would let whoever may send a stats
-			// request choose any reply subject, such as
-			// $JS.API.STREAM.DELETE.JETFLOW_TASKS, and have the dispatcher
-			// publish there.
-			[]string{jetstream.InboxPrefixOperator + ".>"},
+			// Claims and outcomes of steps marked once: the dispatchers
+			// are the only writers of the effects bucket and write them
+			// for the workers (jetstream/effectservice.go), after checking
+			// the attempt's task token.
+			[]string{jetstream.BucketSubjects(effs), msgGet(kvEffs)},
+			// Answers to `jetflow stats`, which operators ask, and to the
+			// effect requests of workers. Not allow_responses: that would
+			// let whoever may send a request choose any reply subject,
+			// such as $JS.API.STREAM.DELETE.JETFLOW_TASKS, and have the
+			// dispatcher publish there.
+			[]string{jetstream.InboxPrefixOperator + ".>", jetstream.InboxPrefixWorker + ".>"},
 		)
-		p.Subscribe = append(p.Subscribe, jetstream.StatsSubject)
+		p.Subscribe = append(p.Subscribe, jetstream.StatsSubject, jetstream.EffectSubjects)
 	case Worker:
 		consumers := []string{"*"} // every task consumer
 		if len(scope.TaskTypes) > 0 {
@@ -252,9 +254,12 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// Read inputs; write outputs, under their keys only
 			// (<instance>.<step>.<attempt>.out, workflow.OutputKey, and
 			// with task tokens .out.<tag>, workflow.TokenOutputKey).
-			[]string{msgGet(kvData), "$KV." + data + ".*.*.*.out", "$KV." + data + ".*.*.*.out.*"},
-			// Claims and outcomes of steps marked once.
-			[]string{jetstream.BucketSubjects(effs), msgGet(kvEffs)},
+			[]string{msgGet(kvData), jetstream.KeySubject(data, "*.*.*.out"), jetstream.KeySubject(data, "*.*.*.out.*")},
+			// Steps marked once: ask a dispatcher to claim the effect key
+			// and record the outcome (it writes the effects bucket, which
+			// the worker may only read: a writer could overwrite any
+			// record, since NATS cannot tell a create from a put).
+			[]string{jetstream.EffectClaimSubject, jetstream.EffectRecordSubject, msgGet(kvEffs)},
 			// Results, on the result subjects only, and dead letters.
 			[]string{jetstream.EventKindSubjects(workflow.EventResult), jetstream.DLQSubject("task")},
 			// Its presence record (jetflow workers).
@@ -293,7 +298,7 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// <instance>.signal.<name>.<id>, workflow.SignalKey), stats.
 			[]string{jetstream.StartSubjects, jetstream.EventKindSubjects(workflow.EventCancel), jetstream.EventKindSubjects(workflow.EventSignal),
 				jetstream.EventKindSubjects(workflow.EventRetry),
-				"$KV." + data + ".*.signal.*.*", jetstream.StatsSubject},
+				jetstream.KeySubject(data, "*.signal.*.*"), jetstream.StatsSubject},
 			// Ask the server what it may publish (the console shows an
 			// action only when its subject is allowed).
 			[]string{jetstream.UserInfoSubject},

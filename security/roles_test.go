@@ -12,7 +12,8 @@ import (
 // TestRuntimeRolesCannotChangeAssets: no role but the admin may create,
 // update, delete or purge a stream, create a consumer on a jetflow stream
 // (only ordered consumers on KV streams, to read keys), write
-// definitions, or use another role's inbox; every role has its own inbox.
+// definitions, or use another role's inbox (but the dispatcher, which
+// answers operators and workers); every role has its own inbox.
 func TestRuntimeRolesCannotChangeAssets(t *testing.T) {
 	t.Parallel()
 	scope := security.Scope{TriggerSubjects: []string{"orders.>"}}
@@ -33,8 +34,13 @@ func TestRuntimeRolesCannotChangeAssets(t *testing.T) {
 				"$JS.API.CONSUMER.CREATE.JETFLOW_", "$JS.API.CONSUMER.DURABLE", "$JS.API.CONSUMER.DELETE.JETFLOW_", "$KV.jetflow_definitions", "$JS.API.>", ">"} {
 				require.False(t, strings.HasPrefix(s, forbidden), "%s may publish %s", r, s)
 			}
-			require.False(t, strings.HasPrefix(s, "_INBOX") && !strings.HasPrefix(s, security.Operator.InboxPrefix()+"."),
-				"%s may publish to inbox %s (only answers to operators are allowed)", r, s)
+			if strings.HasPrefix(s, "_INBOX") {
+				// Only the dispatcher answers: stats to operators, effect
+				// requests to workers.
+				require.Equal(t, security.Dispatcher, r, "%s may publish to inbox %s", r, s)
+				require.Contains(t, []string{security.Operator.InboxPrefix() + ".>", security.Worker.InboxPrefix() + ".>"}, s,
+					"the dispatcher may publish to inbox %s (only answers to operators and workers are allowed)", s)
+			}
 		}
 		for _, s := range p.Subscribe {
 			if strings.HasPrefix(s, "_INBOX") {

@@ -41,7 +41,8 @@
 // be idempotent. A step marked `once: true` in its definition is run at
 // most once per step: the worker claims Task.EffectKey in the
 // jetflow_effects bucket before calling the handler and records the
-// outcome after; a redelivery returns the recorded outcome, and a claim
+// outcome after (with task tokens, a dispatcher writes both on its
+// request: docs/nats-layout.md, the effect service); a redelivery returns the recorded outcome, and a claim
 // without an outcome (a worker died mid-handler) fails the attempt with
 // ErrEffectUnknown instead of running the handler again.
 package worker

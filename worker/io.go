@@ -53,7 +53,8 @@ func (w *Worker) retryIO(ctx context.Context, log zerolog.Logger, what string, o
 // definite reports an error that another try would only repeat.
 func definite(err error) bool {
 	return errors.Is(err, workflow.ErrNotFound) || errors.Is(err, workflow.ErrExists) ||
-		errors.Is(err, workflow.ErrConflict) || errors.Is(err, jetstream.ErrTooLarge)
+		errors.Is(err, workflow.ErrConflict) || errors.Is(err, jetstream.ErrTooLarge) ||
+		errors.Is(err, jetstream.ErrEffectRefused)
 }
 
 // heartbeat keeps m's ack deadline alive until the returned func is called.

@@ -98,7 +98,7 @@ func newMetrics(sem chan struct{}) *metrics {
 			Name: "jetflow_task_redeliveries_total", Help: "Task messages this worker received that had been delivered before (a worker died or gave the task back).",
 		}, []string{"task_type"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetflow_worker_dead_letters_total", Help: "Task messages this worker dead-lettered, by reason class: malformed, misrouted.",
+			Name: "jetflow_worker_dead_letters_total", Help: "Task messages this worker dead-lettered, by reason class: malformed, misrouted, effect_refused.",
 		}, []string{"reason"}),
 		pullFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jetflow_worker_pull_failures_total", Help: "Pull requests for tasks that failed (not those that expired or were presumed lost); each is retried with backoff after the consumer is bound again.",

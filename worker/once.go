@@ -57,20 +57,20 @@ func (w *Worker) executeOnce(ctx context.Context, h Handler, m *jetstream.Msg, t
 		Instance: t.Instance, Step: t.Step, Attempt: t.Attempt, Delivery: m.Deliveries(),
 		Token: newToken(), Claimed: time.Now(),
 	}
-	var rev uint64
-	err = w.retryIO(ctx, log, "claim effect", func(ctx context.Context) (err error) {
-		// A try that timed out but landed is recognised by its token.
-		rev, err = w.client.ClaimEffect(ctx, t.EffectKey, claim)
-		return err
-	})
+	rev, prior, err := w.claimEffect(ctx, t, claim, log)
 	switch {
-	case errors.Is(err, workflow.ErrExists):
-		w.replayEffect(ctx, m, t, log)
+	case errors.Is(err, jetstream.ErrEffectRefused):
+		// The dispatcher does not take this task's token (forged, or
+		// signed with a retired key): its result would be refused too.
+		w.deadLetter(ctx, m, "effect_refused", err.Error())
 		return
 	case err != nil:
 		// Nothing ran. If the claim landed after all, the redelivery finds
 		// it and reports the outcome as unknown; it never runs twice.
 		w.giveBack(m, log, "cannot claim effect", err)
+		return
+	case prior != nil:
+		w.replayEffect(ctx, m, t, prior, log)
 		return
 	}
 	// This delivery holds the claim: the only one that runs the handler.
@@ -100,16 +100,7 @@ func (w *Worker) executeOnce(ctx context.Context, h Handler, m *jetstream.Msg, t
 		rec.Error = herr.Error()
 		herr = Permanent(herr)
 	}
-	err = w.retryIO(ctx, log, "record effect", func(ctx context.Context) error {
-		_, err := w.client.RecordEffect(ctx, t.EffectKey, &rec, rev)
-		if errors.Is(err, workflow.ErrConflict) {
-			// A try that timed out may have landed: ours if it holds rec.
-			if cur, _, gerr := w.client.GetEffect(ctx, t.EffectKey); gerr == nil && cur.Token == rec.Token && cur.Done {
-				return nil
-			}
-		}
-		return err
-	})
+	err = w.recordEffect(ctx, t, &rec, rev, log)
 	if err != nil {
 		// Report what happened anyway: the result is what the dispatcher
 		// needs. A redelivery (if this report is lost too) finds the claim
@@ -119,17 +110,107 @@ func (w *Worker) executeOnce(ctx context.Context, h Handler, m *jetstream.Msg, t
 	w.report(ctx, m, t, outRef, herr, log)
 }
 
-// replayEffect reports the outcome recorded under a claimed effect key.
-func (w *Worker) replayEffect(ctx context.Context, m *jetstream.Msg, t workflow.Task, log zerolog.Logger) {
-	var rec *jetstream.Effect
-	err := w.retryIO(ctx, log, "read effect record", func(ctx context.Context) (err error) {
-		rec, _, err = w.client.GetEffect(ctx, t.EffectKey)
+// claimEffect claims t's effect key for this execution (claim). Without
+// task tokens the worker writes the claim itself; with them (t.Token set),
+// or when its NATS user may not write BucketEffects, it asks a
+// dispatcher, which checks the token and writes (jetstream.RequestEffect). It returns the claim's revision, or the
+// record of an earlier claim (prior) when the key was claimed before.
+// Either way, a try whose answer was lost is recognised by the claim's
+// nonce (claim.Token): a claim that is this execution's is ours.
+func (w *Worker) claimEffect(ctx context.Context, t workflow.Task, claim *jetstream.Effect, log zerolog.Logger) (rev uint64, prior *jetstream.Effect, err error) {
+	if w.claimsDirectly(t) {
+		denied := false
+		err = w.retryIO(ctx, log, "claim effect", func(ctx context.Context) (err error) {
+			rev, err = w.client.ClaimEffect(ctx, t.EffectKey, claim)
+			if errors.Is(err, jetstream.ErrPermissionDenied) {
+				denied = true
+				return nil
+			}
+			return err
+		})
+		switch {
+		case denied:
+			// This NATS user may not write the effects bucket (the
+			// worker role): the dispatchers claim for it from now on.
+			log.Info().Msg("this worker may not write the effects bucket; once steps are claimed through the dispatchers")
+			w.effectsDenied.Store(true)
+			return w.claimEffect(ctx, t, claim, log)
+		case errors.Is(err, workflow.ErrExists):
+			err = w.retryIO(ctx, log, "read effect record", func(ctx context.Context) (err error) {
+				prior, _, err = w.client.GetEffect(ctx, t.EffectKey)
+				return err
+			})
+			if err != nil {
+				return 0, nil, err
+			}
+			return 0, prior, nil
+		}
+		return rev, nil, err
+	}
+	req := &jetstream.EffectRequest{
+		Instance: t.Instance, Step: t.Step, Attempt: t.Attempt, Token: t.Token,
+		Delivery: claim.Delivery, Nonce: claim.Token,
+	}
+	var r *jetstream.EffectReply
+	err = w.retryIO(ctx, log, "claim effect", func(ctx context.Context) (err error) {
+		r, err = w.client.RequestEffect(ctx, jetstream.EffectClaim, req)
 		return err
 	})
-	if err != nil {
-		w.giveBack(m, log, "cannot read effect record", err)
-		return
+	switch {
+	case err != nil:
+		return 0, nil, err
+	case r.Status == jetstream.EffectClaimed:
+		return r.Revision, nil, nil
+	case r.Status == jetstream.EffectExists && r.Record != nil:
+		if rec := r.Record; rec.Token == claim.Token && rec.Attempt == t.Attempt && !rec.Done {
+			return r.Revision, nil, nil // an earlier try of ours landed
+		}
+		return 0, r.Record, nil
 	}
+	return 0, nil, fmt.Errorf("claim effect %s: unexpected answer %q", t.EffectKey, r.Status)
+}
+
+// recordEffect records the outcome rec over the claim at revision rev:
+// itself without task tokens, through a dispatcher with them.
+func (w *Worker) recordEffect(ctx context.Context, t workflow.Task, rec *jetstream.Effect, rev uint64, log zerolog.Logger) error {
+	if w.claimsDirectly(t) {
+		return w.retryIO(ctx, log, "record effect", func(ctx context.Context) error {
+			_, err := w.client.RecordEffect(ctx, t.EffectKey, rec, rev)
+			if errors.Is(err, workflow.ErrConflict) {
+				// A try that timed out may have landed: ours if it holds rec.
+				if cur, _, gerr := w.client.GetEffect(ctx, t.EffectKey); gerr == nil && cur.Token == rec.Token && cur.Done {
+					return nil
+				}
+			}
+			return err
+		})
+	}
+	req := &jetstream.EffectRequest{
+		Instance: t.Instance, Step: t.Step, Attempt: t.Attempt, Token: t.Token,
+		Delivery: rec.Delivery, Nonce: rec.Token, Revision: rev, OutputRef: rec.OutputRef, Error: rec.Error,
+	}
+	return w.retryIO(ctx, log, "record effect", func(ctx context.Context) error {
+		// The dispatcher recognises a repeated try by the nonce and the
+		// outcome, and answers recorded.
+		r, err := w.client.RequestEffect(ctx, jetstream.EffectRecord, req)
+		if err != nil {
+			return err
+		}
+		if r.Status != jetstream.EffectRecorded {
+			return fmt.Errorf("record effect %s: %s: %w", t.EffectKey, r.Status, workflow.ErrConflict)
+		}
+		return nil
+	})
+}
+
+// claimsDirectly reports whether the worker writes t's claim and outcome
+// itself: only without task tokens, and while the effects bucket lets it.
+func (w *Worker) claimsDirectly(t workflow.Task) bool {
+	return t.Token == "" && !w.effectsDenied.Load()
+}
+
+// replayEffect reports the outcome recorded under a claimed effect key.
+func (w *Worker) replayEffect(ctx context.Context, m *jetstream.Msg, t workflow.Task, rec *jetstream.Effect, log zerolog.Logger) {
 	if !rec.Done {
 		err := &effectUnknownError{key: t.EffectKey}
 		log.Warn().Str("effect_key", t.EffectKey).Int("claimed_by_attempt", rec.Attempt).Msg(err.Error())

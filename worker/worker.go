@@ -168,6 +168,10 @@ type Worker struct {
 	tracer   trace.Tracer // nil unless Config.Tracer is set
 	// fetching is set while Run pulls tasks (Ready).
 	fetching atomic.Bool
+	// effectsDenied is set once the server refused this worker a write
+	// to the effects bucket: once steps are then claimed through the
+	// dispatchers even without task tokens (once.go).
+	effectsDenied atomic.Bool
 }
 
 // New creates a worker on client. Run binds to jetflow's buckets, waiting
@@ -315,7 +319,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		hardCancel()
 		<-done
 	}
-	w.log.Info().Uint64("pull_stalls", w.client.PullStalls()).Msg("worker stopped")
+	w.log.Info().Uint64("pull_stalls", w.client.PullStalls()).Uint64("bad_metadata", w.client.BadMetadata()).Msg("worker stopped")
 	select {
 	case err := <-errs:
 		return err

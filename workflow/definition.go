@@ -3,7 +3,7 @@ package workflow
 import (
 	"bytes"
 	"fmt"
-	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,18 +12,25 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
+// StepKind is what a step does: the value of its kind field. A
+// definition with any other value is rejected, naming the valid ones.
+type StepKind string
+
 // Step kinds.
 const (
-	KindTask     = "task"     // run a task on a worker
-	KindParallel = "parallel" // start branches and join when all end
-	KindSwitch   = "switch"   // route to the first case whose condition holds
-	KindBulk     = "bulk"     // start one child instance per item and wait for all
-	KindSleep    = "sleep"    // wait for a duration, durably
-	KindWait     = "wait"     // wait for a named signal, optionally with a timeout
-	KindWorkflow = "workflow" // start one child workflow and complete with its output
+	KindTask     StepKind = "task"     // run a task on a worker
+	KindParallel StepKind = "parallel" // start branches and join when all end
+	KindSwitch   StepKind = "switch"   // route to the first case whose condition holds
+	KindBulk     StepKind = "bulk"     // start one child instance per item and wait for all
+	KindSleep    StepKind = "sleep"    // wait for a duration, durably
+	KindWait     StepKind = "wait"     // wait for a named signal, optionally with a timeout
+	KindWorkflow StepKind = "workflow" // start one child workflow and complete with its output
 )
 
-var stepKinds = []string{KindTask, KindParallel, KindSwitch, KindBulk, KindSleep, KindWait, KindWorkflow}
+var stepKinds = []StepKind{KindTask, KindParallel, KindSwitch, KindBulk, KindSleep, KindWait, KindWorkflow}
+
+// StepKinds lists every step kind, in documentation order.
+func StepKinds() []StepKind { return slices.Clone(stepKinds) }
 
 // Bulk limits and failure policies.
 const (
@@ -35,10 +42,16 @@ const (
 	BulkChunk = 1000
 
 	// FailFast fails the bulk step at the first failed child.
-	FailFast = "fail_fast"
-	// WaitAll waits for every child and reports the counts.
-	WaitAll = "wait_all"
+	FailFast ChildFailurePolicy = "fail_fast"
+	// WaitAll waits for every child and reports the counts. The default.
+	WaitAll ChildFailurePolicy = "wait_all"
 )
+
+// ChildFailurePolicy is what a bulk step does when a child fails
+// (on_child_failure): FailFast or WaitAll. Empty means WaitAll.
+type ChildFailurePolicy string
+
+func (p ChildFailurePolicy) valid() bool { return p == "" || p == FailFast || p == WaitAll }
 
 // Limits on definitions.
 const (
@@ -103,7 +116,7 @@ type Trigger struct {
 	// starts a new run "<id>-r<n>" when the latest run of the key has ended
 	// (completed, failed or cancelled) and drops it while that run is still
 	// running. See ChooseRun for the exact rules.
-	OnDuplicate string `yaml:"on_duplicate,omitempty"`
+	OnDuplicate DuplicatePolicy `yaml:"on_duplicate,omitempty"`
 	// Debounce merges events of one event key: an event arriving less
 	// than Debounce after the one before it joins its window, and one
 	// instance starts when the window has been quiet for Debounce, with
@@ -128,14 +141,19 @@ func (t *Trigger) Debounces() (debounce, maxWait time.Duration) {
 	return t.Debounce.D(), maxWait
 }
 
+// DuplicatePolicy is what a trigger for an event key that already has
+// an instance does (trigger.on_duplicate): DuplicateIgnore or
+// DuplicateRerun. Empty means DuplicateIgnore.
+type DuplicatePolicy string
+
 // Trigger duplicate policies (Trigger.OnDuplicate).
 const (
 	// DuplicateIgnore drops every trigger for an event key that already
 	// has an instance. The default.
-	DuplicateIgnore = "ignore"
+	DuplicateIgnore DuplicatePolicy = "ignore"
 	// DuplicateRerun starts a new run of the event key when its latest run
 	// has ended.
-	DuplicateRerun = "rerun"
+	DuplicateRerun DuplicatePolicy = "rerun"
 )
 
 // Reruns reports whether duplicate triggers of this workflow start new runs
@@ -148,8 +166,9 @@ func (d *Definition) Reruns() bool {
 type Step struct {
 	// Name identifies the step within the workflow.
 	Name string `yaml:"name"`
-	// Kind is one of task, parallel, switch.
-	Kind string `yaml:"kind"`
+	// Kind is one of the StepKinds; it decides which other fields the
+	// step may set.
+	Kind StepKind `yaml:"kind"`
 	// Task is the task type a worker handles (kind task).
 	Task string `yaml:"task,omitempty"`
 	// Input is an expression evaluated when the step starts; its value is
@@ -157,7 +176,9 @@ type Step struct {
 	Input string `yaml:"input,omitempty"`
 	// Retry policy (kind task). Default: DefaultRetryPolicy.
 	Retry *RetryPolicy `yaml:"retry,omitempty"`
-	// Timeout bounds one attempt, start to close (kind task). Zero: none.
+	// Timeout bounds one attempt, start to close (kind task), or the wait
+	// for the signal (kind wait: the step fails when it passes). Zero:
+	// none.
 	Timeout Duration `yaml:"timeout,omitempty"`
 	// Once runs the handler at most once for this step (kind task), across
 	// attempts and redeliveries: the worker claims the step's effect key
@@ -168,10 +189,11 @@ type Step struct {
 	// not have happened" and is never run again. Default false: at least
 	// once, with Task.EffectKey for idempotent handlers.
 	Once bool `yaml:"once,omitempty"`
-	// Next is the step that follows. Empty: this step ends its chain.
+	// Next is the step that follows (every kind but switch). Empty: this
+	// step ends its chain.
 	Next string `yaml:"next,omitempty"`
-	// OnFailure is the step to run when this step fails for good. Empty:
-	// the instance fails.
+	// OnFailure is the step to run when this step fails for good (kinds
+	// task, bulk, wait and workflow). Empty: the instance fails.
 	OnFailure string `yaml:"on_failure,omitempty"`
 	// Branches name the first step of each branch (kind parallel). Each
 	// branch runs until its chain ends; the parallel step completes when all
@@ -212,7 +234,7 @@ type Step struct {
 	// OnChildFailure is fail_fast (the step fails at the first failed
 	// child) or wait_all (default: wait for every child; the step completes
 	// and its output reports the counts).
-	OnChildFailure string `yaml:"on_child_failure,omitempty"`
+	OnChildFailure ChildFailurePolicy `yaml:"on_child_failure,omitempty"`
 }
 
 // Case is one branch of a switch.
@@ -343,6 +365,31 @@ func (d *Definition) validate() error {
 		add(d.errf("", "%d steps; at most %d are allowed", len(d.Steps), MaxSteps))
 		return joinErrs(errs)
 	}
+	errs = append(errs, d.validateSteps()...)
+	if d.Output != "" {
+		add(d.compile("", "output", d.Output))
+	}
+	if d.Concurrency != nil {
+		add(d.validateConcurrency("", d.Concurrency, true))
+	}
+	if len(errs) > 0 {
+		return joinErrs(errs)
+	}
+	if err := d.checkGraph(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// validateSteps indexes the steps by name, resolves the start step and
+// checks each step.
+func (d *Definition) validateSteps() []error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	d.index = make(map[string]*Step, len(d.Steps))
 	for i := range d.Steps {
 		s := &d.Steps[i]
@@ -365,19 +412,7 @@ func (d *Definition) validate() error {
 	for i := range d.Steps {
 		add(d.validateStep(&d.Steps[i]))
 	}
-	if d.Output != "" {
-		add(d.compile("", "output", d.Output))
-	}
-	if d.Concurrency != nil {
-		add(d.validateConcurrency("", d.Concurrency, true))
-	}
-	if len(errs) > 0 {
-		return joinErrs(errs)
-	}
-	if err := d.checkGraph(); err != nil {
-		return err
-	}
-	return nil
+	return errs
 }
 
 func (d *Definition) validateTrigger() error {
@@ -385,8 +420,7 @@ func (d *Definition) validateTrigger() error {
 	if err := ValidateSubject(t.Subject, true); err != nil {
 		return d.errf("", "trigger subject: %v", err)
 	}
-	first, _, _ := strings.Cut(t.Subject, ".")
-	if first == "*" || first == ">" || strings.HasPrefix(t.Subject, "jetflow.") || strings.HasPrefix(t.Subject, "$") || t.Subject == ">" || t.Subject == "*" || strings.HasPrefix(t.Subject, "_INBOX") {
+	if ReservedSubject(t.Subject) {
 		return d.errf("", "trigger subject %q is reserved (jetflow.*, $*, _INBOX* and bare wildcards cannot be triggers)", t.Subject)
 	}
 	switch {
@@ -471,186 +505,6 @@ func (d *Definition) ref(step, field, target string) error {
 	return nil
 }
 
-func (d *Definition) validateStep(s *Step) error {
-	if s.Name == "" {
-		return nil // already reported
-	}
-	var errs []error
-	add := func(err error) {
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	add(d.ref(s.Name, "next", s.Next))
-	add(d.ref(s.Name, "on_failure", s.OnFailure))
-	notFor := func(field string, set bool) {
-		if set {
-			add(d.errf(s.Name, "%s is not allowed on a %s step", field, s.Kind))
-		}
-	}
-	if s.Kind != KindTask {
-		notFor("once", s.Once)
-	}
-	if s.Kind != KindSleep {
-		notFor("duration", s.Duration != 0)
-	}
-	if s.Kind != KindWait {
-		notFor("signal", s.Signal != "")
-	}
-	if s.Kind != KindTask {
-		notFor("concurrency", s.Concurrency != nil)
-		notFor("rate_limit", s.RateLimit != nil)
-	}
-	if s.Kind != KindBulk && s.Kind != KindWorkflow {
-		notFor("workflow", s.Workflow != "")
-	}
-	if s.Kind != KindBulk {
-		notFor("items", s.Items != "")
-		notFor("max_in_flight", s.MaxInFlight != 0)
-		notFor("max_items", s.MaxItems != 0)
-		notFor("on_child_failure", s.OnChildFailure != "")
-	}
-	switch s.Kind {
-	case KindTask:
-		if err := ValidateName("task type", s.Task); err != nil {
-			add(d.errf(s.Name, "%v", err))
-		}
-		if s.Input != "" {
-			add(d.compile(s.Name, "input", s.Input))
-		}
-		if s.Retry != nil {
-			r := s.Retry.withDefaults()
-			if r.MaxAttempts < 1 || r.MaxAttempts > MaxAttemptsCap {
-				add(d.errf(s.Name, "retry.max_attempts must be between 1 and %d, got %d", MaxAttemptsCap, s.Retry.MaxAttempts))
-			}
-			if !(r.BackoffCoefficient >= 1) || math.IsInf(r.BackoffCoefficient, 0) {
-				add(d.errf(s.Name, "retry.backoff_coefficient must be at least 1, got %g", r.BackoffCoefficient))
-			}
-		}
-		if s.Concurrency != nil {
-			add(d.validateConcurrency(s.Name, s.Concurrency, false))
-		}
-		if s.RateLimit != nil {
-			add(d.validateRateLimit(s.Name, s.RateLimit))
-		}
-		notFor("branches", len(s.Branches) > 0)
-		notFor("cases", len(s.Cases) > 0)
-		notFor("default", s.Default != "")
-	case KindWorkflow:
-		if err := ValidateName("child workflow", s.Workflow); err != nil {
-			add(d.errf(s.Name, "%v", err))
-		}
-		if s.Input != "" {
-			add(d.compile(s.Name, "input", s.Input))
-		}
-		notFor("task", s.Task != "")
-		notFor("retry", s.Retry != nil)
-		notFor("timeout", s.Timeout != 0)
-		notFor("branches", len(s.Branches) > 0)
-		notFor("cases", len(s.Cases) > 0)
-		notFor("default", s.Default != "")
-	case KindParallel:
-		if len(s.Branches) == 0 {
-			add(d.errf(s.Name, "a parallel step needs at least one branch"))
-		}
-		seen := map[string]bool{}
-		for i, b := range s.Branches {
-			if b == "" {
-				add(d.errf(s.Name, "branch %d is empty", i+1))
-			}
-			add(d.ref(s.Name, "branch", b))
-			if seen[b] {
-				add(d.errf(s.Name, "branch %q is listed twice", b))
-			}
-			seen[b] = true
-		}
-		notFor("task", s.Task != "")
-		notFor("input", s.Input != "")
-		notFor("retry", s.Retry != nil)
-		notFor("timeout", s.Timeout != 0)
-		notFor("cases", len(s.Cases) > 0)
-		notFor("default", s.Default != "")
-		notFor("on_failure", s.OnFailure != "")
-	case KindSwitch:
-		if len(s.Cases) == 0 {
-			add(d.errf(s.Name, "a switch step needs at least one case"))
-		}
-		for i, c := range s.Cases {
-			if c.When == "" {
-				add(d.errf(s.Name, "case %d has no condition (when)", i+1))
-			} else {
-				add(d.compile(s.Name, fmt.Sprintf("case %d condition", i+1), c.When))
-			}
-			if c.Next == "" {
-				add(d.errf(s.Name, "case %d has no next step", i+1))
-			}
-			add(d.ref(s.Name, fmt.Sprintf("case %d next", i+1), c.Next))
-		}
-		add(d.ref(s.Name, "default", s.Default))
-		notFor("task", s.Task != "")
-		notFor("input", s.Input != "")
-		notFor("retry", s.Retry != nil)
-		notFor("timeout", s.Timeout != 0)
-		notFor("branches", len(s.Branches) > 0)
-		notFor("next", s.Next != "")
-		notFor("on_failure", s.OnFailure != "")
-	case KindBulk:
-		if err := ValidateName("child workflow", s.Workflow); err != nil {
-			add(d.errf(s.Name, "%v", err))
-		}
-		if s.Items == "" {
-			add(d.errf(s.Name, "a bulk step needs items (an expression giving a list)"))
-		} else {
-			add(d.compile(s.Name, "items", s.Items))
-		}
-		if s.MaxInFlight < 0 {
-			add(d.errf(s.Name, "max_in_flight must not be negative, got %d", s.MaxInFlight))
-		}
-		if s.MaxItems < 0 || s.MaxItems > MaxItemsCap {
-			add(d.errf(s.Name, "max_items must be between 0 (default %d) and %d, got %d", DefaultMaxItems, MaxItemsCap, s.MaxItems))
-		}
-		switch s.OnChildFailure {
-		case "", FailFast, WaitAll:
-		default:
-			add(d.errf(s.Name, "on_child_failure must be %s or %s, got %q", FailFast, WaitAll, s.OnChildFailure))
-		}
-		notFor("task", s.Task != "")
-		notFor("input", s.Input != "")
-		notFor("retry", s.Retry != nil)
-		notFor("timeout", s.Timeout != 0)
-		notFor("branches", len(s.Branches) > 0)
-		notFor("cases", len(s.Cases) > 0)
-		notFor("default", s.Default != "")
-	case KindSleep:
-		if s.Duration <= 0 {
-			add(d.errf(s.Name, "a sleep step needs a positive duration"))
-		}
-		notFor("task", s.Task != "")
-		notFor("input", s.Input != "")
-		notFor("retry", s.Retry != nil)
-		notFor("timeout", s.Timeout != 0)
-		notFor("branches", len(s.Branches) > 0)
-		notFor("cases", len(s.Cases) > 0)
-		notFor("default", s.Default != "")
-		notFor("on_failure", s.OnFailure != "")
-	case KindWait:
-		if err := ValidateName("signal", s.Signal); err != nil {
-			add(d.errf(s.Name, "%v", err))
-		}
-		notFor("task", s.Task != "")
-		notFor("input", s.Input != "")
-		notFor("retry", s.Retry != nil)
-		notFor("branches", len(s.Branches) > 0)
-		notFor("cases", len(s.Cases) > 0)
-		notFor("default", s.Default != "")
-	case "":
-		add(d.errf(s.Name, "kind is missing (one of %s)", strings.Join(stepKinds, ", ")))
-	default:
-		add(d.errf(s.Name, "unknown kind %q (one of %s)", s.Kind, strings.Join(stepKinds, ", ")))
-	}
-	return joinErrs(errs)
-}
-
 // edges lists the steps that can follow s, in a fixed order.
 func (s *Step) edges() []string {
 	var out []string
@@ -669,7 +523,15 @@ func (s *Step) edges() []string {
 // checkGraph rejects cycles, unreachable steps and steps shared between
 // scopes, and records each step's scope.
 func (d *Definition) checkGraph() error {
-	// Cycles: depth-first search with colours.
+	if err := d.findCycle(); err != nil {
+		return err
+	}
+	return d.assignScopes()
+}
+
+// findCycle reports the first cycle reachable from the start step, by a
+// depth-first search with colours.
+func (d *Definition) findCycle() error {
 	const (
 		white = iota
 		grey
@@ -703,11 +565,13 @@ func (d *Definition) checkGraph() error {
 		colour[n] = black
 	}
 	visit(d.Start)
-	if cycle != nil {
-		return cycle
-	}
-	// Scopes: each step belongs to the root chain or to exactly one parallel
-	// step's branches.
+	return cycle
+}
+
+// assignScopes records each step's scope: the root chain or exactly one
+// parallel step's branch. It reports steps reachable from two scopes and
+// steps not reachable at all.
+func (d *Definition) assignScopes() error {
 	d.scopes = map[string]string{}
 	var errs []error
 	var assign func(step, scope string)

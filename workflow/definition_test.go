@@ -249,6 +249,18 @@ func TestParseRejects(t *testing.T) {
 		{name: "switch with next", src: def("{name: s, kind: switch, cases: [{when: 'true', next: a}], next: a}", okStep), want: []string{`step "s": next is not allowed on a switch step`}},
 		{name: "switch with task fields", src: def("{name: s, kind: switch, cases: [{when: 'true', next: a}], task: t, timeout: 1s}", okStep), want: []string{`step "s": task is not allowed on a switch step`, `step "s": timeout is not allowed on a switch step`}},
 
+		{name: "bulk without workflow and items", src: def("{name: b, kind: bulk}"), want: []string{`step "b": invalid name: child workflow is empty`, `step "b": a bulk step needs items (an expression giving a list)`}},
+		{name: "bulk with negative bounds", src: def("{name: b, kind: bulk, workflow: c, items: input.x, max_in_flight: -1, max_items: -1}"), want: []string{`step "b": max_in_flight must not be negative, got -1`, `step "b": max_items must be between 0 (default 100000) and 1000000, got -1`}},
+		{name: "bulk on_child_failure unknown", src: def("{name: b, kind: bulk, workflow: c, items: input.x, on_child_failure: stop}"), want: []string{`step "b": on_child_failure must be fail_fast or wait_all, got "stop"`}},
+		{name: "bulk with task fields", src: def("{name: b, kind: bulk, workflow: c, items: input.x, task: t, timeout: 1s}"), want: []string{`step "b": task is not allowed on a bulk step`, `step "b": timeout is not allowed on a bulk step`}},
+		{name: "sleep without duration", src: def("{name: z, kind: sleep}"), want: []string{`step "z": a sleep step needs a positive duration`}},
+		{name: "sleep with on_failure", src: def("{name: z, kind: sleep, duration: 1s, on_failure: a}", okStep), want: []string{`step "z": on_failure is not allowed on a sleep step`}},
+		{name: "wait without signal", src: def("{name: w, kind: wait}"), want: []string{`step "w": invalid name: signal is empty`}},
+		{name: "wait with input", src: def("{name: w, kind: wait, signal: go, input: input}"), want: []string{`step "w": input is not allowed on a wait step`}},
+		{name: "task with wait and sleep fields", src: def("{name: a, kind: task, task: t, signal: go, duration: 1s}"), want: []string{`step "a": duration is not allowed on a task step`, `step "a": signal is not allowed on a task step`}},
+		{name: "workflow step without workflow", src: def("{name: c, kind: workflow}"), want: []string{`step "c": invalid name: child workflow is empty`}},
+		{name: "workflow step with bulk fields", src: def("{name: c, kind: workflow, workflow: c2, max_in_flight: 2, on_child_failure: fail_fast}"), want: []string{`step "c": max_in_flight is not allowed on a workflow step`, `step "c": on_child_failure is not allowed on a workflow step`}},
+
 		// Names.
 		{name: "step name with dot", src: def("{name: a.b, kind: task, task: t}"), want: []string{`w.yaml: step "a.b": invalid name: step name "a.b" may contain only letters, digits, '-' and '_'`}},
 		{name: "step name with space", src: def("{name: 'a b', kind: task, task: t}"), want: []string{`w.yaml: step "a b": invalid name: step name "a b" may contain only`}},
@@ -489,7 +501,7 @@ func TestParseTriggerOnDuplicate(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name, src string
-		want      string
+		want      workflow.DuplicatePolicy
 		reruns    bool
 	}{
 		{name: "omitted is ignore", src: trig("orders.created", "id"), want: "", reruns: false},

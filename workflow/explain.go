@@ -128,7 +128,7 @@ const (
 // Wait is what one open step waits for.
 type Wait struct {
 	Step  string    `json:"step"`
-	Kind  string    `json:"kind"`
+	Kind  StepKind  `json:"kind"`
 	For   string    `json:"for"`
 	Since time.Time `json:"since"`
 	// Detail says it in words, one sentence or a few.

@@ -49,7 +49,7 @@ type Concurrency struct {
 	// OnLimit (workflow only) is what a new instance does when the
 	// limit is reached: OnLimitQueue (default) waits for a slot in
 	// arrival order; OnLimitSkip ends it at once as skipped.
-	OnLimit string `yaml:"on_limit,omitempty"`
+	OnLimit LimitPolicy `yaml:"on_limit,omitempty"`
 }
 
 // RateLimit bounds how often attempts of a task step start per key value.
@@ -64,10 +64,15 @@ type RateLimit struct {
 	Per Duration `yaml:"per"`
 }
 
+// LimitPolicy is what a new instance does when its workflow's
+// concurrency limit is reached (concurrency.on_limit): OnLimitQueue or
+// OnLimitSkip. Empty means OnLimitQueue.
+type LimitPolicy string
+
 // Flow control limits and policies.
 const (
-	OnLimitQueue = "queue"
-	OnLimitSkip  = "skip"
+	OnLimitQueue LimitPolicy = "queue"
+	OnLimitSkip  LimitPolicy = "skip"
 	// MaxRateLimit caps RateLimit.Limit: the rate record holds one entry
 	// per start within the window.
 	MaxRateLimit = 10_000
@@ -441,7 +446,7 @@ func sortedHolders(m map[Holder]string) []Holder {
 	return out
 }
 
-// slotLimit is the limit of the workflow's (step "") or a step's slot.
+// SlotLimit is the limit of the workflow's (step "") or a step's slot.
 func SlotLimit(def *Definition, step string) int {
 	if step == "" {
 		if def.Concurrency != nil {

@@ -10,6 +10,30 @@ import (
 	"strings"
 )
 
+// Subject prefixes no trigger may use.
+const (
+	// SubjectPrefix starts every subject jetflow itself uses.
+	SubjectPrefix = "jetflow."
+	// SystemSubjectPrefix starts the NATS server's own subjects ($JS,
+	// $KV, $SYS, ...).
+	SystemSubjectPrefix = "$"
+	// InboxSubjectPrefix starts reply subjects: nats.go's "_INBOX." and
+	// each jetflow role's "_INBOX_jetflow_<role>.".
+	InboxSubjectPrefix = "_INBOX"
+)
+
+// ReservedSubject reports whether a subject (wildcards allowed) cannot be
+// a trigger subject: it is jetflow's (SubjectPrefix), the server's
+// (SystemSubjectPrefix) or a reply inbox's (InboxSubjectPrefix), or its
+// first token is a wildcard (which would cover all of those).
+func ReservedSubject(subject string) bool {
+	first, _, _ := strings.Cut(subject, ".")
+	return first == "*" || first == ">" ||
+		strings.HasPrefix(subject, SubjectPrefix) ||
+		strings.HasPrefix(subject, SystemSubjectPrefix) ||
+		strings.HasPrefix(subject, InboxSubjectPrefix)
+}
+
 // MaxNameLen is the longest workflow, step or task type name accepted.
 const MaxNameLen = 64
 
@@ -108,7 +132,8 @@ func OutputKey(instance, step string, attempt int) string {
 // only the worker that received the attempt knows the key. Another NATS
 // user allowed to write outputs cannot write this attempt's output before
 // it (the first write of a key stands), and the dispatcher accepts a
-// result only with its attempt's key (OutputKeyOf).
+// result only with its attempt's key (or, for a once step, the
+// step's recorded outcome: EarlierOutputKey).
 func TokenOutputKey(instance, step string, attempt int, token string) string {
 	if token == "" {
 		return OutputKey(instance, step, attempt)
@@ -117,24 +142,29 @@ func TokenOutputKey(instance, step string, attempt int, token string) string {
 	return OutputKey(instance, step, attempt) + "." + hex.EncodeToString(sum[:8])
 }
 
-// OutputKeyOf reports whether ref may be the output of a result of
-// (instance, step, attempt) with token: the attempt's TokenOutputKey, or,
-// for a step marked once that reports the outcome an earlier attempt
-// recorded, the tagged output key of an earlier attempt of the step.
-func OutputKeyOf(ref, instance, step string, attempt int, token string) bool {
-	if ref == TokenOutputKey(instance, step, attempt, token) {
-		return true
-	}
+// EarlierOutputKey reports whether ref has the shape of the output key
+// of an earlier attempt than attempt of (instance, step) with task
+// tokens (TokenOutputKey), and which attempt. A once step that reports
+// the outcome an earlier attempt recorded names such a key; the shape
+// alone proves nothing (any writer of outputs can write one), so the
+// dispatcher accepts it only when it is the step's recorded outcome.
+func EarlierOutputKey(ref, instance, step string, attempt int) (int, bool) {
 	rest, ok := strings.CutPrefix(ref, instance+"."+step+".")
 	if !ok {
-		return false
+		return 0, false
 	}
 	n, tail, ok := strings.Cut(rest, ".")
 	if !ok || !strings.HasPrefix(tail, "out.") || len(tail) != len("out.")+16 {
-		return false
+		return 0, false
+	}
+	if _, err := hex.DecodeString(tail[len("out."):]); err != nil {
+		return 0, false
 	}
 	a, err := strconv.Atoi(n)
-	return err == nil && a >= 1 && a < attempt
+	if err != nil || a < 1 || a >= attempt || strconv.Itoa(a) != n {
+		return 0, false
+	}
+	return a, true
 }
 
 // ChildInputKey is the key of the input of a bulk step's child at index.

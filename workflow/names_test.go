@@ -187,3 +187,25 @@ func TestExprError(t *testing.T) {
 type errFoo struct{}
 
 func (errFoo) Error() string { return "foo" }
+
+func TestReservedSubject(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		subject  string
+		reserved bool
+	}{
+		{"orders.created", false},
+		{"orders.*", false},
+		{"jetflowish.x", false},
+		{"jetflow.start.w", true},
+		{"$KV.jetflow_data.x", true},
+		{"$SYS.REQ.USER.INFO", true},
+		{"_INBOX.abc", true},
+		{"_INBOX_jetflow_worker.abc", true},
+		{"*", true},
+		{">", true},
+		{"*.created", true},
+	} {
+		require.Equal(t, tc.reserved, workflow.ReservedSubject(tc.subject), tc.subject)
+	}
+}

@@ -26,15 +26,8 @@ func RetryMsgID(instance string, n int) string {
 // A retry is applied once: ev.Attempt must equal the instance's Retries
 // (the count the operator saw); Retries then goes up by one.
 func retry(def *Definition, inst *Instance, ev Event, now time.Time, data Data) (Decision, error) {
-	why := ""
-	switch {
-	case inst.Status == StatusRunning:
-		why = "instance is running"
-	case inst.Status == StatusCompleted:
-		why = "a completed instance is not retried"
-	case inst.Parent != nil:
-		why = fmt.Sprintf("a child of bulk step %s of %s is not retried on its own: retry the parent", inst.Parent.Step, inst.Parent.ID)
-	case ev.Attempt != inst.Retries:
+	why := retryRefused(inst)
+	if why == "" && ev.Attempt != inst.Retries {
 		why = fmt.Sprintf("retry %d was already applied (retries: %d)", ev.Attempt+1, inst.Retries)
 	}
 	if why != "" {
@@ -61,6 +54,29 @@ func retry(def *Definition, inst *Instance, ev Event, now time.Time, data Data) 
 		t.activate(name)
 	}
 	return t.decision(inst)
+}
+
+// Retryable returns the steps a retry of inst resumes (from: that step;
+// "": where it stopped), or why it cannot be retried: the checks the
+// transition of a retry makes, so a client can refuse before asking.
+func Retryable(def *Definition, inst *Instance, from string) ([]string, string) {
+	if why := retryRefused(inst); why != "" {
+		return nil, why
+	}
+	return RetrySteps(def, inst, from)
+}
+
+// retryRefused says why inst, as a whole, is not retried ("" if it may be).
+func retryRefused(inst *Instance) string {
+	switch {
+	case inst.Status == StatusRunning:
+		return "it is running"
+	case inst.Status == StatusCompleted:
+		return "it completed"
+	case inst.Parent != nil:
+		return fmt.Sprintf("it is a child of bulk step %s of %s: retry the parent", inst.Parent.Step, inst.Parent.ID)
+	}
+	return ""
 }
 
 // RetrySteps returns the steps a retry of inst resumes (see retry), in

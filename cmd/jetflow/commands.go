@@ -253,7 +253,7 @@ func publishCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			subject := args[0]
-			if strings.HasPrefix(subject, "jetflow.") || strings.HasPrefix(subject, "$") {
+			if strings.HasPrefix(subject, workflow.SubjectPrefix) || strings.HasPrefix(subject, workflow.SystemSubjectPrefix) {
 				return fmt.Errorf("subject %s is reserved (jetflow.* for jetflow itself, $* for NATS): publish to a trigger subject, or start a workflow with: jetflow start WORKFLOW", subject)
 			}
 			if err := workflow.ValidateSubject(subject, false); err != nil {
@@ -660,7 +660,7 @@ func printAttempts(w io.Writer, steps []stepView) {
 			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", st.Name, a.Attempt, a.Started.Local().Format(time.DateTime), ended, worker, a.Error)
 		}
 	}
-	_ = tw.Flush()
+	_ = tw.Flush() // an output error shows as missing output, as for fmt.Fprint
 }
 
 // compactRaw prints a JSON value on one line, cut after 2000 bytes.

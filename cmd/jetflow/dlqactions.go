@@ -183,7 +183,7 @@ func printDLQSummary(w io.Writer, sum dlqSummary) {
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", a.Seq, a.SourceSubject, a.Result, detail)
 	}
-	_ = tw.Flush()
+	_ = tw.Flush() // an output error shows as missing output, as for fmt.Fprint
 	fmt.Fprintf(w, "%d selected:", len(sum.Actions))
 	for _, k := range []string{"replayed", "purged", "would_replay", "would_purge", "already_replayed", "not_replayable", "failed"} {
 		if n := sum.Counts[k]; n > 0 {

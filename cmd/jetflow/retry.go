@@ -78,7 +78,7 @@ matching instance, with progress on stderr and a summary.`,
 				if err != nil {
 					return fmt.Errorf("definition of %s: %w", inst.ID, err)
 				}
-				steps, why := retryable(def, inst, from)
+				steps, why := workflow.Retryable(def, inst, from)
 				r.Steps = steps
 				switch {
 				case why != "":
@@ -112,19 +112,6 @@ matching instance, with progress on stderr and a summary.`,
 	f.DurationVar(&since, "since", 0, "with --workflow: only instances that ended within this long (0: any)")
 	f.BoolVar(&dryRun, "dry-run", false, "show what would be retried, change nothing")
 	return cmd
-}
-
-// retryable is workflow.RetrySteps with the checks of the transition.
-func retryable(def *workflow.Definition, inst *workflow.Instance, from string) ([]string, string) {
-	switch {
-	case inst.Status == workflow.StatusRunning:
-		return nil, "it is running"
-	case inst.Status == workflow.StatusCompleted:
-		return nil, "it completed"
-	case inst.Parent != nil:
-		return nil, fmt.Sprintf("it is a child of bulk step %s of %s: retry the parent", inst.Parent.Step, inst.Parent.ID)
-	}
-	return workflow.RetrySteps(def, inst, from)
 }
 
 // selectInstances lists the instances of workflow wf in status that ended

@@ -39,7 +39,9 @@ func EnvName(flag string) string {
 // AlsoEnv records that a flag's value is also read from other variables
 // (after its own), so the help and the configuration table name them.
 func AlsoEnv(fs *pflag.FlagSet, flag string, names ...string) {
-	_ = fs.SetAnnotation(flag, alsoAnnotation, names)
+	if err := fs.SetAnnotation(flag, alsoAnnotation, names); err != nil {
+		panic(err) // no such flag: a mistake in the command's code
+	}
 }
 
 // BindEnv gives every flag of fs an environment variable (EnvName) and
@@ -53,7 +55,7 @@ func BindEnv(fs *pflag.FlagSet) {
 			return
 		}
 		name := EnvName(f.Name)
-		_ = fs.SetAnnotation(f.Name, envAnnotation, []string{name})
+		_ = fs.SetAnnotation(f.Name, envAnnotation, []string{name}) // cannot fail: f is in fs
 		f.Usage += " (env " + strings.Join(EnvVars(f), ", ") + ")"
 	})
 }

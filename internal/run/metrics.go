@@ -30,7 +30,7 @@ type Exposure struct {
 }
 
 // StartMetrics serves /metrics, /healthz and /readyz on addr until ctx
-// ends; /readyz answers 503 until setReady. Empty addr: nil, off.
+// ends; /readyz answers 503 until SetReady. Empty addr: nil, off.
 func StartMetrics(ctx context.Context, addr string, log zerolog.Logger) (*Exposure, error) {
 	if addr == "" {
 		return nil, nil

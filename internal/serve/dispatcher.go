@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetflow/jetflow"
@@ -78,22 +79,11 @@ func RunDispatcher(ctx context.Context, o DispatcherOptions) error {
 		return err
 	}
 	defer stopTracing()
-	if o.PprofAddr != "" {
-		if err := servePprof(o.PprofAddr, log); err != nil {
-			return err
-		}
+	stopProfiling, err := startProfiling(o.PprofAddr, o.CPUProfile, log)
+	if err != nil {
+		return err
 	}
-	if o.CPUProfile != "" {
-		f, err := os.Create(o.CPUProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
+	defer stopProfiling()
 	tokens, err := loadTaskTokens(o.TokenKeys, log)
 	if err != nil {
 		return err
@@ -111,26 +101,8 @@ func RunDispatcher(ctx context.Context, o DispatcherOptions) error {
 		return err
 	}
 	defer closeFn()
-	// A cluster that is still forming answers provisioning requests with
-	// timeouts for a while: retry for up to a minute.
-	for attempt := 1; ; attempt++ {
-		err := client.Provision(ctx)
-		if errors.Is(err, jetstream.ErrPermissionDenied) && !client.NoProvision() {
-			log.Warn().Err(err).Msg("this NATS user may not provision jetflow; checking that it was provisioned (by jetflow provision, as admin)")
-			err = client.Verify(ctx)
-		}
-		if err == nil {
-			break
-		}
-		if attempt >= 30 || ctx.Err() != nil || errors.Is(err, jetstream.ErrPermissionDenied) {
-			return err
-		}
-		log.Warn().Err(err).Int("attempt", attempt).Msg("provisioning failed; retrying")
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(2 * time.Second):
-		}
+	if err := provision(ctx, client, log); err != nil || ctx.Err() != nil {
+		return err
 	}
 	if o.DefsDir != "" {
 		if err := run.RegisterDir(ctx, client, o.DefsDir); err != nil {
@@ -148,11 +120,8 @@ func RunDispatcher(ctx context.Context, o DispatcherOptions) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.Run(gctx) })
 	if o.WithWorker {
-		w, err := worker.New(link.Client(client).(*jetflow.Client), worker.Config{Tracer: tracer, Logger: log})
+		w, err := builtinWorker(client, tracer, o.HTTPAllow, log)
 		if err != nil {
-			return err
-		}
-		if err := tasks.RegisterWith(w, tasks.Options{HTTPAllow: run.SplitList(o.HTTPAllow)}); err != nil {
 			return err
 		}
 		if err := metrics.Register(w.Collector()); err != nil {
@@ -171,6 +140,72 @@ func RunDispatcher(ctx context.Context, o DispatcherOptions) error {
 }
 
 // loadTaskTokens reads the task token key file (nil when path is empty)
+// provision creates or updates jetflow's streams, consumers and buckets.
+// A user that may not provision (a runtime role of a secured account)
+// only checks that they exist (jetflow provision, run as admin, made
+// them). A cluster that is still forming answers provisioning requests
+// with timeouts for a while: retried for up to a minute. nil when ctx
+// ended first.
+func provision(ctx context.Context, client *jetstream.Client, log zerolog.Logger) error {
+	for attempt := 1; ; attempt++ {
+		err := client.Provision(ctx)
+		if errors.Is(err, jetstream.ErrPermissionDenied) && !client.NoProvision() {
+			log.Warn().Err(err).Msg("this NATS user may not provision jetflow; checking that it was provisioned (by jetflow provision, as admin)")
+			err = client.Verify(ctx)
+		}
+		if err == nil {
+			return nil
+		}
+		if attempt >= 30 || ctx.Err() != nil || errors.Is(err, jetstream.ErrPermissionDenied) {
+			return err
+		}
+		log.Warn().Err(err).Int("attempt", attempt).Msg("provisioning failed; retrying")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// builtinWorker is the worker of dispatcher --worker: the built-in task
+// types (tasks package), http limited to the allowlist.
+func builtinWorker(client *jetstream.Client, tracer trace.TracerProvider, httpAllow string, log zerolog.Logger) (*worker.Worker, error) {
+	w, err := worker.New(link.Client(client).(*jetflow.Client), worker.Config{Tracer: tracer, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := tasks.RegisterWith(w, tasks.Options{HTTPAllow: run.SplitList(httpAllow)}); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// startProfiling serves net/http/pprof on addr and writes a CPU profile
+// to cpuFile, each when set; stop ends the CPU profile.
+func startProfiling(addr, cpuFile string, log zerolog.Logger) (stop func(), _ error) {
+	if addr != "" {
+		if err := servePprof(addr, log); err != nil {
+			return nil, err
+		}
+	}
+	if cpuFile == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(cpuFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
 // and logs which keys are in use, never the secrets.
 func loadTaskTokens(path string, log zerolog.Logger) (*tasktoken.Keyring, error) {
 	if path == "" {

@@ -64,7 +64,9 @@ JETFLOW_TASK_TYPES). A flag on the command line wins over its variable.`,
 	// dispatcher's --ack-wait, so the worker's has the dispatcher's name
 	// for the same setting.
 	fs.DurationVar(&o.ackWait, "ack-wait", 10*time.Second, "")
-	_ = fs.MarkDeprecated("ack-wait", "use --worker-ack-wait")
+	if err := fs.MarkDeprecated("ack-wait", "use --worker-ack-wait"); err != nil {
+		panic(err) // no such flag: a mistake in this code
+	}
 	o.metricsAt = run.MetricsFlag(fs)
 	o.name = run.NameFlag(fs, "worker")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or console")
