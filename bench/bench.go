@@ -209,6 +209,9 @@ func (t *tracker) finished() int {
 	return len(t.ended)
 }
 
+// runSeq runs the throughput and latency workloads: o.N instances of
+// the three-task workflow, Concurrency in flight or started at Rate, then
+// checks every instance in the store.
 func runSeq(ctx context.Context, o Options) (*Result, error) {
 	c := o.Client
 	if _, err := register(ctx, c, SeqDefinition); err != nil {
@@ -226,93 +229,15 @@ func runSeq(ctx context.Context, o Options) (*Result, error) {
 	if o.Concurrency > 0 {
 		inflight = make(chan struct{}, o.Concurrency)
 	}
-	// Release an in-flight slot per finished instance.
-	relDone := make(chan struct{})
-	go func() {
-		defer close(relDone)
-		for {
-			select {
-			case <-watchCtx.Done():
-				return
-			case <-tr.doneCh:
-				if inflight != nil {
-					select {
-					case <-inflight:
-					default:
-					}
-				}
-			}
-		}
-	}()
-	var ticker *time.Ticker
-	if o.Rate > 0 {
-		ticker = time.NewTicker(time.Duration(float64(time.Second) / o.Rate))
-		defer ticker.Stop()
-	}
-	// Starts are published by a pool: one synchronous publish at a time
-	// tops out near 800 starts/s here, which would measure the bench.
-	jobs := make(chan int)
-	pub, pctx := errgroup.WithContext(ctx)
-	for range startPublishers {
-		pub.Go(func() error {
-			for i := range jobs {
-				key := o.RunID + "-" + strconv.Itoa(i)
-				tr.markStarted(workflow.InstanceID("bench-seq3", key), time.Now())
-				if err := c.PublishStart(pctx, jetstream.Start{Workflow: "bench-seq3", EventKey: key, Payload: []byte(`{}`)}); err != nil {
-					return err
-				}
-				for k := 1; k <= o.Duplicates; k++ {
-					headers := map[string]string{jetstream.HeaderEventKey: key, jetstream.HeaderMsgID: "dup/" + key + "/" + strconv.Itoa(k)}
-					if _, err := c.Publish(pctx, jetstream.StartSubject("bench-seq3"), []byte(`{}`), headers); err != nil {
-						return err
-					}
-				}
-			}
-			return nil
-		})
-	}
-feed:
-	for i := 0; i < o.N; i++ {
-		if ticker != nil {
-			select {
-			case <-ticker.C:
-			case <-pctx.Done():
-				break feed
-			}
-		}
-		if inflight != nil {
-			select {
-			case inflight <- struct{}{}:
-			case <-pctx.Done():
-				break feed
-			}
-		}
-		select {
-		case jobs <- i:
-		case <-pctx.Done():
-			break feed
-		}
-		if o.Progress != nil && i%1000 == 0 {
-			o.Progress(tr.finished(), o.N)
-		}
-	}
-	close(jobs)
-	if err := pub.Wait(); err != nil {
+	relDone := tr.releaseSlots(watchCtx, inflight)
+	if err := publishSeq(ctx, o, tr, inflight); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	// Wait for all to finish (or the timeout).
-	for tr.finished() < o.N && ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case <-time.After(20 * time.Millisecond):
-		}
-		if o.Progress != nil {
-			o.Progress(tr.finished(), o.N)
-		}
-	}
+	pollUntil(ctx, func() bool { return tr.finished() >= o.N }, func() { o.progress(tr.finished()) })
 	wall := time.Since(start)
 	stopSub()
 	stopWatch()
@@ -326,6 +251,126 @@ feed:
 		return res, fmt.Errorf("%w: lost %d, duplicates %d", ErrIncorrect, res.Lost, res.Duplicates)
 	}
 	return res, nil
+}
+
+// releaseSlots frees an in-flight slot (when inflight is not nil) per
+// finished instance until ctx ends; the channel it returns is closed
+// then.
+func (t *tracker) releaseSlots(ctx context.Context, inflight chan struct{}) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.doneCh:
+				if inflight != nil {
+					select {
+					case <-inflight:
+					default:
+					}
+				}
+			}
+		}
+	}()
+	return done
+}
+
+// publishSeq publishes the o.N starts of runSeq, at o.Rate and with at
+// most inflight unfinished, and returns once all are published or one
+// publish failed. Starts are published by a pool: one synchronous
+// publish at a time tops out near 800 starts/s here, which would measure
+// the bench.
+func publishSeq(ctx context.Context, o Options, tr *tracker, inflight chan struct{}) error {
+	var tick <-chan time.Time
+	if o.Rate > 0 {
+		ticker := time.NewTicker(time.Duration(float64(time.Second) / o.Rate))
+		defer ticker.Stop()
+		tick = ticker.C
+	}
+	jobs := make(chan int)
+	pub, pctx := errgroup.WithContext(ctx)
+	for range startPublishers {
+		pub.Go(func() error {
+			for i := range jobs {
+				if err := publishSeqStart(pctx, o, tr, i); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	feedSeq(pctx, o, tr, jobs, tick, inflight)
+	close(jobs)
+	return pub.Wait()
+}
+
+// feedSeq hands the indexes 0 .. o.N-1 to the publishers on jobs, each
+// after a tick (when tick is not nil) and a free in-flight slot (when
+// inflight is not nil), until ctx ends.
+func feedSeq(ctx context.Context, o Options, tr *tracker, jobs chan<- int, tick <-chan time.Time, inflight chan struct{}) {
+	for i := 0; i < o.N; i++ {
+		if tick != nil {
+			select {
+			case <-tick:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if inflight != nil {
+			select {
+			case inflight <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case jobs <- i:
+		case <-ctx.Done():
+			return
+		}
+		if i%1000 == 0 {
+			o.progress(tr.finished())
+		}
+	}
+}
+
+// publishSeqStart publishes start i of runSeq and its o.Duplicates
+// copies, each with a message id of its own.
+func publishSeqStart(ctx context.Context, o Options, tr *tracker, i int) error {
+	c := o.Client
+	key := o.RunID + "-" + strconv.Itoa(i)
+	tr.markStarted(workflow.InstanceID("bench-seq3", key), time.Now())
+	if err := c.PublishStart(ctx, jetstream.Start{Workflow: "bench-seq3", EventKey: key, Payload: []byte(`{}`)}); err != nil {
+		return err
+	}
+	for k := 1; k <= o.Duplicates; k++ {
+		headers := map[string]string{jetstream.HeaderEventKey: key, jetstream.HeaderMsgID: "dup/" + key + "/" + strconv.Itoa(k)}
+		if _, err := c.Publish(ctx, jetstream.StartSubject("bench-seq3"), []byte(`{}`), headers); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pollUntil looks every 20 ms whether done, until it is or ctx ends, and
+// calls progress after each look.
+func pollUntil(ctx context.Context, done func() bool, progress func()) {
+	for !done() && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+		progress()
+	}
+}
+
+// progress reports done of o.N to o.Progress, if set.
+func (o Options) progress(done int) {
+	if o.Progress != nil {
+		o.Progress(done, o.N)
+	}
 }
 
 func (t *tracker) result(o Options, wall time.Duration) *Result {
@@ -492,6 +537,9 @@ steps:
 // publish at once.
 const startPublishers = 16
 
+// runFanout runs the fanout workload: one parent whose bulk step starts
+// o.N children, then checks the parent's counts and every child in the
+// store.
 func runFanout(ctx context.Context, o Options) (*Result, error) {
 	c := o.Client
 	if _, err := register(ctx, c, FanoutChildDefinition); err != nil {
@@ -514,29 +562,13 @@ func runFanout(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer stopParents()
-	var payload strings.Builder
-	payload.WriteString(`{"items":[`)
-	for i := 0; i < o.N; i++ {
-		if i > 0 {
-			payload.WriteByte(',')
-		}
-		payload.WriteString(strconv.Itoa(i))
-	}
-	payload.WriteString("]}")
+	payload := fanoutPayload(o.N)
 	start := time.Now()
 	parents.markStarted(parent, start)
-	if err := c.PublishStart(ctx, jetstream.Start{Workflow: "bench-fanout", EventKey: key, Payload: []byte(payload.String())}); err != nil {
+	if err := c.PublishStart(ctx, jetstream.Start{Workflow: "bench-fanout", EventKey: key, Payload: payload}); err != nil {
 		return nil, err
 	}
-	for parents.finished() < 1 && ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case <-time.After(20 * time.Millisecond):
-		}
-		if o.Progress != nil {
-			o.Progress(children.finished(), o.N)
-		}
-	}
+	pollUntil(ctx, func() bool { return parents.finished() >= 1 }, func() { o.progress(children.finished()) })
 	wall := time.Since(start)
 	res := &Result{
 		Workload:    "fanout",
@@ -545,10 +577,41 @@ func runFanout(ctx context.Context, o Options) (*Result, error) {
 		Started:     o.N,
 	}
 	// Verify from the store: the parent's counts, then every child.
-	ictx := context.Background()
-	in, _, err := c.GetInstance(ictx, parent)
-	if err != nil {
+	if err := verifyFanout(context.Background(), o, parent, res); err != nil {
 		return res, err
+	}
+	res.Duplicates, res.LatencyMS = children.sinceStart(start)
+	res.ChildrenPerS = round(float64(res.Completed+res.Failed)/wall.Seconds(), 1)
+	res.WorkflowsPerS = res.ChildrenPerS
+	res.TasksPerS = res.ChildrenPerS
+	if res.Lost > 0 || res.Duplicates > 0 {
+		return res, fmt.Errorf("%w: lost %d, duplicates %d", ErrIncorrect, res.Lost, res.Duplicates)
+	}
+	return res, nil
+}
+
+// fanoutPayload is the fanout parent's input: n items.
+func fanoutPayload(n int) []byte {
+	var payload strings.Builder
+	payload.WriteString(`{"items":[`)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			payload.WriteByte(',')
+		}
+		payload.WriteString(strconv.Itoa(i))
+	}
+	payload.WriteString("]}")
+	return []byte(payload.String())
+}
+
+// verifyFanout reads the fanout parent from the store, which must have
+// completed with every child counted, then every child, counting each
+// in res as completed, failed or lost.
+func verifyFanout(ctx context.Context, o Options, parent string, res *Result) error {
+	c := o.Client
+	in, _, err := c.GetInstance(ctx, parent)
+	if err != nil {
+		return err
 	}
 	fan := in.Steps["fan"]
 	if in.Status != workflow.StatusCompleted || fan == nil || fan.Total != o.N || fan.Done+fan.ChildFailed != o.N {
@@ -556,10 +619,10 @@ func runFanout(ctx context.Context, o Options) (*Result, error) {
 		if fan != nil {
 			res.Lost = o.N - fan.Done - fan.ChildFailed
 		}
-		return res, fmt.Errorf("%w: parent is %s (%s) with %+v", ErrIncorrect, in.Status, in.Error, fan)
+		return fmt.Errorf("%w: parent is %s (%s) with %+v", ErrIncorrect, in.Status, in.Error, fan)
 	}
 	read := 0
-	err = readInstances(ictx, c, o.N, func(i int) string { return workflow.ChildInstanceID("bench-child", parent, "fan", i) }, func(_ int, ch *workflow.Instance, err error) error {
+	return readInstances(ctx, c, o.N, func(i int) string { return workflow.ChildInstanceID("bench-child", parent, "fan", i) }, func(_ int, ch *workflow.Instance, err error) error {
 		switch {
 		case errors.Is(err, workflow.ErrNotFound):
 			res.Lost++
@@ -577,26 +640,22 @@ func runFanout(ctx context.Context, o Options) (*Result, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return res, err
-	}
-	children.mu.Lock()
-	for _, n := range children.terminal {
+}
+
+// sinceStart returns how many more times than once instances were
+// announced as ended (each is a duplicate) and the times from start to
+// each instance's end.
+func (t *tracker) sinceStart(start time.Time) (duplicates int, lat Latency) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, n := range t.terminal {
 		if n > 1 {
-			res.Duplicates += n - 1
+			duplicates += n - 1
 		}
 	}
 	var lats []float64
-	for _, end := range children.ended {
+	for _, end := range t.ended {
 		lats = append(lats, float64(end.Sub(start).Microseconds())/1000)
 	}
-	children.mu.Unlock()
-	res.LatencyMS = percentiles(lats)
-	res.ChildrenPerS = round(float64(res.Completed+res.Failed)/wall.Seconds(), 1)
-	res.WorkflowsPerS = res.ChildrenPerS
-	res.TasksPerS = res.ChildrenPerS
-	if res.Lost > 0 || res.Duplicates > 0 {
-		return res, fmt.Errorf("%w: lost %d, duplicates %d", ErrIncorrect, res.Lost, res.Duplicates)
-	}
-	return res, nil
+	return duplicates, percentiles(lats)
 }

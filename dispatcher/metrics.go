@@ -10,6 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 
+	"github.com/jetflow/jetflow/internal/promx"
 	"github.com/jetflow/jetflow/workflow"
 )
 
@@ -162,7 +163,7 @@ const (
 // (a counter costs an atomic add); Collector exposes them.
 type metrics struct {
 	// all is every family, as one collector; reg gathers it for stats.
-	all collectors
+	all promx.Collectors
 	reg *prometheus.Registry
 
 	triggers, events                                  count
@@ -289,23 +290,6 @@ func (m *metrics) finishedSteps(before, after *workflow.Instance) {
 // Collector exposes the dispatcher's metrics (see docs/observability.md)
 // for a Prometheus registry: reg.MustRegister(d.Collector()).
 func (d *Dispatcher) Collector() prometheus.Collector { return d.stats.all }
-
-// collectors is several collectors as one.
-type collectors []prometheus.Collector
-
-// Describe implements prometheus.Collector.
-func (cs collectors) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range cs {
-		c.Describe(ch)
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (cs collectors) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range cs {
-		c.Collect(ch)
-	}
-}
 
 // observeDuration records an ended instance's duration.
 func (m *metrics) observeDuration(in *workflow.Instance) {

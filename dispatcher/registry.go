@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"context"
 	"sync"
 
 	"github.com/jetflow/jetflow/workflow"
@@ -77,4 +78,19 @@ func (r *registry) latestAll() []*workflow.Definition {
 		out = append(out, def)
 	}
 	return out
+}
+
+// latestDefinition returns the latest definition of the workflow name:
+// the one this dispatcher holds, else the one in the definitions bucket
+// (read within OpTimeout), so that an event for a workflow registered a
+// moment ago is not rejected before the watch delivers its definition.
+// It returns nil when the workflow is unknown or the bucket cannot be
+// read.
+func (d *Dispatcher) latestDefinition(ctx context.Context, name string) *workflow.Definition {
+	if def := d.defs.latestOf(name); def != nil {
+		return def
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
+	defer cancel()
+	return d.latestFromStore(ctx, name)
 }

@@ -37,22 +37,26 @@ func (d *Dispatcher) syncSchedules(ctx context.Context, def *workflow.Definition
 	}
 }
 
+// onFire handles a message of the schedules stream: a debounce timer or
+// a fire of a schedule.
 func (d *Dispatcher) onFire(ctx context.Context, m jetstream.Delivery) {
 	if wf, id, ok := jetstream.ParseDebounceFire(m.Subject()); ok {
 		d.onDebounceFire(ctx, m, wf, id)
 		return
 	}
+	d.onScheduleFire(ctx, m)
+}
+
+// onScheduleFire starts the instance of one fire of a schedule, unless
+// the schedule's state says to skip the fire or to wait for the previous
+// fire's start. A fire of a schedule a later version removed is dropped.
+func (d *Dispatcher) onScheduleFire(ctx context.Context, m jetstream.Delivery) {
 	wf, name, ok := jetstream.ParseFireSubject(m.Subject())
 	if !ok {
 		d.reject(ctx, "schedule", m, reasonMisrouted, fmt.Sprintf("%s is not a fire subject (jetflow.fire.<workflow>.<schedule>)", m.Subject()))
 		return
 	}
-	def := d.defs.latestOf(wf)
-	if def == nil {
-		lctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
-		def = d.latestFromStore(lctx, wf)
-		cancel()
-	}
+	def := d.latestDefinition(ctx, wf)
 	if def == nil {
 		d.reject(ctx, "schedule", m, reasonUnknownWorkflow, fmt.Sprintf("fire of schedule %q of unknown workflow %q", name, wf))
 		return
@@ -66,26 +70,11 @@ func (d *Dispatcher) onFire(ctx context.Context, m jetstream.Delivery) {
 		_ = m.Ack()
 		return
 	}
-	cron, zone, next, manual, err := jetstream.FireOf(m)
+	f, key, err := fireOf(m, wf, name)
 	if err != nil {
 		d.reject(ctx, "schedule", m, reasonMalformed, err.Error())
 		return
 	}
-	var f workflow.Fire
-	var key string
-	if !manual.IsZero() {
-		key = workflow.ScheduleManualKey(name, manual)
-		f = workflow.Fire{At: manual, Manual: true}
-	} else {
-		spec, err := workflow.ParseScheduleSpec(cron, zone)
-		if err != nil {
-			d.reject(ctx, "schedule", m, reasonMalformed, fmt.Sprintf("fire of schedule %s of %s: %v", name, wf, err))
-			return
-		}
-		f.At, f.Next = spec.FireTime(next), next
-		key = workflow.ScheduleEventKey(name, f.At)
-	}
-	f.ID = workflow.InstanceID(wf, key)
 	dctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
 	defer cancel()
 	dec, err := d.decideFire(dctx, wf, sched, f)
@@ -105,6 +94,40 @@ func (d *Dispatcher) onFire(ctx context.Context, m jetstream.Delivery) {
 		_ = m.Ack()
 		return
 	}
+	d.startFire(ctx, m, def, sched, f, key, dec.Action)
+}
+
+// fireOf reads the fire time of the fire m of schedule name of workflow
+// wf and returns the fire with the id of the instance it starts, and that
+// instance's event key. Every delivery of one fire gives the same fire
+// time, hence the same instance.
+func fireOf(m jetstream.Delivery, wf, name string) (workflow.Fire, string, error) {
+	cron, zone, next, manual, err := jetstream.FireOf(m)
+	if err != nil {
+		return workflow.Fire{}, "", err
+	}
+	var f workflow.Fire
+	var key string
+	if !manual.IsZero() {
+		key = workflow.ScheduleManualKey(name, manual)
+		f = workflow.Fire{At: manual, Manual: true}
+	} else {
+		spec, err := workflow.ParseScheduleSpec(cron, zone)
+		if err != nil {
+			return workflow.Fire{}, "", fmt.Errorf("fire of schedule %s of %s: %v", name, wf, err)
+		}
+		f.At, f.Next = spec.FireTime(next), next
+		key = workflow.ScheduleEventKey(name, f.At)
+	}
+	f.ID = workflow.InstanceID(wf, key)
+	return f, key, nil
+}
+
+// startFire queues the start of the instance of fire f, decided with
+// action, and settles m once the start is applied. The schedule's pending
+// start is cleared first, so that the next fire need not wait for this
+// one any more.
+func (d *Dispatcher) startFire(ctx context.Context, m jetstream.Delivery, def *workflow.Definition, sched *workflow.Schedule, f workflow.Fire, key string, action workflow.FireAction) {
 	input := sched.InputJSON()
 	it := &item{
 		ev: workflow.Event{
@@ -120,11 +143,11 @@ func (d *Dispatcher) onFire(ctx context.Context, m jetstream.Delivery) {
 			// Started, a duplicate, or rejected for good: the next fire
 			// need not wait for this one any more.
 			fctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
-			err := d.fireStarted(fctx, wf, name, f.ID)
+			err := d.fireStarted(fctx, def.Name, sched.Name, f.ID)
 			cancel()
 			if err != nil {
 				o = outcome{err: err}
-			} else if o.reject == "" && dec.Action == workflow.FireStart {
+			} else if o.reject == "" && action == workflow.FireStart {
 				d.stats.scheduleFires.WithLabelValues("started").Inc()
 			}
 		}

@@ -215,15 +215,52 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Server == nil && cfg.URL == "" {
 		return nil, errors.New("no NATS URL and no embedded server")
 	}
-	log := cfg.Logger
-	reconnects := new(atomic.Uint64)
 	authOpts, err := cfg.Auth.natsOptions()
 	if err != nil {
 		return nil, fmt.Errorf("nats credentials: %w", err)
 	}
+	reconnects := new(atomic.Uint64)
 	perms := newViolations(cfg.InboxPrefix)
 	conn := newConnectWatch()
-	opts := []nats.Option{
+	opts := connectOptions(cfg)
+	opts = append(opts, connectionHandlers(cfg.Logger, reconnects, perms, conn)...)
+	opts = append(opts, authOpts...)
+	opts = append(opts, cfg.NATSOptions...)
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
+	}
+	url := cfg.URL
+	if cfg.Server != nil {
+		opts = append(opts, nats.InProcessServer(cfg.Server))
+		url = ""
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", RedactURL(url), err)
+	}
+	if !nc.IsConnected() {
+		// RetryOnFailedConnect returns at once; wait a bounded time so a
+		// wrong URL is reported instead of hanging, and fail at once on
+		// what retrying cannot fix (credentials, certificates).
+		if err := conn.wait(ctx, nc, cfg.ConnectTimeout); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("connect to %s as %s: %w", RedactURL(url), cfg.Auth, err)
+		}
+	}
+	c, err := newClient(nc, cfg, perms, reconnects)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	c.owned = true
+	return c, nil
+}
+
+// connectOptions are the reconnection and liveness settings of a
+// connection Connect makes: reconnect forever, and notice a dead server
+// within seconds.
+func connectOptions(cfg Config) []nats.Option {
+	return []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
@@ -235,6 +272,15 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		// given up within about ConnectTimeout too (Close waits for the
 		// dial in progress).
 		nats.Timeout(max(cfg.ConnectTimeout/4, 250*time.Millisecond)),
+	}
+}
+
+// connectionHandlers log the life of a connection Connect makes, count
+// its reconnects, report its permission violations to the request that
+// caused them (perms) and tell Connect whether the first connect
+// succeeded (conn).
+func connectionHandlers(log zerolog.Logger, reconnects *atomic.Uint64, perms *violations, conn *connectWatch) []nats.Option {
+	return []nats.Option{
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			// Without an error the connection was closed on purpose (Close,
 			// a drain at shutdown): nothing to warn about.
@@ -271,36 +317,6 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 			ev.Msg("nats async error")
 		}),
 	}
-	opts = append(opts, authOpts...)
-	opts = append(opts, cfg.NATSOptions...)
-	if cfg.InboxPrefix != "" {
-		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
-	}
-	url := cfg.URL
-	if cfg.Server != nil {
-		opts = append(opts, nats.InProcessServer(cfg.Server))
-		url = ""
-	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", RedactURL(url), err)
-	}
-	if !nc.IsConnected() {
-		// RetryOnFailedConnect returns at once; wait a bounded time so a
-		// wrong URL is reported instead of hanging, and fail at once on
-		// what retrying cannot fix (credentials, certificates).
-		if err := conn.wait(ctx, nc, cfg.ConnectTimeout); err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("connect to %s as %s: %w", RedactURL(url), cfg.Auth, err)
-		}
-	}
-	c, err := newClient(nc, cfg, perms, reconnects)
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	c.owned = true
-	return c, nil
 }
 
 // New makes a client on a connection the caller made and keeps: Close

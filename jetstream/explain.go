@@ -32,18 +32,9 @@ func (c *Client) Explain(ctx context.Context, id string, policy workflow.RepairP
 		Children: map[string][]workflow.ChildFacts{}, Workers: map[string][]string{},
 		Slots: map[string]workflow.SlotRecord{}, Child: map[string]workflow.ChildFacts{},
 	}
-	readSlot := func(key string) {
-		if key == "" || inst.Status.Terminal() {
-			return
-		}
-		if rec, err := c.GetSlot(ctx, key); err == nil {
-			f.Slots[key] = rec
-		} else {
-			fmt.Fprintf(warn, "cannot read slot record %s: %v\n", key, err)
-		}
-	}
+	r := explainReader{c: c, inst: inst, f: &f, warn: warn}
 	if inst.Gate == workflow.GateSlot {
-		readSlot(inst.Slot)
+		r.slot(ctx, inst.Slot)
 	}
 	if !inst.Status.Terminal() {
 		c.readPresence(ctx, &f, warn)
@@ -60,64 +51,114 @@ func (c *Client) Explain(ctx context.Context, id string, policy workflow.RepairP
 		if !ok || inst.Status.Terminal() || (st.Status != workflow.StepRunning && st.Status != workflow.StepWaiting) {
 			continue
 		}
+		var err error
 		switch s.Kind {
 		case workflow.KindTask:
-			if _, done := f.Tasks[s.Task]; !done {
-				if q, err := c.TaskQueue(ctx, s.Task); err == nil {
-					f.Tasks[s.Task] = workflow.TaskFacts{Stored: q.Stored, Pending: q.Pending, AckPending: q.AckPending,
-						Redelivered: q.Redelivered, PullsWaiting: q.PullsWaiting, Consumer: q.Consumer}
-				} else {
-					fmt.Fprintf(warn, "cannot read the %s task queue: %v\n", s.Task, err)
-				}
-			}
-			if st.Gate == workflow.GateSlot {
-				readSlot(st.Slot)
-				continue
-			}
-			if st.Gate != "" {
-				continue
-			}
-			if st.Status == workflow.StepRunning {
-				m, err := c.FindTask(ctx, s.Task, workflow.TaskMsgID(inst.ID, name, st.Attempt))
-				if err != nil {
-					fmt.Fprintf(warn, "cannot look for the task of step %s: %v\n", name, err)
-					continue
-				}
-				f.Attempts[name] = workflow.AttemptFacts{Searched: true, Found: m.Found, Stored: m.Stored, Delivered: m.Delivered, Ahead: m.Ahead}
-			}
+			r.task(ctx, name, s, st)
 		case workflow.KindWorkflow:
-			cf := workflow.ChildFacts{Index: st.Attempt, ID: workflow.ChildInstanceID(s.Workflow, inst.ID, name, st.Attempt)}
-			child, _, err := c.GetInstance(ctx, cf.ID)
-			switch {
-			case err == nil:
-				cf.Status, cf.Updated, cf.Error = child.Status, child.Updated, child.Error
-			case !errors.Is(err, workflow.ErrNotFound):
-				return workflow.Explanation{}, err
-			}
-			f.Child[name] = cf
+			err = r.child(ctx, name, s, st)
 		case workflow.KindBulk:
-			ok, failed, err := c.BarrierIndexes(ctx, inst.ID, name)
-			if err != nil {
-				fmt.Fprintf(warn, "cannot read the barriers of step %s: %v\n", name, err)
-				continue
-			}
-			for i := 0; i < st.Cursor && len(f.Children[name]) < maxChildren; i++ {
-				if ok[i] || failed[i] {
-					continue
-				}
-				cf := workflow.ChildFacts{Index: i, ID: workflow.ChildInstanceID(s.Workflow, inst.ID, name, i)}
-				child, _, err := c.GetInstance(ctx, cf.ID)
-				switch {
-				case err == nil:
-					cf.Status, cf.Updated, cf.Error = child.Status, child.Updated, child.Error
-				case !errors.Is(err, workflow.ErrNotFound):
-					return workflow.Explanation{}, err
-				}
-				f.Children[name] = append(f.Children[name], cf)
-			}
+			err = r.bulkChildren(ctx, name, s, st, maxChildren)
+		}
+		if err != nil {
+			return workflow.Explanation{}, err
 		}
 	}
 	return workflow.Explain(def, inst, f), nil
+}
+
+// explainReader gathers the facts of Explain about one instance's open
+// steps. What it cannot read it leaves out and says so on warn; only an
+// error reading a child instance fails the explanation.
+type explainReader struct {
+	c    *Client
+	inst *workflow.Instance
+	f    *workflow.ExplainFacts
+	warn io.Writer
+}
+
+// slot reads the concurrency slot record key that the instance or one of
+// its steps waits on.
+func (r explainReader) slot(ctx context.Context, key string) {
+	if key == "" || r.inst.Status.Terminal() {
+		return
+	}
+	if rec, err := r.c.GetSlot(ctx, key); err == nil {
+		r.f.Slots[key] = rec
+	} else {
+		fmt.Fprintf(r.warn, "cannot read slot record %s: %v\n", key, err)
+	}
+}
+
+// task reads what task step name waits on: its task type's queue, the
+// slot it waits for, or where the task message of its running attempt is.
+func (r explainReader) task(ctx context.Context, name string, s *workflow.Step, st *workflow.StepState) {
+	if _, done := r.f.Tasks[s.Task]; !done {
+		if q, err := r.c.TaskQueue(ctx, s.Task); err == nil {
+			r.f.Tasks[s.Task] = workflow.TaskFacts{Stored: q.Stored, Pending: q.Pending, AckPending: q.AckPending,
+				Redelivered: q.Redelivered, PullsWaiting: q.PullsWaiting, Consumer: q.Consumer}
+		} else {
+			fmt.Fprintf(r.warn, "cannot read the %s task queue: %v\n", s.Task, err)
+		}
+	}
+	if st.Gate == workflow.GateSlot {
+		r.slot(ctx, st.Slot)
+		return
+	}
+	if st.Gate != "" || st.Status != workflow.StepRunning {
+		return
+	}
+	m, err := r.c.FindTask(ctx, s.Task, workflow.TaskMsgID(r.inst.ID, name, st.Attempt))
+	if err != nil {
+		fmt.Fprintf(r.warn, "cannot look for the task of step %s: %v\n", name, err)
+		return
+	}
+	r.f.Attempts[name] = workflow.AttemptFacts{Searched: true, Found: m.Found, Stored: m.Stored, Delivered: m.Delivered, Ahead: m.Ahead}
+}
+
+// child reads the state of the child instance of workflow step name.
+func (r explainReader) child(ctx context.Context, name string, s *workflow.Step, st *workflow.StepState) error {
+	cf, err := r.childFacts(ctx, name, s, st.Attempt)
+	if err != nil {
+		return err
+	}
+	r.f.Child[name] = cf
+	return nil
+}
+
+// bulkChildren reads the state of up to maxChildren children of bulk step
+// name that its barriers do not count yet.
+func (r explainReader) bulkChildren(ctx context.Context, name string, s *workflow.Step, st *workflow.StepState, maxChildren int) error {
+	ok, failed, err := r.c.BarrierIndexes(ctx, r.inst.ID, name)
+	if err != nil {
+		fmt.Fprintf(r.warn, "cannot read the barriers of step %s: %v\n", name, err)
+		return nil
+	}
+	for i := 0; i < st.Cursor && len(r.f.Children[name]) < maxChildren; i++ {
+		if ok[i] || failed[i] {
+			continue
+		}
+		cf, err := r.childFacts(ctx, name, s, i)
+		if err != nil {
+			return err
+		}
+		r.f.Children[name] = append(r.f.Children[name], cf)
+	}
+	return nil
+}
+
+// childFacts reads child index of step name; a child not started yet has
+// no status.
+func (r explainReader) childFacts(ctx context.Context, name string, s *workflow.Step, index int) (workflow.ChildFacts, error) {
+	cf := workflow.ChildFacts{Index: index, ID: workflow.ChildInstanceID(s.Workflow, r.inst.ID, name, index)}
+	child, _, err := r.c.GetInstance(ctx, cf.ID)
+	switch {
+	case err == nil:
+		cf.Status, cf.Updated, cf.Error = child.Status, child.Updated, child.Error
+	case !errors.Is(err, workflow.ErrNotFound):
+		return workflow.ChildFacts{}, err
+	}
+	return cf, nil
 }
 
 // readPresence fills in who is connected, when the presence bucket can

@@ -278,16 +278,9 @@ func (c *Client) DetachStream(ctx context.Context, stream string) (restore func(
 // has waiting at the server: how many clients are ready for its messages
 // right now (0 when the consumer does not exist yet).
 func (c *Client) PullsWaiting(ctx context.Context, stream, consumer string) (int, error) {
-	cons, err := c.js.Consumer(ctx, stream, consumer)
-	if errors.Is(err, natsjs.ErrConsumerNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("consumer %s on %s: %w", consumer, stream, err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("consumer %s on %s: %w", consumer, stream, err)
+	info, err := c.consumerInfo(ctx, stream, consumer)
+	if info == nil || err != nil {
+		return 0, err
 	}
 	return info.NumWaiting, nil
 }
@@ -296,16 +289,26 @@ func (c *Client) PullsWaiting(ctx context.Context, stream, consumer string) (int
 // delivered that are not acknowledged yet: tasks some worker holds, for
 // a task consumer (0 when the consumer does not exist yet).
 func (c *Client) AckPending(ctx context.Context, stream, consumer string) (int, error) {
+	info, err := c.consumerInfo(ctx, stream, consumer)
+	if info == nil || err != nil {
+		return 0, err
+	}
+	return info.NumAckPending, nil
+}
+
+// consumerInfo reads the state of the durable consumer of stream at the
+// server; nil when the consumer does not exist (yet).
+func (c *Client) consumerInfo(ctx context.Context, stream, consumer string) (*natsjs.ConsumerInfo, error) {
 	cons, err := c.js.Consumer(ctx, stream, consumer)
 	if errors.Is(err, natsjs.ErrConsumerNotFound) {
-		return 0, nil
+		return nil, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("consumer %s on %s: %w", consumer, stream, err)
+		return nil, fmt.Errorf("consumer %s on %s: %w", consumer, stream, err)
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("consumer %s on %s: %w", consumer, stream, err)
+		return nil, fmt.Errorf("consumer %s on %s: %w", consumer, stream, err)
 	}
-	return info.NumAckPending, nil
+	return info, nil
 }

@@ -118,50 +118,92 @@ func Init(cfg InitConfig) (*Result, error) {
 	if cfg.ServerDir != "" {
 		serverDir = cfg.ServerDir
 	}
-	w := writer{dir: dir, force: cfg.Force, res: res}
 	if !cfg.Force {
 		// Refuse before writing anything: a half-replaced set of keys
 		// matches no config.
-		names := []string{ServerConfigFile, CAFile, CAKeyFile, ServerCertFile, ServerKeyFile}
-		for _, r := range Roles() {
-			names = append(names, SeedFile(r), CertFile(r), KeyFile(r))
-		}
-		for _, n := range names {
-			if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
-				return nil, fmt.Errorf("security init: %s exists; choose another directory or pass --force to replace every file", filepath.Join(dir, n))
-			}
+		if err := refuseExisting(dir); err != nil {
+			return nil, err
 		}
 	}
+	w := writer{dir: dir, force: cfg.Force, res: res}
+	users, err := w.users(cfg.Scope)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.TLS {
+		if err := w.tls(cfg, users); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.write(ServerConfigFile, []byte(serverConfig(cfg, serverDir, users)), 0o600); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
 
+// refuseExisting fails when dir holds any file Init writes.
+func refuseExisting(dir string) error {
+	names := []string{ServerConfigFile, CAFile, CAKeyFile, ServerCertFile, ServerKeyFile}
+	for _, r := range Roles() {
+		names = append(names, SeedFile(r), CertFile(r), KeyFile(r))
+	}
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+			return fmt.Errorf("security init: %s exists; choose another directory or pass --force to replace every file", filepath.Join(dir, n))
+		}
+	}
+	return nil
+}
+
+// users makes one nkey user per role with the role's permissions in
+// scope and writes its seed file. The producer role is left out, with a
+// warning, when scope has no trigger subjects.
+func (w writer) users(scope Scope) ([]initUser, error) {
 	var users []initUser
 	for _, r := range Roles() {
-		perm, err := For(r, cfg.Scope)
+		perm, err := For(r, scope)
 		if errors.Is(err, ErrNoTriggerSubjects) {
-			res.Warnings = append(res.Warnings, "no producer user: no trigger subjects were given (--trigger-subjects or --definitions); producers can then not publish")
+			w.res.Warnings = append(w.res.Warnings, "no producer user: no trigger subjects were given (--trigger-subjects or --definitions); producers can then not publish")
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		kp, err := nkeys.CreateUser()
+		pub, err := w.nkeyUser(r)
 		if err != nil {
 			return nil, err
 		}
-		seed, err := kp.Seed()
-		if err != nil {
-			return nil, err
-		}
-		pub, err := kp.PublicKey()
-		if err != nil {
-			return nil, err
-		}
-		if err := w.write(SeedFile(r), append(seed, '\n'), 0o600); err != nil {
-			return nil, err
-		}
-		res.Users[r] = pub
+		w.res.Users[r] = pub
 		users = append(users, initUser{role: r, pub: pub, perm: perm})
 	}
+	return users, nil
+}
 
+// nkeyUser makes a new nkey user for role r, writes its seed file and
+// returns its public key.
+func (w writer) nkeyUser(r Role) (string, error) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return "", err
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		return "", err
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return "", err
+	}
+	if err := w.write(SeedFile(r), append(seed, '\n'), 0o600); err != nil {
+		return "", err
+	}
+	return pub, nil
+}
+
+// serverConfig is the NATS server configuration of Init: the account,
+// one user per role with its permissions and, with cfg.TLS, mutual TLS
+// with the files in serverDir.
+func serverConfig(cfg InitConfig, serverDir string, users []initUser) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `# NATS server configuration for jetflow, written by jetflow security init.
 #
@@ -177,9 +219,6 @@ jetstream: enabled
 `, cfg.Account, filepath.Join(serverDir, ServerConfigFile))
 
 	if cfg.TLS {
-		if err := w.tls(cfg, users); err != nil {
-			return nil, err
-		}
 		fmt.Fprintf(&b, `
 # Clients must use TLS and present a certificate signed by the CA.
 tls {
@@ -200,10 +239,7 @@ tls {
 		fmt.Fprintf(&b, "      {\n        nkey: %s\n%s      }\n", strconv.Quote(u.pub), u.perm.Conf("        "))
 	}
 	b.WriteString("    ]\n  }\n}\n")
-	if err := w.write(ServerConfigFile, []byte(b.String()), 0o600); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return b.String()
 }
 
 type writer struct {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/jetflow/jetflow/internal/promx"
 	"github.com/jetflow/jetflow/jetstream"
 )
 
@@ -69,7 +70,7 @@ func outcomeOf(err error) string {
 
 // metrics are the worker's Prometheus families; they always count.
 type metrics struct {
-	all             collectors
+	all             promx.Collectors
 	tasks           *prometheus.CounterVec   // task_type, outcome
 	execution       *prometheus.HistogramVec // task_type
 	scheduleToStart *prometheus.HistogramVec // task_type
@@ -104,7 +105,7 @@ func newMetrics(sem chan struct{}) *metrics {
 			Name: "jetflow_worker_pull_failures_total", Help: "Pull requests for tasks that failed (not those that expired or were presumed lost); each is retried with backoff after the consumer is bound again.",
 		}, []string{"task_type"}),
 	}
-	m.all = collectors{m.tasks, m.execution, m.scheduleToStart, m.redeliveries, m.deadLetters, m.pullFailures,
+	m.all = promx.Collectors{m.tasks, m.execution, m.scheduleToStart, m.redeliveries, m.deadLetters, m.pullFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "jetflow_worker_slots", Help: "Handler slots (Config.Concurrency) by state: busy or free.", ConstLabels: prometheus.Labels{"state": "busy"},
 		}, func() float64 { return float64(len(sem)) }),
@@ -134,23 +135,6 @@ func (m *metrics) received(taskType string, deliveries uint64, stored time.Time)
 // Collector exposes the worker's metrics (see docs/observability.md) for
 // a Prometheus registry: reg.MustRegister(w.Collector()).
 func (w *Worker) Collector() prometheus.Collector { return w.metrics.all }
-
-// collectors is several collectors as one.
-type collectors []prometheus.Collector
-
-// Describe implements prometheus.Collector.
-func (cs collectors) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range cs {
-		c.Describe(ch)
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (cs collectors) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range cs {
-		c.Collect(ch)
-	}
-}
 
 // announce writes the worker's presence record until the returned func
 // is called (which withdraws it and waits).

@@ -17,22 +17,19 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/jetflow/jetflow/bench"
+	"github.com/jetflow/jetflow/internal/run"
 	"github.com/jetflow/jetflow/jetstream"
 )
 
+// benchFlags are the settings of `jetflow bench`.
+type benchFlags struct {
+	o        bench.Options
+	external bool
+	sys      systemOptions
+}
+
 func benchCmd(g *globals) *cobra.Command {
-	var (
-		o          bench.Options
-		external   bool
-		syncAlways bool
-		workers    int
-		workerConc int
-		cpuProfile string
-		keep       bool
-		logLevel   string
-		separate   bool
-		metrics    bool
-	)
+	var b benchFlags
 	cmd := &cobra.Command{
 		Use:   "bench throughput|latency|fanout",
 		Short: "Run a benchmark; prints one JSON object on stdout (see BENCHMARKS.md)",
@@ -43,216 +40,286 @@ with --external it uses the dispatchers and workers already running behind
 --nats-url.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			o.Workload = args[0]
-			conn, err := g.conn.Resolve(jetstream.InboxPrefixAdmin)
-			if err != nil {
-				return err
-			}
-			url := conn.URL
-			var procs map[string]*exec.Cmd
-			if !external {
-				var cleanup func()
-				var err error
-				var scrape []string
-				url, procs, scrape, cleanup, err = startSystem(ctx, separate, syncAlways, workers, workerConc, cpuProfile, keep, logLevel, metrics)
-				if err != nil {
-					return err
-				}
-				defer cleanup()
-				stopScraping := scrapeEvery(ctx, time.Second, scrape)
-				defer stopScraping()
-			}
-			cfg := jetstream.Config{URL: url, Name: "jetflow-bench"}
-			if external {
-				cfg.Auth, cfg.InboxPrefix = conn.Auth, conn.InboxPrefix
-				cfg.ConnectTimeout = g.connectTimeout // as every other command
-			}
-			client, err := jetstream.Connect(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			defer client.Close()
-			if err := waitBound(ctx, client); err != nil {
-				return err
-			}
-			// The clock starts once the dispatcher and every worker it
-			// started are pulling: a worker that came up before the
-			// dispatcher had provisioned waits before it binds again, and
-			// the first workflows used to wait with it (about 2 s at
-			// the p99 of some runs).
-			pullers := max(workers, 1)
-			if external {
-				pullers = 1
-			}
-			if err := waitPulling(ctx, client, pullers); err != nil {
-				return err
-			}
-			o.Client = client
-			last := time.Now()
-			o.Progress = func(done, total int) {
-				if time.Since(last) < time.Second {
-					return
-				}
-				last = time.Now()
-				fmt.Fprintf(cmd.ErrOrStderr(), "\r%s: %d/%d finished (%.0f%%)   ", o.Workload, done, total, 100*float64(done)/float64(max(total, 1)))
-			}
-			res, runErr := bench.Run(ctx, o)
-			fmt.Fprintln(cmd.ErrOrStderr())
-			if res != nil {
-				res.Params["external"] = external
-				if !external {
-					// With --external the fleet's own settings apply, which
-					// the bench does not know.
-					res.Params["sync_always"] = syncAlways
-					res.Params["separate_server"] = separate
-					res.Params["workers"] = workers
-					res.Params["worker_concurrency"] = workerConc
-					res.Params["metrics"] = metrics
-				}
-				if len(procs) > 0 {
-					res.Processes = map[string]bench.Process{}
-					for name, p := range procs {
-						if st, err := bench.ProcessStats(p.Process.Pid); err == nil {
-							res.Processes[name] = st
-						}
-					}
-				}
-				if self, err := bench.ProcessStats(os.Getpid()); err == nil {
-					if res.Processes == nil {
-						res.Processes = map[string]bench.Process{}
-					}
-					res.Processes["bench"] = self
-				}
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				if err := enc.Encode(res); err != nil {
-					return err
-				}
-			}
-			return runErr
+			b.o.Workload = args[0]
+			return b.run(cmd, g)
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&o.N, "n", 10000, "workflows (throughput, latency) or children (fanout)")
-	f.IntVar(&o.Concurrency, "concurrency", 0, "workflows in flight (throughput; default 500)")
-	f.Float64Var(&o.Rate, "rate", 0, "start workflows at this rate per second instead (latency default 50)")
-	f.IntVar(&o.Duplicates, "duplicates", 0, "publish this many copies of each start, each with its own message id (throughput, latency): the cost of duplicate floods")
-	f.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "give up after this long")
-	f.BoolVar(&external, "external", false, "use the dispatchers and workers already running behind --nats-url")
-	f.BoolVar(&syncAlways, "sync-always", false, "embedded server fsyncs every write")
-	f.IntVar(&workers, "workers", 1, "worker processes to start")
-	f.IntVar(&workerConc, "worker-concurrency", 64, "handlers per worker process")
-	f.StringVar(&cpuProfile, "cpu-profile", "", "write the dispatcher's CPU profile to this file")
-	f.BoolVar(&keep, "keep", false, "keep the temporary directory (store and system.log, the dispatcher's and workers' logs)")
-	f.StringVar(&logLevel, "system-log-level", "warn", "log level of the dispatcher and workers the bench starts (their log is system.log in the temporary directory; see --keep)")
-	f.BoolVar(&metrics, "metrics", false, "start the dispatcher and workers with --metrics-listen and scrape their /metrics every second during the run (the cost of metrics)")
-	f.BoolVar(&separate, "separate-server", false, "run the NATS server as its own process (TCP) instead of embedded in the dispatcher")
+	f.IntVar(&b.o.N, "n", 10000, "workflows (throughput, latency) or children (fanout)")
+	f.IntVar(&b.o.Concurrency, "concurrency", 0, "workflows in flight (throughput; default 500)")
+	f.Float64Var(&b.o.Rate, "rate", 0, "start workflows at this rate per second instead (latency default 50)")
+	f.IntVar(&b.o.Duplicates, "duplicates", 0, "publish this many copies of each start, each with its own message id (throughput, latency): the cost of duplicate floods")
+	f.DurationVar(&b.o.Timeout, "timeout", 10*time.Minute, "give up after this long")
+	f.BoolVar(&b.external, "external", false, "use the dispatchers and workers already running behind --nats-url")
+	f.BoolVar(&b.sys.SyncAlways, "sync-always", false, "embedded server fsyncs every write")
+	f.IntVar(&b.sys.Workers, "workers", 1, "worker processes to start")
+	f.IntVar(&b.sys.WorkerConcurrency, "worker-concurrency", 64, "handlers per worker process")
+	f.StringVar(&b.sys.CPUProfile, "cpu-profile", "", "write the dispatcher's CPU profile to this file")
+	f.BoolVar(&b.sys.Keep, "keep", false, "keep the temporary directory (store and system.log, the dispatcher's and workers' logs)")
+	f.StringVar(&b.sys.LogLevel, "system-log-level", "warn", "log level of the dispatcher and workers the bench starts (their log is system.log in the temporary directory; see --keep)")
+	f.BoolVar(&b.sys.Metrics, "metrics", false, "start the dispatcher and workers with --metrics-listen and scrape their /metrics every second during the run (the cost of metrics)")
+	f.BoolVar(&b.sys.Separate, "separate-server", false, "run the NATS server as its own process (TCP) instead of embedded in the dispatcher")
 	return cmd
 }
 
-// startSystem starts a dispatcher (with its embedded server) and workers as
-// separate processes of this binary.
-func startSystem(ctx context.Context, separate, syncAlways bool, workers, workerConc int, cpuProfile string, keep bool, logLevel string, metrics bool) (string, map[string]*exec.Cmd, []string, func(), error) {
-	// With metrics, every process serves /metrics on a free port of its
-	// own; scrape lists them.
-	var scrape []string
-	metricsArgs := func() []string {
-		if !metrics {
-			return nil
-		}
-		p, err := freePort()
-		if err != nil {
-			return nil
-		}
-		addr := "127.0.0.1:" + strconv.Itoa(p)
-		scrape = append(scrape, "http://"+addr+"/metrics")
-		return []string{"--metrics-listen", addr}
+// run starts the system under test (unless --external), runs the
+// workload on it and prints the result as JSON; the error says whether
+// any work was lost or duplicated.
+func (b *benchFlags) run(cmd *cobra.Command, g *globals) error {
+	ctx := cmd.Context()
+	conn, err := g.conn.Resolve(jetstream.InboxPrefixAdmin)
+	if err != nil {
+		return err
 	}
+	url := conn.URL
+	var procs map[string]*exec.Cmd
+	if !b.external {
+		sys, err := startSystem(ctx, b.sys)
+		if err != nil {
+			return err
+		}
+		defer sys.stop()
+		stopScraping := scrapeEvery(ctx, time.Second, sys.scrape)
+		defer stopScraping()
+		url, procs = sys.url, sys.procs
+	}
+	client, err := b.connect(ctx, g, conn, url)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	b.o.Client = client
+	b.o.Progress = progressLine(cmd.ErrOrStderr(), b.o.Workload)
+	res, runErr := bench.Run(ctx, b.o)
+	fmt.Fprintln(cmd.ErrOrStderr())
+	if res != nil {
+		b.describe(res, procs)
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	}
+	return runErr
+}
+
+// connect connects to the system under test at url and waits until it
+// is provisioned and its dispatcher and workers pull, so that the clock
+// does not measure their start.
+func (b *benchFlags) connect(ctx context.Context, g *globals, conn run.Conn, url string) (*jetstream.Client, error) {
+	cfg := jetstream.Config{URL: url, Name: "jetflow-bench"}
+	if b.external {
+		cfg.Auth, cfg.InboxPrefix = conn.Auth, conn.InboxPrefix
+		cfg.ConnectTimeout = g.connectTimeout // as every other command
+	}
+	client, err := jetstream.Connect(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitBound(ctx, client); err != nil {
+		client.Close()
+		return nil, err
+	}
+	// The clock starts once the dispatcher and every worker it
+	// started are pulling: a worker that came up before the
+	// dispatcher had provisioned waits before it binds again, and
+	// the first workflows used to wait with it (about 2 s at
+	// the p99 of some runs).
+	pullers := max(b.sys.Workers, 1)
+	if b.external {
+		pullers = 1
+	}
+	if err := waitPulling(ctx, client, pullers); err != nil {
+		client.Close()
+		return nil, err
+	}
+	return client, nil
+}
+
+// progressLine reports a run's progress on w, at most once a second, on
+// one line rewritten in place.
+func progressLine(w io.Writer, workload string) func(done, total int) {
+	last := time.Now()
+	return func(done, total int) {
+		if time.Since(last) < time.Second {
+			return
+		}
+		last = time.Now()
+		fmt.Fprintf(w, "\r%s: %d/%d finished (%.0f%%)   ", workload, done, total, 100*float64(done)/float64(max(total, 1)))
+	}
+}
+
+// describe adds to res the settings of the system the bench started and
+// the resource use of its processes and of the bench itself.
+func (b *benchFlags) describe(res *bench.Result, procs map[string]*exec.Cmd) {
+	res.Params["external"] = b.external
+	if !b.external {
+		// With --external the fleet's own settings apply, which
+		// the bench does not know.
+		res.Params["sync_always"] = b.sys.SyncAlways
+		res.Params["separate_server"] = b.sys.Separate
+		res.Params["workers"] = b.sys.Workers
+		res.Params["worker_concurrency"] = b.sys.WorkerConcurrency
+		res.Params["metrics"] = b.sys.Metrics
+	}
+	if len(procs) > 0 {
+		res.Processes = map[string]bench.Process{}
+		for name, p := range procs {
+			if st, err := bench.ProcessStats(p.Process.Pid); err == nil {
+				res.Processes[name] = st
+			}
+		}
+	}
+	if self, err := bench.ProcessStats(os.Getpid()); err == nil {
+		if res.Processes == nil {
+			res.Processes = map[string]bench.Process{}
+		}
+		res.Processes["bench"] = self
+	}
+}
+
+// systemOptions say how `jetflow bench` starts the system under test.
+type systemOptions struct {
+	// Separate runs the NATS server as its own process (TCP) instead of
+	// embedded in the dispatcher.
+	Separate bool
+	// SyncAlways makes the server fsync every write.
+	SyncAlways bool
+	// Workers is how many worker processes to start;
+	// WorkerConcurrency the handlers of each.
+	Workers, WorkerConcurrency int
+	// CPUProfile, when set, is where the dispatcher writes its CPU
+	// profile.
+	CPUProfile string
+	// Keep keeps the temporary directory (store, system.log).
+	Keep bool
+	// LogLevel is the log level of the processes started.
+	LogLevel string
+	// Metrics makes every process serve /metrics, for scraping.
+	Metrics bool
+}
+
+// system is the processes startSystem started, all of this binary, in a
+// temporary directory.
+type system struct {
+	url    string               // of the NATS server
+	procs  map[string]*exec.Cmd // by name: server, dispatcher, worker, worker1...
+	scrape []string             // the /metrics URLs, with Metrics
+	order  []*exec.Cmd          // in start order
+	dir    string               // the temporary directory
+	keep   bool                 // keep dir at stop
+	exe    string               // this binary
+	log    *os.File             // system.log in dir: every process's output
+}
+
+// startSystem starts a dispatcher (with its embedded server, or a server
+// of its own with o.Separate) and workers as separate processes of this
+// binary.
+func startSystem(ctx context.Context, o systemOptions) (*system, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return "", nil, nil, nil, err
+		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "jetflow-bench-")
 	if err != nil {
-		return "", nil, nil, nil, err
+		return nil, err
 	}
 	port, err := freePort()
 	if err != nil {
-		return "", nil, nil, nil, err
+		return nil, err
 	}
-	url := "nats://127.0.0.1:" + strconv.Itoa(port)
-	procs := map[string]*exec.Cmd{}
-	var order []*exec.Cmd
-	cleanup := func() {
-		for i := len(order) - 1; i >= 0; i-- { // workers first, dispatcher last
-			p := order[i]
-			_ = p.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { _ = p.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				_ = p.Process.Kill()
-				<-done
-			}
-		}
-		if keep {
-			fmt.Fprintf(os.Stderr, "kept %s (store, system.log)\n", dir)
-		} else {
-			_ = os.RemoveAll(dir)
-		}
-	}
-	logFile, err := os.Create(filepath.Join(dir, "system.log"))
+	s := &system{url: "nats://127.0.0.1:" + strconv.Itoa(port), procs: map[string]*exec.Cmd{}, dir: dir, keep: o.Keep, exe: exe}
+	s.log, err = os.Create(filepath.Join(dir, "system.log"))
 	if err != nil {
-		return "", nil, nil, nil, err
-	}
-	start := func(name string, args ...string) error {
-		p := exec.Command(exe, args...)
-		p.Stdout, p.Stderr = logFile, logFile
-		if err := p.Start(); err != nil {
-			return err
-		}
-		procs[name] = p
-		order = append(order, p)
-		return nil
+		return nil, err
 	}
 	store := filepath.Join(dir, "store")
 	listen := "127.0.0.1:" + strconv.Itoa(port)
-	dargs := []string{"dispatcher", "--store-dir", store, "--listen", listen, "--log-level", logLevel}
-	if separate {
+	dargs := []string{"dispatcher", "--store-dir", store, "--listen", listen, "--log-level", o.LogLevel}
+	if o.Separate {
 		sargs := []string{"server", "--store-dir", store, "--listen", listen}
-		if syncAlways {
+		if o.SyncAlways {
 			sargs = append(sargs, "--sync-always")
 		}
-		if err := start("server", sargs...); err != nil {
-			cleanup()
-			return "", nil, nil, nil, err
+		if err := s.start("server", sargs...); err != nil {
+			s.stop()
+			return nil, err
 		}
-		dargs = []string{"dispatcher", "--nats-url", url, "--log-level", logLevel}
-	} else if syncAlways {
+		dargs = []string{"dispatcher", "--nats-url", s.url, "--log-level", o.LogLevel}
+	} else if o.SyncAlways {
 		dargs = append(dargs, "--sync-always")
 	}
-	if cpuProfile != "" {
-		abs, _ := filepath.Abs(cpuProfile)
+	if o.CPUProfile != "" {
+		abs, _ := filepath.Abs(o.CPUProfile)
 		dargs = append(dargs, "--cpu-profile", abs)
 	}
-	dargs = append(dargs, metricsArgs()...)
-	if err := start("dispatcher", dargs...); err != nil {
-		cleanup()
-		return "", nil, nil, nil, err
+	dargs = append(dargs, s.metricsArgs(o.Metrics)...)
+	if err := s.start("dispatcher", dargs...); err != nil {
+		s.stop()
+		return nil, err
 	}
-	for i := 0; i < workers; i++ {
+	for i := 0; i < o.Workers; i++ {
 		name := "worker"
-		if workers > 1 {
+		if o.Workers > 1 {
 			name = "worker" + strconv.Itoa(i+1)
 		}
-		wargs := append([]string{"worker", "--nats-url", url, "--concurrency", strconv.Itoa(workerConc), "--log-level", logLevel}, metricsArgs()...)
-		if err := start(name, wargs...); err != nil {
-			cleanup()
-			return "", nil, nil, nil, err
+		wargs := append([]string{"worker", "--nats-url", s.url, "--concurrency", strconv.Itoa(o.WorkerConcurrency), "--log-level", o.LogLevel}, s.metricsArgs(o.Metrics)...)
+		if err := s.start(name, wargs...); err != nil {
+			s.stop()
+			return nil, err
 		}
 	}
-	return url, procs, scrape, cleanup, nil
+	return s, nil
+}
+
+// metricsArgs are the flags that make a process serve /metrics on a free
+// port of its own, which is added to s.scrape; none without metrics.
+func (s *system) metricsArgs(metrics bool) []string {
+	if !metrics {
+		return nil
+	}
+	p, err := freePort()
+	if err != nil {
+		return nil
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(p)
+	s.scrape = append(s.scrape, "http://"+addr+"/metrics")
+	return []string{"--metrics-listen", addr}
+}
+
+// start starts this binary with args as process name, its output going
+// to system.log.
+func (s *system) start(name string, args ...string) error {
+	p := exec.Command(s.exe, args...)
+	p.Stdout, p.Stderr = s.log, s.log
+	if err := p.Start(); err != nil {
+		return err
+	}
+	s.procs[name] = p
+	s.order = append(s.order, p)
+	return nil
+}
+
+// stop stops the processes in the reverse order of their start (workers
+// first, the dispatcher last), each with SIGTERM and, after 30 s, a
+// kill; then it removes the temporary directory unless Keep.
+func (s *system) stop() {
+	for i := len(s.order) - 1; i >= 0; i-- { // workers first, dispatcher last
+		p := s.order[i]
+		_ = p.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = p.Process.Kill()
+			<-done
+		}
+	}
+	if s.keep {
+		fmt.Fprintf(os.Stderr, "kept %s (store, system.log)\n", s.dir)
+	} else {
+		_ = os.RemoveAll(s.dir)
+	}
 }
 
 func freePort() (int, error) {

@@ -253,10 +253,7 @@ func publishCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			subject := args[0]
-			if strings.HasPrefix(subject, workflow.SubjectPrefix) || strings.HasPrefix(subject, workflow.SystemSubjectPrefix) {
-				return fmt.Errorf("subject %s is reserved (jetflow.* for jetflow itself, $* for NATS): publish to a trigger subject, or start a workflow with: jetflow start WORKFLOW", subject)
-			}
-			if err := workflow.ValidateSubject(subject, false); err != nil {
+			if err := checkTriggerSubject(subject); err != nil {
 				return err
 			}
 			data, err := payloadArg(args, 1)
@@ -270,24 +267,9 @@ func publishCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			// Warn when no definition is triggered by the subject, if the
-			// definitions can be read (a producer may not read them).
-			var triggers []string
-			if err := c.Bind(ctx); err == nil {
-				defs, err := c.Definitions(ctx)
-				if err != nil {
-					return err
-				}
-				bound := false
-				for _, d := range latest(defs) {
-					if d.Trigger != nil {
-						triggers = append(triggers, d.Trigger.Subject)
-						bound = bound || workflow.SubjectMatches(d.Trigger.Subject, subject)
-					}
-				}
-				if !bound {
-					fmt.Fprintf(cmd.ErrOrStderr(), "warning: no registered workflow is triggered by %s (trigger subjects: %s)\n", subject, listOrNone(triggers))
-				}
+			triggers, err := warnUnbound(cmd, c, subject)
+			if err != nil {
+				return err
 			}
 			h := map[string]string{}
 			if msgID != "" {
@@ -310,6 +292,42 @@ func publishCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&msgID, "msg-id", "", "Nats-Msg-Id header (deduplicates re-publishes)")
 	return cmd
+}
+
+// checkTriggerSubject fails when subject is not one a producer may
+// publish a trigger on: jetflow's own subjects and NATS's are reserved.
+func checkTriggerSubject(subject string) error {
+	if strings.HasPrefix(subject, workflow.SubjectPrefix) || strings.HasPrefix(subject, workflow.SystemSubjectPrefix) {
+		return fmt.Errorf("subject %s is reserved (jetflow.* for jetflow itself, $* for NATS): publish to a trigger subject, or start a workflow with: jetflow start WORKFLOW", subject)
+	}
+	return workflow.ValidateSubject(subject, false)
+}
+
+// warnUnbound warns on stderr when no definition is triggered by subject
+// and returns the trigger subjects of the latest definitions, if the
+// definitions can be read (a producer may not read them: then none and
+// no warning).
+func warnUnbound(cmd *cobra.Command, c *jetstream.Client, subject string) ([]string, error) {
+	ctx := cmd.Context()
+	if err := c.Bind(ctx); err != nil {
+		return nil, nil // the definitions cannot be read: no warning
+	}
+	defs, err := c.Definitions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var triggers []string
+	bound := false
+	for _, d := range latest(defs) {
+		if d.Trigger != nil {
+			triggers = append(triggers, d.Trigger.Subject)
+			bound = bound || workflow.SubjectMatches(d.Trigger.Subject, subject)
+		}
+	}
+	if !bound {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: no registered workflow is triggered by %s (trigger subjects: %s)\n", subject, listOrNone(triggers))
+	}
+	return triggers, nil
 }
 
 func startCmd(g *globals) *cobra.Command {
@@ -458,57 +476,15 @@ func instancesCmd(g *globals) *cobra.Command {
 		Short: "List instances, newest first, a page at a time (--limit, --after)",
 		Args:  cobra.NoArgs,
 		RunE: g.withClient(func(cmd *cobra.Command, c *jetstream.Client, _ []string) error {
-			ctx := cmd.Context()
-			ids, err := c.ListInstanceIDs(ctx)
+			rows, err := c.Instances(cmd.Context(), jetstream.InstanceFilter{Workflow: wf, Status: workflow.Status(status), EventKey: key})
 			if err != nil {
 				return err
-			}
-			var rows []*workflow.Instance
-			for _, id := range ids {
-				inst, _, err := c.GetInstance(ctx, id)
-				if errors.Is(err, workflow.ErrNotFound) {
-					continue // removed since it was listed (retention)
-				}
-				if err != nil {
-					return err
-				}
-				if (status != "" && string(inst.Status) != status) || (wf != "" && inst.Workflow != wf) || (key != "" && inst.EventKey != key) {
-					continue
-				}
-				rows = append(rows, inst)
 			}
 			page, more, err := pageOf(rows, after, limit)
 			if err != nil {
 				return err
 			}
-			next := ""
-			if more {
-				next = page[len(page)-1].ID
-			}
-			if g.json {
-				out := struct {
-					Instances []instanceView `json:"instances"`
-					More      bool           `json:"more"`
-					NextAfter string         `json:"next_after,omitempty"`
-				}{Instances: make([]instanceView, 0, len(page)), More: more, NextAfter: next}
-				for _, in := range page {
-					out.Instances = append(out.Instances, viewInstance(in))
-				}
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tWORKFLOW\tSTATUS\tCREATED\tDURATION\tEVENT KEY")
-			for _, in := range page {
-				fmt.Fprintf(tw, "%s\t%s@%d\t%s\t%s\t%s\t%s\n", in.ID, in.Workflow, in.Version, in.Status,
-					in.Created.Local().Format(time.DateTime), duration(in), in.EventKey)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if more {
-				fmt.Fprintf(cmd.ErrOrStderr(), "more instances: next page with --after %s\n", next)
-			}
-			return nil
+			return printInstances(cmd, g.json, page, more)
 		}),
 	}
 	cmd.Flags().StringVar(&status, "status", "", "only this status (running, completed, failed, cancelled)")
@@ -517,6 +493,39 @@ func instancesCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&limit, "limit", 50, "at most this many instances (0: all); when more exist, the last line (stderr) or next_after (--json) names the --after of the next page")
 	cmd.Flags().StringVar(&after, "after", "", "start after this instance id (the previous page's last)")
 	return cmd
+}
+
+// printInstances prints a page of `jetflow instances`, as a table or
+// JSON, and how to ask for the next page when more follow.
+func printInstances(cmd *cobra.Command, asJSON bool, page []*workflow.Instance, more bool) error {
+	next := ""
+	if more {
+		next = page[len(page)-1].ID
+	}
+	if asJSON {
+		out := struct {
+			Instances []instanceView `json:"instances"`
+			More      bool           `json:"more"`
+			NextAfter string         `json:"next_after,omitempty"`
+		}{Instances: make([]instanceView, 0, len(page)), More: more, NextAfter: next}
+		for _, in := range page {
+			out.Instances = append(out.Instances, viewInstance(in))
+		}
+		return printJSON(cmd.OutOrStdout(), out)
+	}
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tWORKFLOW\tSTATUS\tCREATED\tDURATION\tEVENT KEY")
+	for _, in := range page {
+		fmt.Fprintf(tw, "%s\t%s@%d\t%s\t%s\t%s\t%s\n", in.ID, in.Workflow, in.Version, in.Status,
+			in.Created.Local().Format(time.DateTime), duration(in), in.EventKey)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if more {
+		fmt.Fprintf(cmd.ErrOrStderr(), "more instances: next page with --after %s\n", next)
+	}
+	return nil
 }
 
 // pageOf orders instances newest first (then by id) and returns at most
@@ -706,43 +715,12 @@ sending it twice changes nothing.`,
 			}
 			defer c.Close()
 			if len(args) == 1 {
-				inst, _, err := c.GetInstance(ctx, args[0])
-				if err != nil {
-					return err
-				}
-				if inst.Status.Terminal() {
-					return fmt.Errorf("instance %s is already %s", inst.ID, inst.Status)
-				}
-				if dryRun {
-					fmt.Fprintf(cmd.OutOrStdout(), "would cancel %s\n", inst.ID)
-					return nil
-				}
-				if err := c.Cancel(ctx, inst.ID, reason); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "cancel requested for %s\n", inst.ID)
-				return nil
+				return cancelOne(cmd, c, args[0], reason, dryRun)
 			}
-			targets, err := selectInstances(cmd, c, wf, string(workflow.StatusRunning), 0)
+			picked, err := cancelRunning(cmd, c, wf, since, reason, dryRun)
 			if err != nil {
 				return err
 			}
-			var picked []string
-			for _, in := range targets {
-				if since <= 0 || time.Since(in.Created) <= since {
-					picked = append(picked, in.ID)
-				}
-			}
-			p := newProgress(cmd.ErrOrStderr(), "cancel", len(picked))
-			for _, id := range picked {
-				if !dryRun {
-					if err := c.Cancel(ctx, id, reason); err != nil {
-						return fmt.Errorf("cancel %s (after %d of %d): %w", id, p.n, len(picked), err)
-					}
-				}
-				p.step()
-			}
-			p.done()
 			verb := "cancel requested for"
 			if dryRun {
 				verb = "would cancel"
@@ -761,6 +739,55 @@ sending it twice changes nothing.`,
 	f.DurationVar(&since, "since", 0, "with --workflow: only instances started within this long (0: any)")
 	f.BoolVar(&dryRun, "dry-run", false, "show what would be cancelled, change nothing")
 	return cmd
+}
+
+// cancelOne requests the cancel of the running instance id (with dryRun,
+// only says it would).
+func cancelOne(cmd *cobra.Command, c *jetstream.Client, id, reason string, dryRun bool) error {
+	ctx := cmd.Context()
+	inst, _, err := c.GetInstance(ctx, id)
+	if err != nil {
+		return err
+	}
+	if inst.Status.Terminal() {
+		return fmt.Errorf("instance %s is already %s", inst.ID, inst.Status)
+	}
+	if dryRun {
+		fmt.Fprintf(cmd.OutOrStdout(), "would cancel %s\n", inst.ID)
+		return nil
+	}
+	if err := c.Cancel(ctx, inst.ID, reason); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "cancel requested for %s\n", inst.ID)
+	return nil
+}
+
+// cancelRunning requests the cancel of every running instance of
+// workflow wf started within since (0: any), with progress on stderr,
+// and returns their ids (with dryRun, only picks them).
+func cancelRunning(cmd *cobra.Command, c *jetstream.Client, wf string, since time.Duration, reason string, dryRun bool) ([]string, error) {
+	targets, err := selectInstances(cmd, c, wf, string(workflow.StatusRunning), 0)
+	if err != nil {
+		return nil, err
+	}
+	var picked []string
+	for _, in := range targets {
+		if since <= 0 || time.Since(in.Created) <= since {
+			picked = append(picked, in.ID)
+		}
+	}
+	p := newProgress(cmd.ErrOrStderr(), "cancel", len(picked))
+	for _, id := range picked {
+		if !dryRun {
+			if err := c.Cancel(cmd.Context(), id, reason); err != nil {
+				return nil, fmt.Errorf("cancel %s (after %d of %d): %w", id, p.n, len(picked), err)
+			}
+		}
+		p.step()
+	}
+	p.done()
+	return picked, nil
 }
 
 func childrenCmd(g *globals) *cobra.Command {
@@ -788,31 +815,9 @@ func childrenCmd(g *globals) *cobra.Command {
 			to := min(from+size, st.Cursor)
 			fmt.Fprintf(cmd.ErrOrStderr(), "children %d-%d of %d (dispatched %d, completed %d, failed %d)\n",
 				from, max(from, to-1), st.Total, st.Cursor, st.Done, st.ChildFailed)
-			type row struct {
-				Index  int             `json:"index"`
-				ID     string          `json:"id"`
-				Status string          `json:"status"`
-				Output json.RawMessage `json:"output,omitempty"`
-				Error  string          `json:"error,omitempty"`
-			}
-			var rows []row
-			for i := from; i < to; i++ {
-				id := workflow.ChildInstanceID(step.Workflow, parent.ID, step.Name, i)
-				r := row{Index: i, ID: id, Status: "not started"}
-				ch, _, err := c.GetInstance(ctx, id)
-				switch {
-				case errors.Is(err, workflow.ErrNotFound):
-				case err != nil:
-					return err
-				default:
-					r.Status, r.Error = string(ch.Status), ch.Error
-					if ch.OutputRef != "" {
-						if r.Output, err = loadJSON(ctx, c, ch.OutputRef); err != nil {
-							return fmt.Errorf("output of %s: %w", id, err)
-						}
-					}
-				}
-				rows = append(rows, r)
+			rows, err := readChildren(ctx, c, parent.ID, step, from, to)
+			if err != nil {
+				return err
 			}
 			if g.json {
 				return printJSON(cmd.OutOrStdout(), rows)
@@ -828,6 +833,40 @@ func childrenCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&page, "page", 0, "page number, from 0")
 	cmd.Flags().IntVar(&size, "size", 50, "children per page")
 	return cmd
+}
+
+// childRow is one child of a bulk step in `jetflow children`.
+type childRow struct {
+	Index  int             `json:"index"`
+	ID     string          `json:"id"`
+	Status string          `json:"status"`
+	Output json.RawMessage `json:"output,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+// readChildren reads children from .. to-1 of bulk step step of instance
+// parent, with their outputs; a child not started yet is "not started".
+func readChildren(ctx context.Context, c *jetstream.Client, parent string, step *workflow.Step, from, to int) ([]childRow, error) {
+	var rows []childRow
+	for i := from; i < to; i++ {
+		id := workflow.ChildInstanceID(step.Workflow, parent, step.Name, i)
+		r := childRow{Index: i, ID: id, Status: "not started"}
+		ch, _, err := c.GetInstance(ctx, id)
+		switch {
+		case errors.Is(err, workflow.ErrNotFound):
+		case err != nil:
+			return nil, err
+		default:
+			r.Status, r.Error = string(ch.Status), ch.Error
+			if ch.OutputRef != "" {
+				if r.Output, err = loadJSON(ctx, c, ch.OutputRef); err != nil {
+					return nil, fmt.Errorf("output of %s: %w", id, err)
+				}
+			}
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
 }
 
 func statsCmd(g *globals) *cobra.Command {

@@ -70,31 +70,10 @@ matching instance, with progress on stderr and a summary.`,
 					return err
 				}
 			}
-			p := newProgress(cmd.ErrOrStderr(), "retry", len(targets))
-			var results []retryResult
-			for _, inst := range targets {
-				r := retryResult{Instance: inst.ID, Workflow: inst.Workflow, Status: string(inst.Status)}
-				def, err := c.Definition(ctx, inst.Workflow, inst.Version)
-				if err != nil {
-					return fmt.Errorf("definition of %s: %w", inst.ID, err)
-				}
-				steps, why := workflow.Retryable(def, inst, from)
-				r.Steps = steps
-				switch {
-				case why != "":
-					r.Result, r.Reason = "skipped", why
-				case dryRun:
-					r.Result = "would_retry"
-				default:
-					if err := c.Retry(ctx, inst, from); err != nil {
-						return err
-					}
-					r.Result = "retried"
-				}
-				results = append(results, r)
-				p.step()
+			results, err := retryEach(cmd, c, targets, from, dryRun)
+			if err != nil {
+				return err
 			}
-			p.done()
 			if len(args) == 1 && results[0].Result == "skipped" {
 				return fmt.Errorf("instance %s cannot be retried: %s", args[0], results[0].Reason)
 			}
@@ -112,6 +91,39 @@ matching instance, with progress on stderr and a summary.`,
 	f.DurationVar(&since, "since", 0, "with --workflow: only instances that ended within this long (0: any)")
 	f.BoolVar(&dryRun, "dry-run", false, "show what would be retried, change nothing")
 	return cmd
+}
+
+// retryEach retries each of targets (from step from, when set) unless
+// workflow.Retryable says why not, with progress on stderr, and returns
+// what became of each (with dryRun, what would).
+func retryEach(cmd *cobra.Command, c *jetstream.Client, targets []*workflow.Instance, from string, dryRun bool) ([]retryResult, error) {
+	ctx := cmd.Context()
+	p := newProgress(cmd.ErrOrStderr(), "retry", len(targets))
+	var results []retryResult
+	for _, inst := range targets {
+		r := retryResult{Instance: inst.ID, Workflow: inst.Workflow, Status: string(inst.Status)}
+		def, err := c.Definition(ctx, inst.Workflow, inst.Version)
+		if err != nil {
+			return nil, fmt.Errorf("definition of %s: %w", inst.ID, err)
+		}
+		steps, why := workflow.Retryable(def, inst, from)
+		r.Steps = steps
+		switch {
+		case why != "":
+			r.Result, r.Reason = "skipped", why
+		case dryRun:
+			r.Result = "would_retry"
+		default:
+			if err := c.Retry(ctx, inst, from); err != nil {
+				return nil, err
+			}
+			r.Result = "retried"
+		}
+		results = append(results, r)
+		p.step()
+	}
+	p.done()
+	return results, nil
 }
 
 // selectInstances lists the instances of workflow wf in status that ended

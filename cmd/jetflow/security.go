@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,32 +61,7 @@ definitions with new trigger subjects or task types.`,
 					return err
 				}
 			}
-			defs, err := c.Definitions(ctx)
-			if err != nil {
-				return err
-			}
-			scope := security.ScopeOf(defs)
-			if len(scope.TriggerSubjects) > 0 {
-				if err := c.EnsureTriggerSubjects(ctx, scope.TriggerSubjects...); err != nil {
-					return err
-				}
-				fmt.Fprintf(out, "trigger subjects captured: %s\n", strings.Join(scope.TriggerSubjects, ", "))
-			}
-			types := scope.TaskTypes
-			for _, t := range run.SplitList(taskTypes) {
-				if !contains(types, t) {
-					types = append(types, t)
-				}
-			}
-			for _, t := range types {
-				if _, err := c.EnsureTaskConsumer(ctx, t); err != nil {
-					return err
-				}
-			}
-			if len(types) > 0 {
-				fmt.Fprintf(out, "task consumers: %s\n", strings.Join(types, ", "))
-			}
-			return nil
+			return provisionForDefinitions(ctx, c, out, run.SplitList(taskTypes))
 		},
 	}
 	f := cmd.Flags()
@@ -298,6 +275,38 @@ lists them. Clients of the role must take replies under its inbox prefix
 	return cmd
 }
 
+// provisionForDefinitions makes the trigger stream capture the trigger
+// subjects of the registered definitions and creates the task consumers
+// of their task types and of extraTypes.
+func provisionForDefinitions(ctx context.Context, c *jetstream.Client, out io.Writer, extraTypes []string) error {
+	defs, err := c.Definitions(ctx)
+	if err != nil {
+		return err
+	}
+	scope := security.ScopeOf(defs)
+	if len(scope.TriggerSubjects) > 0 {
+		if err := c.EnsureTriggerSubjects(ctx, scope.TriggerSubjects...); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "trigger subjects captured: %s\n", strings.Join(scope.TriggerSubjects, ", "))
+	}
+	types := scope.TaskTypes
+	for _, t := range extraTypes {
+		if !contains(types, t) {
+			types = append(types, t)
+		}
+	}
+	for _, t := range types {
+		if _, err := c.EnsureTaskConsumer(ctx, t); err != nil {
+			return err
+		}
+	}
+	if len(types) > 0 {
+		fmt.Fprintf(out, "task consumers: %s\n", strings.Join(types, ", "))
+	}
+	return nil
+}
+
 func securityTokenKeyCmd() *cobra.Command {
 	var (
 		file        string
@@ -321,54 +330,16 @@ to every dispatcher within the lead. See docs/security.md.`,
 			if file == "" {
 				return errors.New("--file is required")
 			}
-			var set tasktoken.KeySet
-			if rotate {
-				ring, err := tasktoken.Load(file)
-				if err != nil {
-					return err
-				}
-				if set, err = tasktoken.Rotate(ring.Keys(), time.Now(), lead, grace); err != nil {
-					return err
-				}
-			} else {
-				if _, err := os.Stat(file); err == nil {
-					return fmt.Errorf("%s exists; use --rotate to add a key to it", file)
-				}
-				k, err := tasktoken.NewKey()
-				if err != nil {
-					return err
-				}
-				set = tasktoken.KeySet{Keys: []tasktoken.Key{k}}
-			}
-			// Write a new file and rename it over the old one, so that a
-			// dispatcher never reads half of it.
-			tmp, err := os.CreateTemp(filepath.Dir(file), ".task-token-*")
+			set, err := tokenKeys(file, rotate, lead, grace)
 			if err != nil {
 				return err
 			}
-			defer os.Remove(tmp.Name())
-			if _, err := tmp.Write(set.Marshal()); err != nil {
-				tmp.Close()
-				return err
-			}
-			if err := tmp.Close(); err != nil {
-				return err
-			}
-			if err := os.Rename(tmp.Name(), file); err != nil {
+			if err := replaceFile(file, set.Marshal()); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "wrote %s (mode 0600)\n", file)
-			for _, k := range set.Keys {
-				fmt.Fprintf(out, "  key %s", k.ID())
-				if !k.NotBefore.IsZero() {
-					fmt.Fprintf(out, " signs from %s", k.NotBefore.Format(time.RFC3339))
-				}
-				if !k.NotAfter.IsZero() {
-					fmt.Fprintf(out, " refused from %s", k.NotAfter.Format(time.RFC3339))
-				}
-				fmt.Fprintln(out)
-			}
+			printTokenKeys(out, set)
 			return nil
 		},
 	}
@@ -377,4 +348,57 @@ to every dispatcher within the lead. See docs/security.md.`,
 	cmd.Flags().DurationVar(&lead, "lead", 5*time.Minute, "with --rotate: the new key signs tasks from this long after now")
 	cmd.Flags().DurationVar(&grace, "grace", 24*time.Hour, "with --rotate: the old key's tokens are accepted this long after the lead")
 	return cmd
+}
+
+// tokenKeys returns the key set to write to file: file's keys rotated
+// (rotate), or one new key when file does not exist yet.
+func tokenKeys(file string, rotate bool, lead, grace time.Duration) (tasktoken.KeySet, error) {
+	if rotate {
+		ring, err := tasktoken.Load(file)
+		if err != nil {
+			return tasktoken.KeySet{}, err
+		}
+		return tasktoken.Rotate(ring.Keys(), time.Now(), lead, grace)
+	}
+	if _, err := os.Stat(file); err == nil {
+		return tasktoken.KeySet{}, fmt.Errorf("%s exists; use --rotate to add a key to it", file)
+	}
+	k, err := tasktoken.NewKey()
+	if err != nil {
+		return tasktoken.KeySet{}, err
+	}
+	return tasktoken.KeySet{Keys: []tasktoken.Key{k}}, nil
+}
+
+// replaceFile writes data to a new file (mode 0600) and renames it over
+// file, so that a dispatcher never reads half of it.
+func replaceFile(file string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(file), ".task-token-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), file)
+}
+
+// printTokenKeys lists the keys of set with when each signs and when it
+// is refused.
+func printTokenKeys(out io.Writer, set tasktoken.KeySet) {
+	for _, k := range set.Keys {
+		fmt.Fprintf(out, "  key %s", k.ID())
+		if !k.NotBefore.IsZero() {
+			fmt.Fprintf(out, " signs from %s", k.NotBefore.Format(time.RFC3339))
+		}
+		if !k.NotAfter.IsZero() {
+			fmt.Fprintf(out, " refused from %s", k.NotAfter.Format(time.RFC3339))
+		}
+		fmt.Fprintln(out)
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/jetflow/jetflow/internal/promx"
 	"github.com/jetflow/jetflow/jetstream"
 )
 
@@ -30,7 +31,7 @@ func NewRegistry() *prometheus.Registry {
 
 // ClientCollector exposes the state of a connection to NATS.
 func ClientCollector(client *jetstream.Client) prometheus.Collector {
-	return multi{
+	return promx.Collectors{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "jetflow_nats_connected", Help: "1 while the connection to NATS is up, else 0.",
 		}, func() float64 {
@@ -42,20 +43,6 @@ func ClientCollector(client *jetstream.Client) prometheus.Collector {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "jetflow_nats_reconnects_total", Help: "Times the connection to NATS was re-established.",
 		}, func() float64 { return float64(client.Reconnects()) }),
-	}
-}
-
-type multi []prometheus.Collector
-
-func (m multi) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range m {
-		c.Describe(ch)
-	}
-}
-
-func (m multi) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range m {
-		c.Collect(ch)
 	}
 }
 
