@@ -826,12 +826,7 @@ func (d *Dispatcher) triggered(ctx context.Context, m jetstream.Delivery) []*wor
 		}
 		return defs
 	}
-	def := d.defs.latestOf(name)
-	if def == nil {
-		lctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
-		def = d.latestFromStore(lctx, name)
-		cancel()
-	}
+	def := d.latestDefinition(ctx, name)
 	parent, child := parentOf(m)
 	switch {
 	case def == nil:

@@ -420,10 +420,7 @@ func (s *shard) definitionFor(ctx context.Context, inst *workflow.Instance, ev w
 	case ev.Kind == workflow.EventStart:
 		def, err = d.definition(ctx, ev.Workflow, ev.Version)
 	case ev.Kind == workflow.EventCancel && ev.Parent != nil && ev.Workflow != "":
-		if def = d.defs.latestOf(ev.Workflow); def == nil {
-			def = d.latestFromStore(ctx, ev.Workflow)
-		}
-		if def == nil {
+		if def = d.latestDefinition(ctx, ev.Workflow); def == nil {
 			return nil, outcome{reject: fmt.Sprintf("cancel of child %s of unknown workflow %s", ev.Instance, ev.Workflow), class: reasonUnknownWorkflow}
 		}
 	default:
