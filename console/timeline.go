@@ -160,6 +160,10 @@ func stepSegs(n string, st *workflow.StepState, stop time.Time, cls string, open
 	return append(segs, timelineSeg{From: cur, To: stop, Class: cls, Title: title})
 }
 
+// minAttemptPx is the narrowest an attempt (or a step without attempts)
+// is drawn, so that a short one is visible on a long timeline.
+const minAttemptPx = 6.0
+
 // timelineRows builds the rows of inst's timeline as of now.
 func timelineRows(inst *workflow.Instance, now time.Time) []timelineRow {
 	names := make([]string, 0, len(inst.Steps))
@@ -286,10 +290,22 @@ func timelineSVG(inst *workflow.Instance, now time.Time) template.HTML {
 		y := tlTop + i*tlRowH
 		fmt.Fprintf(&b, `<g class="row" data-step="%s">`, esc(r.Step))
 		fmt.Fprintf(&b, `<text class="label" x="%d" y="%d">%s</text>`, tlPad, y+tlRowH/2+4, esc(shorten(r.Label, 24)))
-		for _, s := range r.Segs {
-			x1, x2 := x(s.From), x(s.To)
-			fmt.Fprintf(&b, `<rect class="seg %s" x="%.1f" y="%d" width="%.1f" height="%d" rx="3"><title>%s</title></rect>`,
-				esc(s.Class), x1, y+4, max(x2-x1, 2), tlRowH-8, esc(s.Title))
+		// Backoff first, attempts over it: an attempt of a few
+		// milliseconds is drawn wider than it lasted (minAttemptPx), and
+		// must stay visible next to the backoff that follows it.
+		for _, retrying := range []bool{true, false} {
+			for _, s := range r.Segs {
+				if strings.HasPrefix(s.Class, "retrying") != retrying {
+					continue
+				}
+				x1, x2 := x(s.From), x(s.To)
+				wide := 2.0
+				if !retrying {
+					wide = minAttemptPx
+				}
+				fmt.Fprintf(&b, `<rect class="seg %s" x="%.1f" y="%d" width="%.1f" height="%d" rx="3"><title>%s</title></rect>`,
+					esc(s.Class), x1, y+4, max(x2-x1, wide), tlRowH-8, esc(s.Title))
+			}
 		}
 		for _, m := range r.Marks {
 			px, cy := x(m.At), y+tlRowH/2
