@@ -350,3 +350,79 @@ func TestDLQReplayOfScheduleFiresStartsTheirInstances(t *testing.T) {
 	}
 	require.Len(t, waitDeadLetters(t, e, len(want)), len(want), "a replay was dead-lettered again")
 }
+
+// TestDLQReplayOfDebounceTimerStartsItsWindow: the timer of a debounce
+// window whose workflow's definition was removed is dead-lettered; once
+// the workflow is registered again, replaying it closes the window and
+// starts its one instance (named by the window's first event), once,
+// however often the replay runs: the window's record, not the message,
+// decides.
+func TestDLQReplayOfDebounceTimerStartsItsWindow(t *testing.T) {
+	t.Parallel()
+	e := jftest.StartTCP(t, jetstream.Config{})
+	ctx := context.Background()
+	const src = "name: debx\nversion: 1\ntrigger: {subject: debx.events, key: k, debounce: 5s}\nsteps:\n  - {name: a, kind: task, task: echo}\n"
+	e.Register(src)
+	nc, err := nats.Connect(e.URL)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := natsjs.New(nc)
+	require.NoError(t, err)
+	st, err := js.Stream(ctx, jetstream.StreamSchedules)
+	require.NoError(t, err)
+	count := func(filter string) uint64 {
+		info, err := st.Info(ctx, natsjs.WithSubjectFilter(filter))
+		require.NoError(t, err)
+		return info.State.Msgs
+	}
+	// An event opens the window of key "a" and arms its timer; the
+	// dispatcher stops, and the definition is removed, before it fires.
+	_, d1 := e.Dispatcher(e.NewClient(), dispatcher.Config{})
+	ack, err := js.Publish(ctx, "debx.events", []byte(`{"k": "a", "n": 7}`))
+	require.NoError(t, err)
+	id := jetstream.DebounceID("a")
+	jftest.Eventually(t, 30*time.Second, func() bool { return count("jetflow.schedule.debx.debounce."+id) > 0 }, "the window's timer was not armed")
+	require.NoError(t, d1.Stop())
+	defs, err := js.KeyValue(ctx, jetstream.BucketDefinitions)
+	require.NoError(t, err)
+	require.NoError(t, defs.Purge(ctx, jetstream.DefinitionKey("debx", 1)))
+	_, _ = e.Dispatcher(e.NewClient(), dispatcher.Config{})
+	_, _ = e.Worker(e.NewClient(), worker.Config{}, map[string]worker.Handler{"echo": echo})
+	timer := waitDeadLetters(t, e, 1)[0]
+	require.Contains(t, timer.Reason, "unknown workflow")
+	require.Equal(t, "jetflow.fire.debx.debounce."+id, timer.SourceSubject)
+
+	e.Register(src)
+	var wg sync.WaitGroup
+	outs := make([]dlqSummary, 2)
+	for i := range outs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, _, err := jetflow(t, "--nats-url", e.URL, "--json", "dlq", "replay", "--subject", "jetflow.fire.debx.>")
+			require.NoError(t, err)
+			require.NoError(t, json.Unmarshal([]byte(out), &outs[i]))
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, 1, outs[0].Counts["replayed"]+outs[1].Counts["replayed"], "%+v", outs)
+	want := workflow.InstanceID("debx", workflow.DebounceEventKey("a", ack.Sequence))
+	in := e.WaitTerminal(want, 30*time.Second)
+	require.Equal(t, workflow.StatusCompleted, in.Status)
+	// Replayed again past the stream's duplicate window: the window is
+	// resolved, nothing starts.
+	h := map[string]string{jetstream.HeaderMsgID: "replay/" + strconv.FormatUint(timer.Seq, 10) + "/past-the-window"}
+	_, err = e.Client.Publish(ctx, timer.SourceSubject, timer.Data, h)
+	require.NoError(t, err)
+	jftest.Eventually(t, 30*time.Second, func() bool { return count("jetflow.fire.debx.>") == 0 }, "the second replay was not consumed")
+	ids, err := e.Client.ListInstanceIDs(ctx)
+	require.NoError(t, err)
+	var got []string
+	for _, id := range ids {
+		if strings.HasPrefix(id, "debx-") {
+			got = append(got, id)
+		}
+	}
+	require.Equal(t, []string{want}, got)
+	require.Equal(t, 1, e.Instance(want).Steps["a"].Attempt)
+}
