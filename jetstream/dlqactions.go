@@ -106,31 +106,38 @@ func (c *Client) Replayed(ctx context.Context, seq uint64) (bool, error) {
 // replayMsgIDPrefix starts the Nats-Msg-Id of a replayed dead letter.
 const replayMsgIDPrefix = "replay/"
 
-// replayable says why dead letter d cannot be published again on its
-// source subject (nil when it can). Under jetflow.*, only the subjects
+// Replayable returns why dead letter d cannot be published again on its
+// source subject, an error matching ErrNotReplayable, or nil when it
+// can (whether it was replayed already aside). A truncated payload
+// cannot. Under jetflow.*, only the subjects
 // jetflow reads from a client take one: explicit starts, events, tasks,
 // and the fires of schedules and debounce timers. A fire of a schedule
 // is read by its fire time, which the server gave it in a header no
 // client may publish: it is replayable only when its dead letter kept
 // that time (HeaderScheduleFireNext), or when it is a manual fire
 // (its time is its own header).
-func replayable(d DeadLetter) error {
+func Replayable(d DeadLetter) error {
+	not := func(format string, args ...any) error {
+		return fmt.Errorf("dead letter %d: %w: %s", d.Seq, ErrNotReplayable, fmt.Sprintf(format, args...))
+	}
 	s := d.SourceSubject
 	switch {
+	case d.Truncated:
+		return not("the dead-letter stream kept %d of its %d bytes", len(d.Data), d.Size)
 	case s == "":
-		return errors.New("it records no source subject")
+		return not("it records no source subject")
 	case strings.HasPrefix(s, firePrefix):
 		if _, _, ok := ParseDebounceFire(s); ok {
 			return nil // the window's record decides what starts
 		}
 		if d.Header.Get(HeaderScheduleManual) == "" && d.Header.Get(HeaderScheduleFireNext) == "" {
-			return fmt.Errorf("the fire on %s kept no fire time (%s), so a replay could not name its instance", s, HeaderScheduleFireNext)
+			return not("the fire on %s kept no fire time (%s), so a replay could not name its instance", s, HeaderScheduleFireNext)
 		}
 		return nil
 	case !isReserved(s), strings.HasPrefix(s, startPrefix), strings.HasPrefix(s, eventPrefix), strings.HasPrefix(s, taskPrefix):
 		return nil
 	}
-	return fmt.Errorf("its source subject %q is not one jetflow reads", s)
+	return not("its source subject %q is not one jetflow reads", s)
 }
 
 // ReplayDeadLetter publishes dead letter d again on its source subject,
@@ -143,11 +150,8 @@ func replayable(d DeadLetter) error {
 // (HeaderScheduleFireNext), so it starts the instance the fire named. If the publish fails, the mark is removed again, so
 // the replay can be retried.
 func (c *Client) ReplayDeadLetter(ctx context.Context, d DeadLetter) error {
-	if d.Truncated {
-		return fmt.Errorf("dead letter %d: %w: the dead-letter stream kept %d of its %d bytes", d.Seq, ErrNotReplayable, len(d.Data), d.Size)
-	}
-	if err := replayable(d); err != nil {
-		return fmt.Errorf("dead letter %d: %w: %s", d.Seq, ErrNotReplayable, err)
+	if err := Replayable(d); err != nil {
+		return err
 	}
 	mark := &nats.Msg{Subject: replayedSubject(d.Seq), Header: nats.Header{}}
 	mark.Header.Set(HeaderSourceSeq, strconv.FormatUint(d.Seq, 10))
