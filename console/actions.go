@@ -30,7 +30,7 @@ type capabilities struct {
 
 // mayReplay reports whether the console offers to replay d.
 func (c capabilities) mayReplay(d jetstream.DeadLetter) bool {
-	return c.Replay && !d.Replayed && !d.Truncated && d.SourceSubject != "" && c.rules.May(d.SourceSubject)
+	return c.Replay && !d.Replayed && jetstream.Replayable(d) == nil && c.rules.May(d.SourceSubject)
 }
 
 // capsTTL is how long the console trusts what the server said about its

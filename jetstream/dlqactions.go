@@ -103,19 +103,55 @@ func (c *Client) Replayed(ctx context.Context, seq uint64) (bool, error) {
 	return true, nil
 }
 
+// replayMsgIDPrefix starts the Nats-Msg-Id of a replayed dead letter.
+const replayMsgIDPrefix = "replay/"
+
+// Replayable returns why dead letter d cannot be published again on its
+// source subject, an error matching ErrNotReplayable, or nil when it
+// can (whether it was replayed already aside). A truncated payload
+// cannot. Under jetflow.*, only the subjects
+// jetflow reads from a client take one: explicit starts, events, tasks,
+// and the fires of schedules and debounce timers. A fire of a schedule
+// is read by its fire time, which the server gave it in a header no
+// client may publish: it is replayable only when its dead letter kept
+// that time (HeaderScheduleFireNext), or when it is a manual fire
+// (its time is its own header).
+func Replayable(d DeadLetter) error {
+	not := func(format string, args ...any) error {
+		return fmt.Errorf("dead letter %d: %w: %s", d.Seq, ErrNotReplayable, fmt.Sprintf(format, args...))
+	}
+	s := d.SourceSubject
+	switch {
+	case d.Truncated:
+		return not("the dead-letter stream kept %d of its %d bytes", len(d.Data), d.Size)
+	case s == "":
+		return not("it records no source subject")
+	case strings.HasPrefix(s, firePrefix):
+		if _, _, ok := ParseDebounceFire(s); ok {
+			return nil // the window's record decides what starts
+		}
+		if d.Header.Get(HeaderScheduleManual) == "" && d.Header.Get(HeaderScheduleFireNext) == "" {
+			return not("the fire on %s kept no fire time (%s), so a replay could not name its instance", s, HeaderScheduleFireNext)
+		}
+		return nil
+	case !isReserved(s), strings.HasPrefix(s, startPrefix), strings.HasPrefix(s, eventPrefix), strings.HasPrefix(s, taskPrefix):
+		return nil
+	}
+	return not("its source subject %q is not one jetflow reads", s)
+}
+
 // ReplayDeadLetter publishes dead letter d again on its source subject,
 // with the payload and the headers it was rejected with, as a new message
 // (Nats-Msg-Id "replay/<seq>"), and marks it replayed first: a second
 // replay of the same dead letter fails with ErrAlreadyReplayed, however
-// many operators run it at once. A truncated payload fails with
-// ErrNotReplayable. If the publish fails, the mark is removed again, so
+// many operators run it at once. A truncated payload, or a subject
+// jetflow does not read from clients, fails with ErrNotReplayable; a
+// fire of a schedule is replayed with the fire time its dead letter kept
+// (HeaderScheduleFireNext), so it starts the instance the fire named. If the publish fails, the mark is removed again, so
 // the replay can be retried.
 func (c *Client) ReplayDeadLetter(ctx context.Context, d DeadLetter) error {
-	if d.Truncated {
-		return fmt.Errorf("dead letter %d: %w: the dead-letter stream kept %d of its %d bytes", d.Seq, ErrNotReplayable, len(d.Data), d.Size)
-	}
-	if d.SourceSubject == "" || isReserved(d.SourceSubject) && !strings.HasPrefix(d.SourceSubject, startPrefix) && !strings.HasPrefix(d.SourceSubject, eventPrefix) && !strings.HasPrefix(d.SourceSubject, taskPrefix) {
-		return fmt.Errorf("dead letter %d: %w: its source subject %q is not one jetflow reads", d.Seq, ErrNotReplayable, d.SourceSubject)
+	if err := Replayable(d); err != nil {
+		return err
 	}
 	mark := &nats.Msg{Subject: replayedSubject(d.Seq), Header: nats.Header{}}
 	mark.Header.Set(HeaderSourceSeq, strconv.FormatUint(d.Seq, 10))
@@ -136,7 +172,7 @@ func (c *Client) ReplayDeadLetter(ctx context.Context, d DeadLetter) error {
 	if d.EventKey != "" && m.Header.Get(HeaderEventKey) == "" {
 		m.Header.Set(HeaderEventKey, d.EventKey)
 	}
-	m.Header.Set(HeaderMsgID, "replay/"+strconv.FormatUint(d.Seq, 10))
+	m.Header.Set(HeaderMsgID, replayMsgIDPrefix+strconv.FormatUint(d.Seq, 10))
 	if _, err := c.publishMsg(ctx, m); err != nil {
 		if uerr := c.unmark(ctx, d.Seq); uerr != nil {
 			return fmt.Errorf("replay dead letter %d on %s: %w (and its replay mark could not be removed: %v)", d.Seq, d.SourceSubject, err, uerr)

@@ -277,6 +277,11 @@ func (c *Client) deadLetter(ctx context.Context, source string, m rejected, comp
 	if id := m.header.Get(HeaderMsgID); id != "" {
 		dl.Header.Set(HeaderSourceMsgID, id)
 	}
+	if next := m.header.Get(headerScheduleNext); next != "" && strings.HasPrefix(m.subject, firePrefix) {
+		// The fire time of a schedule's fire, which a replay needs
+		// (FireOf).
+		dl.Header.Set(HeaderScheduleFireNext, next)
+	}
 	if m.stream != "" {
 		dl.Header.Set(HeaderSourceStream, m.stream)
 		dl.Header.Set(HeaderSourceSeq, strconv.FormatUint(m.seq, 10))

@@ -36,6 +36,12 @@ const (
 	// HeaderScheduleRemoved marks the message that replaced a removed
 	// schedule (a plain message on a schedule subject ends its schedule).
 	HeaderScheduleRemoved = "Jetflow-Schedule-Removed"
+	// HeaderScheduleFireNext keeps, on the dead letter of a fire, the
+	// server's Nats-Schedule-Next of that fire (a dead letter keeps no
+	// Nats-* header, and no client may publish Nats-Schedule-Next): a
+	// replay of the dead letter (Nats-Msg-Id "replay/<seq>") carries it,
+	// so it names the fire time, hence the instance, the fire named.
+	HeaderScheduleFireNext = "Jetflow-Schedule-Fire-Next"
 	headerScheduleNext    = "Nats-Schedule-Next"
 	headerScheduleTZ      = "Nats-Schedule-Time-Zone"
 	headerScheduleTTL     = "Nats-Schedule-TTL"
@@ -356,26 +362,41 @@ func (c *Client) TriggerSchedule(ctx context.Context, workflowName, schedule str
 
 // FireOf reads a fire message: the schedule's pattern and zone as
 // installed, and the server's next fire time, or the time of a manual
-// trigger.
+// trigger. A fire published by a client (it has a Nats-Msg-Id) is one
+// only as a replay of a fire's dead letter (jetflow dlq replay): then
+// the next fire time is the one the dead letter kept
+// (HeaderScheduleFireNext), so the replay names the same fire.
 func FireOf(m Delivery) (cron, zone string, next time.Time, manual time.Time, err error) {
-	if v := m.Header(HeaderScheduleManual); v != "" {
+	return fireOf(m.Header)
+}
+
+func fireOf(header func(string) string) (cron, zone string, next time.Time, manual time.Time, err error) {
+	if v := header(HeaderScheduleManual); v != "" {
 		manual, err = time.Parse(time.RFC3339Nano, v)
 		if err != nil {
 			return "", "", time.Time{}, time.Time{}, fmt.Errorf("manual fire time %q: %v", v, err)
 		}
 		return "", "", time.Time{}, manual, nil
 	}
-	cron, zone = m.Header(HeaderScheduleCron), m.Header(HeaderScheduleZone)
-	v := m.Header(headerScheduleNext)
-	if cron == "" || v == "" || m.Header(natsjs.MsgIDHeader) != "" {
-		return "", "", time.Time{}, time.Time{}, fmt.Errorf("not a fire of a jetflow schedule: %s %q, %s %q", HeaderScheduleCron, cron, headerScheduleNext, v)
+	cron, zone = header(HeaderScheduleCron), header(HeaderScheduleZone)
+	name, v := headerScheduleNext, header(headerScheduleNext)
+	if id := header(natsjs.MsgIDHeader); id != "" {
+		// Only the server publishes Nats-Schedule-Next, and never with a
+		// message id; a replayed dead letter carries the kept one.
+		if !strings.HasPrefix(id, replayMsgIDPrefix) {
+			return "", "", time.Time{}, time.Time{}, fmt.Errorf("not a fire of a jetflow schedule: it has a %s (%q); the server's fires have none", natsjs.MsgIDHeader, id)
+		}
+		name, v = HeaderScheduleFireNext, header(HeaderScheduleFireNext)
+	}
+	if cron == "" || v == "" {
+		return "", "", time.Time{}, time.Time{}, fmt.Errorf("not a fire of a jetflow schedule: %s %q, %s %q", HeaderScheduleCron, cron, name, v)
 	}
 	if v == "purge" {
 		return "", "", time.Time{}, time.Time{}, errors.New("fire of a one-shot schedule: jetflow schedules repeat")
 	}
 	next, err = time.Parse(time.RFC3339Nano, v)
 	if err != nil {
-		return "", "", time.Time{}, time.Time{}, fmt.Errorf("%s %q: %v", headerScheduleNext, v, err)
+		return "", "", time.Time{}, time.Time{}, fmt.Errorf("%s %q: %v", name, v, err)
 	}
 	return cron, zone, next, time.Time{}, nil
 }

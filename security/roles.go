@@ -276,8 +276,9 @@ func For(role Role, scope Scope) (Permissions, error) {
 			// Read instances, data and definitions; list keys.
 			[]string{msgGet(kvInst), msgGet(kvData), msgGet(kvDefs)}, watch(inst), watch(defs),
 			// Read dead letters; replay them (a replay mark, then the
-			// message on its source subject: an explicit start, or a
-			// trigger subject of the scope) and remove them (jetflow dlq
+			// message on its source subject: an explicit start, a
+			// trigger subject of the scope, or a fire (FireSubjects,
+			// below)) and remove them (jetflow dlq
 			// replay, purge). Not the stream purge: that takes no
 			// per-message permission.
 			[]string{streamInfo(jetstream.StreamDLQ), msgGet(jetstream.StreamDLQ), msgDelete(jetstream.StreamDLQ), jetstream.DLQReplayedSubjects},

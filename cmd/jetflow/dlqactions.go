@@ -56,18 +56,20 @@ func dlqReplayCmd(g *globals) *cobra.Command {
 		Long: `Publishes each selected dead letter again on the subject it was rejected
 from, with its payload and headers, as a new message. Each dead letter is
 marked replayed before it is published, so it is replayed once however often
-the command runs (--force replays marked ones again). A dead letter whose
-payload was truncated (larger than the dead-letter stream keeps) cannot be
-replayed. The dead letters stay in JETFLOW_DLQ; remove them with
-jetflow dlq purge.`,
+the command runs (--force replays marked ones again). A fire of a schedule
+is replayed with the fire time its dead letter kept, so it starts the
+instance the fire named. A dead letter whose payload was truncated (larger
+than the dead-letter stream keeps) cannot be replayed. The dead letters
+stay in JETFLOW_DLQ; remove them with jetflow dlq purge.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return dlqAct(cmd, g, withSeqs(f, seqs), dryRun, "replay", func(c *jetstream.Client, d jetstream.DeadLetter) (string, error) {
+				notReplayable := jetstream.Replayable(d)
 				switch {
 				case d.Replayed && !force:
 					return "already_replayed", nil
-				case d.Truncated:
-					return "not_replayable", fmt.Errorf("payload truncated: the stream kept %d of %d bytes", len(d.Data), d.Size)
+				case notReplayable != nil:
+					return "not_replayable", notReplayable
 				case dryRun:
 					return "would_replay", nil
 				}

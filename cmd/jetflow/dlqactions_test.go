@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	natsjs "github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jetflow/jetflow/dispatcher"
@@ -202,4 +204,225 @@ func TestDLQFilter(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, tc.f.Match(d)) })
 	}
+}
+
+// TestDLQReplayOfScheduleFiresStartsTheirInstances: fires of a schedule
+// whose workflow nobody registered (the server's fires, and a manual
+// one) are dead-lettered; once the workflow is registered, replaying
+// them starts, for each fire, the instance that fire named (the id
+// derived from the server's fire time, which no client can publish),
+// once, however often and however concurrently the replay runs.
+func TestDLQReplayOfScheduleFiresStartsTheirInstances(t *testing.T) {
+	t.Parallel()
+	e := jftest.StartTCP(t, jetstream.Config{})
+	ctx := context.Background()
+	const steps = "steps:\n  - {name: a, kind: task, task: echo}\n"
+	// The server fires the schedule of a workflow no dispatcher knows.
+	every, err := workflow.Parse("t.yaml", []byte("name: cronlate\nversion: 1\nschedules:\n  - {name: tick, cron: \"@every 1s\", overlap: allow}\n"+steps))
+	require.NoError(t, err)
+	require.NoError(t, e.Client.SyncSchedules(ctx, every))
+	nc, err := nats.Connect(e.URL)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := natsjs.New(nc)
+	require.NoError(t, err)
+	st, err := js.Stream(ctx, jetstream.StreamSchedules)
+	require.NoError(t, err)
+	fireSubject := jetstream.FireSubject("cronlate", "tick")
+	fires := func() uint64 {
+		info, err := st.Info(ctx, natsjs.WithSubjectFilter(fireSubject))
+		require.NoError(t, err)
+		return info.State.Subjects[fireSubject]
+	}
+	jftest.Eventually(t, 30*time.Second, func() bool { return fires() > 0 }, "the schedule never fired")
+	// Stop it, then read the fires it made: the instances they name.
+	none, err := workflow.Parse("t.yaml", []byte("name: cronlate\nversion: 1\n"+steps))
+	require.NoError(t, err)
+	require.NoError(t, e.Client.SyncSchedules(ctx, none))
+	spec, err := workflow.ParseScheduleSpec("@every 1s", "")
+	require.NoError(t, err)
+	want := map[string]bool{}
+	info, err := st.Info(ctx)
+	require.NoError(t, err)
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil || m.Subject != fireSubject {
+			continue
+		}
+		next, err := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Schedule-Next"))
+		require.NoError(t, err, "a fire of the server carries its next fire time")
+		want[workflow.InstanceID("cronlate", workflow.ScheduleEventKey("tick", spec.FireTime(next)))] = true
+	}
+	require.NotEmpty(t, want)
+	// And a manual fire (jetflow schedule trigger).
+	manual := time.Date(2031, 5, 6, 7, 8, 9, 123456789, time.UTC)
+	require.NoError(t, e.Client.TriggerSchedule(ctx, "cronlate", "tick", manual))
+	want[workflow.InstanceID("cronlate", workflow.ScheduleManualKey("tick", manual))] = true
+
+	// A dispatcher dead-letters them all: the workflow is unknown.
+	_, _ = e.Dispatcher(e.NewClient(), dispatcher.Config{})
+	_, _ = e.Worker(e.NewClient(), worker.Config{}, map[string]worker.Handler{"echo": echo})
+	dls := waitDeadLetters(t, e, len(want))
+	for _, d := range dls {
+		require.Contains(t, d.Reason, "unknown workflow")
+		require.Equal(t, fireSubject, d.SourceSubject)
+	}
+	// Registered again, with the schedule (which will not fire in the test).
+	e.Register("name: cronlate\nversion: 1\nschedules:\n  - {name: tick, cron: \"@yearly\", overlap: allow}\n" + steps)
+
+	// Racing replays of one dead letter: one publishes.
+	var (
+		wg0     sync.WaitGroup
+		mu      sync.Mutex
+		results = map[string]int{}
+	)
+	for range 8 {
+		wg0.Add(1)
+		go func() {
+			defer wg0.Done()
+			err := e.NewClient().ReplayDeadLetter(ctx, dls[0])
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				results["replayed"]++
+			case errors.Is(err, jetstream.ErrAlreadyReplayed):
+				results["already"]++
+			default:
+				results[err.Error()]++
+			}
+		}()
+	}
+	wg0.Wait()
+	require.Equal(t, map[string]int{"replayed": 1, "already": 7}, results)
+	// Two operators replay them all at once.
+	var wg sync.WaitGroup
+	outs := make([]dlqSummary, 2)
+	for i := range outs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, _, err := jetflow(t, "--nats-url", e.URL, "--json", "dlq", "replay", "--subject", "jetflow.fire.cronlate.>")
+			require.NoError(t, err)
+			require.NoError(t, json.Unmarshal([]byte(out), &outs[i]))
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, len(want)-1, outs[0].Counts["replayed"]+outs[1].Counts["replayed"], "each dead letter replayed once: %+v", outs)
+
+	started := func() map[string]bool {
+		ids, err := e.Client.ListInstanceIDs(ctx)
+		require.NoError(t, err)
+		got := map[string]bool{}
+		for _, id := range ids {
+			if strings.HasPrefix(id, "cronlate-") {
+				got[id] = true
+			}
+		}
+		return got
+	}
+	jftest.Eventually(t, 30*time.Second, func() bool { return len(started()) >= len(want) }, "not every replayed fire started")
+	for id := range want {
+		in := e.WaitTerminal(id, 30*time.Second)
+		require.Equal(t, workflow.StatusCompleted, in.Status, id)
+		require.Equal(t, 1, in.Steps["a"].Attempt, id)
+	}
+	// --force replays them again: the same instances, nothing twice.
+	out, _, err := jetflow(t, "--nats-url", e.URL, "--json", "dlq", "replay", "--subject", "jetflow.fire.cronlate.>", "--force")
+	require.NoError(t, err)
+	sum := dlqSummary{}
+	require.NoError(t, json.Unmarshal([]byte(out), &sum))
+	require.Equal(t, map[string]int{"replayed": len(want)}, sum.Counts)
+	// Those the stream's duplicate window absorbed (same message id);
+	// past the window a replay is a new message: it names the same fire.
+	for _, d := range dls {
+		h := map[string]string{jetstream.HeaderMsgID: "replay/" + strconv.FormatUint(d.Seq, 10) + "/past-the-window"}
+		for k := range d.Header {
+			h[k] = d.Header.Get(k)
+		}
+		_, err := e.Client.Publish(ctx, d.SourceSubject, d.Data, h)
+		require.NoError(t, err)
+	}
+	jftest.Eventually(t, 30*time.Second, func() bool { return fires() == 0 }, "the forced replays were not consumed")
+	require.Equal(t, want, started(), "the instances started are exactly those the fires named")
+	for id := range want {
+		require.Equal(t, 1, e.Instance(id).Steps["a"].Attempt, id)
+	}
+	require.Len(t, waitDeadLetters(t, e, len(want)), len(want), "a replay was dead-lettered again")
+}
+
+// TestDLQReplayOfDebounceTimerStartsItsWindow: the timer of a debounce
+// window whose workflow's definition was removed is dead-lettered; once
+// the workflow is registered again, replaying it closes the window and
+// starts its one instance (named by the window's first event), once,
+// however often the replay runs: the window's record, not the message,
+// decides.
+func TestDLQReplayOfDebounceTimerStartsItsWindow(t *testing.T) {
+	t.Parallel()
+	e := jftest.StartTCP(t, jetstream.Config{})
+	ctx := context.Background()
+	const src = "name: debx\nversion: 1\ntrigger: {subject: debx.events, key: k, debounce: 5s}\nsteps:\n  - {name: a, kind: task, task: echo}\n"
+	e.Register(src)
+	nc, err := nats.Connect(e.URL)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := natsjs.New(nc)
+	require.NoError(t, err)
+	st, err := js.Stream(ctx, jetstream.StreamSchedules)
+	require.NoError(t, err)
+	count := func(filter string) uint64 {
+		info, err := st.Info(ctx, natsjs.WithSubjectFilter(filter))
+		require.NoError(t, err)
+		return info.State.Msgs
+	}
+	// An event opens the window of key "a" and arms its timer; the
+	// dispatcher stops, and the definition is removed, before it fires.
+	_, d1 := e.Dispatcher(e.NewClient(), dispatcher.Config{})
+	ack, err := js.Publish(ctx, "debx.events", []byte(`{"k": "a", "n": 7}`))
+	require.NoError(t, err)
+	id := jetstream.DebounceID("a")
+	jftest.Eventually(t, 30*time.Second, func() bool { return count("jetflow.schedule.debx.debounce."+id) > 0 }, "the window's timer was not armed")
+	require.NoError(t, d1.Stop())
+	defs, err := js.KeyValue(ctx, jetstream.BucketDefinitions)
+	require.NoError(t, err)
+	require.NoError(t, defs.Purge(ctx, jetstream.DefinitionKey("debx", 1)))
+	_, _ = e.Dispatcher(e.NewClient(), dispatcher.Config{})
+	_, _ = e.Worker(e.NewClient(), worker.Config{}, map[string]worker.Handler{"echo": echo})
+	timer := waitDeadLetters(t, e, 1)[0]
+	require.Contains(t, timer.Reason, "unknown workflow")
+	require.Equal(t, "jetflow.fire.debx.debounce."+id, timer.SourceSubject)
+
+	e.Register(src)
+	var wg sync.WaitGroup
+	outs := make([]dlqSummary, 2)
+	for i := range outs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, _, err := jetflow(t, "--nats-url", e.URL, "--json", "dlq", "replay", "--subject", "jetflow.fire.debx.>")
+			require.NoError(t, err)
+			require.NoError(t, json.Unmarshal([]byte(out), &outs[i]))
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, 1, outs[0].Counts["replayed"]+outs[1].Counts["replayed"], "%+v", outs)
+	want := workflow.InstanceID("debx", workflow.DebounceEventKey("a", ack.Sequence))
+	in := e.WaitTerminal(want, 30*time.Second)
+	require.Equal(t, workflow.StatusCompleted, in.Status)
+	// Replayed again past the stream's duplicate window: the window is
+	// resolved, nothing starts.
+	h := map[string]string{jetstream.HeaderMsgID: "replay/" + strconv.FormatUint(timer.Seq, 10) + "/past-the-window"}
+	_, err = e.Client.Publish(ctx, timer.SourceSubject, timer.Data, h)
+	require.NoError(t, err)
+	jftest.Eventually(t, 30*time.Second, func() bool { return count("jetflow.fire.debx.>") == 0 }, "the second replay was not consumed")
+	ids, err := e.Client.ListInstanceIDs(ctx)
+	require.NoError(t, err)
+	var got []string
+	for _, id := range ids {
+		if strings.HasPrefix(id, "debx-") {
+			got = append(got, id)
+		}
+	}
+	require.Equal(t, []string{want}, got)
+	require.Equal(t, 1, e.Instance(want).Steps["a"].Attempt)
 }
