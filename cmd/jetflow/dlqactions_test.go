@@ -361,7 +361,7 @@ func TestDLQReplayOfDebounceTimerStartsItsWindow(t *testing.T) {
 	t.Parallel()
 	e := jftest.StartTCP(t, jetstream.Config{})
 	ctx := context.Background()
-	const src = "name: debx\nversion: 1\ntrigger: {subject: debx.events, key: k, debounce: 5s}\nsteps:\n  - {name: a, kind: task, task: echo}\n"
+	const src = "name: debx\nversion: 1\ntrigger: {subject: debx.events, key: k, debounce: 15s}\nsteps:\n  - {name: a, kind: task, task: echo}\n"
 	e.Register(src)
 	nc, err := nats.Connect(e.URL)
 	require.NoError(t, err)
@@ -376,7 +376,8 @@ func TestDLQReplayOfDebounceTimerStartsItsWindow(t *testing.T) {
 		return info.State.Msgs
 	}
 	// An event opens the window of key "a" and arms its timer; the
-	// dispatcher stops, and the definition is removed, before it fires.
+	// dispatcher stops, and the definition is removed, before it fires
+	// (15 s: room for a loaded machine).
 	_, d1 := e.Dispatcher(e.NewClient(), dispatcher.Config{})
 	ack, err := js.Publish(ctx, "debx.events", []byte(`{"k": "a", "n": 7}`))
 	require.NoError(t, err)
