@@ -236,3 +236,30 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg strin
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// EventuallyProgressing polls cond every 20ms until it holds, for a
+// condition the system reaches through many steps at a pace set by the
+// machine's load (a thousand workflows finishing, a fan-out counting its
+// children). It fails when progress, a measure that changes with every
+// step the system takes (a count of writes, of children counted), has not
+// changed for stall, or when limit has passed in all. A loaded machine
+// then takes longer but does not fail; a system that stopped moving fails
+// after stall, however long limit is.
+func EventuallyProgressing(t testing.TB, stall, limit time.Duration, cond func() bool, progress func() int64, msg string, args ...any) {
+	t.Helper()
+	start := time.Now()
+	last, moved := progress(), start
+	for !cond() {
+		now := time.Now()
+		if p := progress(); p != last {
+			last, moved = p, now
+		}
+		switch {
+		case now.Sub(moved) > stall:
+			t.Fatalf("no progress for %s (progress %d, after %s): "+msg, append([]any{stall, last, now.Sub(start).Round(time.Second)}, args...)...)
+		case now.Sub(start) > limit:
+			t.Fatalf("still progressing but not done after %s (progress %d): "+msg, append([]any{limit, last}, args...)...)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
