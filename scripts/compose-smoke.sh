@@ -156,8 +156,10 @@ ready() {
       age=$(( $(date +%s) - $(date -d "$started" +%s) ))
       [ "$age" -ge "$SETTLE" ] || { echo "$svc $id up only ${age}s"; return 1; }
       # grep -c, not -q: -q would stop reading early, and with pipefail the
-      # SIGPIPE of `docker logs` would count as "not ready".
-      docker logs --since "$started" "$id" 2>&1 | grep -c "\"message\":\"$svc running\"" >/dev/null ||
+      # SIGPIPE of `docker logs` would count as "not ready". The logs are
+      # read from 2s before StartedAt: Docker records StartedAt after the
+      # process started, and a quick one logs "running" before that.
+      docker logs --since "$(( $(date -d "$started" +%s) - 2 ))" "$id" 2>&1 | grep -c "\"message\":\"$svc running\"" >/dev/null ||
         { echo "$svc $id has not logged '$svc running' yet"; return 1; }
       restarts=$((restarts + $(docker inspect -f '{{.RestartCount}}' "$id")))
     done
