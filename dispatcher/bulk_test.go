@@ -681,13 +681,24 @@ func TestBulkLostChunkUnderAWindowIsRepublishedByRepair(t *testing.T) {
 	l := &ledger{runs: map[int]int{}}
 	e.Worker(nil, worker.Config{Concurrency: 16}, map[string]worker.Handler{"work": l.handler(-1)})
 	require.NoError(t, e.Client.PublishStart(context.Background(), jetstream.Start{Workflow: "parent", EventKey: "window", Payload: items(n)}))
-	inst := e.WaitTerminal(parent, 60*time.Second)
+	// A loaded machine is slower, not stuck: fail when nothing moved for
+	// 20s (the repair republishes after 2s of quiet), or after 5 minutes.
+	var inst *workflow.Instance
+	jftest.EventuallyProgressing(t, 20*time.Second, 5*time.Minute, func() bool {
+		inst = e.Instance(parent)
+		return inst != nil && inst.Status.Terminal()
+	}, func() int64 { st := d.Stats(); return int64(st.Started + st.Completed + st.Events + st.RepairsSent) }, "parent %s did not finish", parent)
 	require.EqualValues(t, 1, dropped.Load(), "no publish was dropped")
 	requireFanOutDone(t, e, l, inst, n)
 	require.Positive(t, d.Stats().RepairsSent)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for i, runs := range l.runs {
-		require.Equal(t, 1, runs, "child %d ran %d times", i, runs)
+	// Each child's result was recorded on its first attempt: the
+	// republished chunk started no child again. (Task delivery is at
+	// least once, docs/guarantees.md: a worker that misses its heartbeats
+	// on a loaded machine has its task run again, the same attempt.)
+	for i := 0; i < n; i++ {
+		ch := e.Instance(workflow.ChildInstanceID("child", parent, "fan", i))
+		require.NotNil(t, ch, "child %d", i)
+		require.Equal(t, workflow.StatusCompleted, ch.Status, "child %d: %s", i, ch.Error)
+		require.Equal(t, 1, ch.Steps["work"].Attempt, "child %d's result was recorded on a later attempt", i)
 	}
 }
