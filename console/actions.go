@@ -395,10 +395,14 @@ func (cs *Console) confirmPause(w http.ResponseWriter, r *http.Request, pause bo
 	cs.render(w, r, "pause", &p)
 }
 
-func (cs *Console) confirmPauseOn(w http.ResponseWriter, r *http.Request)  { cs.confirmPause(w, r, true) }
-func (cs *Console) confirmPauseOff(w http.ResponseWriter, r *http.Request) { cs.confirmPause(w, r, false) }
-func (cs *Console) doPauseOn(w http.ResponseWriter, r *http.Request)       { cs.doPause(w, r, true) }
-func (cs *Console) doPauseOff(w http.ResponseWriter, r *http.Request)      { cs.doPause(w, r, false) }
+func (cs *Console) confirmPauseOn(w http.ResponseWriter, r *http.Request) {
+	cs.confirmPause(w, r, true)
+}
+func (cs *Console) confirmPauseOff(w http.ResponseWriter, r *http.Request) {
+	cs.confirmPause(w, r, false)
+}
+func (cs *Console) doPauseOn(w http.ResponseWriter, r *http.Request)  { cs.doPause(w, r, true) }
+func (cs *Console) doPauseOff(w http.ResponseWriter, r *http.Request) { cs.doPause(w, r, false) }
 
 // knownWorkflow returns the workflow the path names, if it is registered.
 func (cs *Console) knownWorkflow(w http.ResponseWriter, r *http.Request) (string, bool) {

@@ -42,10 +42,10 @@ const (
 	// replay of the dead letter (Nats-Msg-Id "replay/<seq>") carries it,
 	// so it names the fire time, hence the instance, the fire named.
 	HeaderScheduleFireNext = "Jetflow-Schedule-Fire-Next"
-	headerScheduleNext    = "Nats-Schedule-Next"
-	headerScheduleTZ      = "Nats-Schedule-Time-Zone"
-	headerScheduleTTL     = "Nats-Schedule-TTL"
-	headerRollup          = "Nats-Rollup"
+	headerScheduleNext     = "Nats-Schedule-Next"
+	headerScheduleTZ       = "Nats-Schedule-Time-Zone"
+	headerScheduleTTL      = "Nats-Schedule-TTL"
+	headerRollup           = "Nats-Rollup"
 )
 
 // FireTTL is how long a fire waits for a dispatcher: a fire not consumed
