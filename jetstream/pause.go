@@ -148,28 +148,15 @@ func (c *Client) WatchPauses(ctx context.Context, ready func(), fn func(PauseSta
 	if err != nil {
 		return fmt.Errorf("watch pause records: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
+	return follow(ctx, w, ready, func(e natsjs.KeyValueEntry) {
+		st := PauseState{Workflow: strings.TrimPrefix(e.Key(), pausePrefix), Revision: e.Revision()}
+		if e.Operation() == natsjs.KeyValuePut {
+			if err := decode(e.Value(), &st.PauseRecord); err != nil {
+				c.log.Warn().Err(err).Str("key", e.Key()).Msg("undecodable pause record; read as not paused")
 			}
-			if e == nil {
-				ready()
-				continue
-			}
-			st := PauseState{Workflow: strings.TrimPrefix(e.Key(), pausePrefix), Revision: e.Revision()}
-			if e.Operation() == natsjs.KeyValuePut {
-				if err := decode(e.Value(), &st.PauseRecord); err != nil {
-					c.log.Warn().Err(err).Str("key", e.Key()).Msg("undecodable pause record; read as not paused")
-				}
-			}
-			fn(st)
 		}
-	}
+		fn(st)
+	})
 }
 
 // PauseConfirmation says which dispatchers applied a pause record.

@@ -301,6 +301,23 @@ func (c *Client) WatchDefinitions(ctx context.Context, fn func(*workflow.Definit
 	if err != nil {
 		return fmt.Errorf("watch definitions: %w", err)
 	}
+	return follow(ctx, w, ready, func(e natsjs.KeyValueEntry) {
+		if e.Operation() != natsjs.KeyValuePut {
+			return
+		}
+		def, err := workflow.Parse(e.Key(), e.Value())
+		if err != nil {
+			c.log.Error().Err(err).Str("key", e.Key()).Msg("stored definition does not validate; skipped")
+			return
+		}
+		fn(def)
+	})
+}
+
+// follow hands the entries of watch w to fn, in revision order, calls
+// ready when the entries stored when it started were delivered, and
+// returns nil when ctx ends or the watch closes; it stops the watch.
+func follow(ctx context.Context, w natsjs.KeyWatcher, ready func(), fn func(natsjs.KeyValueEntry)) error {
 	defer func() { _ = w.Stop() }()
 	for {
 		select {
@@ -314,15 +331,7 @@ func (c *Client) WatchDefinitions(ctx context.Context, fn func(*workflow.Definit
 				ready()
 				continue
 			}
-			if e.Operation() != natsjs.KeyValuePut {
-				continue
-			}
-			def, err := workflow.Parse(e.Key(), e.Value())
-			if err != nil {
-				c.log.Error().Err(err).Str("key", e.Key()).Msg("stored definition does not validate; skipped")
-				continue
-			}
-			fn(def)
+			fn(e)
 		}
 	}
 }
@@ -385,30 +394,16 @@ func (c *Client) watchInstances(ctx context.Context, existing bool, ready func()
 	if err != nil {
 		return fmt.Errorf("watch instances: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
 	if !existing {
+		// Updates only: nothing stored is delivered, and no marker ends it.
 		ready()
+		ready = func() {}
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
-			}
-			if e == nil {
-				if existing {
-					ready()
-				}
-				continue
-			}
-			if e.Operation() != natsjs.KeyValuePut {
-				continue
-			}
+	return follow(ctx, w, ready, func(e natsjs.KeyValueEntry) {
+		if e.Operation() == natsjs.KeyValuePut {
 			fn(e.Key(), e.Value())
 		}
-	}
+	})
 }
 
 // watchAll starts a watch of a bucket. The watch (an ordered consumer)
