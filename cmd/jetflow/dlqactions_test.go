@@ -66,42 +66,8 @@ func TestDLQReplayAfterRegisteringStartsOneInstance(t *testing.T) {
 	e.Register("name: late\nversion: 1\nsteps:\n  - {name: a, kind: task, task: echo}\n")
 	// Racing replays of one dead letter: one publishes, the others find
 	// it marked.
-	var (
-		wg0     sync.WaitGroup
-		mu      sync.Mutex
-		results = map[string]int{}
-	)
-	for range 8 {
-		wg0.Add(1)
-		go func() {
-			defer wg0.Done()
-			err := e.NewClient().ReplayDeadLetter(ctx, dls[0])
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				results["replayed"]++
-			case errors.Is(err, jetstream.ErrAlreadyReplayed):
-				results["already"]++
-			default:
-				results[err.Error()]++
-			}
-		}()
-	}
-	wg0.Wait()
-	require.Equal(t, map[string]int{"replayed": 1, "already": 7}, results)
-	var wg sync.WaitGroup
-	outs := make([]dlqSummary, 2)
-	for i := range outs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out, _, err := jetflow(t, "--nats-url", e.URL, "--json", "dlq", "replay", "--reason", "late")
-			require.NoError(t, err)
-			require.NoError(t, json.Unmarshal([]byte(out), &outs[i]))
-		}()
-	}
-	wg.Wait()
+	require.Equal(t, map[string]int{"replayed": 1, "already": 7}, raceReplays(t, e, dls[0], 8))
+	outs := replayTwice(t, e, "--reason", "late")
 	require.Equal(t, 2, outs[0].Counts["replayed"]+outs[1].Counts["replayed"], "each dead letter replayed once: %+v", outs)
 	require.Equal(t, 4, outs[0].Counts["already_replayed"]+outs[1].Counts["already_replayed"])
 
@@ -271,43 +237,9 @@ func TestDLQReplayOfScheduleFiresStartsTheirInstances(t *testing.T) {
 	e.Register("name: cronlate\nversion: 1\nschedules:\n  - {name: tick, cron: \"@yearly\", overlap: allow}\n" + steps)
 
 	// Racing replays of one dead letter: one publishes.
-	var (
-		wg0     sync.WaitGroup
-		mu      sync.Mutex
-		results = map[string]int{}
-	)
-	for range 8 {
-		wg0.Add(1)
-		go func() {
-			defer wg0.Done()
-			err := e.NewClient().ReplayDeadLetter(ctx, dls[0])
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				results["replayed"]++
-			case errors.Is(err, jetstream.ErrAlreadyReplayed):
-				results["already"]++
-			default:
-				results[err.Error()]++
-			}
-		}()
-	}
-	wg0.Wait()
-	require.Equal(t, map[string]int{"replayed": 1, "already": 7}, results)
+	require.Equal(t, map[string]int{"replayed": 1, "already": 7}, raceReplays(t, e, dls[0], 8))
 	// Two operators replay them all at once.
-	var wg sync.WaitGroup
-	outs := make([]dlqSummary, 2)
-	for i := range outs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out, _, err := jetflow(t, "--nats-url", e.URL, "--json", "dlq", "replay", "--subject", "jetflow.fire.cronlate.>")
-			require.NoError(t, err)
-			require.NoError(t, json.Unmarshal([]byte(out), &outs[i]))
-		}()
-	}
-	wg.Wait()
+	outs := replayTwice(t, e, "--subject", "jetflow.fire.cronlate.>")
 	require.Equal(t, len(want)-1, outs[0].Counts["replayed"]+outs[1].Counts["replayed"], "each dead letter replayed once: %+v", outs)
 
 	started := func() map[string]bool {
@@ -394,18 +326,7 @@ func TestDLQReplayOfDebounceTimerStartsItsWindow(t *testing.T) {
 	require.Equal(t, "jetflow.fire.debx.debounce."+id, timer.SourceSubject)
 
 	e.Register(src)
-	var wg sync.WaitGroup
-	outs := make([]dlqSummary, 2)
-	for i := range outs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out, _, err := jetflow(t, "--nats-url", e.URL, "--json", "dlq", "replay", "--subject", "jetflow.fire.debx.>")
-			require.NoError(t, err)
-			require.NoError(t, json.Unmarshal([]byte(out), &outs[i]))
-		}()
-	}
-	wg.Wait()
+	outs := replayTwice(t, e, "--subject", "jetflow.fire.debx.>")
 	require.Equal(t, 1, outs[0].Counts["replayed"]+outs[1].Counts["replayed"], "%+v", outs)
 	want := workflow.InstanceID("debx", workflow.DebounceEventKey("a", ack.Sequence))
 	in := e.WaitTerminal(want, 30*time.Second)
@@ -426,4 +347,53 @@ func TestDLQReplayOfDebounceTimerStartsItsWindow(t *testing.T) {
 	}
 	require.Equal(t, []string{want}, got)
 	require.Equal(t, 1, e.Instance(want).Steps["a"].Attempt)
+}
+
+// raceReplays replays dead letter d from n clients at once and counts
+// the outcomes: "replayed", "already" (ErrAlreadyReplayed), or the error.
+func raceReplays(t *testing.T, e *jftest.Env, d jetstream.DeadLetter, n int) map[string]int {
+	t.Helper()
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		results = map[string]int{}
+	)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := e.NewClient().ReplayDeadLetter(context.Background(), d)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				results["replayed"]++
+			case errors.Is(err, jetstream.ErrAlreadyReplayed):
+				results["already"]++
+			default:
+				results[err.Error()]++
+			}
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+// replayTwice runs two `jetflow dlq replay <flag> <value>` at once, as two
+// operators would, and returns their summaries.
+func replayTwice(t *testing.T, e *jftest.Env, flag, value string) []dlqSummary {
+	t.Helper()
+	var wg sync.WaitGroup
+	outs := make([]dlqSummary, 2)
+	for i := range outs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, _, err := jetflow(t, "--nats-url", e.URL, "--json", "dlq", "replay", flag, value)
+			require.NoError(t, err)
+			require.NoError(t, json.Unmarshal([]byte(out), &outs[i]))
+		}()
+	}
+	wg.Wait()
+	return outs
 }
