@@ -38,24 +38,15 @@ func pauseCmds(g *globals) []*cobra.Command {
 				if err != nil {
 					return err
 				}
-				if latest(defs)[wf] == nil {
-					return fmt.Errorf("%w %s (registered: %s)", errUnknownWorkflow, wf, listOrNone(slices.Sorted(maps.Keys(latest(defs)))))
+				if known := latest(defs); known[wf] == nil {
+					return fmt.Errorf("%w %s (registered: %s)", errUnknownWorkflow, wf, listOrNone(slices.Sorted(maps.Keys(known))))
 				}
 				st, changed, err := c.SetPaused(ctx, wf, paused, time.Now())
 				if err != nil {
 					return err
 				}
 				r := pauseResult{Workflow: wf, Paused: paused, Since: st.Since, Revision: st.Revision}
-				switch {
-				case changed && paused:
-					r.Result = "paused"
-				case changed:
-					r.Result = "resumed"
-				case paused:
-					r.Result = "already_paused"
-				default:
-					r.Result = "not_paused"
-				}
+				r.Result = pauseOutcome(paused, changed)
 				if wait > 0 && st.Revision > 0 {
 					if r.PauseConfirmation, err = c.AwaitPause(ctx, st.Revision, wait); err != nil {
 						return err
@@ -64,27 +55,7 @@ func pauseCmds(g *globals) []*cobra.Command {
 				if g.json {
 					return printJSON(cmd.OutOrStdout(), r)
 				}
-				out := cmd.OutOrStdout()
-				switch r.Result {
-				case "paused":
-					fmt.Fprintf(out, "workflow %s paused: its instances keep being created; no new task of them is dispatched until jetflow resume %s\n", wf, wf)
-				case "resumed":
-					fmt.Fprintf(out, "workflow %s resumed: the attempts it held are released\n", wf)
-				case "already_paused":
-					fmt.Fprintf(out, "workflow %s was already paused (since %s); nothing changed\n", wf, st.Since.Format(time.RFC3339))
-				case "not_paused":
-					fmt.Fprintf(out, "workflow %s is not paused; nothing changed\n", wf)
-				}
-				switch {
-				case wait <= 0:
-				case len(r.Unconfirmed) > 0:
-					fmt.Fprintf(cmd.ErrOrStderr(), "warning: not confirmed within %s by dispatcher(s) %s: each applies it as soon as its watch delivers it (a dispatcher that stopped drops out of the list when its presence record expires)\n",
-						wait, strings.Join(r.Unconfirmed, ", "))
-				case len(r.Confirmed) == 0:
-					fmt.Fprintln(cmd.ErrOrStderr(), "warning: no dispatcher is running; the next one to start applies it before its first event")
-				default:
-					fmt.Fprintf(out, "applied by every dispatcher (%s)\n", strings.Join(r.Confirmed, ", "))
-				}
+				printPause(cmd, r, wait)
 				return nil
 			}),
 		}
@@ -110,5 +81,44 @@ dispatched. Pausing a paused workflow changes nothing and says so.`, true),
 task is published, after its concurrency and rate limits, if any), and new
 attempts start as usual. Nothing held is lost or run twice. Resuming a
 workflow that is not paused changes nothing and says so.`, false),
+	}
+}
+
+// pauseOutcome names what a pause or resume did (pauseResult.Result).
+func pauseOutcome(paused, changed bool) string {
+	switch {
+	case changed && paused:
+		return "paused"
+	case changed:
+		return "resumed"
+	case paused:
+		return "already_paused"
+	}
+	return "not_paused"
+}
+
+// printPause prints r as text, with what the dispatchers confirmed when
+// the command waited for them.
+func printPause(cmd *cobra.Command, r pauseResult, wait time.Duration) {
+	out, wf := cmd.OutOrStdout(), r.Workflow
+	switch r.Result {
+	case "paused":
+		fmt.Fprintf(out, "workflow %s paused: its instances keep being created; no new task of them is dispatched until jetflow resume %s\n", wf, wf)
+	case "resumed":
+		fmt.Fprintf(out, "workflow %s resumed: the attempts it held are released\n", wf)
+	case "already_paused":
+		fmt.Fprintf(out, "workflow %s was already paused (since %s); nothing changed\n", wf, r.Since.Format(time.RFC3339))
+	case "not_paused":
+		fmt.Fprintf(out, "workflow %s is not paused; nothing changed\n", wf)
+	}
+	switch {
+	case wait <= 0:
+	case len(r.Unconfirmed) > 0:
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: not confirmed within %s by dispatcher(s) %s: each applies it as soon as its watch delivers it (a dispatcher that stopped drops out of the list when its presence record expires)\n",
+			wait, strings.Join(r.Unconfirmed, ", "))
+	case len(r.Confirmed) == 0:
+		fmt.Fprintln(cmd.ErrOrStderr(), "warning: no dispatcher is running; the next one to start applies it before its first event")
+	default:
+		fmt.Fprintf(out, "applied by every dispatcher (%s)\n", strings.Join(r.Confirmed, ", "))
 	}
 }
